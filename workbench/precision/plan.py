@@ -1,0 +1,59 @@
+"""Precision plans: what the ONNX -> ONNX precision transform should do."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import PrecisionError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+METHODS = ("minmax", "entropy", "percentile")
+QDQ_STYLES = ("onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """FP32, FP16 or INT8 (Q/DQ from calibration), optionally keeping named nodes or op types in FP32.
+
+    A non-empty `keep_fp32` makes the plan "mixed".
+    """
+
+    precision: str = "fp32"
+    method: str | None = None  # int8 only: minmax | entropy | percentile
+    qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
+    per_channel: bool = True  # int8 weights
+    keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise PrecisionError(f"Unknown precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}.")
+        if self.precision == "int8":
+            object.__setattr__(self, "method", self.method or "minmax")
+            object.__setattr__(self, "qdq_style", self.qdq_style or "onnxruntime")
+            if self.method not in METHODS:
+                raise PrecisionError(f"Unknown calibration method {self.method!r}: choose one of {', '.join(METHODS)}.")
+            if self.qdq_style not in QDQ_STYLES:
+                raise PrecisionError(f"Unknown Q/DQ style {self.qdq_style!r}: choose one of {', '.join(QDQ_STYLES)}.")
+        else:
+            object.__setattr__(self, "method", None)
+            object.__setattr__(self, "qdq_style", None)
+        object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
+
+    @property
+    def mixed(self) -> bool:
+        return bool(self.keep_fp32)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8"
+
+    @property
+    def label(self) -> str:
+        """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
+        parts = [p for p in (self.method, self.qdq_style) if p]
+        text = self.precision + (f" ({', '.join(parts)})" if parts else "")
+        return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["keep_fp32"] = list(self.keep_fp32)
+        return data

@@ -1,0 +1,142 @@
+"""Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see README, 'JSON keys')."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .backends.base import EngineGraph
+
+
+@dataclass
+class LatencyStats:
+    """End-to-end latency of one batch size, in milliseconds."""
+
+    batch: int
+    median: float
+    p90: float
+    min: float
+    mean: float
+    runs: int
+    throughput: float  # samples per second at the median
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AccuracyStats:
+    """Accuracy against labels (top1) and agreement with the FP32 reference."""
+
+    top1: float | None  # None when the data has no labels
+    top1_agreement: float | None  # fraction of samples whose argmax matches FP32
+    cosine: float | None  # mean cosine similarity of outputs to FP32
+    max_abs_diff: float | None
+    samples: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DriftPoint:
+    """Difference from FP32 at one intermediate tensor, in graph order."""
+
+    tensor: str
+    layer: str | None
+    sqnr_db: float  # inf when identical
+    cosine: float
+    max_abs_diff: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunResult:
+    """Everything measured for one configuration (model, precision plan, calibration, backend)."""
+
+    model: str
+    precision: str
+    method: str | None
+    qdq_style: str | None
+    calibration: str | None
+    calibration_hash: str | None
+    backend: str
+    versions: dict[str, str]
+    synthetic_data: bool
+    latency: list[LatencyStats]  # one per batch size; the first is the headline
+    accuracy: AccuracyStats | None
+    engine: EngineGraph | None = None  # layers with provenance and joined per-layer latency
+    layer_time_ratio: float | None = None  # summed per-layer time / end-to-end time
+    drift: list[DriftPoint] = field(default_factory=list)
+    drift_graph: str | None = None  # which graph the drift was measured on
+    accelerated: bool = True  # False when the backend runs this precision no faster than FP32
+    keep_fp32: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    cache_key: str | None = None
+
+    @property
+    def label(self) -> str:
+        parts = [p for p in (self.method, self.qdq_style, self.calibration) if p]
+        return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"
+
+    @property
+    def headline_latency(self) -> LatencyStats:
+        return self.latency[0]
+
+    def to_json(self) -> dict:
+        head = self.headline_latency
+        layers = self.engine.layers if self.engine else []
+        return {
+            "model": self.model,
+            "precision": self.precision,
+            "calibration": self.calibration,
+            "calibration_hash": self.calibration_hash,
+            "method": self.method,
+            "qdq_style": self.qdq_style,
+            "keep_fp32": list(self.keep_fp32),
+            "backend": self.backend,
+            "versions": dict(self.versions),
+            "synthetic_data": self.synthetic_data,
+            "accelerated": self.accelerated,
+            "latency_ms": {"median": head.median, "p90": head.p90, "min": head.min, "batch": head.batch,
+                           "throughput": head.throughput},
+            "latency_by_batch": [stats.to_json() for stats in self.latency],
+            "accuracy": self.accuracy.to_json() if self.accuracy else
+            {"top1": None, "top1_agreement": None, "cosine": None, "max_abs_diff": None, "samples": 0},
+            "layers": [
+                {"name": l.name, "type": l.type, "precision": l.precision, "onnx_nodes": list(l.onnx_nodes),
+                 "latency_ms": l.latency_ms, "inserted": l.inserted, "kernel": l.kernel}
+                for l in layers
+            ],
+            "layer_time_ratio": self.layer_time_ratio,
+            "engine": self.engine.to_json() if self.engine else None,
+            "drift": [point.to_json() for point in self.drift],
+            "drift_graph": self.drift_graph,
+            "notes": list(self.notes),
+            "cache_key": self.cache_key,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunResult":
+        acc = data.get("accuracy")
+        return cls(
+            model=data["model"],
+            precision=data["precision"],
+            method=data.get("method"),
+            qdq_style=data.get("qdq_style"),
+            calibration=data.get("calibration"),
+            calibration_hash=data.get("calibration_hash"),
+            backend=data["backend"],
+            versions=dict(data.get("versions", {})),
+            synthetic_data=bool(data.get("synthetic_data", False)),
+            latency=[LatencyStats(**d) for d in data["latency_by_batch"]],
+            accuracy=AccuracyStats(**acc) if acc and acc.get("samples") else None,
+            engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
+            layer_time_ratio=data.get("layer_time_ratio"),
+            drift=[DriftPoint(**d) for d in data.get("drift", [])],
+            drift_graph=data.get("drift_graph"),
+            accelerated=bool(data.get("accelerated", True)),
+            keep_fp32=list(data.get("keep_fp32", [])),
+            notes=list(data.get("notes", [])),
+            cache_key=data.get("cache_key"),
+        )
