@@ -1,7 +1,8 @@
 """Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see README, 'JSON keys')."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 
 from .backends.base import EngineGraph
 
@@ -47,7 +48,8 @@ class DriftPoint:
     max_abs_diff: float
 
     def to_json(self) -> dict:
-        return asdict(self)
+        # "identical" makes an infinite SQNR readable where strict JSON writes it as null (see strict_json).
+        return {**asdict(self), "identical": self.sqnr_db == math.inf}
 
 
 @dataclass
@@ -133,10 +135,29 @@ class RunResult:
             accuracy=AccuracyStats(**acc) if acc and acc.get("samples") else None,
             engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
             layer_time_ratio=data.get("layer_time_ratio"),
-            drift=[DriftPoint(**d) for d in data.get("drift", [])],
+            drift=[_drift_point(d) for d in data.get("drift", [])],
             drift_graph=data.get("drift_graph"),
             accelerated=bool(data.get("accelerated", True)),
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
         )
+
+
+def _drift_point(data: dict) -> DriftPoint:
+    names = {f.name for f in fields(DriftPoint)}
+    point = {k: v for k, v in data.items() if k in names}
+    if point.get("sqnr_db") is None:  # strict JSON wrote inf as null
+        point["sqnr_db"] = math.inf if data.get("identical") else math.nan
+    return DriftPoint(**point)
+
+
+def strict_json(value):
+    """Copy of a JSON-like value with non-finite floats replaced by None, so any JSON parser reads it."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value

@@ -40,6 +40,7 @@ class Sample:
     task: str = "classification"  # or "embedding"
     preprocess: Callable[[np.ndarray], np.ndarray] | None = None  # raw images -> model input
     notes: list[str] = field(default_factory=list)
+    extra_eval: dict[str, EvalData] = field(default_factory=dict)  # labelled alternative eval data, e.g. a shifted domain
 
     @property
     def default_calibration(self) -> str:

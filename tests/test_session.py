@@ -1,0 +1,185 @@
+"""The Workbench session end to end on the tiny CNN (and the digits sample when it is installed)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import make_tiny_cnn
+
+import workbench.precision
+from workbench import CalibrationError, CalibrationSet, Workbench
+from workbench.backends.onnxruntime import OnnxRuntimeBackend
+from workbench.models.spec import Model
+from workbench.results import RunResult
+from workbench.samples.base import EvalData, Sample
+
+FAST = {"runs": 3, "batch": 8}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """WORKBENCH_CACHE in a temporary directory, so no test reads or writes the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        directory = tmp_path_factory.mktemp("workbench-cache")
+        mp.setenv("WORKBENCH_CACHE", str(directory))
+        yield directory
+
+
+@pytest.fixture(scope="module")
+def labelled_sample():
+    """The tiny CNN with 40 eval samples labelled by its own FP32 argmax (so FP32 top-1 must be exactly 1.0)."""
+    proto = make_tiny_cnn()
+    rng = np.random.default_rng(3)
+    inputs = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    labels = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": inputs})[0].argmax(1)
+    model = Model.from_proto(proto, name="tiny-cnn", source="tests/conftest.py")
+    calibration = CalibrationSet.from_arrays("noise", rng.standard_normal((32, 1, 8, 8)).astype(np.float32),
+                                             input_name="input")
+    return Sample(name="tiny", description="tiny CNN", model=model, eval=EvalData({"input": inputs}, labels),
+                  calibration_sets={"noise": calibration})
+
+
+@pytest.fixture(scope="module")
+def session(env, labelled_sample):
+    return Workbench(labelled_sample, progress=False)
+
+
+@pytest.fixture(scope="module")
+def runs(session):
+    """fp32, fp16 and int8 measured once for the module."""
+    return {p: session.run(p, batches=(1,), **FAST) for p in ("fp32", "fp16", "int8")}
+
+
+@pytest.fixture
+def no_builds(monkeypatch):
+    """Make any engine build or precision transform fail the test."""
+    def fail(*args, **kwargs):
+        raise AssertionError("no engine build / precision transform expected here")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "build", fail)
+    monkeypatch.setattr(workbench.precision, "apply_plan", fail)
+
+
+def test_fp32_is_its_own_reference(runs):
+    result = runs["fp32"]
+    assert result.precision == "fp32" and result.backend == "onnxruntime" and not result.synthetic_data
+    assert [s.batch for s in result.latency] == [8, 1]
+    assert all(0 < s.min <= s.median <= s.p90 for s in result.latency)
+    assert result.accuracy.samples == 40
+    assert result.accuracy.top1 == 1.0 and result.accuracy.top1_agreement == 1.0
+    assert result.accuracy.max_abs_diff == 0.0 and result.accuracy.cosine == pytest.approx(1.0)
+    assert result.drift == [] and result.drift_graph is None
+    assert set(result.versions) >= {"onnx", "onnxruntime", "numpy", "workbench"}
+    assert result.accelerated is True
+
+
+def test_engine_layers_carry_profiled_latency(runs):
+    for result in runs.values():
+        timed = [layer for layer in result.engine.layers if layer.latency_ms is not None]
+        assert timed, f"{result.label}: no layer got a profiled latency"
+        assert all(layer.latency_ms >= 0 for layer in timed)
+        assert result.layer_time_ratio == pytest.approx(
+            sum(layer.latency_ms for layer in timed) / result.headline_latency.mean)
+
+
+def test_fp16_and_int8_measure_drift_from_fp32(runs):
+    fp16, int8 = runs["fp16"], runs["int8"]
+    assert fp16.accelerated is False  # ORT's CPU provider runs FP16 graphs through FP32 kernels
+    assert any("fp16" in note for note in fp16.notes)
+    assert fp16.accuracy.top1_agreement == 1.0 and fp16.accuracy.cosine > 0.9999
+    assert all(40 < p.sqnr_db < math.inf for p in fp16.drift)
+    assert int8.calibration == "noise" and int8.calibration_hash is not None
+    assert int8.drift and all(5 < p.sqnr_db < 60 and p.layer for p in int8.drift)
+    assert 0 < int8.accuracy.max_abs_diff < 0.5 and int8.accuracy.top1 == int8.accuracy.top1_agreement
+    for result in (fp16, int8):
+        assert "exposed as outputs" in result.drift_graph
+
+
+def test_rerun_is_served_from_memory_and_disk(session, runs, env, labelled_sample, no_builds):
+    count = len(session.results)
+    again = session.run("int8", batches=(1,), **FAST)
+    assert again.to_json() == runs["int8"].to_json()
+    assert len(session.results) == count  # no duplicate for the same configuration
+    fresh = Workbench(labelled_sample, progress=False)  # new session, same cache directory
+    from_disk = fresh.run("int8", batches=(1,), **FAST)
+    assert from_disk.to_json() == runs["int8"].to_json()
+    assert fresh.results == [from_disk]
+    variant = fresh.variant_model(from_disk)  # the precision-baked model comes back from the disk cache too
+    assert "QuantizeLinear" in {node.op_type for node in variant.proto.graph.node}
+
+
+def test_optimized_model_is_rebuilt_lazily(env, labelled_sample, runs):
+    fresh = Workbench(labelled_sample, progress=False)
+    result = fresh.run("fp16", batches=(1,), **FAST)
+    optimized = fresh.optimized_model(result)
+    assert isinstance(optimized, onnx.ModelProto) and len(optimized.graph.node) > 0
+
+
+def test_changed_calibration_data_gives_a_new_result(session, runs, labelled_sample):
+    changed = labelled_sample.calibration_sets["noise"].arrays["input"] * 3
+    other = CalibrationSet.from_arrays("noise x3", changed, input_name="input")
+    result = session.run("int8", calibration=other, **FAST)
+    assert result.cache_key != runs["int8"].cache_key
+    assert result.calibration == "noise x3" and result.calibration_hash == other.content_hash
+    assert "noise x3" in session.calibration_sets
+    smaller = session.run("int8", calibration_size=8, batches=(1,), **FAST)  # a subset is different data too
+    assert smaller.cache_key not in {result.cache_key, runs["int8"].cache_key}
+
+
+@pytest.mark.parametrize("bad, message", [
+    (CalibrationSet.from_arrays("renamed", {"x": np.zeros((4, 1, 8, 8), np.float32)}), "does not fit the model"),
+    (CalibrationSet.from_arrays("nan", {"input": np.full((4, 1, 8, 8), np.nan, np.float32)}), "NaN"),
+    (CalibrationSet.from_arrays("shape", {"input": np.zeros((4, 1, 6, 6), np.float32)}), "sample shape"),
+    ("no-such-set", "No calibration set 'no-such-set'"),
+])
+def test_bad_calibration_fails_before_any_build(session, no_builds, bad, message):
+    count = len(session.results)
+    with pytest.raises(CalibrationError, match=message):
+        session.run("int8", calibration=bad, **FAST)
+    with pytest.raises(CalibrationError, match=message):  # a sweep validates every config before running any
+        session.sweep([{"precision": "fp32"}, {"precision": "int8", "calibration": bad}])
+    assert len(session.results) == count
+
+
+def test_sweep_returns_one_result_per_config(session, runs, no_builds):
+    results = session.sweep([{"precision": "fp32", "batches": (1,), **FAST},
+                             {"precision": "int8", "batches": (1,), **FAST}])
+    assert [r.cache_key for r in results] == [runs["fp32"].cache_key, runs["int8"].cache_key]
+
+
+def test_model_without_data_is_marked_synthetic(env, tiny_cnn):
+    wb = Workbench(tiny_cnn, progress=False, eval_limit=16)
+    assert wb.sample is None and list(wb.calibration_sets) == ["synthetic"]
+    result = wb.run("int8", runs=2, batch=4, profile=False, drift=False)
+    assert result.synthetic_data is True
+    assert result.accuracy.top1 is None and result.accuracy.samples == 16
+    assert 0 <= result.accuracy.top1_agreement <= 1
+    assert result.engine is not None and result.layer_time_ratio is None and result.drift == []
+    assert any("synthetic" in note for note in result.notes)
+    assert RunResult.from_json(result.to_json()).synthetic_data is True
+
+
+def test_fixed_batch_model_is_measured_at_its_batch(env):
+    proto = make_tiny_cnn()
+    for value_info in (*proto.graph.input, *proto.graph.output):
+        value_info.type.tensor_type.shape.dim[0].dim_value = 2
+    wb = Workbench(Model.from_proto(proto, name="fixed", source="test"), progress=False, eval_limit=5)
+    result = wb.run("fp32", batch=8, batches=(1,), runs=2, profile=False)
+    assert [s.batch for s in result.latency] == [2]
+    assert result.accuracy.samples == 5  # the last, partial batch is padded and trimmed
+    assert any("fixed batch size of 2" in note for note in result.notes)
+
+
+def test_digits_sample_end_to_end(env):
+    from workbench import samples
+
+    if "digits-cnn" not in samples.names():
+        pytest.skip("the digits-cnn sample is not available in this checkout")
+    wb = Workbench("digits-cnn", progress=False, eval_limit=128)
+    fp32 = wb.run("fp32", runs=3)
+    int8 = wb.run("int8", runs=3)
+    assert fp32.accuracy.top1 > 0.8 and not fp32.synthetic_data
+    assert int8.accuracy.top1_agreement > 0.9 and int8.drift

@@ -1,0 +1,227 @@
+"""ONNX Runtime CPU backend: engines with layer-fusion provenance and per-node profiling."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from tqdm.auto import tqdm
+
+from ..errors import BackendError, InputSpecError
+from ..models.spec import TensorSpec
+from .cpu_features import has_flag, has_int8_dot
+from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming
+from .provenance import declared_types, element_types, qualified_op, trace, with_unique_node_names
+
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "layout": ort.GraphOptimizationLevel.ORT_ENABLE_LAYOUT,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_PROVIDERS = ["CPUExecutionProvider"]
+_INT8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+_FP16 = {onnx.TensorProto.FLOAT16}
+_BF16 = {onnx.TensorProto.BFLOAT16}
+_ERRORS_ONLY = 3  # ORT log severity: hide the "optimised model is hardware specific" warning we already note
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU execution provider (the default backend)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def version(self) -> str:
+        return ort.__version__
+
+    def accelerated_precisions(self) -> dict[str, bool]:
+        int8 = has_int8_dot() or has_flag("avx2")  # MLAS has u8s8 GEMM kernels from AVX2 up
+        # FP16/BF16 graphs run through FP32 kernels (ORT inserts casts) on the x86 CPU provider.
+        return {"fp32": True, "fp16": False, "bf16": False, "int8": int8}
+
+    def build(self, model: onnx.ModelProto, options: BuildOptions = BuildOptions()) -> "OnnxRuntimeEngine":
+        """Create a CPU InferenceSession at `options.optimization_level`; keep the optimised graph for inspection."""
+        if not isinstance(model, onnx.ModelProto):
+            raise BackendError(f"OnnxRuntimeBackend.build needs an onnx.ModelProto, got {type(model).__name__}: "
+                               "pass `model.proto` for a workbench Model.")
+        if options.optimization_level not in _LEVELS:
+            raise BackendError(f"Unknown ONNX Runtime optimization level {options.optimization_level!r}: "
+                               f"choose one of {', '.join(_LEVELS)}.")
+        threads = options.threads if options.threads is not None else self.threads
+        return OnnxRuntimeEngine(with_unique_node_names(model), options.optimization_level, threads)
+
+
+def _session_options(level: str, threads: int | None) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = _LEVELS[level]
+    so.log_severity_level = _ERRORS_ONLY
+    if threads:
+        so.intra_op_num_threads = threads
+    return so
+
+
+class OnnxRuntimeEngine:
+    """A built ONNX Runtime CPU session plus its optimised graph (`optimized_model`) and caveats (`notes`)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: onnx.ModelProto, level: str, threads: int | None) -> None:
+        self.source_model = model
+        self.level = level
+        self.threads = threads
+        so = _session_options(level, threads)
+        with tempfile.TemporaryDirectory(prefix="workbench-ort-") as tmp:
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            try:
+                self.session = ort.InferenceSession(model.SerializeToString(), so, providers=_PROVIDERS)
+            except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
+                raise BackendError(f"ONNX Runtime could not build an engine from this model: {exc}. "
+                                   "Check it with onnx.checker.check_model, or re-export it.") from exc
+            # Names made unique so profiler events ("<node>_kernel_time") identify exactly one layer.
+            self.optimized_model = with_unique_node_names(onnx.load(so.optimized_model_filepath))
+        self.input_specs = [TensorSpec.from_value_info(v) for v in model.graph.input
+                            if v.name not in {init.name for init in model.graph.initializer}]
+        self.notes = self._notes()
+        self._graph: EngineGraph | None = None
+
+    def _notes(self) -> list[str]:
+        notes = []
+        types = declared_types(self.source_model)
+        if types & _FP16:
+            notes.append("fp16: runs in FP32 inside ONNX Runtime's CPU provider (it inserts casts); "
+                         "latency is not accelerated.")
+        if types & _BF16:
+            notes.append("bf16: runs in FP32 inside ONNX Runtime's CPU provider; latency is not accelerated.")
+        if types & _INT8 and not OnnxRuntimeBackend().accelerated_precisions()["int8"]:
+            notes.append("int8: this CPU has neither VNNI nor AVX2, so INT8 kernels are not faster than FP32.")
+        if self.level in ("layout", "all"):
+            notes.append("The optimised graph holds layout-specific ops (e.g. NCHWc) for this CPU: "
+                         "use `optimized_model` for inspection only.")
+        return notes
+
+    # ---- running -------------------------------------------------------------------------------
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raise InputSpecError unless `feeds` has exactly the model's inputs with matching dtype and shape."""
+        expected = {spec.name: spec for spec in self.input_specs}
+        described = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in self.input_specs)
+        for name in feeds:
+            if name not in expected:
+                raise InputSpecError(f"Unknown input {name!r}: the model's inputs are {described}. Rename the feed.")
+        for spec in self.input_specs:
+            if spec.name not in feeds:
+                raise InputSpecError(f"Missing input {spec.name!r}: the model expects {described}.")
+            array = feeds[spec.name]
+            given = (f"got {type(array).__name__}" if not isinstance(array, np.ndarray)
+                     else f"got {array.dtype}{list(array.shape)}")
+            if not isinstance(array, np.ndarray) or array.dtype.name != spec.dtype:
+                raise InputSpecError(f"Input {spec.name!r} expects {spec.dtype}{list(spec.shape)}, {given}: "
+                                     f"pass a numpy array converted with .astype(np.{spec.dtype}).")
+            fits = array.ndim == len(spec.shape) and all(
+                not isinstance(dim, int) or dim == size for dim, size in zip(spec.shape, array.shape))
+            if not fits:
+                raise InputSpecError(f"Input {spec.name!r} expects shape {list(spec.shape)} (strings are free dims), "
+                                     f"{given}: reshape or resize the data to match.")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one batch; outputs in the model's output order."""
+        self.check_feeds(feeds)
+        try:
+            return self.session.run(None, feeds)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed while running the model: {exc}") from exc
+
+    # ---- inspection ----------------------------------------------------------------------------
+    def layers(self) -> EngineGraph:
+        """One layer per node of the optimised graph (execution order) with the original nodes it covers."""
+        if self._graph is None:
+            graph = self.optimized_model.graph
+            covers = trace(self.source_model.graph, graph)
+            types = element_types(self.optimized_model)
+            layers = [
+                EngineLayer(
+                    name=node.name,
+                    type=qualified_op(node),
+                    precision=_precision([types.get(t) for t in list(node.input) + list(node.output) if t]),
+                    onnx_nodes=covered,
+                    inputs=[t for t in node.input if t],
+                    outputs=[t for t in node.output if t],
+                    input_shapes=[_shape(types.get(t)) for t in node.input if t],
+                    output_shapes=[_shape(types.get(t)) for t in node.output if t],
+                    inserted=not covered,
+                )
+                for node, covered in zip(graph.node, covers)
+            ]
+            self._graph = EngineGraph(
+                backend=self.backend,
+                layers=layers,
+                source_nodes=[node.name for node in self.source_model.graph.node],
+                measured_graph=f"ONNX Runtime {ort.__version__} CPU, optimised graph (level {self.level!r})",
+            )
+        return self._graph
+
+    def profile(self, feeds: dict[str, np.ndarray], runs: int = 20, *, warmup: int = 3,
+                progress: bool = True) -> list[LayerTiming]:
+        """Mean time per inference of each layer over `runs` runs (after `warmup`), from ORT's profiler.
+
+        Profiling needs its own session; it loads the optimised graph with optimisations off, so its nodes
+        and names are exactly those of `layers()` (checked; a mismatch raises BackendError).
+        """
+        self.check_feeds(feeds)
+        if runs < 1:
+            raise BackendError(f"profile needs runs >= 1, got {runs}: ask for at least one timed run.")
+        with tempfile.TemporaryDirectory(prefix="workbench-ort-profile-") as tmp:
+            so = _session_options("disable", self.threads)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "profile")
+            so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")
+            try:
+                session = ort.InferenceSession(self.optimized_model.SerializeToString(), so, providers=_PROVIDERS)
+            except Exception as exc:
+                raise BackendError(f"ONNX Runtime could not reload the optimised graph for profiling: {exc}") from exc
+            profiled = [(n.name, n.op_type) for n in onnx.load(so.optimized_model_filepath).graph.node]
+            if sorted(profiled) != sorted((n.name, n.op_type) for n in self.optimized_model.graph.node):
+                raise BackendError("The profiling session's graph differs from the engine's optimised graph, so "
+                                   "its timings would not match the layers: rebuild at optimization_level='disable'.")
+            for _ in tqdm(range(warmup + runs), desc="profiling (onnxruntime)", disable=not progress, leave=False):
+                session.run(None, feeds)
+            events = json.loads(Path(session.end_profiling()).read_text())
+        return _mean_node_times(events, warmup, runs)
+
+
+def _mean_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:
+    """Per-node mean duration over the timed runs of a Chrome-trace profile from ORT."""
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                     if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:warmup + runs]
+    totals: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        if any(start <= event["ts"] <= end for start, end in windows):
+            name = event["name"][: -len("_kernel_time")]
+            totals[name] = totals.get(name, 0.0) + event["dur"]
+    count = len(windows)
+    return [LayerTiming(name=name, latency_ms=total / 1000.0 / count, count=count) for name, total in totals.items()]
+
+
+def _precision(types: list[onnx.TypeProto | None]) -> str:
+    elems = {t.tensor_type.elem_type for t in types if t is not None}
+    if elems & _INT8:
+        return "int8"
+    if elems & _FP16:
+        return "fp16"
+    if elems & _BF16:
+        return "bf16"
+    return "fp32"
+
+
+def _shape(value_type: onnx.TypeProto | None) -> list | None:
+    if value_type is None or not value_type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in value_type.tensor_type.shape.dim]

@@ -1,0 +1,309 @@
+"""OpenVINO CPU backend: explicit inference precision (real BF16 on AVX-512 BF16 / AMX CPUs), native fusion provenance.
+
+Provenance: before compiling, every OpenVINO op is tagged (rt_info "originalLayersNames") with the ONNX node it was
+translated from. The CPU plugin merges that attribute when it fuses ops, so each op of the compiled runtime model
+lists the ONNX nodes it covers. ONNX nodes whose tag disappears (folded into constants: weight DequantizeLinear,
+shape arithmetic, a bias folded into BatchNorm) are assigned to the layer of the nearest node they feed.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from .._optional import require
+from ..errors import BackendError
+from ..models.spec import Model, TensorSpec
+from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming
+from .cpu_features import has_bf16, has_int8_dot
+from .onnxruntime import OnnxRuntimeEngine
+from .provenance import with_unique_node_names
+
+_TAG = "onnx#"  # prefix of our provenance tags inside rt_info "originalLayersNames"
+_NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
+_PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+_HINTS = ("f32", "bf16", "f16")
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+
+
+def baked_precision(proto: onnx.ModelProto) -> str:
+    """What a precision-baked ONNX graph holds: "int8" (Q/DQ), "fp16" (FP16 weights or casts) or "fp32"."""
+    nodes = proto.graph.node
+    if any(node.op_type in _QDQ_OPS for node in nodes):
+        return "int8"
+    fp16 = onnx.TensorProto.FLOAT16
+    if any(init.data_type == fp16 for init in proto.graph.initializer) or any(
+            node.op_type == "Cast" and any(a.name == "to" and a.i == fp16 for a in node.attribute) for node in nodes):
+        return "fp16"
+    return "fp32"
+
+
+def _ov_precision_name(value) -> str:
+    """'f32' / 'bf16' / 'f16' from an OpenVINO Type or string property value."""
+    return value.get_type_name() if hasattr(value, "get_type_name") else str(value).lower()
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU; `threads` caps INFERENCE_NUM_THREADS unless BuildOptions.threads is set."""
+
+    name = "openvino"
+
+    def __init__(self, device: str = "CPU", threads: int | None = None) -> None:
+        self._ov = require("openvino", extra="openvino", purpose="the OpenVINO backend")
+        self._core = self._ov.Core()
+        if device not in self._core.available_devices:
+            raise BackendError(f"OpenVINO device {device!r} is not available here "
+                               f"(available: {', '.join(self._core.available_devices)}): use device='CPU'.")
+        self.device = device
+        self.threads = threads
+
+    def version(self) -> str:
+        return self._ov.get_version()
+
+    def accelerated_precisions(self) -> dict[str, bool]:
+        bf16 = has_bf16()
+        return {"fp32": True, "fp16": bf16, "bf16": bf16, "int8": has_int8_dot()}
+
+    def build(self, model: onnx.ModelProto | Model, options: BuildOptions = BuildOptions()) -> "OpenVinoEngine":
+        proto = model.proto if isinstance(model, Model) else model
+        if not isinstance(proto, onnx.ModelProto):
+            raise BackendError(f"OpenVinoBackend.build needs an onnx.ModelProto or a workbench Model, got "
+                               f"{type(model).__name__}: load it with workbench.load_model first.")
+        if options.threads is None and self.threads is not None:
+            options = BuildOptions(**{**options.__dict__, "threads": self.threads})
+        return OpenVinoEngine(self._ov, self._core, self.device, proto, options)
+
+
+class OpenVinoEngine:
+    """A compiled OpenVINO model. `inference_precision` is what OpenVINO reports it runs ("f32" or "bf16")."""
+
+    backend = "openvino"
+
+    def __init__(self, ov, core, device: str, proto: onnx.ModelProto, options: BuildOptions) -> None:
+        self.notes: list[str] = []
+        self._ov = ov
+        self._proto = proto = with_unique_node_names(proto)  # same node names as the ONNX Runtime backend
+        self._node_names = [node.name for node in proto.graph.node]
+        initializers = {init.name for init in proto.graph.initializer}
+        self.input_specs = [TensorSpec.from_value_info(v) for v in proto.graph.input if v.name not in initializers]
+        self.graph_precision = baked_precision(proto)
+        self.requested_precision = self._choose_hint(options.inference_precision)
+        config = {
+            "INFERENCE_PRECISION_HINT": self.requested_precision,
+            "PERFORMANCE_HINT": "LATENCY",
+            # Pinned OpenVINO threads and ONNX Runtime's spinning threads slow each other down in one process.
+            "ENABLE_CPU_PINNING": False,
+            # Always on: the overhead is within noise (ResNet-18), and one compiled model keeps layer names
+            # consistent between layers() and profile() (plugin-made names change from compile to compile).
+            "PERF_COUNT": True,
+        }
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        if options.optimization_level != "all":
+            self.notes.append(f"optimization_level={options.optimization_level!r} is an ONNX Runtime setting; "
+                              "OpenVINO always applies its full CPU pipeline.")
+        try:
+            ov_model = core.read_model(proto.SerializeToString(), b"")
+            self._op_nodes = _tag_with_onnx_nodes(ov_model, proto)
+            self._compiled = core.compile_model(ov_model, device, config)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO could not build this model: {exc}. Check that every op is supported "
+                               "(https://docs.openvino.ai, ONNX frontend) or use backend='onnxruntime'.") from exc
+        self.inference_precision = _ov_precision_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        if self.inference_precision != self.requested_precision:
+            self.notes.append(f"Asked OpenVINO for {self.requested_precision!r} inference precision; it runs "
+                              f"{self.inference_precision!r}. Layer precisions show what actually executes.")
+        self._request = self._compiled.create_infer_request()
+        self._inferences = 0  # on self._request: the profiler's per-layer figures are means over all of them
+
+    def _choose_hint(self, override: str | None) -> str:
+        if override is not None:
+            if override not in _HINTS:
+                raise BackendError(f"Unknown OpenVINO inference precision {override!r}: use one of {', '.join(_HINTS)}.")
+            if override != "f32" and self.graph_precision != "fp16":
+                self.notes.append(f"{self.graph_precision.upper()} graph run with inference precision {override!r} "
+                                  "(BuildOptions.inference_precision): accuracy is that of the reduced arithmetic.")
+            return override
+        if self.graph_precision != "fp16":
+            return "f32"
+        if has_bf16():
+            self.notes.append("FP16 graph: OpenVINO's CPU plugin has no FP16 arithmetic, so it runs the FP16 graph "
+                              "with BF16 compute (accuracy is that of the FP16 weights plus BF16 arithmetic).")
+            return "bf16"
+        self.notes.append("FP16 graph runs in FP32 on this CPU (no AVX-512 BF16 or AMX): not accelerated.")
+        return "f32"
+
+    # Same checks and messages as the ONNX Runtime backend.
+    check_feeds = OnnxRuntimeEngine.check_feeds
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run one batch; outputs (copies) in the model's output order."""
+        self.check_feeds(feeds)
+        results = self._infer(feeds)
+        return [np.array(results[port], copy=True) for port in self._compiled.outputs]
+
+    def _infer(self, feeds):
+        try:
+            results = self._request.infer(feeds)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO inference failed: {exc}. Check the input shapes against the model.") from exc
+        self._inferences += 1
+        return results
+
+    def layers(self) -> EngineGraph:
+        """The ops of OpenVINO's runtime model (execution order; shapes of the last run) with ONNX provenance."""
+        runtime = self._compiled.get_runtime_model()
+        ops = runtime.get_ordered_ops()
+        skipped = set()  # Parameter/Result/Const ops and ops computed from constants only (folded at compile time)
+        layers: list[EngineLayer] = []
+        for op in ops:
+            info = op.get_rt_info()
+            layer_type = info["layerType"].astype(str)
+            name = op.get_friendly_name()
+            sources = [inp.get_source_output().get_node().get_friendly_name() for inp in op.inputs()]
+            if layer_type in _NOT_LAYERS or (sources and all(s in skipped for s in sources)):
+                if layer_type not in ("Input", "Parameter"):
+                    skipped.add(name)
+                continue
+            nodes = _original_nodes(info["originalLayersNames"].astype(str), self._op_nodes)
+            kernel = info["primitiveType"].astype(str)
+            layers.append(EngineLayer(
+                name=name, type=layer_type,
+                precision=_PRECISION_NAMES.get(info["runtimePrecision"].astype(str), "unknown"),
+                onnx_nodes=[self._node_names[i] for i in nodes],
+                inputs=[_port_id(inp.get_source_output()) for inp in op.inputs()
+                        if inp.get_source_output().get_node().get_friendly_name() not in skipped],
+                outputs=[_port_id(out) for out in op.outputs()],
+                input_shapes=[_shape(inp.get_partial_shape()) for inp in op.inputs()],
+                output_shapes=[_shape(out.get_partial_shape()) for out in op.outputs()],
+                kernel=None if kernel.startswith(("undef", "unknown")) else kernel,
+            ))
+        _claim_once(layers, self._proto, self._node_names, self._op_nodes)
+        return EngineGraph(backend=self.backend, layers=layers, source_nodes=list(self._node_names),
+                           measured_graph=f"OpenVINO CPU runtime model ({self.inference_precision})")
+
+    def profile(self, feeds: dict[str, np.ndarray], runs: int = 20, *, warmup: int = 3,
+                progress: bool = True) -> list[LayerTiming]:
+        """Per-layer mean time over `runs` inferences after `warmup` (OpenVINO's PERF_COUNT counters).
+
+        OpenVINO reports a running mean over every inference since compile; we difference the running totals
+        before and after the timed runs so that warm-up and earlier runs do not leak in.
+        """
+        if runs < 1:
+            raise BackendError(f"profile(runs={runs}) needs at least one run: pass runs >= 1.")
+        self.check_feeds(feeds)
+        with tqdm(total=warmup + runs, desc="profiling (openvino)", disable=not progress, leave=False) as bar:
+            for _ in range(warmup):
+                self._infer(feeds)
+                bar.update()
+            before = self._running_totals()
+            for _ in range(runs):
+                self._infer(feeds)
+                bar.update()
+            after = self._running_totals()
+        return [LayerTiming(name=name, latency_ms=max(total - before.get(name, 0.0), 0.0) / runs * 1e3, count=runs)
+                for name, total in after.items()]
+
+    def _running_totals(self) -> dict[str, float]:
+        """Seconds spent in each executed layer, summed over every inference on the request so far."""
+        executed = self._ov.ProfilingInfo.Status.EXECUTED
+        return {p.node_name: p.real_time.total_seconds() * self._inferences
+                for p in self._request.get_profiling_info() if p.status == executed and p.node_type not in _NOT_LAYERS}
+
+
+def _tag_with_onnx_nodes(ov_model, proto: onnx.ModelProto) -> dict[str, set[int]]:
+    """Write "onnx#<node index>" tags into each op's rt_info "originalLayersNames" (before compiling).
+
+    Returns op friendly name -> ONNX node indices, for the plugin passes that drop rt_info and name the new
+    op after the one it replaces (e.g. MatMul + bias Add -> FullyConnected named like the Add).
+
+    The ONNX frontend keeps ONNX tensor names on the outputs of the op that finishes each node; the helper ops
+    it creates on the way (bias reshapes, ShapeOf, weight decompression) carry no names and inherit the tags
+    of the ops they feed.
+    """
+    producer = {out: i for i, node in enumerate(proto.graph.node) for out in node.output if out}
+    ops = ov_model.get_ordered_ops()
+    tags: dict[int, set[int]] = {}
+    by_name: dict[str, set[int]] = {}
+    for op in reversed(ops):  # consumers before producers
+        if op.get_type_name() in ("Parameter", "Result"):
+            continue
+        found = {producer[n] for out in op.outputs() for n in out.get_names() if n in producer}
+        if not found:
+            for out in op.outputs():
+                for target in out.get_target_inputs():
+                    found |= tags.get(id(target.get_node()), set())
+        tags[id(op)] = found
+        if found:
+            op.get_rt_info()["originalLayersNames"] = ",".join(f"{_TAG}{i}" for i in sorted(found))
+            by_name.setdefault(op.get_friendly_name(), set()).update(found)
+    return by_name
+
+
+def _original_nodes(original_names: str, op_nodes: dict[str, set[int]]) -> list[int]:
+    """ONNX node indices in a runtime op's "originalLayersNames": our tags, or names of ops we tagged."""
+    seen: dict[int, None] = {}
+    for part in original_names.split(","):
+        part = part.strip()
+        found = [int(part[len(_TAG):])] if part.startswith(_TAG) else sorted(op_nodes.get(part, ()))
+        seen.update(dict.fromkeys(found))
+    return list(seen)
+
+
+def _claim_once(layers: list[EngineLayer], proto: onnx.ModelProto, names: list[str],
+                op_nodes: dict[str, set[int]]) -> None:
+    """Give every ONNX node exactly one layer.
+
+    Among the layers that list a node, the one named after an op translated from that node wins, else the
+    first in execution order; a node no layer lists (folded into constants) goes to the layer of the nearest
+    node it feeds, else the nearest node that feeds it.
+    """
+    owner: dict[str, EngineLayer] = {}
+    for layer in layers:
+        for node in layer.onnx_nodes:
+            owner.setdefault(node, layer)
+    for layer in layers:
+        for i in op_nodes.get(layer.name, ()):
+            if names[i] in layer.onnx_nodes:
+                owner[names[i]] = layer
+    graph = proto.graph.node
+    producer = {out: i for i, node in enumerate(graph) for out in node.output if out}
+    consumers: dict[int, list[int]] = {i: [] for i in range(len(graph))}
+    for i, node in enumerate(graph):
+        for inp in node.input:
+            if inp in producer:
+                consumers[producer[inp]].append(i)
+    feeders = {i: [producer[x] for x in node.input if x in producer] for i, node in enumerate(graph)}
+    for i, name in enumerate(names):
+        if name not in owner:
+            found = _nearest_owned(i, consumers, names, owner) or _nearest_owned(i, feeders, names, owner)
+            if found is not None:
+                owner[name] = found
+    for layer in layers:
+        layer.onnx_nodes = [n for n in names if owner.get(n) is layer]
+        layer.inserted = not layer.onnx_nodes  # reorders, converts, Q/DQ glue the plugin made itself
+
+
+def _nearest_owned(start: int, edges: dict[int, list[int]], names: list[str], owner: dict) -> EngineLayer | None:
+    queue, seen = deque(edges[start]), {start}
+    while queue:
+        i = queue.popleft()
+        if i in seen:
+            continue
+        seen.add(i)
+        if names[i] in owner:
+            return owner[names[i]]
+        queue.extend(edges[i])
+    return None
+
+
+def _port_id(output) -> str:
+    node = output.get_node()
+    name = node.get_friendly_name()
+    return name if node.get_output_size() == 1 else f"{name}:{output.get_index()}"
+
+
+def _shape(partial_shape) -> list:
+    return [d.get_length() if d.is_static else None for d in partial_shape] if partial_shape.rank.is_static else []

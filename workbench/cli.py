@@ -1,0 +1,189 @@
+"""Command line: `python -m workbench report|plan|samples`. JSON keys written here are a contract (README)."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import WorkbenchError
+from .results import strict_json
+
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench",
+        description="TensorRT Workbench: see what layer fusion, FP16 and INT8 do to a model.")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    report = sub.add_parser(
+        "report", help="measure precisions of a model and write an HTML report and/or JSON results",
+        description="Build FP32/FP16/INT8 variants of MODEL, measure latency, accuracy and per-layer drift, and "
+                    "write a self-contained HTML report. With no options: FP32, FP16 and INT8 of the default sample "
+                    "on its default calibration set.")
+    report.add_argument("model", nargs="?", default=None,
+                        help="sample name (see `samples`), path to an ONNX file, or torchvision:NAME "
+                             "(default: the default sample)")
+    report.add_argument("--precision", action="append", choices=DEFAULT_PRECISIONS,
+                        help="precision to measure; repeat for several (default: fp32, fp16, int8)")
+    report.add_argument("--calibration", help="calibration set name (default: the sample's first set)")
+    report.add_argument("--calibration-size", type=int, default=256, help="calibration samples (default 256)")
+    report.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None,
+                        help="INT8 calibration method (default minmax)")
+    report.add_argument("--qdq-style", choices=("onnxruntime", "tensorrt"), default=None,
+                        help="INT8 Q/DQ style (default onnxruntime)")
+    report.add_argument("--batch", type=int, default=8, help="batch size for latency (default 8)")
+    report.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
+    report.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
+    report.add_argument("--backend", action="append", default=None,
+                        help="onnxruntime (default), openvino or tensorrt; repeat to compare engines side by side")
+    report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
+    report.add_argument("--cache-dir", default=None, help="result cache directory (default $WORKBENCH_CACHE "
+                                                          "or ~/.cache/tensorrt-workbench)")
+    report.add_argument("--out", default=None, help="HTML report path (default report.html unless --json only)")
+    report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here")
+    report.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    plan = sub.add_parser(
+        "plan", help="import TensorRT engine plans built elsewhere (engine inspector + trtexec JSON)",
+        description="Read engine-inspector graph JSON (and trtexec --exportProfile JSON) for one or more plans; "
+                    "with several, compare them layer by layer.")
+    plan.add_argument("graph_json", nargs="+", help="*.graph.json file(s) or folder(s) holding one plan each")
+    plan.add_argument("--profile", action="append", default=None,
+                      help="*.profile.json for each graph (default: found beside the graph file)")
+    plan.add_argument("--out", default=None, help="HTML report path")
+    plan.add_argument("--json", dest="json_path", default=None, help="write plan JSON here")
+
+    sub.add_parser("samples", help="list the bundled samples", description="List the bundled sample models.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command_line = "python -m workbench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        if args.command == "samples":
+            return _samples()
+        if args.command == "plan":
+            return _plan(args, command_line)
+        return _report(args, command_line)
+    except WorkbenchError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _samples() -> int:
+    from . import samples
+
+    for info in samples.describe():
+        default = " (default)" if info["name"] == samples.DEFAULT_SAMPLE else ""
+        print(f"{info['name']}{default}: {info['description']}")
+        print(f"    calibration sets: {', '.join(info['calibration_sets'])}")
+    return 0
+
+
+def _report(args, command_line: str) -> int:
+    from . import samples
+    from .report import write_report
+    from .session import Workbench
+
+    model = args.model or samples.DEFAULT_SAMPLE
+    precisions = args.precision or list(DEFAULT_PRECISIONS)
+    backends = args.backend or ["onnxruntime"]
+    progress = not args.quiet
+    results = []
+    sessions = []
+    for backend in backends:
+        wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, threads=args.threads, progress=progress)
+        sessions.append(wb)
+        for precision in precisions:
+            results.append(wb.run(
+                precision=precision,
+                calibration=args.calibration if precision == "int8" else None,
+                calibration_size=args.calibration_size,
+                method=args.method if precision == "int8" else None,
+                qdq_style=args.qdq_style if precision == "int8" else None,
+                batch=args.batch, runs=args.runs, drift=not args.no_drift))
+    _print_summary(results)
+    if args.json_path:
+        payload = {
+            "model": {"name": sessions[0].model.name,
+                      "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
+                                 for s in sessions[0].model.inputs],
+                      "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
+                                  for s in sessions[0].model.outputs],
+                      "sha256": sessions[0].model.content_hash},
+            "command": command_line,
+            "results": [r.to_json() for r in results],
+        }
+        _write_json(args.json_path, payload)
+    out = args.out or (None if args.json_path else "report.html")
+    if out:
+        path = write_report(sessions, results, out, command=command_line)
+        print(f"report: {path}")
+    return 0
+
+
+def _plan(args, command_line: str) -> int:
+    from .report import write_plan_report
+    from .trtplan import load_plan, load_plan_dir
+
+    profiles = args.profile or []
+    if profiles and len(profiles) != len(args.graph_json):
+        raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
+                             "give one --profile per graph, or none to find them beside the graph files.")
+    plans = []
+    for i, source in enumerate(args.graph_json):
+        path = Path(source)
+        if path.is_dir():
+            plans.append(load_plan_dir(path))
+        else:
+            plans.append(load_plan(path, profiles[i] if profiles else None))
+    for plan in plans:
+        latency = plan.latency_ms.get("median") if plan.latency_ms else None
+        total = sum(layer.latency_ms or 0.0 for layer in plan.engine.layers)
+        print(f"{plan.name}: {len(plan.engine.layers)} layers, summed layer time {total:.3f} ms"
+              + (f", end-to-end median {latency:.3f} ms" if latency is not None else ""))
+    if args.json_path:
+        payload = plans[0].to_json() if len(plans) == 1 else {"plans": [p.to_json() for p in plans],
+                                                              **plans[0].to_json()}
+        _write_json(args.json_path, payload)
+    if args.out:
+        print(f"report: {write_plan_report(plans, args.out, command=command_line)}")
+    return 0
+
+
+def _write_json(path: str, payload: dict) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False))
+    print(f"json: {target}")
+
+
+def _print_summary(results) -> None:
+    fp32 = {r.backend: r for r in results if r.precision == "fp32"}
+    header = f"{'configuration':42} {'median ms':>10} {'p90 ms':>8} {'speed-up':>8} {'top1':>7} {'agree':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        lat = r.headline_latency
+        base = fp32.get(r.backend)
+        speedup = base.headline_latency.median / lat.median if base else float("nan")
+        acc = r.accuracy
+        top1 = f"{acc.top1 * 100:6.2f}%" if acc and acc.top1 is not None else "    n/a"
+        agree = f"{acc.top1_agreement * 100:6.2f}%" if acc and acc.top1_agreement is not None else "    n/a"
+        flag = "" if r.accelerated else "  (not accelerated here)"
+        print(f"{r.label:42} {lat.median:10.3f} {lat.p90:8.3f} {speedup:7.2f}x {top1} {agree}{flag}")
+    if any(r.synthetic_data for r in results):
+        print("note: measured on synthetic inputs (no data came with the model); accuracy is agreement only.")

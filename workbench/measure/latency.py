@@ -1,0 +1,37 @@
+"""End-to-end latency of an engine: wall-clock around `engine.run`, after warm-up."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..backends.base import Engine
+from ..errors import InputSpecError
+from ..results import LatencyStats
+
+
+def measure_latency(engine: Engine, feeds: dict[str, np.ndarray], *, batch: int, warmup: int = 5,
+                    runs: int = 50) -> LatencyStats:
+    """Time `runs` calls of `engine.run(feeds)` after `warmup` untimed calls; milliseconds per batch."""
+    if runs < 1 or warmup < 0:
+        raise InputSpecError(f"measure_latency needs runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup}).")
+    if batch < 1:
+        raise InputSpecError(f"measure_latency needs batch >= 1 (got {batch}): pass the batch size of `feeds`.")
+    for _ in range(warmup):
+        engine.run(feeds)
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        engine.run(feeds)
+        times[i] = time.perf_counter() - start
+    times_ms = times * 1000.0
+    median = float(np.median(times_ms))
+    return LatencyStats(
+        batch=batch,
+        median=median,
+        p90=float(np.percentile(times_ms, 90)),
+        min=float(times_ms.min()),
+        mean=float(times_ms.mean()),
+        runs=runs,
+        throughput=batch / (median / 1000.0) if median > 0 else float("inf"),
+    )

@@ -1,0 +1,186 @@
+"""Self-contained HTML reports (plotly.js and SVGs inlined; opens offline) from stored results."""
+from __future__ import annotations
+
+import html
+import platform
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from .errors import MissingDependencyError
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1400px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
+table.meta{border-collapse:collapse;font-size:.9rem} table.meta td,table.meta th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.5rem 0}
+code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto}
+.fusion{overflow-x:auto}
+"""
+
+
+class _Html:
+    """Accumulates report sections; the first plotly figure carries the inlined plotly.js."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.parts: list[str] = []
+        self._plotly_included = False
+
+    def heading(self, text: str, section_id: str) -> None:
+        self.parts.append(f'<h2 id="{section_id}">{html.escape(text)}</h2>')
+
+    def text(self, text: str, css: str = "") -> None:
+        cls = f' class="{css}"' if css else ""
+        self.parts.append(f"<p{cls}>{html.escape(text)}</p>")
+
+    def raw(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def figure(self, fig: go.Figure) -> None:
+        self.parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=not self._plotly_included,
+                                      config={"displaylogo": False}))
+        self._plotly_included = True
+
+    def table(self, rows: Sequence[dict]) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
+                       for r in rows)
+        self.parts.append(f'<table class="meta"><tr>{head}</tr>{body}</table>')
+
+    def section(self, title: str, section_id: str, build: Callable[[], None]) -> None:
+        """A section whose optional dependency may be missing: say so in the report instead of failing."""
+        self.heading(title, section_id)
+        try:
+            build()
+        except MissingDependencyError as exc:
+            self.text(f"Not shown: {exc}", "note")
+
+    def render(self) -> str:
+        return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+                f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
+                + "\n".join(self.parts) + "</body></html>")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _versions(results) -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for result in results:
+        versions.update({f"{k}": v for k, v in result.versions.items()})
+    return versions
+
+
+def build_report(sessions, results, *, command: str = "") -> str:
+    """HTML for a `report` run: summary, fusion, per-layer latency, drift, policies, cost, provenance."""
+    from . import views
+    from .scenarios import cost, policy
+    from .views import scenario_figures
+
+    model = sessions[0].model
+    doc = _Html(f"TensorRT Workbench report: {model.name}")
+    doc.text(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Model source: {model.source}.")
+    if any(r.synthetic_data for r in results):
+        doc.text("These results were measured on synthetic inputs generated from the model's input specs: "
+                 "accuracy is agreement with FP32 only.", "note")
+
+    doc.heading("Summary", "summary")
+    doc.table(views.summary_table(results))
+    doc.figure(views.tradeoff_figure(results))
+    for note in sorted({n for r in results for n in r.notes}):
+        doc.text(note, "note")
+
+    def fusion() -> None:
+        for result in results:
+            if result.engine is None:
+                continue
+            session = next(s for s in sessions if s.backend_name == result.backend)
+            view = views.fusion_graph(session.variant_model(result), result.engine)
+            doc.raw(f"<h3>{html.escape(result.label)}</h3><div class='fusion'>{view._repr_html_()}</div>")
+    doc.section("Layer fusion: graph before and after", "fusion", fusion)
+
+    doc.heading("Per-layer latency", "layers")
+    for result in results:
+        if result.engine is not None:
+            doc.figure(views.layer_latency_figure(result, order="sorted", top=30))
+    by_backend: dict[str, list] = {}
+    for result in results:
+        by_backend.setdefault(result.backend, []).append(result)
+    for group in by_backend.values():
+        base = next((r for r in group if r.precision == "fp32"), None)
+        for other in group:
+            if base is not None and other is not base and other.engine and base.engine:
+                doc.figure(views.layer_latency_comparison(base, other))
+
+    doc.heading("Per-layer accuracy drift", "drift")
+    drifting = [r for r in results if r.drift]
+    if drifting:
+        doc.figure(views.drift_figure(drifting))
+        doc.text("Measured graph: " + "; ".join(sorted({r.drift_graph or "" for r in drifting})))
+    else:
+        doc.text("No reduced-precision configuration with drift measurements in this run.")
+
+    doc.heading("Regional precision policies", "policy")
+    policies = policy.default_policies()
+    choices = policy.choose(policies, results)
+    doc.figure(scenario_figures.policy_matrix_figure(choices, results))
+    doc.table([c.to_json() for c in choices])
+
+    doc.heading("Cost model", "cost")
+    doc.table(cost.cost_table(results))
+    doc.text(cost.__doc__.strip().splitlines()[0] if cost.__doc__ else "")
+
+    _provenance(doc, command, results)
+    return doc.render()
+
+
+def build_plan_report(plans, *, command: str = "") -> str:
+    """HTML for imported TensorRT plans: per-plan summary and, with several, a layer-by-layer comparison."""
+    from .trtplan import report as plan_report
+
+    doc = _Html("TensorRT Workbench: engine plans " + ", ".join(p.name for p in plans))
+    doc.heading("Summary", "summary")
+    for plan in plans:
+        summary = plan_report.plan_summary(plan)
+        doc.raw(f"<h3>{html.escape(plan.name)}</h3>")
+        doc.table(summary.get("by_type", []))
+        doc.figure(plan_report.plan_latency_by_type_figure(plan))
+    if len(plans) > 1:
+        doc.heading("Comparison", "comparison")
+        doc.figure(plan_report.plan_comparison_figure({p.name: p for p in plans}))
+    _provenance(doc, command, [])
+    return doc.render()
+
+
+def _provenance(doc: _Html, command: str, results) -> None:
+    doc.heading("How this report was made", "provenance")
+    if command:
+        doc.raw(f"<pre>{html.escape(command)}</pre>")
+    doc.table([{"package": k, "version": v} for k, v in _versions(results).items()])
+
+
+def write_report(sessions, results, path: str | Path, *, command: str = "") -> Path:
+    return _write(path, build_report(sessions, results, command=command))
+
+
+def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:
+    return _write(path, build_plan_report(plans, command=command))
+
+
+def _write(path: str | Path, text: str) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target

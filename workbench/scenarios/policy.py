@@ -1,0 +1,286 @@
+"""Regional precision policies and choosing, per region, the fastest configuration that satisfies one.
+
+`max_accuracy_drop` is in percentage points of top-1 accuracy (or of top-1 agreement with FP32 when the
+data has no labels), measured against the FP32 result of the same model and backend.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..errors import PolicyError
+from ..precision.plan import PRECISIONS
+from ..results import LatencyStats, RunResult
+
+FORMAT_VERSION = 1
+_TOLERANCE = 1e-9  # points; 100 * (1 - 0.97) is 3.0000000000000027, which must still pass a 3-point limit
+_FIELDS = ("region", "allowed_precisions", "max_accuracy_drop", "calibration_set")
+
+
+@dataclass(frozen=True)
+class RegionPolicy:
+    """What one region accepts: precisions, the largest accuracy drop (percentage points) and, optionally,
+    the calibration set INT8 configurations must have been calibrated on."""
+
+    region: str
+    allowed_precisions: tuple[str, ...]
+    max_accuracy_drop: float  # percentage points, e.g. 0.5 allows 76.0% -> 75.5%
+    calibration_set: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_precisions", tuple(p.lower() for p in self.allowed_precisions))
+        if not self.region or not isinstance(self.region, str):
+            raise PolicyError(f"region {self.region!r}, field 'region': give a non-empty region name.")
+        unknown = [p for p in self.allowed_precisions if p not in PRECISIONS]
+        if unknown or not self.allowed_precisions:
+            raise PolicyError(f"region {self.region!r}, field 'allowed_precisions': {list(self.allowed_precisions)} "
+                              f"must be a non-empty list drawn from {list(PRECISIONS)}.")
+        if not isinstance(self.max_accuracy_drop, (int, float)) or isinstance(self.max_accuracy_drop, bool) \
+                or not 0 <= self.max_accuracy_drop <= 100:
+            raise PolicyError(f"region {self.region!r}, field 'max_accuracy_drop': {self.max_accuracy_drop!r} must be "
+                              "a number of percentage points between 0 and 100 (e.g. 0.5).")
+        object.__setattr__(self, "max_accuracy_drop", float(self.max_accuracy_drop))
+
+    def allows(self, precision: str) -> bool:
+        return precision in self.allowed_precisions
+
+    def to_json(self) -> dict:
+        return {"region": self.region, "allowed_precisions": list(self.allowed_precisions),
+                "max_accuracy_drop": self.max_accuracy_drop, "calibration_set": self.calibration_set}
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str = "<dict>", index: int = 0) -> "RegionPolicy":
+        """Validate one policy entry; PolicyError names `source`, the region and the field."""
+        if not isinstance(data, dict):
+            raise PolicyError(f"{source}: entry {index} of 'regions' is {type(data).__name__}, expected a mapping "
+                              f"with fields {list(_FIELDS)}.")
+        region = data.get("region")
+        if not isinstance(region, str) or not region:
+            raise PolicyError(f"{source}: entry {index} of 'regions', field 'region': missing or not a string. "
+                              "Give each entry a region name.")
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise PolicyError(f"{source}: region {region!r}: unknown field(s) {sorted(unknown)}; allowed fields are "
+                              f"{list(_FIELDS)}.")
+        for required in ("allowed_precisions", "max_accuracy_drop"):
+            if required not in data:
+                raise PolicyError(f"{source}: region {region!r}, field {required!r} is missing.")
+        allowed = data["allowed_precisions"]
+        if not isinstance(allowed, list) or not all(isinstance(p, str) for p in allowed):
+            raise PolicyError(f"{source}: region {region!r}, field 'allowed_precisions': {allowed!r} must be a list "
+                              f"of precision names from {list(PRECISIONS)}.")
+        calibration = data.get("calibration_set")
+        if calibration is not None and not isinstance(calibration, str):
+            raise PolicyError(f"{source}: region {region!r}, field 'calibration_set': {calibration!r} must be a "
+                              "calibration set name or null.")
+        try:
+            return cls(region, tuple(allowed), data["max_accuracy_drop"], calibration)
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from exc
+
+
+@dataclass
+class PolicyTable:
+    """An ordered set of region policies, read from and written to YAML or JSON."""
+
+    policies: list[RegionPolicy] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        duplicates = [r for r, n in Counter(p.region for p in self.policies).items() if n > 1]
+        if duplicates:
+            raise PolicyError(f"region(s) {duplicates} appear more than once: keep one policy per region.")
+
+    def __iter__(self) -> Iterator[RegionPolicy]:
+        return iter(self.policies)
+
+    def __len__(self) -> int:
+        return len(self.policies)
+
+    def __getitem__(self, region: str) -> RegionPolicy:
+        for policy in self.policies:
+            if policy.region == region:
+                return policy
+        raise KeyError(f"No policy for region {region!r}; regions are {self.regions}.")
+
+    @property
+    def regions(self) -> list[str]:
+        return [p.region for p in self.policies]
+
+    def to_json(self) -> dict:
+        return {"version": FORMAT_VERSION, "units": {"max_accuracy_drop": "percentage points"},
+                "regions": [p.to_json() for p in self.policies]}
+
+    @classmethod
+    def from_dict(cls, data: object, *, source: str = "<dict>") -> "PolicyTable":
+        if not isinstance(data, dict) or not isinstance(data.get("regions"), list):
+            raise PolicyError(f"{source}: expected a mapping with a 'regions' list of policies "
+                              "(see workbench/scenarios/default_policy.yaml).")
+        policies = [RegionPolicy.from_dict(entry, source=source, index=i) for i, entry in enumerate(data["regions"])]
+        try:
+            return cls(policies)
+        except PolicyError as exc:
+            raise PolicyError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PolicyTable":
+        """Read a .yaml/.yml or .json policy file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read the policy file ({exc}). Check the path.") from exc
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise PolicyError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
+                              f"({exc}). Fix the syntax.") from exc
+        return cls.from_dict(data, source=str(path))
+
+    def save(self, path: str | Path) -> Path:
+        """Write YAML (.yaml/.yml) or JSON (.json), chosen by the suffix."""
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        elif suffix in (".yaml", ".yml"):
+            path.write_text(yaml.safe_dump(self.to_json(), sort_keys=False), encoding="utf-8")
+        else:
+            raise PolicyError(f"{path}: unknown policy file suffix {suffix!r}; use .yaml, .yml or .json.")
+        return path
+
+
+def default_policies() -> PolicyTable:
+    """North America (INT8, <= 2 points), EU (FP16 at most, <= 0.5), South-East Asia (INT8, <= 3)."""
+    source = resources.files(__package__).joinpath("default_policy.yaml")
+    return PolicyTable.from_dict(yaml.safe_load(source.read_text(encoding="utf-8")), source=str(source))
+
+
+# ---- choosing -------------------------------------------------------------------------------------------------
+
+
+def config_label(result: RunResult) -> str:
+    """Name of a configuration in tables and figures, e.g. 'int8 (minmax, onnxruntime, digits) @ onnxruntime'."""
+    return result.label + (f" +{len(result.keep_fp32)} fp32" if result.keep_fp32 else "")
+
+
+@dataclass
+class CandidateCheck:
+    """How one result fares against one region policy."""
+
+    config: str
+    precision: str
+    backend: str
+    latency_ms: float | None  # median at the compared batch size
+    drop_points: float | None  # accuracy drop vs FP32 in percentage points
+    metric: str | None  # "top1" or "top1_agreement"
+    ok: bool
+    reason: str
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RegionChoice:
+    """The fastest configuration satisfying a region's policy, or None with the reason why none does."""
+
+    region: str
+    policy: RegionPolicy
+    choice: RunResult | None
+    reason: str
+    batch: int | None
+    checks: list[CandidateCheck]
+
+    @property
+    def config(self) -> str | None:
+        return config_label(self.choice) if self.choice else None
+
+    def to_json(self) -> dict:
+        return {"region": self.region, "policy": self.policy.to_json(), "choice": self.config,
+                "choice_cache_key": self.choice.cache_key if self.choice else None, "reason": self.reason,
+                "batch": self.batch, "checks": [c.to_json() for c in self.checks]}
+
+
+def common_batch(results: Iterable[RunResult]) -> int | None:
+    """The batch size most results were measured at (their headline batch), so latencies are comparable."""
+    counts = Counter(stats.batch for r in results for stats in r.latency)
+    return max(counts, key=lambda b: (counts[b], b)) if counts else None
+
+
+def latency_at(result: RunResult, batch: int) -> LatencyStats | None:
+    return next((stats for stats in result.latency if stats.batch == batch), None)
+
+
+def fp32_baselines(results: Iterable[RunResult]) -> dict[tuple[str, str], RunResult]:
+    """The plain FP32 result per (model, backend): the reference for accuracy drops and savings."""
+    baselines: dict[tuple[str, str], RunResult] = {}
+    for r in results:
+        if r.precision == "fp32" and not r.keep_fp32:
+            baselines.setdefault((r.model, r.backend), r)
+    return baselines
+
+
+def accuracy_drop(result: RunResult, baseline: RunResult | None) -> tuple[float | None, str | None, str]:
+    """(drop in percentage points, metric used, problem) — top1 when both have labels, else top1_agreement."""
+    if baseline is None:
+        return None, None, f"no FP32 result of {result.model} on {result.backend} to measure the drop against"
+    if result.accuracy is None or baseline.accuracy is None:
+        return None, None, "no accuracy measured"
+    if result.accuracy.top1 is not None and baseline.accuracy.top1 is not None:
+        return 100.0 * (baseline.accuracy.top1 - result.accuracy.top1), "top1", ""
+    if result.accuracy.top1_agreement is not None:
+        reference = baseline.accuracy.top1_agreement if baseline.accuracy.top1_agreement is not None else 1.0
+        return 100.0 * (reference - result.accuracy.top1_agreement), "top1_agreement", ""
+    return None, None, "neither top-1 nor top-1 agreement was measured"
+
+
+def check(policy: RegionPolicy, result: RunResult, baseline: RunResult | None, batch: int) -> CandidateCheck:
+    """Does `result` satisfy `policy`? The reason names the first rule it breaks."""
+    stats = latency_at(result, batch)
+    drop, metric, problem = accuracy_drop(result, baseline)
+    label = config_label(result)
+    if not policy.allows(result.precision):
+        reason = f"no {result.precision.upper()} allowed"
+    elif (policy.calibration_set and result.precision == "int8"
+          and result.calibration != policy.calibration_set):
+        reason = (f"{label} was calibrated on {result.calibration!r}, the policy requires "
+                  f"{policy.calibration_set!r}")
+    elif stats is None:
+        reason = f"{label} was not measured at batch {batch}"
+    elif drop is None:
+        reason = f"{label}: {problem}"
+    elif drop > policy.max_accuracy_drop + _TOLERANCE:
+        reason = f"{label} drops {drop:.2f} > {policy.max_accuracy_drop:g} points ({metric})"
+    else:
+        reason = ""
+    return CandidateCheck(label, result.precision, result.backend, stats.median if stats else None, drop, metric,
+                          ok=not reason, reason=reason)
+
+
+def choose(policies: PolicyTable | Iterable[RegionPolicy], results: Iterable[RunResult], *,
+           batch: int | None = None) -> list[RegionChoice]:
+    """Per region, the fastest result (median latency at `batch`, default: the most common batch) that the policy
+    allows, or a RegionChoice with `choice=None` and a reason listing why every candidate fails."""
+    results = list(results)
+    batch = batch or common_batch(results)
+    baselines = fp32_baselines(results)
+    choices = []
+    for policy in policies:
+        checks = [check(policy, r, baselines.get((r.model, r.backend)), batch) for r in results]
+        passing = [(c, r) for c, r in zip(checks, results) if c.ok]
+        if passing:
+            best_check, best = min(passing, key=lambda pair: (pair[0].latency_ms, PRECISIONS.index(pair[1].precision)))
+            reason = (f"fastest allowed: {best_check.config}, {best_check.latency_ms:.3f} ms at batch {batch}, "
+                      f"drop {best_check.drop_points:.2f} <= {policy.max_accuracy_drop:g} points")
+        else:
+            best = None
+            reasons = list(dict.fromkeys(c.reason for c in checks))
+            reason = " and ".join(reasons) if reasons else "no results to choose from"
+        choices.append(RegionChoice(policy.region, policy, best, reason, batch, checks))
+    return choices

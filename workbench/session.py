@@ -1,0 +1,408 @@
+"""The session API: one model, one backend, many precision configurations, each measured once and cached."""
+from __future__ import annotations
+
+import inspect
+import io
+import math
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from . import __version__
+from .backends import DEFAULT_BACKEND, get_backend
+from .backends.base import Backend, BuildOptions, Engine, EngineGraph, LayerTiming
+from .cache import ResultCache
+from .calibration import DEFAULT_SIZE, CalibrationSet
+from .errors import CalibrationError, InputSpecError
+from .measure import measure_accuracy, measure_drift, measure_latency
+from .models import load_model
+from .models.spec import Model
+from .precision.plan import PrecisionPlan
+from .results import RunResult
+from .samples.base import EvalData, Sample
+
+SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
+DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
+PROFILE_RUNS = 10
+
+
+@dataclass
+class _Job:
+    """A validated configuration: everything `run` needs, resolved before any work starts."""
+
+    plan: PrecisionPlan
+    calibration: CalibrationSet | None
+    backend: str
+    batches: list[int]
+    runs: int
+    profile: bool
+    drift: bool
+    notes: list[str]
+    key: str
+
+
+class Workbench:
+    """Measure precision configurations of one model on one backend.
+
+    `model`: a sample name or `Sample` (its eval data and calibration sets come along), a `Model`, or anything
+    `load_model` accepts (then inputs are synthetic, drawn from the input specs, and every result says
+    `synthetic_data=True`).
+    """
+
+    def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
+                 progress: bool = True, eval_limit: int | None = None) -> None:
+        from . import samples
+
+        self.backend_name = backend
+        self.threads = threads
+        self.progress = progress
+        self.cache = ResultCache(cache_dir)
+        self.sample: Sample | None = None
+        if isinstance(model, Sample):
+            self.sample = model
+            self.model = model.model
+        elif isinstance(model, str) and model in samples.names():
+            self.sample = samples.load(model)
+            self.model = self.sample.model
+        else:
+            self.model = load_model(model)
+        if eval_limit is not None and eval_limit < 1:
+            raise InputSpecError(f"eval_limit={eval_limit}: give a positive number of evaluation samples or None.")
+        if self.sample is not None:
+            self.calibration_sets: dict[str, CalibrationSet] = dict(self.sample.calibration_sets)
+            self.eval = self.sample.eval.head(eval_limit) if eval_limit else self.sample.eval
+            self.task = self.sample.task
+        else:
+            # axis 0 is the sample axis even when the model fixes its batch size
+            specs = [replace(spec, shape=("batch", *spec.shape[1:])) if spec.shape else spec
+                     for spec in self.model.inputs]
+            synthetic = CalibrationSet.synthetic_for(specs, size=SYNTHETIC_SIZE)
+            self.calibration_sets = {synthetic.name: synthetic}
+            data = CalibrationSet.synthetic_for(specs, size=eval_limit or SYNTHETIC_SIZE, seed=1)
+            self.eval = EvalData(data.arrays, None, data.description)
+            self.task = "classification"
+        self.results: list[RunResult] = []
+        self._eval_hash = CalibrationSet("eval", self.eval.arrays).content_hash + _labels_hash(self.eval.labels)
+        self._backends: dict[str, Backend] = {}
+        self._variants: dict[str, Model] = {}
+        self._engines: dict[str, Engine] = {}
+        self._jobs: dict[str, _Job] = {}
+        self._references: dict[tuple[str, int], list[np.ndarray]] = {}
+        self._subsets: dict[tuple[str, int], tuple[CalibrationSet, CalibrationSet]] = {}
+
+    @property
+    def synthetic(self) -> bool:
+        return self.sample is None
+
+    def add_calibration_set(self, calibration: CalibrationSet) -> CalibrationSet:
+        """Validate `calibration` against the model inputs and make it selectable by name."""
+        calibration.validate(self.model.inputs)
+        self.calibration_sets[calibration.name] = calibration
+        return calibration
+
+    # ---- running ------------------------------------------------------------------------------
+    def run(self, precision: str = "fp32", *, calibration: str | CalibrationSet | None = None,
+            calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
+            keep_fp32=(), batch: int = 8, batches=None, runs: int = 30, profile: bool = True, drift: bool = True,
+            backend: str | None = None) -> RunResult:
+        """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
+        with per-layer latency and, for reduced precision, drift from FP32.
+
+        `calibration` (int8): a set name or a CalibrationSet (default: the first set), of which the first
+        `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`.
+        """
+        job = self._prepare(precision, calibration=calibration, calibration_size=calibration_size, method=method,
+                            qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,
+                            profile=profile, drift=drift, backend=backend)
+        return self._execute(job)
+
+    def sweep(self, configs: list[dict]) -> list[RunResult]:
+        """`run(**config)` for every config; all configs are validated before the first one runs."""
+        jobs = [self._prepare(**config) for config in configs]
+        return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
+
+    # ---- artefacts behind a result --------------------------------------------------------------
+    def variant_model(self, result: RunResult) -> Model:
+        """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""
+        key = self._job_of(result).key
+        if key not in self._variants:
+            self._variants[key] = self._variant(self._jobs[key])
+        return self._variants[key]
+
+    def engine(self, result: RunResult) -> Engine:
+        """The engine a result was measured on (rebuilt lazily when the result came from the cache)."""
+        job = self._job_of(result)
+        if job.key not in self._engines:
+            self._engines[job.key] = self._backend(job.backend).build(self.variant_model(result).proto,
+                                                                      self._options())
+        return self._engines[job.key]
+
+    def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
+        """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
+        optimized = getattr(self.engine(result), "optimized_model", None)
+        return optimized() if callable(optimized) else optimized
+
+    # ---- internals ------------------------------------------------------------------------------
+    def _prepare(self, precision: str = "fp32", *, calibration=None, calibration_size: int = DEFAULT_SIZE,
+                 method=None, qdq_style=None, keep_fp32=(), batch: int = 8, batches=None, runs: int = 30,
+                 profile: bool = True, drift: bool = True, backend: str | None = None) -> _Job:
+        plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32))
+        # an explicitly given set is validated for every precision; the default one only when it is used
+        needed = plan.needs_calibration or calibration is not None
+        chosen = self._calibration(calibration, calibration_size) if needed else None
+        cal = chosen if plan.needs_calibration else None
+        if runs < 1:
+            raise InputSpecError(f"runs={runs}: time at least one run.")
+        sizes, notes = self._batch_sizes(batch, batches)
+        backend_name = backend or self.backend_name
+        backend_obj = self._backend(backend_name)
+        key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
+                             calibration=cal.content_hash if cal else None, backend=backend_name,
+                             backend_version=backend_obj.version(), batches=sizes, runs=runs, threads=self.threads,
+                             eval=self._eval_hash, profile=profile, drift=drift)
+        job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key)
+        self._jobs[key] = job
+        return job
+
+    def _execute(self, job: _Job) -> RunResult:
+        result = self._cached(job.key)
+        if result is None:
+            result = self._measure(job)
+            try:
+                self.cache.put(job.key, result.to_json())
+            except OSError as exc:
+                warnings.warn(f"Could not write the result cache in {self.cache.directory}: {exc}", stacklevel=3)
+        if all(r.cache_key != job.key for r in self.results):
+            self.results.append(result)
+        return result
+
+    def _cached(self, key: str) -> RunResult | None:
+        data = self.cache.get(key)
+        if data is None:
+            return None
+        try:
+            return RunResult.from_json(data)
+        except (KeyError, TypeError, ValueError):  # written by an incompatible version: rebuild it
+            self.cache.discard(key)
+            return None
+
+    def _measure(self, job: _Job) -> RunResult:
+        plan = job.plan
+        backend = self._backend(job.backend)
+        steps = ["precision", "build", "latency", "accuracy"] + ["profile"] * job.profile + \
+            ["drift"] * (job.drift and plan.precision != "fp32")
+        with tqdm(total=len(steps), desc=plan.label, unit="step", leave=False, disable=not self.progress) as bar:
+            def step(name: str) -> None:
+                bar.set_postfix_str(name)
+
+            step("precision")
+            variant = self._variant(job)
+            self._variants[job.key] = variant
+            bar.update()
+            step("build")
+            engine = backend.build(variant.proto, self._options())
+            self._engines[job.key] = engine
+            bar.update()
+            step("latency")
+            latency = [measure_latency(engine, self._feeds(size), batch=size, runs=job.runs) for size in job.batches]
+            bar.update()
+            step("accuracy")
+            headline = job.batches[0]
+            outputs = _run_all(engine, self.eval.arrays, headline)
+            if plan.precision == "fp32":
+                self._references.setdefault((job.backend, headline), outputs)
+            reference = self._reference(job.backend, headline)
+            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task)
+            bar.update()
+            graph, ratio = engine.layers(), None
+            if job.profile:
+                step("profile")
+                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline)), latency[0].mean)
+                bar.update()
+            drift, drift_graph = [], None
+            if job.drift and plan.precision != "fp32":
+                step("drift")
+                feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
+                drift, drift_graph = measure_drift(self.model, variant, feeds, job.backend, threads=self.threads,
+                                                   backend=backend)
+                bar.update()
+        notes = list(dict.fromkeys([*engine.notes, *job.notes, *self._notes(plan)]))
+        return RunResult(
+            model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
+            calibration=job.calibration.name if job.calibration else None,
+            calibration_hash=job.calibration.content_hash if job.calibration else None,
+            backend=job.backend, versions=self._versions(backend),
+            synthetic_data=self.synthetic,
+            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
+            drift_graph=drift_graph, accelerated=bool(backend.accelerated_precisions().get(plan.precision, False)),
+            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)
+
+    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray]) -> list[LayerTiming]:
+        # `progress` is not part of the Engine protocol; pass it to the engines that take it.
+        takes_progress = "progress" in inspect.signature(engine.profile).parameters
+        extra = {"progress": self.progress} if takes_progress else {}
+        return engine.profile(feeds, runs=PROFILE_RUNS, **extra)
+
+    def _variant(self, job: _Job) -> Model:
+        """Apply the plan; reduced-precision models are kept on disk too, so the fusion view rebuilds them fast."""
+        if job.plan.precision == "fp32":
+            return self.model
+        name = f"{self.model.name} [{job.plan.label}]"
+        stored = self.cache.get_bytes(job.key, "onnx")
+        if stored is not None:
+            try:
+                return Model.from_proto(onnx.load_from_string(stored), name=name, source=f"cache:{job.key}")
+            except Exception:  # a truncated or corrupt artefact: rebuild it below
+                self.cache.discard(job.key, "onnx")
+        if job.plan.needs_calibration and job.calibration is None:
+            raise CalibrationError(f"The calibration data of {name} is not in this session and its model is not in "
+                                   "the cache: run that configuration with Workbench.run first.")
+        from .precision import apply_plan
+
+        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress)
+        try:
+            self.cache.put_bytes(job.key, variant.serialized(), "onnx")
+        except OSError as exc:
+            warnings.warn(f"Could not write the model cache in {self.cache.directory}: {exc}", stacklevel=3)
+        return variant
+
+    def _reference(self, backend_name: str, batch: int) -> list[np.ndarray]:
+        """FP32 outputs on the eval data: computed once per backend and batch size, kept in memory and on disk."""
+        if (backend_name, batch) in self._references:
+            return self._references[(backend_name, batch)]
+        backend = self._backend(backend_name)
+        key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
+                             backend_version=backend.version(), batch=batch, threads=self.threads,
+                             eval=self._eval_hash)
+        outputs = _load_arrays(self.cache.get_bytes(key, "npz"))
+        if outputs is None:
+            self.cache.discard(key, "npz")
+            outputs = _run_all(backend.build(self.model.proto, self._options()), self.eval.arrays, batch)
+            buffer = io.BytesIO()
+            np.savez(buffer, *outputs)
+            try:
+                self.cache.put_bytes(key, buffer.getvalue(), "npz")
+            except OSError as exc:
+                warnings.warn(f"Could not write the reference cache in {self.cache.directory}: {exc}", stacklevel=3)
+        self._references[(backend_name, batch)] = outputs
+        return outputs
+
+    def _calibration(self, calibration, size: int) -> CalibrationSet:
+        if size < 1:
+            raise CalibrationError(f"calibration_size={size}: use at least one calibration sample.")
+        if isinstance(calibration, CalibrationSet):
+            chosen = self.add_calibration_set(calibration)
+        elif calibration is None:
+            chosen = next(iter(self.calibration_sets.values()))
+        elif calibration in self.calibration_sets:
+            chosen = self.calibration_sets[calibration]
+        else:
+            raise CalibrationError(
+                f"No calibration set {calibration!r} in this session (it has {', '.join(self.calibration_sets)}). "
+                "Pick one of those or add yours with Workbench.add_calibration_set(CalibrationSet.from_arrays(...)).")
+        # Subsets are memoised: hashing and validating a large image set on every (cached) run would be slow.
+        memo = self._subsets.get((chosen.name, size))
+        if memo is not None and memo[0] is chosen:
+            return memo[1]
+        subset = chosen
+        if chosen.size > size:
+            subset = CalibrationSet(name=chosen.name, arrays={k: v[:size] for k, v in chosen.arrays.items()},
+                                    description=chosen.description, synthetic=chosen.synthetic)
+        subset.validate(self.model.inputs)
+        self._subsets[(chosen.name, size)] = (chosen, subset)
+        return subset
+
+    def _batch_sizes(self, batch: int, batches) -> tuple[list[int], list[str]]:
+        sizes = list(dict.fromkeys([batch, *(batches or ())]))
+        if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
+            raise InputSpecError(f"Batch sizes {sizes} must be positive integers.")
+        size = self._fixed_batch()
+        if size is not None and sizes != [size]:
+            return [size], [f"the model has a fixed batch size of {size}: measured at batch {size} instead of "
+                            f"{', '.join(map(str, sizes))} (export it with a dynamic batch axis to try others)"]
+        return [int(s) for s in sizes], []
+
+    def _feeds(self, batch: int) -> dict[str, np.ndarray]:
+        """The first `batch` eval samples (repeated when the eval data is smaller)."""
+        return {name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()}
+
+    def _notes(self, plan: PrecisionPlan) -> list[str]:
+        notes = []
+        if plan.qdq_style == "tensorrt":
+            notes.append("int8 tensorrt-style Q/DQ: CPU speed not representative of TensorRT")
+        if self.synthetic:
+            notes.append("synthetic inputs from the model's input specs: accuracy is agreement with FP32 only")
+        return notes
+
+    def _versions(self, backend: Backend) -> dict[str, str]:
+        import onnxruntime
+
+        return {"onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+                "workbench": __version__, backend.name: backend.version()}
+
+    def _backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            self._backends[name] = get_backend(name)
+        return self._backends[name]
+
+    def _options(self) -> BuildOptions:
+        return BuildOptions(threads=self.threads)
+
+    def _job_of(self, result: RunResult) -> _Job:
+        """The configuration behind a result; for a result from elsewhere, rebuilt from its fields."""
+        if result.cache_key in self._jobs:
+            return self._jobs[result.cache_key]
+        if not result.cache_key:
+            raise InputSpecError(f"{result.label} has no cache_key: pass a result returned by Workbench.run.")
+        plan = PrecisionPlan(result.precision, method=result.method, qdq_style=result.qdq_style,
+                             keep_fp32=tuple(result.keep_fp32))
+        known = self.calibration_sets.get(result.calibration)
+        calibration = known if known is not None and known.content_hash == result.calibration_hash else None
+        job = _Job(plan, calibration, result.backend, [result.headline_latency.batch], result.headline_latency.runs,
+                   bool(result.engine), bool(result.drift), [], result.cache_key)
+        self._jobs[job.key] = job
+        return job
+
+    def _fixed_batch(self) -> int | None:
+        fixed = [spec.shape[0] for spec in self.model.inputs if spec.shape and isinstance(spec.shape[0], int)]
+        return min(fixed) if fixed else None
+
+
+def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
+    """Run every sample through `engine` in batches of `batch`; outputs concatenated along axis 0."""
+    total = len(next(iter(arrays.values())))
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, total, batch):
+        part = {k: v[start:start + batch] for k, v in arrays.items()}
+        count = len(next(iter(part.values())))
+        if count < batch:  # pad the last batch (fixed-batch engines need full batches), then drop the padding
+            part = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in part.items()}
+        chunks.append([out[:count] for out in engine.run(part)])
+    return [np.concatenate(parts) for parts in zip(*chunks)]
+
+
+def _join_timings(graph: EngineGraph, timings: list[LayerTiming], end_to_end_ms: float) -> float | None:
+    """Put each profiled layer time on its layer; returns summed layer time / end-to-end time."""
+    by_name = {t.name: t.latency_ms for t in timings}
+    for layer in graph.layers:
+        layer.latency_ms = by_name.get(layer.name)
+    total = sum(layer.latency_ms for layer in graph.layers if layer.latency_ms is not None)
+    matched = any(layer.latency_ms is not None for layer in graph.layers)
+    return total / end_to_end_ms if matched and end_to_end_ms > 0 and math.isfinite(total) else None
+
+
+def _labels_hash(labels: np.ndarray | None) -> str:
+    return "" if labels is None else CalibrationSet("labels", {"labels": np.asarray(labels)}).content_hash
+
+
+def _load_arrays(data: bytes | None) -> list[np.ndarray] | None:
+    if data is None:
+        return None
+    try:
+        with np.load(io.BytesIO(data)) as archive:
+            return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+    except Exception:  # corrupt cache entry: treated as a miss
+        return None
