@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from workbench._optional import available
@@ -16,7 +17,6 @@ from workbench.errors import BackendError, InputSpecError, MissingDependencyErro
 from workbench.models.spec import Model
 from workbench.precision import PrecisionPlan, apply_plan
 
-needs_openvino = pytest.mark.skipif(not available("openvino"), reason="openvino is not installed")
 needs_bf16 = pytest.mark.skipif(not cpu_features.has_bf16(), reason="CPU has no AVX-512 BF16 / AMX-BF16")
 
 PLANS = {
@@ -33,7 +33,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def onnxruntime_outputs(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    import onnxruntime as ort
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
@@ -42,12 +41,6 @@ def backend():
     if not available("openvino"):
         pytest.skip("openvino is not installed")
     return get_backend("openvino", threads=2)
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> Model:
-    from conftest import make_tiny_cnn
-    return Model.from_proto(make_tiny_cnn(), name="tiny-cnn", source="tests/conftest.py")
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +67,17 @@ def resnet_fp32_engine(backend, resnet18):
 
 
 # ---- running ---------------------------------------------------------------------------------
-@needs_openvino
-def test_tiny_cnn_fp32_matches_onnxruntime_at_any_batch(backend, tiny_model, tiny_inputs):
-    engine = backend.build(tiny_model.proto)
+def test_tiny_cnn_fp32_matches_onnxruntime_at_any_batch(backend, tiny_cnn, tiny_inputs):
+    engine = backend.build(tiny_cnn.proto)
     assert engine.inference_precision == "f32" and engine.graph_precision == "fp32"
     for batch in (16, 1, 5):  # dynamic batch, no rebuild
         feeds = {"input": tiny_inputs["input"][:batch]}
         (probs,) = engine.run(feeds)
         assert probs.shape == (batch, 4)
-        np.testing.assert_allclose(probs, onnxruntime_outputs(tiny_model.proto, feeds)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(probs, onnxruntime_outputs(tiny_cnn.proto, feeds)[0], rtol=1e-5, atol=1e-6)
     assert {layer.precision for layer in engine.layers().layers if not layer.inserted} == {"fp32"}
 
 
-@needs_openvino
 def test_resnet18_fp32_matches_onnxruntime(resnet18, resnet_fp32_engine, resnet_input):
     (logits,) = resnet_fp32_engine.run(resnet_input)
     (expected,) = onnxruntime_outputs(resnet18.proto, resnet_input)
@@ -94,7 +85,6 @@ def test_resnet18_fp32_matches_onnxruntime(resnet18, resnet_fp32_engine, resnet_
     np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-4)
 
 
-@needs_openvino
 @needs_bf16
 def test_bf16_hint_runs_bf16_and_stays_close_to_fp32(backend, resnet18, resnet_fp32_engine, resnet_input):
     engine = backend.build(resnet18.proto, BuildOptions(inference_precision="bf16"))
@@ -104,7 +94,6 @@ def test_bf16_hint_runs_bf16_and_stays_close_to_fp32(backend, resnet18, resnet_f
     assert cosine(engine.run(resnet_input)[0], resnet_fp32_engine.run(resnet_input)[0]) > 0.999
 
 
-@needs_openvino
 @needs_bf16
 def test_fp16_plan_runs_the_fp16_graph_with_bf16_compute(backend, resnet_plans, resnet_fp32_engine, resnet_input):
     engine = backend.build(resnet_plans["fp16"].proto)
@@ -116,16 +105,23 @@ def test_fp16_plan_runs_the_fp16_graph_with_bf16_compute(backend, resnet_plans, 
     assert cosine(engine.run(resnet_input)[0], resnet_fp32_engine.run(resnet_input)[0]) > 0.999
 
 
-@needs_openvino
-def test_fp16_plan_without_bf16_cpu_runs_f32_with_note(backend, tiny_model, tiny_inputs, monkeypatch):
+def test_reported_precision_is_what_the_layers_ran(backend, tiny_cnn, tiny_inputs):
+    # OpenVINO may run another precision than the hint asks for (f16 -> bf16 on CPUs without AVX-512 FP16).
+    engine = backend.build(tiny_cnn.proto, BuildOptions(inference_precision="f16"))
+    engine.run(tiny_inputs)
+    ran = {"f16": "fp16", "bf16": "bf16", "f32": "fp32"}[engine.inference_precision]
+    assert engine.layers().layer_of("conv1").precision == ran
+    assert (engine.inference_precision == "f16") != any("it runs" in note for note in engine.notes)
+
+
+def test_fp16_plan_without_bf16_cpu_runs_f32_with_note(backend, tiny_cnn, tiny_inputs, monkeypatch):
     monkeypatch.setattr("workbench.backends.openvino.has_bf16", lambda: False)
-    engine = backend.build(apply_plan(tiny_model, "fp16").proto)
+    engine = backend.build(apply_plan(tiny_cnn, "fp16").proto)
     assert engine.inference_precision == "f32"
     assert any("not accelerated" in note for note in engine.notes)
     assert engine.run(tiny_inputs)[0].shape == (16, 4)
 
 
-@needs_openvino
 def test_int8_qdq_runs_int8_kernels_close_to_onnxruntime(backend, resnet_plans, resnet_input):
     for key in ("int8-onnxruntime", "int8-tensorrt"):
         proto = resnet_plans[key].proto
@@ -143,11 +139,10 @@ def _assert_every_node_in_exactly_one_layer(graph) -> None:
     assert sorted(claimed) == sorted(graph.source_nodes)
 
 
-@needs_openvino
 @pytest.mark.parametrize("plan", list(PLANS))
-def test_tiny_cnn_provenance_is_complete(backend, tiny_model, tiny_inputs, plan):
+def test_tiny_cnn_provenance_is_complete(backend, tiny_cnn, tiny_inputs, plan):
     calibration = CalibrationSet.from_arrays("tiny", tiny_inputs)
-    model = apply_plan(tiny_model, PLANS[plan], calibration, progress=False)
+    model = apply_plan(tiny_cnn, PLANS[plan], calibration, progress=False)
     engine = backend.build(model.proto)
     engine.run(tiny_inputs)
     graph = engine.layers()
@@ -161,7 +156,6 @@ def test_tiny_cnn_provenance_is_complete(backend, tiny_model, tiny_inputs, plan)
     assert all(layer.inserted == (not layer.onnx_nodes) for layer in graph.layers)
 
 
-@needs_openvino
 @pytest.mark.parametrize("plan", list(PLANS))
 def test_resnet18_provenance_is_complete(backend, resnet_plans, resnet_input, plan):
     model = resnet_plans[plan]
@@ -175,7 +169,6 @@ def test_resnet18_provenance_is_complete(backend, resnet_plans, resnet_input, pl
 
 
 # ---- profiling ---------------------------------------------------------------------------------
-@needs_openvino
 def test_profile_names_match_layers_and_sum_to_end_to_end(resnet_fp32_engine, resnet_input):
     feeds = {"input": resnet_input["input"][:1]}
     timings = resnet_fp32_engine.profile(feeds, runs=5, warmup=2, progress=False)
@@ -194,9 +187,8 @@ def test_profile_names_match_layers_and_sum_to_end_to_end(resnet_fp32_engine, re
 
 
 # ---- errors and capabilities -------------------------------------------------------------------
-@needs_openvino
-def test_wrong_feeds_raise_input_spec_error(backend, tiny_model, tiny_inputs):
-    engine = backend.build(tiny_model.proto)
+def test_wrong_feeds_raise_input_spec_error(backend, tiny_cnn, tiny_inputs):
+    engine = backend.build(tiny_cnn.proto)
     x = tiny_inputs["input"]
     bad_feeds = [{"image": x}, {}, {"input": x.astype(np.float64)}, {"input": x[:, :, :4]},
                  {"input": x[0]}, {"input": x.tolist()}]
@@ -207,20 +199,18 @@ def test_wrong_feeds_raise_input_spec_error(backend, tiny_model, tiny_inputs):
         engine.profile({"input": x[0]}, runs=1, progress=False)
 
 
-@needs_openvino
-def test_bad_build_inputs_raise_backend_error(backend, tiny_model):
+def test_bad_build_inputs_raise_backend_error(backend, tiny_cnn):
     with pytest.raises(BackendError, match="inference precision"):
-        backend.build(tiny_model.proto, BuildOptions(inference_precision="int4"))
+        backend.build(tiny_cnn.proto, BuildOptions(inference_precision="int4"))
     with pytest.raises(BackendError, match="ModelProto"):
         backend.build(b"not a model")
     broken = onnx.ModelProto()
-    broken.CopyFrom(tiny_model.proto)
+    broken.CopyFrom(tiny_cnn.proto)
     broken.graph.node[0].op_type = "NoSuchOp"
     with pytest.raises(BackendError, match="OpenVINO could not build"):
         backend.build(broken)
 
 
-@needs_openvino
 def test_backend_reports_version_and_cpu_based_precisions(backend, monkeypatch):
     import openvino
     assert backend.name == "openvino"

@@ -177,7 +177,7 @@ def test_torchvision_weights_from_a_state_dict(tmp_path):
     path = tmp_path / "sq.pt"
     torch.save(net.state_dict(), path)
     model = load_model("torchvision:squeezenet1_1", weights=path)
-    first_conv = model.proto.graph.node[0].input[1]
+    first_conv = next(n for n in model.proto.graph.node if n.op_type == "Conv").input[1]
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in model.proto.graph.initializer}
     np.testing.assert_array_equal(weights[first_conv], net.features[0].weight.detach().numpy())
     random = load_model("torchvision:squeezenet1_1")

@@ -12,7 +12,8 @@ from onnx import TensorProto
 from workbench.calibration import CalibrationSet
 from workbench.errors import CalibrationError, PrecisionError
 from workbench.models.spec import Model
-from workbench.precision import PrecisionPlan, apply_plan, cache_stats, clear_cache, precision_notes
+from workbench.precision import (PrecisionPlan, apply_plan, cache_stats, clear_cache, cpu_latency_representative,
+                                 precision_notes)
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -63,6 +64,7 @@ def test_fp16_rounds_weights_keeps_fp32_io_and_stays_close(tiny_cnn, tiny_inputs
     np.testing.assert_allclose(out, ref, atol=5e-3)
     assert not np.array_equal(out, ref)  # really rounded, not a relabelled FP32 graph
     assert "fp16" in fp16.source and any("FP16" in note for note in precision_notes(fp16))
+    assert cpu_latency_representative(tiny_cnn) and not cpu_latency_representative(fp16)
 
 
 def test_fp16_keep_fp32_by_node_name_and_op_type(tiny_cnn, tiny_inputs):
@@ -115,6 +117,7 @@ def test_tensorrt_style_structure(tiny_cnn, calib):
     sources = [made_by[name].op_type for name in add.input]
     assert sorted(sources) == ["Conv", "DequantizeLinear"]  # only the residual branch is quantised
     assert any("NOT representative" in note for note in precision_notes(q))
+    assert not cpu_latency_representative(q)
 
 
 def test_onnxruntime_style_uses_uint8_activations(tiny_cnn, calib):
@@ -126,6 +129,7 @@ def test_onnxruntime_style_uses_uint8_activations(tiny_cnn, calib):
     assert inits[weight_dq.input[0]].data_type == TensorProto.INT8
     assert inits[weight_dq.input[2]].data_type == TensorProto.INT8
     assert len(onnx.numpy_helper.to_array(inits[weight_dq.input[1]])) == 8  # per-channel scales (8 filters)
+    assert cpu_latency_representative(q)
 
 
 def test_int8_per_tensor_weights(tiny_cnn, calib):
@@ -224,6 +228,20 @@ def test_invalid_plans_raise_precision_error(tiny_cnn):
         apply_plan(tiny_cnn, "int4")
     with pytest.raises(PrecisionError, match="PrecisionPlan"):
         apply_plan(tiny_cnn, 16)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_graph_onnxruntime_cannot_run_gives_precision_error(precision):
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Frobnicate", ["x"], ["y"], name="mystery", domain="example.custom")], "custom",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    proto = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
+                                                         onnx.helper.make_opsetid("example.custom", 1)])
+    model = Model.from_proto(proto, name="custom-op", source="test")
+    calibration = CalibrationSet("ok", {"x": np.ones((4, 4), np.float32)})
+    with pytest.raises(PrecisionError, match="custom-op"):
+        apply_plan(model, PrecisionPlan(precision), calibration, progress=False)
 
 
 # ---- the digits sample, when its loader is there ---------------------------------------------------------------

@@ -129,6 +129,19 @@ def test_choose_compares_latency_at_the_same_batch():
     assert at_one.choice is int8_batch1
 
 
+def test_choose_treats_latency_within_tolerance_as_a_tie_won_by_precision():
+    fp32, fp16 = make_result("fp32", 10.0, top1=0.9), make_result("fp16", 9.8, top1=0.9)
+    policy = RegionPolicy("EU", ("fp32", "fp16"), 0.5)
+    (tie,) = choose([policy], [fp32, fp16])
+    assert tie.choice is fp32 and "within 5% of fp16 @ onnxruntime" in tie.reason
+    (strict,) = choose([policy], [fp32, fp16], tie_tolerance=0.0)
+    assert strict.choice is fp16
+    (clear,) = choose([policy], [fp32, make_result("fp16", 9.0, top1=0.9)])
+    assert clear.choice.precision == "fp16"
+    with pytest.raises(ValueError, match="tie_tolerance"):
+        choose([policy], [fp32], tie_tolerance=1.5)
+
+
 def test_choose_uses_agreement_without_labels():
     fp32 = make_result("fp32", 10.0)
     int8 = make_result("int8", 4.0, agreement=0.97)  # 3 points of disagreement
@@ -136,6 +149,19 @@ def test_choose_uses_agreement_without_labels():
                      [fp32, int8])
     assert na.choice is fp32 and sea.choice is int8
     assert next(c for c in sea.checks if c.precision == "int8").metric == "top1_agreement"
+
+
+def test_choose_uses_cosine_for_embedding_models():
+    def embedding(precision, median, cosine):
+        result = make_result(precision, median)
+        result.accuracy = AccuracyStats(top1=None, top1_agreement=None, cosine=cosine, max_abs_diff=0.1, samples=40)
+        return result
+
+    fp32, int8 = embedding("fp32", 10.0, 1.0), embedding("int8", 3.0, 0.985)
+    (choice,) = choose([RegionPolicy("NA", ("fp32", "int8"), 2.0)], [fp32, int8])
+    assert choice.choice is int8
+    check = next(c for c in choice.checks if c.precision == "int8")
+    assert check.metric == "cosine" and check.drop_points == pytest.approx(1.5)
 
 
 def test_choose_without_fp32_baseline_says_so():
@@ -293,7 +319,7 @@ def test_bundle_writes_triton_entry_matching_the_model(tmp_path, tiny_cnn, model
                                   "metadata.json)"]
 
 
-def test_bundle_of_a_fixed_batch_model_disables_batching(tmp_path, model_config_class):
+def test_bundle_of_a_fixed_batch_model_disables_batching(tmp_path, tiny_cnn, model_config_class):
     graph = helper.make_graph(
         [helper.make_node("ArgMax", ["x"], ["idx"], axis=1, keepdims=0)], "fixed",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 10])],
@@ -306,6 +332,10 @@ def test_bundle_of_a_fixed_batch_model_disables_batching(tmp_path, model_config_
     assert [(t.name, t.data_type, list(t.dims)) for t in config.output] == [("idx", 9, [1])]  # 9: TYPE_INT64
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["triton"]["max_batch_size"] == 0 and any("batching is off" in n for n in meta["notes"])
+    unbatched = export_bundle(tiny_cnn, make_result("fp32", 1.0),
+                              tmp_path / "unbatched", max_batch=0, name="tiny")
+    config = _parse_config(unbatched / "model_repository" / "tiny" / "config.pbtxt", model_config_class)
+    assert config.max_batch_size == 0 and list(config.input[0].dims) == [-1, 1, 8, 8]  # -1: the free batch dim
 
 
 def test_bundle_for_tensorrt_needs_the_engine_plan(tmp_path, tiny_cnn, model_config_class):

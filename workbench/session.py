@@ -49,15 +49,17 @@ class Workbench:
 
     `model`: a sample name or `Sample` (its eval data and calibration sets come along), a `Model`, or anything
     `load_model` accepts (then inputs are synthetic, drawn from the input specs, and every result says
-    `synthetic_data=True`).
+    `synthetic_data=True`). `optimization_level` is the engine's graph optimisation (ONNX Runtime: disable, basic,
+    extended, layout, all): "disable" shows the unfused graph.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
-                 progress: bool = True, eval_limit: int | None = None) -> None:
+                 optimization_level: str = "all", progress: bool = True, eval_limit: int | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
         self.threads = threads
+        self.optimization_level = optimization_level
         self.progress = progress
         self.cache = ResultCache(cache_dir)
         self.sample: Sample | None = None
@@ -162,6 +164,7 @@ class Workbench:
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
                              backend_version=backend_obj.version(), batches=sizes, runs=runs, threads=self.threads,
+                             optimization_level=self.optimization_level,
                              eval=self._eval_hash, profile=profile, drift=drift)
         job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key)
         self._jobs[key] = job
@@ -220,7 +223,7 @@ class Workbench:
             graph, ratio = engine.layers(), None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline)), latency[0].mean)
+                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline)), latency[0].median)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
@@ -262,7 +265,8 @@ class Workbench:
                                    "the cache: run that configuration with Workbench.run first.")
         from .precision import apply_plan
 
-        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress)
+        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress,
+                             cache_dir=self.cache.directory)
         try:
             self.cache.put_bytes(job.key, variant.serialized(), "onnx")
         except OSError as exc:
@@ -276,7 +280,7 @@ class Workbench:
         backend = self._backend(backend_name)
         key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
                              backend_version=backend.version(), batch=batch, threads=self.threads,
-                             eval=self._eval_hash)
+                             optimization_level=self.optimization_level, eval=self._eval_hash)
         outputs = _load_arrays(self.cache.get_bytes(key, "npz"))
         if outputs is None:
             self.cache.discard(key, "npz")
@@ -349,7 +353,7 @@ class Workbench:
         return self._backends[name]
 
     def _options(self) -> BuildOptions:
-        return BuildOptions(threads=self.threads)
+        return BuildOptions(threads=self.threads, optimization_level=self.optimization_level)
 
     def _job_of(self, result: RunResult) -> _Job:
         """The configuration behind a result; for a result from elsewhere, rebuilt from its fields."""

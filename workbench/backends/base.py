@@ -11,6 +11,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import onnx
 
+from ..errors import InputSpecError
+from ..models.spec import TensorSpec
+
 
 @dataclass
 class EngineLayer:
@@ -26,7 +29,7 @@ class EngineLayer:
     output_shapes: list[list] = field(default_factory=list)
     inserted: bool = False  # reorder / cast / Q-DQ glue / reformat that the engine added itself
     kernel: str | None = None  # backend's kernel or implementation name, when known
-    latency_ms: float | None = None  # mean time per inference, joined from profiling
+    latency_ms: float | None = None  # time per inference, joined from profiling
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -76,11 +79,12 @@ class EngineGraph:
 
 @dataclass
 class LayerTiming:
-    """Mean time per inference of one engine layer, from the backend's own profiler."""
+    """Time per inference of one engine layer (median over runs where the profiler gives runs), from the backend's
+    own profiler."""
 
     name: str
     latency_ms: float
-    count: int  # how many timed inferences the mean is over
+    count: int  # how many timed inferences it summarises
 
 
 @dataclass(frozen=True)
@@ -125,3 +129,26 @@ class Backend(Protocol):
 
     def build(self, model: onnx.ModelProto, options: BuildOptions = BuildOptions()) -> Engine:
         """Build an engine; raise BackendError with a readable message on failure."""
+
+
+def check_feeds(feeds: dict[str, np.ndarray], input_specs: list[TensorSpec]) -> None:
+    """Raise InputSpecError unless `feeds` has exactly the model's inputs with matching dtype and shape."""
+    expected = {spec.name: spec for spec in input_specs}
+    described = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in input_specs)
+    for name in feeds:
+        if name not in expected:
+            raise InputSpecError(f"Unknown input {name!r}: the model's inputs are {described}. Rename the feed.")
+    for spec in input_specs:
+        if spec.name not in feeds:
+            raise InputSpecError(f"Missing input {spec.name!r}: the model expects {described}.")
+        array = feeds[spec.name]
+        given = (f"got {type(array).__name__}" if not isinstance(array, np.ndarray)
+                 else f"got {array.dtype}{list(array.shape)}")
+        if not isinstance(array, np.ndarray) or array.dtype.name != spec.dtype:
+            raise InputSpecError(f"Input {spec.name!r} expects {spec.dtype}{list(spec.shape)}, {given}: "
+                                 f"pass a numpy array converted with .astype(np.{spec.dtype}).")
+        fits = array.ndim == len(spec.shape) and all(
+            not isinstance(dim, int) or dim == size for dim, size in zip(spec.shape, array.shape))
+        if not fits:
+            raise InputSpecError(f"Input {spec.name!r} expects shape {list(spec.shape)} (strings are free dims), "
+                                 f"{given}: reshape or resize the data to match.")

@@ -10,10 +10,10 @@ import onnx
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from ..errors import BackendError, InputSpecError
+from ..errors import BackendError
 from ..models.spec import TensorSpec
 from .cpu_features import has_flag, has_int8_dot
-from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming
+from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming, check_feeds
 from .provenance import declared_types, element_types, qualified_op, trace, with_unique_node_names
 
 _LEVELS = {
@@ -109,25 +109,7 @@ class OnnxRuntimeEngine:
     # ---- running -------------------------------------------------------------------------------
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """Raise InputSpecError unless `feeds` has exactly the model's inputs with matching dtype and shape."""
-        expected = {spec.name: spec for spec in self.input_specs}
-        described = ", ".join(f"{s.name} {s.dtype}{list(s.shape)}" for s in self.input_specs)
-        for name in feeds:
-            if name not in expected:
-                raise InputSpecError(f"Unknown input {name!r}: the model's inputs are {described}. Rename the feed.")
-        for spec in self.input_specs:
-            if spec.name not in feeds:
-                raise InputSpecError(f"Missing input {spec.name!r}: the model expects {described}.")
-            array = feeds[spec.name]
-            given = (f"got {type(array).__name__}" if not isinstance(array, np.ndarray)
-                     else f"got {array.dtype}{list(array.shape)}")
-            if not isinstance(array, np.ndarray) or array.dtype.name != spec.dtype:
-                raise InputSpecError(f"Input {spec.name!r} expects {spec.dtype}{list(spec.shape)}, {given}: "
-                                     f"pass a numpy array converted with .astype(np.{spec.dtype}).")
-            fits = array.ndim == len(spec.shape) and all(
-                not isinstance(dim, int) or dim == size for dim, size in zip(spec.shape, array.shape))
-            if not fits:
-                raise InputSpecError(f"Input {spec.name!r} expects shape {list(spec.shape)} (strings are free dims), "
-                                     f"{given}: reshape or resize the data to match.")
+        check_feeds(feeds, self.input_specs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one batch; outputs in the model's output order."""
@@ -168,7 +150,7 @@ class OnnxRuntimeEngine:
 
     def profile(self, feeds: dict[str, np.ndarray], runs: int = 20, *, warmup: int = 3,
                 progress: bool = True) -> list[LayerTiming]:
-        """Mean time per inference of each layer over `runs` runs (after `warmup`), from ORT's profiler.
+        """Median time per inference of each layer over `runs` runs (after `warmup`), from ORT's profiler.
 
         Profiling needs its own session; it loads the optimised graph with optimisations off, so its nodes
         and names are exactly those of `layers()` (checked; a mismatch raises BackendError).
@@ -192,22 +174,29 @@ class OnnxRuntimeEngine:
             for _ in tqdm(range(warmup + runs), desc="profiling (onnxruntime)", disable=not progress, leave=False):
                 session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
-        return _mean_node_times(events, warmup, runs)
+        return _median_node_times(events, warmup, runs)
 
 
-def _mean_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:
-    """Per-node mean duration over the timed runs of a Chrome-trace profile from ORT."""
+def _median_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:
+    """Per-node median time per run over the timed runs of a Chrome-trace profile from ORT.
+
+    Median, not mean: on a busy 2-core machine one preempted run can inflate a layer's mean several-fold.
+    """
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                      if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:warmup + runs]
-    totals: dict[str, float] = {}
+    if not windows:
+        raise BackendError("ONNX Runtime's profile has no 'model_run' events to time layers by: "
+                           f"check that onnxruntime {ort.__version__} writes Chrome-trace profiles.")
+    per_run: dict[str, list[float]] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
-        if any(start <= event["ts"] <= end for start, end in windows):
-            name = event["name"][: -len("_kernel_time")]
-            totals[name] = totals.get(name, 0.0) + event["dur"]
-    count = len(windows)
-    return [LayerTiming(name=name, latency_ms=total / 1000.0 / count, count=count) for name, total in totals.items()]
+        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), None)
+        if run is not None:
+            times = per_run.setdefault(event["name"][: -len("_kernel_time")], [0.0] * len(windows))
+            times[run] += event["dur"]
+    return [LayerTiming(name=name, latency_ms=float(np.median(times)) / 1000.0, count=len(windows))
+            for name, times in per_run.items()]
 
 
 def _precision(types: list[onnx.TypeProto | None]) -> str:

@@ -58,12 +58,21 @@ def export_module(module, example_input, *, opset: int = MIN_OPSET) -> onnx.Mode
             torch.onnx.export(
                 module, args, buffer, dynamo=False, opset_version=opset, do_constant_folding=False,
                 training=torch.onnx.TrainingMode.EVAL, input_names=input_names, output_names=output_names,
-                dynamic_axes={n: {0: BATCH} for n in input_names + output_names})
+                dynamic_axes={n: {0: BATCH} for n in input_names + output_names},
+                # True skips the exporter's initializer de-duplication, which turns equal-valued parameters (e.g.
+                # freshly initialised BatchNorm weights) into dozens of Identity nodes; the extra graph inputs it
+                # adds are dropped below so runtimes still treat the weights as constants.
+                keep_initializers_as_inputs=True)
     except Exception as exc:
         raise ModelLoadError(f"torch.onnx.export failed for {type(module).__name__}: {type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. Replace the "
                              "unsupported operation in forward() or export the model to ONNX yourself and load the file.") from exc
-    return onnx.load_from_string(buffer.getvalue())
+    proto = onnx.load_from_string(buffer.getvalue())
+    weights = {init.name for init in proto.graph.initializer}
+    graph_inputs = [value for value in proto.graph.input if value.name not in weights]
+    del proto.graph.input[:]
+    proto.graph.input.extend(graph_inputs)
+    return proto
 
 
 def load_module(module, example_input, *, name: str | None = None, opset: int = MIN_OPSET) -> Model:

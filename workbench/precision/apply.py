@@ -1,14 +1,16 @@
 """`apply_plan`: bake a precision plan into the ONNX graph (the TensorRT 10/11 way: no builder precision flags)."""
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 
 from ..calibration import CalibrationSet
-from ..errors import CalibrationError, PrecisionError
+from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..models.spec import Model
 from . import int8
 from .fp16 import to_fp16
@@ -16,6 +18,7 @@ from .plan import PrecisionPlan
 
 PLAN_KEY = "workbench.precision_plan"
 NOTES_KEY = "workbench.precision_notes"
+CPU_LATENCY_KEY = "workbench.cpu_latency_representative"
 
 FP16_NOTE = ("FP16 weights and activations, FP32 graph inputs/outputs (Cast at the boundary). ONNX Runtime's CPU "
              "provider lacks FP16 kernels for many ops and computes them in FP32 from the FP16-rounded values, so "
@@ -39,21 +42,27 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
     if plan.precision == "fp32":
         return model
     if plan.precision == "fp16":
-        proto, notes = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops), [FP16_NOTE]
+        with _failures_as_precision_errors(model, plan):
+            proto, notes = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops), [FP16_NOTE]
     else:
         if calibration is None:
             raise CalibrationError(f"INT8 needs a calibration set to find activation ranges: pass calibration="
                                    f"CalibrationSet.from_arrays(...) (or CalibrationSet.synthetic_for(model.inputs) "
                                    f"to try it without data) to apply_plan for {model.name!r}.")
         calibration.validate(model.inputs)
-        proto, notes = int8.quantize(model, plan, calibration, keep_nodes=keep_nodes, keep_ops=keep_ops,
-                                     progress=progress, cache_dir=cache_dir)
-        notes.insert(0, f"INT8 ({'per-channel' if plan.per_channel else 'per-tensor'} weights) from {plan.method} calibration on {calibration.name!r} ({calibration.size} samples)")
+        with _failures_as_precision_errors(model, plan):
+            proto, notes = int8.quantize(model, plan, calibration, keep_nodes=keep_nodes, keep_ops=keep_ops,
+                                         progress=progress, cache_dir=cache_dir)
+        weights = "per-channel" if plan.per_channel else "per-tensor"
+        notes.insert(0, f"INT8 ({weights} weights) from {plan.method} calibration on {calibration.name!r} "
+                        f"({calibration.size} samples)")
         if calibration.synthetic:
             notes.append("Calibrated on synthetic random inputs: INT8 ranges and accuracy do not reflect real data.")
     if keep_nodes or keep_ops:
         notes.append(f"Kept in FP32: {', '.join((*keep_nodes, *keep_ops))}")
-    _set_metadata(proto, plan, notes)
+    representative = plan.precision == "int8" and plan.qdq_style == "onnxruntime"
+    _set_metadata(proto, {PLAN_KEY: json.dumps(plan.to_json()), NOTES_KEY: json.dumps(notes),
+                          CPU_LATENCY_KEY: json.dumps(representative)})
     result = Model.from_proto(proto, name=model.name, source=f"{model.source} | {plan.label}")
     _check(model, result, plan)
     return result
@@ -61,8 +70,17 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
 
 def precision_notes(model: Model) -> list[str]:
     """What `apply_plan` recorded about a model it produced (empty for an untransformed model)."""
-    props = {prop.key: prop.value for prop in model.proto.metadata_props}
-    return json.loads(props.get(NOTES_KEY, "[]"))
+    return json.loads(_props(model).get(NOTES_KEY, "[]"))
+
+
+def cpu_latency_representative(model: Model) -> bool:
+    """False when ONNX Runtime CPU latency of this model says little about its precision's real speed (FP16 and
+    TensorRT-style INT8 run largely as float on CPU); True for untransformed and ORT-style INT8 models."""
+    return json.loads(_props(model).get(CPU_LATENCY_KEY, "true"))
+
+
+def _props(model: Model) -> dict[str, str]:
+    return {prop.key: prop.value for prop in model.proto.metadata_props}
 
 
 def _split_keep(model: Model, plan: PrecisionPlan) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -76,9 +94,19 @@ def _split_keep(model: Model, plan: PrecisionPlan) -> tuple[tuple[str, ...], tup
     return (tuple(e for e in plan.keep_fp32 if e in names), tuple(e for e in plan.keep_fp32 if e not in names))
 
 
-def _set_metadata(proto: onnx.ModelProto, plan: PrecisionPlan, notes: list[str]) -> None:
-    props = {prop.key: prop.value for prop in proto.metadata_props}
-    onnx.helper.set_model_props(proto, {**props, PLAN_KEY: json.dumps(plan.to_json()), NOTES_KEY: json.dumps(notes)})
+@contextlib.contextmanager
+def _failures_as_precision_errors(model: Model, plan: PrecisionPlan) -> Iterator[None]:
+    try:
+        yield
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - converter/quantiser failures come as many exception types
+        raise PrecisionError(f"Could not apply {plan.label} to {model.name!r} ({type(exc).__name__}: {exc}). Keep the "
+                             "op types or nodes it names in FP32 via PrecisionPlan(keep_fp32=...).") from exc
+
+
+def _set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
+    onnx.helper.set_model_props(proto, {**{prop.key: prop.value for prop in proto.metadata_props}, **entries})
 
 
 def _check(original: Model, result: Model, plan: PrecisionPlan) -> None:

@@ -68,7 +68,13 @@ def prepare(model: Model) -> tuple[onnx.ModelProto, tuple[str, ...]]:
     if model.content_hash not in _prepared:
         with tempfile.TemporaryDirectory(prefix="workbench-prep-") as tmp:
             try:
-                quant_pre_process(model.proto, Path(tmp) / "prepared.onnx")
+                # A path, not the ModelProto: given a proto, ORT's pre-processing moves its initialisers out of the
+                # caller's proto in place (external data "foo.bin"). skip_symbolic_shape: on failure ORT's symbolic
+                # inference writes sym_shape_infer_temp.onnx into the working directory; ONNX's own shape inference
+                # (still run) covers the standard ops exporters emit.
+                source = Path(tmp) / "source.onnx"
+                onnx.save(model.proto, source)
+                quant_pre_process(source, Path(tmp) / "prepared.onnx", skip_symbolic_shape=True)
                 _prepared[model.content_hash] = (onnx.load(Path(tmp) / "prepared.onnx"), ())
             except Exception as exc:  # noqa: BLE001 - any failure of the optional optimisation step
                 note = f"quant_pre_process failed ({type(exc).__name__}: {exc}); quantised the graph as loaded"

@@ -13,7 +13,8 @@ _FP16_MAX = 65504.0
 _FP16_MIN_SUBNORMAL = 2.0 ** -24
 
 
-def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (), keep_ops: tuple[str, ...] = ()) -> onnx.ModelProto:
+def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
+            keep_ops: tuple[str, ...] = ()) -> onnx.ModelProto:
     """Convert a float32 graph to float16 with `onnxconverter_common.float16` (the same code as ORT's transformer tool).
 
     Inputs and outputs stay float32 (Cast nodes at the boundary). Nodes named in `keep_nodes` and nodes whose op type

@@ -29,8 +29,8 @@ FASHION_FEATURE_SIZE = 112  # upsampled side for the fashion head: 4x cheaper th
 EXPORT_VERSION = 1  # bump when the exported graphs change
 HEAD_FILE = "efficientnet-lite0-fashion-head.npz"
 # scikit-image's bundled photos (no download needed). Real-world scenes and textures, plus a few scientific images.
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "hubble_deep_field",
-          "immunohistochemistry", "retina", "brick", "grass", "gravel", "page")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "hubble_deep_field",
+          "immunohistochemistry", "retina", "brick", "grass", "gravel")
 
 
 def weights_path() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from importlib import metadata as _metadata
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +75,14 @@ def model_dir() -> Path:
 
 
 def tokenize(sentences: list[str]) -> dict[str, np.ndarray]:
-    """Sentences -> {"input_ids", "attention_mask"} int64, padded to the longest sentence (model's own tokenizer)."""
-    transformers = require("transformers", pip="transformers", purpose="the minilm-l6 tokenizer")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir()))
-    encoded = tokenizer(list(sentences), padding=True, truncation=True, max_length=128, return_tensors="np")
-    return {name: np.asarray(encoded[name], dtype=np.int64) for name in INPUTS}
+    """Sentences -> {"input_ids", "attention_mask"} int64, padded to the longest sentence (the model's own
+    tokenizer.json, read with `tokenizers` so loading the cached sample needs neither torch nor transformers)."""
+    tokenizers = require("tokenizers", pip="tokenizers", purpose="the minilm-l6 tokenizer")
+    tokenizer = tokenizers.Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # the shipped file pads to 128; pad to the longest
+    encoded = tokenizer.encode_batch(list(sentences))
+    return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
 
 
 def encoder_module():
@@ -118,9 +122,12 @@ def _export() -> bytes:
 
 
 def build() -> Sample:
-    torch = require("torch", extra="torch", purpose="the minilm-l6 sample")
     weights = model_dir() / "model.safetensors"
-    key = hashlib.sha256(f"{file_sha256(weights)}|opset {OPSET}|torch {torch.__version__}|v{EXPORT_VERSION}"
+    try:  # the version without importing torch: a cached graph loads without it
+        torch_version = _metadata.version("torch")
+    except _metadata.PackageNotFoundError:
+        torch_version = "absent"  # no cached file matches, so _export runs and says torch is missing
+    key = hashlib.sha256(f"{file_sha256(weights)}|opset {OPSET}|torch {torch_version}|v{EXPORT_VERSION}"
                          .encode()).hexdigest()[:16]
     model = load_onnx_file(cached_bytes(f"minilm-l6-{key}.onnx", _export), name="minilm-l6")
     eval_arrays = tokenize([a for a, _ in PAIRS] + [b for _, b in PAIRS])
@@ -144,31 +151,28 @@ def build() -> Sample:
                                          "sentences, the next the second ones"),
         calibration_sets={c.name: c for c in calibration},
         task="embedding",
-        notes=["Accuracy is the embedding cosine to FP32; use workbench.samples.minilm.similarity_agreement(wb, "
-               "result) for how well a variant keeps the ranking of pair similarities."],
+        notes=["Accuracy is the embedding cosine to FP32; workbench.samples.minilm.similarity_agreement(fp32, variant) "
+               "tells how well a variant keeps the ranking of pair similarities."],
     )
 
 
-def similarity_agreement(workbench, result, reference=None) -> dict[str, float]:
-    """How a variant's pair similarities compare with FP32's on the eval pairs.
+def similarity_agreement(reference: np.ndarray, variant: np.ndarray) -> dict[str, float]:
+    """Compare pair similarities of FP32 (`reference`) and variant embeddings of the eval split ([2n, d]: the n
+    first sentences, then the n second ones), e.g. `wb.engine(result).run(wb.eval.arrays)[0]`.
 
-    Returns `spearman` (rank correlation of all first x second sentence cosine similarities), `retrieval_agreement` (fraction of
-    first sentences whose most similar second sentence is the same as with FP32) and `mean_abs_similarity_diff`.
-    `reference` is the FP32 result (default: the session's first FP32 result, run if missing).
+    Returns `spearman` (rank correlation of all first x second sentence cosine similarities), `retrieval_agreement`
+    (fraction of first sentences whose most similar second sentence is the same as with FP32) and
+    `mean_abs_similarity_diff`.
     """
     stats = require("scipy.stats", pip="scipy", purpose="rank correlation")
-    from ..session import _run_all
 
-    reference = reference or next((r for r in workbench.results if r.precision == "fp32" and not r.keep_fp32), None) \
-        or workbench.run("fp32", profile=False, drift=False)
-    n = len(workbench.eval.arrays["input_ids"]) // 2
+    def similarities(embeddings: np.ndarray) -> np.ndarray:
+        emb = np.asarray(embeddings, dtype=np.float64)
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        n = len(emb) // 2
+        return emb[:n] @ emb[n:2 * n].T
 
-    def similarities(res) -> np.ndarray:
-        emb = _run_all(workbench.engine(res), workbench.eval.arrays, 8)[0].astype(np.float64)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        return emb[:n] @ emb[n:2 * n].T  # [first sentence, second sentence]
-
-    ref, var = similarities(reference), similarities(result)
+    ref, var = similarities(reference), similarities(variant)
     return {"spearman": float(stats.spearmanr(ref.ravel(), var.ravel()).statistic),
             "retrieval_agreement": float(np.mean(ref.argmax(1) == var.argmax(1))),
             "mean_abs_similarity_diff": float(np.mean(np.abs(ref - var)))}

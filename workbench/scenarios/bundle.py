@@ -113,7 +113,7 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
     """
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
         raise BundleError(f"max_batch={max_batch!r} is invalid: give 0 (no batching) or a positive batch size.")
-    preferred = tuple(int(b) for b in preferred_batch_sizes)
+    preferred = tuple(int(b) for b in preferred_batch_sizes) if max_batch else ()  # max_batch 0: no batcher
     if any(b <= 0 or b > max_batch for b in preferred):
         raise BundleError(f"preferred_batch_sizes={list(preferred)} must be positive and <= max_batch={max_batch}: "
                           "drop the larger sizes or raise max_batch.")

@@ -8,15 +8,17 @@ from tqdm.auto import tqdm
 
 from ..errors import CalibrationError
 from ..measure import measure_accuracy
-from ..results import AccuracyStats, RunResult
+from ..results import RunResult
 from ..samples.base import EvalData
+from .policy import headline_metric
 
 
 @dataclass
 class MismatchMatrix:
     """Accuracy (fraction) per calibration set (rows) and evaluation set (columns), plus the FP32 reference.
 
-    `metric[j]` is "top1" when evaluation set j has labels, else "top1_agreement" (with FP32 outputs).
+    `metric[j]` is "top1" when evaluation set j has labels, else "top1_agreement" with FP32 outputs ("cosine"
+    for embedding models): see `workbench.scenarios.policy.headline_metric`.
     """
 
     model: str
@@ -46,12 +48,6 @@ class MismatchMatrix:
                 "cache_keys": [r.cache_key for r in self.results]}
 
 
-def _score(stats: AccuracyStats | None) -> tuple[float | None, str]:
-    if stats is None:
-        return None, "top1"
-    return (stats.top1, "top1") if stats.top1 is not None else (stats.top1_agreement, "top1_agreement")
-
-
 def calibration_mismatch(workbench, method: str = "minmax", qdq_style: str = "onnxruntime",
                          eval_sets: Mapping[str, EvalData] | None = None, *, batch: int = 8, runs: int = 10,
                          progress: bool = True) -> MismatchMatrix:
@@ -59,7 +55,7 @@ def calibration_mismatch(workbench, method: str = "minmax", qdq_style: str = "on
     (default: the sample's labelled `extra_eval` data). Runs go through `Workbench.run`, so they are cached.
 
     Columns other than the session's own eval split are scored by running the cached engines on that data: top-1
-    when it has labels, else top-1 agreement with FP32 on the same data.
+    when it has labels, else top-1 agreement with FP32 on the same data (cosine for embedding models).
     """
     from ..session import _run_all  # the session's batching (pads a fixed-batch engine's last batch)
 
@@ -79,19 +75,19 @@ def calibration_mismatch(workbench, method: str = "minmax", qdq_style: str = "on
             int8.append(workbench.run("int8", calibration=name, method=method, qdq_style=qdq_style, **settings))
             bar.update()
 
-    fp32_score, metric = _score(fp32.accuracy)
+    fp32_score, metric = headline_metric(fp32.accuracy)
     columns, metrics, fp32_row = ["eval"], [metric], [fp32_score]
-    table = [[_score(r.accuracy)[0]] for r in int8]
+    table = [[headline_metric(r.accuracy)[0]] for r in int8]
     for eval_name, data in eval_sets.items():
         reference = _run_all(workbench.engine(fp32), data.arrays, batch)
         stats = measure_accuracy(reference, reference, data.labels, task=workbench.task)
-        score, metric = _score(stats)
+        score, metric = headline_metric(stats)
         columns.append(eval_name)
         metrics.append(metric)
         fp32_row.append(score)
         for row, result in zip(table, int8):
             outputs = _run_all(workbench.engine(result), data.arrays, batch)
-            row.append(_score(measure_accuracy(outputs, reference, data.labels, task=workbench.task))[0])
+            row.append(headline_metric(measure_accuracy(outputs, reference, data.labels, task=workbench.task))[0])
     return MismatchMatrix(model=fp32.model, backend=fp32.backend, method=int8[0].method, qdq_style=int8[0].qdq_style,
                           calibration_sets=names, eval_sets=columns, metric=metrics, accuracy=table, fp32=fp32_row,
                           results=int8)

@@ -1,14 +1,15 @@
 """Regional precision policies and choosing, per region, the fastest configuration that satisfies one.
 
-`max_accuracy_drop` is in percentage points of top-1 accuracy (or of top-1 agreement with FP32 when the
-data has no labels), measured against the FP32 result of the same model and backend.
+`max_accuracy_drop` is in percentage points of top-1 accuracy, measured against the FP32 result of the same
+model and backend. Without labels the drop is in top-1 agreement with FP32 (1.0 = same predictions), and for
+embedding models in mean cosine similarity to FP32 (x100), both on the same scale.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import yaml
 
 from ..errors import PolicyError
 from ..precision.plan import PRECISIONS
-from ..results import LatencyStats, RunResult
+from ..results import AccuracyStats, LatencyStats, RunResult
 
 FORMAT_VERSION = 1
 _TOLERANCE = 1e-9  # points; 100 * (1 - 0.97) is 3.0000000000000027, which must still pass a 3-point limit
@@ -178,12 +179,12 @@ class CandidateCheck:
     backend: str
     latency_ms: float | None  # median at the compared batch size
     drop_points: float | None  # accuracy drop vs FP32 in percentage points
-    metric: str | None  # "top1" or "top1_agreement"
+    metric: str | None  # "top1", "top1_agreement" or "cosine" (see headline_metric)
     ok: bool
     reason: str
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
 @dataclass
@@ -226,18 +227,34 @@ def fp32_baselines(results: Iterable[RunResult]) -> dict[tuple[str, str], RunRes
     return baselines
 
 
+METRICS = ("top1", "top1_agreement", "cosine")
+
+
+def headline_metric(stats: AccuracyStats | None) -> tuple[float | None, str | None]:
+    """The accuracy number policies compare: top1 (labelled data), else top1_agreement, else cosine (embeddings)."""
+    for name in METRICS:
+        value = getattr(stats, name) if stats is not None else None
+        if value is not None:
+            return value, name
+    return None, None
+
+
 def accuracy_drop(result: RunResult, baseline: RunResult | None) -> tuple[float | None, str | None, str]:
-    """(drop in percentage points, metric used, problem) — top1 when both have labels, else top1_agreement."""
+    """(drop vs FP32 in percentage points, metric used, problem); the metric is chosen by `headline_metric`.
+
+    Agreement and cosine are measured against FP32 itself, so their FP32 reference is 1.0 unless recorded.
+    """
     if baseline is None:
         return None, None, f"no FP32 result of {result.model} on {result.backend} to measure the drop against"
-    if result.accuracy is None or baseline.accuracy is None:
-        return None, None, "no accuracy measured"
-    if result.accuracy.top1 is not None and baseline.accuracy.top1 is not None:
-        return 100.0 * (baseline.accuracy.top1 - result.accuracy.top1), "top1", ""
-    if result.accuracy.top1_agreement is not None:
-        reference = baseline.accuracy.top1_agreement if baseline.accuracy.top1_agreement is not None else 1.0
-        return 100.0 * (reference - result.accuracy.top1_agreement), "top1_agreement", ""
-    return None, None, "neither top-1 nor top-1 agreement was measured"
+    value, metric = headline_metric(result.accuracy)
+    if metric is None:
+        return None, None, "no accuracy measured (top-1, agreement or cosine)"
+    reference = getattr(baseline.accuracy, metric) if baseline.accuracy is not None else None
+    if reference is None:
+        if metric == "top1":
+            return None, None, "the FP32 result has no top-1 to compare with"
+        reference = 1.0
+    return 100.0 * (reference - value), metric, ""
 
 
 def check(policy: RegionPolicy, result: RunResult, baseline: RunResult | None, batch: int) -> CandidateCheck:
@@ -264,9 +281,15 @@ def check(policy: RegionPolicy, result: RunResult, baseline: RunResult | None, b
 
 
 def choose(policies: PolicyTable | Iterable[RegionPolicy], results: Iterable[RunResult], *,
-           batch: int | None = None) -> list[RegionChoice]:
+           batch: int | None = None, tie_tolerance: float = 0.05) -> list[RegionChoice]:
     """Per region, the fastest result (median latency at `batch`, default: the most common batch) that the policy
-    allows, or a RegionChoice with `choice=None` and a reason listing why every candidate fails."""
+    allows, or a RegionChoice with `choice=None` and a reason listing why every candidate fails.
+
+    Medians within `tie_tolerance` (fraction) of the fastest count as a tie, won by the more precise configuration
+    (fp32 > fp16 > int8), then the smaller drop: timing noise alone should not pick a lower precision.
+    """
+    if not 0 <= tie_tolerance < 1:
+        raise ValueError(f"tie_tolerance={tie_tolerance!r}: give a fraction in [0, 1), e.g. 0.05 for 5 %.")
     results = list(results)
     batch = batch or common_batch(results)
     baselines = fp32_baselines(results)
@@ -275,9 +298,17 @@ def choose(policies: PolicyTable | Iterable[RegionPolicy], results: Iterable[Run
         checks = [check(policy, r, baselines.get((r.model, r.backend)), batch) for r in results]
         passing = [(c, r) for c, r in zip(checks, results) if c.ok]
         if passing:
-            best_check, best = min(passing, key=lambda pair: (pair[0].latency_ms, PRECISIONS.index(pair[1].precision)))
+            fastest_check, _ = min(passing, key=lambda pair: pair[0].latency_ms)
+            ties = [p for p in passing if p[0].latency_ms <= fastest_check.latency_ms * (1 + tie_tolerance)]
+            best_check, best = min(ties, key=lambda p: (PRECISIONS.index(p[1].precision), p[0].drop_points,
+                                                        p[0].latency_ms))
             reason = (f"fastest allowed: {best_check.config}, {best_check.latency_ms:.3f} ms at batch {batch}, "
                       f"drop {best_check.drop_points:.2f} <= {policy.max_accuracy_drop:g} points")
+            if best_check is not fastest_check:
+                reason += (f" (within {tie_tolerance:.0%} of {fastest_check.config} at "
+                           f"{fastest_check.latency_ms:.3f} ms: a tie, won by higher precision or smaller drop)")
+            if not best.accelerated:
+                reason += f"; note: {best.backend} does not accelerate {best.precision} on this machine"
         else:
             best = None
             reasons = list(dict.fromkeys(c.reason for c in checks))

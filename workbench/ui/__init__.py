@@ -1,4 +1,5 @@
 """Jupyter widgets (ipywidgets 8). Importing this package needs the `notebook` extra."""
 from .explorer import Explorer
+from .scenarios import CostPanel
 
-__all__ = ["Explorer"]
+__all__ = ["CostPanel", "Explorer"]

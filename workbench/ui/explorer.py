@@ -47,6 +47,7 @@ class Explorer:
         self._generation = 0
         self._future: Future | None = None
         self._lock = threading.Lock()
+        self._refreshing = False  # set while calibration options are replaced, so that does not trigger a run
         self._background = background
         self.current: RunResult | None = None
         self.error: str | None = None
@@ -80,7 +81,7 @@ class Explorer:
         self.model.observe(self._on_model, names="value")
         self.backend.observe(self._on_model, names="value")
         for control in (self.precision, self.calibration, self.method, self.qdq_style, self.batch):
-            control.observe(lambda _change: self.request(), names="value")
+            control.observe(self._on_setting, names="value")
         self.request()
 
     # ---- display ------------------------------------------------------------------------------
@@ -200,6 +201,10 @@ class Explorer:
         colour = "#b00020" if error else ("#555" if busy else "#1b5e20")
         self.status.value = f"<span style='color:{colour}'>{text}</span>"
 
+    def _on_setting(self, _change) -> None:
+        if not self._refreshing:
+            self.request()
+
     def _on_model(self, _change) -> None:
         self._refresh_calibration_options()
         self.request()
@@ -210,10 +215,13 @@ class Explorer:
         except WorkbenchError as exc:
             names = []
             self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
-        self.calibration.unobserve_all()
-        self.calibration.options = names
-        self.calibration.value = names[0] if names else None
-        self.calibration.observe(lambda _change: self.request(), names="value")
+        # not unobserve_all(): that also drops ipywidgets' own handlers and breaks the Dropdown
+        self._refreshing = True
+        try:
+            self.calibration.options = names
+            self.calibration.value = names[0] if names else None
+        finally:
+            self._refreshing = False
 
 
 def _cell(value) -> str:

@@ -57,7 +57,7 @@ def policy_matrix_figure(choices: Sequence[RegionChoice], results: Sequence[RunR
     fig.update_layout(
         title=f"Regional precision policies: ★ fastest allowed configuration (median latency, batch {batch})",
         xaxis_title="configuration", yaxis_title="region", yaxis_autorange="reversed",
-        height=180 + 70 * len(choices))
+        height=220 + 70 * len(choices), margin=dict(b=150))
     fig.add_annotation(text="green: allowed · red: violates the policy (hover for why) · drop vs FP32 in "
                             "percentage points", xref="paper", yref="paper", x=0, y=-0.25, showarrow=False,
                        xanchor="left")
