@@ -38,7 +38,20 @@ def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
         )
     _restore_fp32_outputs(converted.graph, {out.name for out in proto.graph.output
                                             if out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})
+    _retarget_float_casts(converted.graph)
     return converted
+
+
+def _retarget_float_casts(graph: onnx.GraphProto) -> None:
+    """Undo another converter slip: a model's own Cast(to=FLOAT) (e.g. an int64 attention mask cast to float) keeps
+    to=FLOAT while the converter declares its output FLOAT16, so the graph does not load. Cast to FLOAT16 instead."""
+    fp16_values = {v.name for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    for node in graph.node:
+        if node.op_type != "Cast" or not node.output or node.output[0] not in fp16_values:
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                attribute.i = onnx.TensorProto.FLOAT16
 
 
 def _restore_fp32_outputs(graph: onnx.GraphProto, fp32_outputs: set[str]) -> None:

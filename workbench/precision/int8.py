@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import save_tensors_data
@@ -60,6 +61,11 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
     exclude = [node.name for node in prepared.graph.node if node.name in keep_nodes or node.op_type in keep_ops]
     notes += [f"keep_fp32 node {name!r} was folded away by pre-processing (e.g. BatchNormalization into Conv): "
               "nothing left to keep" for name in keep_nodes if name not in names]
+    sentinel_nodes = _sentinel_nodes(prepared.graph, ranges)
+    if sentinel_nodes:
+        exclude += sentinel_nodes
+        notes.append(f"kept {len(sentinel_nodes)} nodes in FP32 around tensors whose calibrated range exceeds the FP16 "
+                     "maximum (masking sentinels such as -3.4e38 in attention masks): INT8 cannot represent them")
     style = _STYLES[plan.qdq_style]
     if plan.qdq_style == "tensorrt":
         exclude += _bias_adds(prepared.graph)
@@ -77,6 +83,14 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
         _unquantize_weighted_add_inputs(quantized.graph)
     notes.append(STYLE_NOTES[plan.qdq_style])
     return quantized, notes
+
+
+def _sentinel_nodes(graph: onnx.GraphProto, ranges) -> list[str]:
+    """Producers and consumers of tensors whose range exceeds 65504 (the FP16 maximum): such values are sentinels,
+    not data, and a scale stretched over them rounds every real value to zero."""
+    huge = {name for name, value in ranges.data.items()
+            if float(np.abs(np.asarray(value.range_value, dtype=np.float64)).max()) > 65504.0}
+    return [node.name for node in graph.node if huge & (set(node.input) | set(node.output))]
 
 
 def _bias_adds(graph: onnx.GraphProto) -> list[str]:
