@@ -265,3 +265,45 @@ def test_digits_sample_accuracy_survives(digits, plan):
             for name, m in (("fp32", digits.model), ("plan", q))}
     assert top1["fp32"] > 0.9
     assert top1["plan"] >= top1["fp32"] - 0.02
+
+
+def _masked_model() -> Model:
+    """x[b,4] float, mask[b,4] int64: y = MatMul(Relu(x), w) * (x + Cast(mask) * -3.4e38), a sentinel as in
+    attention masks."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(-3.4028235e38, np.float32), "neg")]
+    nodes = [helper.make_node("Cast", ["mask"], ["maskf"], name="cast_mask", to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["maskf", "neg"], ["bias"], name="sentinel"),
+             helper.make_node("Add", ["x", "bias"], ["masked"], name="apply_mask"),
+             helper.make_node("Relu", ["x"], ["rx"], name="relu"),
+             helper.make_node("MatMul", ["rx", "w"], ["h"], name="matmul"),
+             helper.make_node("Mul", ["h", "masked"], ["y"], name="out")]
+    graph = helper.make_graph(nodes, "masked", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+        helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return Model.from_proto(onnx.shape_inference.infer_shapes(proto), name="masked", source="test")
+
+
+def test_fp16_retargets_the_models_own_float_casts():
+    model = _masked_model()
+    fp16 = apply_plan(model, PrecisionPlan("fp16"), progress=False)  # raised "does not load" before the fix
+    cast = node(fp16, "cast_mask")
+    assert next(a.i for a in cast.attribute if a.name == "to") == TensorProto.FLOAT16
+
+
+def test_int8_keeps_masking_sentinels_in_fp32():
+    model = _masked_model()
+    rng = np.random.default_rng(1)
+    cal = CalibrationSet.from_arrays("masked", {"x": rng.standard_normal((32, 4)).astype(np.float32),
+                                                "mask": rng.integers(0, 2, (32, 4)).astype(np.int64)})
+    int8 = apply_plan(model, PrecisionPlan("int8"), cal, progress=False)
+    assert any("sentinel" in note for note in precision_notes(int8))
+    quantized_inputs = {n.input[0] for n in int8.proto.graph.node if n.op_type == "QuantizeLinear"}
+    assert not quantized_inputs & {"bias", "masked"}
+    assert "rx" in quantized_inputs  # the MatMul is still INT8
