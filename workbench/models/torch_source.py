@@ -55,6 +55,8 @@ def export_module(module, example_input, *, opset: int = MIN_OPSET) -> onnx.Mode
             # The TorchScript exporter announces its deprecation on every call; it is the reliable path here.
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            # emitted by shape inference for strided Slice even though constant folding is off
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
             torch.onnx.export(
                 module, args, buffer, dynamo=False, opset_version=opset, do_constant_folding=False,
                 training=torch.onnx.TrainingMode.EVAL, input_names=input_names, output_names=output_names,
