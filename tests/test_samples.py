@@ -125,3 +125,12 @@ def test_efficientnet_lite0_fashion_accuracy(lite_cache):
     assert sample.eval.size >= 2000
     assert top1(sample) >= 0.80
     check_calibration_sets(sample)
+
+
+def test_digits_cnn_has_labelled_shifted_eval_data():
+    sample = samples.load("digits-cnn")
+    shifted = sample.extra_eval["mnist-downscaled"]
+    assert shifted.arrays["input"].shape[1:] == (1, 8, 8) and shifted.labels is not None
+    session = ort.InferenceSession(sample.model.serialized(), providers=["CPUExecutionProvider"])
+    accuracy = float((session.run(None, shifted.arrays)[0].argmax(1) == shifted.labels).mean())
+    assert 0.2 < accuracy < top1(sample)  # same task, other handwriting: harder than the model's own test split

@@ -82,7 +82,7 @@ def test_engine_layers_carry_profiled_latency(runs):
         assert timed, f"{result.label}: no layer got a profiled latency"
         assert all(layer.latency_ms >= 0 for layer in timed)
         assert result.layer_time_ratio == pytest.approx(
-            sum(layer.latency_ms for layer in timed) / result.headline_latency.mean)
+            sum(layer.latency_ms for layer in timed) / result.headline_latency.median)
 
 
 def test_fp16_and_int8_measure_drift_from_fp32(runs):

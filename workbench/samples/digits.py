@@ -17,7 +17,7 @@ def preprocess(images: np.ndarray) -> np.ndarray:
 def build() -> Sample:
     model = load_onnx_file(data_file("digits-cnn.onnx"), name="digits-cnn")
     x_train, _, x_test, y_test = digits_split()
-    mnist, _ = mnist_subset()
+    mnist, mnist_labels = mnist_subset()
     calibration = [
         CalibrationSet.from_arrays("digits-train", x_train, input_name="input",
                                    description="256 images from the model's own training split (sklearn digits)"),
@@ -36,4 +36,7 @@ def build() -> Sample:
         calibration_sets={c.name: c for c in calibration},
         class_names=list(DIGIT_CLASSES),
         preprocess=preprocess,
+        extra_eval={"mnist-downscaled": EvalData(
+            {"input": mnist_as_digits(mnist)}, mnist_labels.astype(np.int64),
+            f"{len(mnist_labels)} MNIST digits pooled to 8x8: same task, different handwriting")},
     )
