@@ -173,7 +173,8 @@ def _write_json(path: str, payload: dict) -> None:
 
 def _print_summary(results) -> None:
     fp32 = {r.backend: r for r in results if r.precision == "fp32"}
-    header = f"{'configuration':42} {'median ms':>10} {'p90 ms':>8} {'speed-up':>8} {'top1':>7} {'agree':>7}"
+    width = max(len("configuration"), *(len(r.label) for r in results))
+    header = f"{'configuration':{width}} {'median ms':>10} {'p90 ms':>8} {'speed-up':>8} {'top1':>7} {'agree':>7}"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -184,6 +185,6 @@ def _print_summary(results) -> None:
         top1 = f"{acc.top1 * 100:6.2f}%" if acc and acc.top1 is not None else "    n/a"
         agree = f"{acc.top1_agreement * 100:6.2f}%" if acc and acc.top1_agreement is not None else "    n/a"
         flag = "" if r.accelerated else "  (not accelerated here)"
-        print(f"{r.label:42} {lat.median:10.3f} {lat.p90:8.3f} {speedup:7.2f}x {top1} {agree}{flag}")
+        print(f"{r.label:{width}} {lat.median:10.3f} {lat.p90:8.3f} {speedup:7.2f}x {top1} {agree}{flag}")
     if any(r.synthetic_data for r in results):
         print("note: measured on synthetic inputs (no data came with the model); accuracy is agreement only.")

@@ -1,0 +1,7 @@
+"""Figures: pure functions of result objects (plotly figures; graphviz SVG for the fusion graph)."""
+from .figures import (drift_figure, layer_latency_comparison, layer_latency_figure, match_layers, summary_figure,
+                      summary_table, tradeoff_figure)
+from .fusion import FusionView, fusion_graph
+
+__all__ = ["FusionView", "drift_figure", "fusion_graph", "layer_latency_comparison", "layer_latency_figure",
+           "match_layers", "summary_figure", "summary_table", "tradeoff_figure"]

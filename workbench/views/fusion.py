@@ -283,7 +283,7 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str]):
     stubs: set[str] = set()
     for k, unit in enumerate(units):
         layer = unit.layer
-        shape = "×".join(str(d) for d in layer.output_shapes[0]) if layer.output_shapes else \
+        shape = "×".join(str(d) for d in layer.output_shapes[0]) if layer.output_shapes and layer.output_shapes[0] else \
             (shapes.get(layer.outputs[0], "") if layer.outputs else "")
         ms = "" if layer.latency_ms is None else f"{layer.latency_ms:.4f} ms"
         tip = "\n".join(filter(None, [
