@@ -141,16 +141,16 @@ class Explorer:
         try:
             session = self.session(model, backend)
             result = session.run(**config, runs=self._runs, drift=self._drift)
+            self._results[result.cache_key or result.label] = result
+            if generation != self._generation:  # superseded while computing: keep it in the summary only
+                self._show_summary()
+                return None
+            self._show(session, result)
         except WorkbenchError as exc:
             if generation == self._generation:
                 self.current, self.error = None, str(exc)
                 self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
             return None
-        self._results[result.cache_key or result.label] = result
-        if generation != self._generation:  # superseded while computing: keep it in the summary only
-            self._show_summary()
-            return None
-        self._show(session, result)
         self._set_status(f"{html.escape(result.label)}: {result.headline_latency.median:.3f} ms median at batch "
                          f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)")
         return result
@@ -169,7 +169,9 @@ class Explorer:
         self.figures["latency"] = (views.layer_latency_comparison(baseline, result) if baseline is not None
                                    else views.layer_latency_figure(result, order="graph"))
         same_model = [r for r in self.results if r.model == result.model]
-        self.figures["drift"] = views.drift_figure([r for r in same_model if r.drift] or [result])
+        drifting = [r for r in same_model if r.drift]
+        self.figures["drift"] = views.drift_figure(drifting) if drifting else _placeholder(
+            "No drift yet: FP32 is the reference. Pick FP16 or INT8 to see where precision is lost, layer by layer.")
         self.figures["tradeoff"] = views.tradeoff_figure(same_model)
         for name, figure in self.figures.items():
             target = self._figure_widgets[name]
@@ -222,6 +224,15 @@ class Explorer:
             self.calibration.value = names[0] if names else None
         finally:
             self._refreshing = False
+
+
+def _placeholder(text: str):
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250)
+    return figure
 
 
 def _cell(value) -> str:
