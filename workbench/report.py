@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .errors import MissingDependencyError
+from .views.tables import html_table
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1400px;color:#222;padding:0 1rem}
@@ -46,13 +47,7 @@ class _Html:
         self._plotly_included = True
 
     def table(self, rows: Sequence[dict]) -> None:
-        if not rows:
-            return
-        cols = list(rows[0])
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
-                       for r in rows)
-        self.parts.append(f'<table class="meta"><tr>{head}</tr>{body}</table>')
+        self.parts.append(html_table(rows, css_class="meta"))
 
     def section(self, title: str, section_id: str, build: Callable[[], None]) -> None:
         """A section whose optional dependency may be missing: say so in the report instead of failing."""
@@ -66,12 +61,6 @@ class _Html:
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                 f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
                 + "\n".join(self.parts) + "</body></html>")
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
 
 
 def _versions(results) -> dict[str, str]:

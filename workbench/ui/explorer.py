@@ -16,6 +16,7 @@ from .._optional import require
 from ..backends import backend_names
 from ..errors import WorkbenchError
 from ..results import RunResult
+from ..views.tables import html_table
 
 BATCH_SIZES = (1, 8, 32)
 
@@ -190,14 +191,7 @@ class Explorer:
     def _show_summary(self) -> None:
         from .. import views
 
-        rows = views.summary_table(self.results)
-        if not rows:
-            return
-        cols = list(rows[0])
-        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols) + "</tr>"
-                       for r in rows)
-        self.summary.value = f"<table style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+        self.summary.value = html_table(views.summary_table(self.results))
 
     def _set_status(self, text: str, *, busy: bool = False, error: bool = False) -> None:
         colour = "#b00020" if error else ("#555" if busy else "#1b5e20")
@@ -233,12 +227,6 @@ def _placeholder(text: str):
     figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250)
     return figure
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
 
 
 def _tensorrt_importable() -> bool:
