@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v dot >/dev/null || need_apt+=(graphviz)
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # headless browser for tests/test_browser.py
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -21,4 +22,6 @@ fi
 # Pinned first: these torch/torchvision builds are on the local disk; an unpinned torch would pull GBs from the network.
 "$venv/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 "$venv/bin/python" -m pip install -q -e ".[all]"
+# drives the system chromium (no `playwright install`: no browser download)
+"$venv/bin/python" -m pip install -q playwright
 echo "setup: ready in $venv"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -72,18 +71,20 @@ class _JupyterLab:
         self.leftovers: list[int] = []
         self._started = False
         self._ready = threading.Event()
-        settings = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-        settings.mkdir(parents=True)
-        # no "get Jupyter news?" toast over the page, no update checks
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        settings = home / "config" / "lab" / "user-settings" / "@jupyterlab"
+        # no "get Jupyter news?" toast over the page, no update checks, no "Select Kernel" dialog
+        for plugin, values in {"apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+                               "notebook-extension/tracker": {"autoStartDefaultKernel": True}}.items():
+            path = settings / f"{plugin}.jupyterlab-settings"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                    IPYTHONDIR=str(home / "ipython"), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", "--IdentityProvider.token=",
              "--PasswordIdentityProvider.hashed_password=", f"--ServerApp.root_dir={home / 'root'}",
-             f"--LabApp.user_settings_dir={settings.parents[1]}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
+             f"--LabApp.user_settings_dir={settings.parent}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
              "--LabApp.extension_manager=readonly", "--LabApp.news_url=None",
              "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=home)
@@ -153,16 +154,17 @@ def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):
     try:
         page.goto(f"{lab.url}/doc/tree/explorer.ipynb", timeout=60_000)
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel started
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
         # the widget manager rendered the explorer, and the FP32 result arrived
-        status = page.locator(".widget-html-content", has_text="median")
+        status = page.locator(".widget-vbox > .widget-html", has_text="median")
         status.wait_for(timeout=60_000)
         assert "fp32" in status.inner_text().lower()
         int8 = page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$"))
         int8.click()
-        page.locator(".widget-html-content", has_text=re.compile(r"int8.*median", re.IGNORECASE)).wait_for(
+        page.locator(".widget-vbox > .widget-html", has_text=re.compile(r"int8.*median", re.IGNORECASE)).wait_for(
             timeout=60_000)
         assert "mod-active" in (int8.get_attribute("class") or "")
 
@@ -181,9 +183,10 @@ def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):
 
         widget_errors = [e for e in console_errors if WIDGET_ERRORS.search(e)]
         assert not widget_errors, widget_errors
-        explorer = page.locator(".jp-OutputArea-output .widget-vbox").first
+        page.locator(".jp-InputCollapser").first.click()  # hide the code: the picture is about the widget
+        page.set_viewport_size({"width": 1280, "height": 1000})
         for folder in _screenshot_dirs(tmp_path / "shots"):
-            explorer.screenshot(path=str(folder / "explorer.png"))
+            page.screenshot(path=str(folder / "explorer.png"))
         assert (tmp_path / "shots" / "explorer.png").stat().st_size > 10_000
     finally:
         context.close()

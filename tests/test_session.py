@@ -183,3 +183,39 @@ def test_digits_sample_end_to_end(env):
     int8 = wb.run("int8", runs=3)
     assert fp32.accuracy.top1 > 0.8 and not fp32.synthetic_data
     assert int8.accuracy.top1_agreement > 0.9 and int8.drift
+
+
+def _sequence_model() -> Model:
+    """tokens[batch, sequence] float -> squared -> summed over the sequence: [batch]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Mul", ["tokens", "tokens"], ["squares"], name="square"),
+             helper.make_node("ReduceSum", ["squares", "axes"], ["total"], name="sum", keepdims=0)]
+    graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info("tokens", TensorProto.FLOAT,
+                                                                            ["batch", "sequence"])],
+                              [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch"])],
+                              [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    return Model.from_proto(proto, name="seq", source="test")
+
+
+def test_dims_choose_dynamic_axis_sizes_within_the_stated_range(env):
+    from workbench.backends.tensorrt import profile_shapes  # pure function: no TensorRT needed
+    from workbench.errors import InputSpecError
+
+    wb = Workbench(_sequence_model(), cache_dir=env, progress=False, shape_range={"sequence": (4, 16, 64)})
+    assert wb._feeds(2, {"sequence": 40})["tokens"].shape == (2, 40)
+    short = wb.run("fp32", batch=2, runs=2, profile=False, drift=False, dims={"sequence": 4})
+    long = wb.run("fp32", batch=2, runs=2, profile=False, drift=False, dims={"sequence": 64})
+    assert short.headline_latency.dims == {"sequence": 4} and long.headline_latency.dims == {"sequence": 64}
+    assert short.cache_key != long.cache_key
+    assert RunResult.from_json(long.to_json()).headline_latency.dims == {"sequence": 64}
+    with pytest.raises(InputSpecError, match="outside the shape range"):
+        wb.run("fp32", dims={"sequence": 65})
+    with pytest.raises(InputSpecError, match="dynamic axes"):
+        wb.run("fp32", dims={"tokens": 8})
+    ranges = wb._options().shape_range
+    assert ranges == (("tokens", (1, 4), (8, 16), (32, 64)),)
+    shapes = profile_shapes(wb.model.inputs, ranges)  # what the TensorRT backend turns into an optimisation profile
+    assert shapes["tokens"] == ((1, 4), (8, 16), (32, 64))

@@ -18,6 +18,7 @@ class LatencyStats:
     mean: float
     runs: int
     throughput: float  # samples per second at the median
+    dims: dict[str, int] = field(default_factory=dict)  # sizes of other dynamic axes (e.g. sequence) when timed
 
     def to_json(self) -> dict:
         return asdict(self)

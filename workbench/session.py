@@ -5,7 +5,7 @@ import inspect
 import io
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -42,6 +42,7 @@ class _Job:
     drift: bool
     notes: list[str]
     key: str
+    dims: dict[str, int] = field(default_factory=dict)
 
 
 class Workbench:
@@ -50,16 +51,20 @@ class Workbench:
     `model`: a sample name or `Sample` (its eval data and calibration sets come along), a `Model`, or anything
     `load_model` accepts (then inputs are synthetic, drawn from the input specs, and every result says
     `synthetic_data=True`). `optimization_level` is the engine's graph optimisation (ONNX Runtime: disable, basic,
-    extended, layout, all): "disable" shows the unfused graph.
+    extended, layout, all): "disable" shows the unfused graph. `shape_range` states, once, the range of each dynamic
+    axis by its symbolic name, e.g. {"sequence": (8, 64, 128)} as (min, opt, max): engines that build for a range
+    (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
-                 optimization_level: str = "all", progress: bool = True, eval_limit: int | None = None) -> None:
+                 optimization_level: str = "all", shape_range: dict[str, tuple[int, int, int]] | None = None,
+                 progress: bool = True, eval_limit: int | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
         self.threads = threads
         self.optimization_level = optimization_level
+        self.shape_range = dict(shape_range or {})
         self.progress = progress
         self.cache = ResultCache(cache_dir)
         self.sample: Sample | None = None
@@ -109,16 +114,18 @@ class Workbench:
     def run(self, precision: str = "fp32", *, calibration: str | CalibrationSet | None = None,
             calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
             keep_fp32=(), batch: int = 8, batches=None, runs: int = 30, profile: bool = True, drift: bool = True,
-            backend: str | None = None) -> RunResult:
+            backend: str | None = None, dims: dict[str, int] | None = None) -> RunResult:
         """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
         with per-layer latency and, for reduced precision, drift from FP32.
 
         `calibration` (int8): a set name or a CalibrationSet (default: the first set), of which the first
-        `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`.
+        `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`. `dims`: sizes of
+        dynamic axes other than batch for the latency and profile runs, by symbolic name (e.g. {"sequence": 64});
+        the eval data is repeated or cut along those axes. Accuracy is always measured on the eval data as it is.
         """
         job = self._prepare(precision, calibration=calibration, calibration_size=calibration_size, method=method,
                             qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,
-                            profile=profile, drift=drift, backend=backend)
+                            profile=profile, drift=drift, backend=backend, dims=dims)
         return self._execute(job)
 
     def sweep(self, configs: list[dict]) -> list[RunResult]:
@@ -150,7 +157,8 @@ class Workbench:
     # ---- internals ------------------------------------------------------------------------------
     def _prepare(self, precision: str = "fp32", *, calibration=None, calibration_size: int = DEFAULT_SIZE,
                  method=None, qdq_style=None, keep_fp32=(), batch: int = 8, batches=None, runs: int = 30,
-                 profile: bool = True, drift: bool = True, backend: str | None = None) -> _Job:
+                 profile: bool = True, drift: bool = True, backend: str | None = None,
+                 dims: dict[str, int] | None = None) -> _Job:
         plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32))
         # an explicitly given set is validated for every precision; the default one only when it is used
         needed = plan.needs_calibration or calibration is not None
@@ -159,14 +167,16 @@ class Workbench:
         if runs < 1:
             raise InputSpecError(f"runs={runs}: time at least one run.")
         sizes, notes = self._batch_sizes(batch, batches)
+        dims = self._check_dims(dims or {})
         backend_name = backend or self.backend_name
         backend_obj = self._backend(backend_name)
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
                              backend_version=backend_obj.version(), batches=sizes, runs=runs, threads=self.threads,
                              optimization_level=self.optimization_level,
-                             eval=self._eval_hash, profile=profile, drift=drift)
-        job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key)
+                             eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
+                             shape_range=self.shape_range or None)
+        job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         self._jobs[key] = job
         return job
 
@@ -210,7 +220,10 @@ class Workbench:
             self._engines[job.key] = engine
             bar.update()
             step("latency")
-            latency = [measure_latency(engine, self._feeds(size), batch=size, runs=job.runs) for size in job.batches]
+            latency = [measure_latency(engine, self._feeds(size, job.dims), batch=size, runs=job.runs)
+                       for size in job.batches]
+            for stats in latency:
+                stats.dims = dict(job.dims)
             bar.update()
             step("accuracy")
             headline = job.batches[0]
@@ -223,7 +236,8 @@ class Workbench:
             graph, ratio = engine.layers(), None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline)), latency[0].median)
+                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline, job.dims)),
+                                      latency[0].median)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
@@ -329,9 +343,30 @@ class Workbench:
                             f"{', '.join(map(str, sizes))} (export it with a dynamic batch axis to try others)"]
         return [int(s) for s in sizes], []
 
-    def _feeds(self, batch: int) -> dict[str, np.ndarray]:
-        """The first `batch` eval samples (repeated when the eval data is smaller)."""
-        return {name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()}
+    def _feeds(self, batch: int, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+        """The first `batch` eval samples (repeated when the eval data is smaller), with dynamic axes named in
+        `dims` repeated or cut to that size."""
+        feeds = {name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()}
+        for spec in self.model.inputs:
+            for axis, dim in enumerate(spec.shape):
+                if axis and isinstance(dim, str) and dim in (dims or {}):
+                    array = feeds[spec.name]
+                    feeds[spec.name] = np.take(array, np.arange(dims[dim]) % array.shape[axis], axis=axis)
+        return feeds
+
+    def _check_dims(self, dims: dict[str, int]) -> dict[str, int]:
+        """Dynamic-axis sizes must name symbolic axes of the model and stay inside the declared shape_range."""
+        symbolic = {d for spec in self.model.inputs for d in spec.shape[1:] if isinstance(d, str)}
+        for name, size in dims.items():
+            if name not in symbolic:
+                raise InputSpecError(f"dims names axis {name!r}, but the model's dynamic axes (besides batch) are "
+                                     f"{sorted(symbolic) or 'none'}: use one of those names.")
+            low, _, high = self.shape_range.get(name, (1, None, size))
+            if not isinstance(size, (int, np.integer)) or not low <= size <= high:
+                raise InputSpecError(f"dims[{name!r}]={size} is outside the shape range "
+                                     f"{self.shape_range.get(name, '(1, any)')} of this session: pick a size inside "
+                                     "it or widen shape_range.")
+        return {name: int(size) for name, size in sorted(dims.items())}
 
     def _notes(self, plan: PrecisionPlan) -> list[str]:
         notes = []
@@ -353,7 +388,19 @@ class Workbench:
         return self._backends[name]
 
     def _options(self) -> BuildOptions:
-        return BuildOptions(threads=self.threads, optimization_level=self.optimization_level)
+        ranges = tuple((spec.name, *self._shape_range_of(spec)) for spec in self.model.inputs
+                       if any(isinstance(d, str) and d in self.shape_range for d in spec.shape))
+        return BuildOptions(threads=self.threads, optimization_level=self.optimization_level, shape_range=ranges)
+
+    def _shape_range_of(self, spec) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) shapes of one input from shape_range; an unnamed batch axis gets 1 / 8 / 32."""
+        def dim(axis: int, d, i: int) -> int:
+            if isinstance(d, int):
+                return d
+            if isinstance(d, str) and d in self.shape_range:
+                return self.shape_range[d][i]
+            return (1, 8, 32)[i] if axis == 0 else 1
+        return tuple(tuple(dim(axis, d, i) for axis, d in enumerate(spec.shape)) for i in range(3))
 
     def _job_of(self, result: RunResult) -> _Job:
         """The configuration behind a result; for a result from elsewhere, rebuilt from its fields."""

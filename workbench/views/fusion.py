@@ -21,12 +21,12 @@ from ..results import RunResult
 
 # Pastel fills keep black label text readable; greys (unfused layers) and pale yellows (inserted layers)
 # are left out so a fused group is never mistaken for either.
-_GROUP_COLORS = [
+_GROUP_COLORS = list(dict.fromkeys(
     "#%02x%02x%02x" % (r, g, b)
     for r, g, b in (tuple(int(v) for v in unlabel_rgb(c))
                     for c in qualitative.Set3 + qualitative.Pastel1 + qualitative.Pastel2)
     if len({r, g, b}) > 1 and not (r > 240 and g > 230 and b < 215)
-]
+))
 SINGLE_COLOR = "#eeeeee"  # a layer built from exactly one ONNX node
 INSERTED_COLOR = "#fff3b0"  # reorder / cast / Q-DQ glue the engine added
 REMOVED_COLOR = "#ffffff"  # ONNX node no layer claims (folded or eliminated)
@@ -38,6 +38,7 @@ class _Unit:
     """One engine layer on a page, with the ONNX nodes it covers that exist in the model."""
 
     layer: EngineLayer
+    index: int  # position in the engine's execution order (stable node id across pages and filters)
     color: str
     nodes: list[int] = field(default_factory=list)  # indices into the model's node list
 
@@ -118,14 +119,14 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
             "Pass the ONNX model the engine was built from (for FP16/INT8 the output of precision.apply_plan).")
 
     units, claimed, color_index = [], set(), 0
-    for layer in engine.layers:
+    for position, layer in enumerate(engine.layers):
         covered = [index[n] for n in layer.onnx_nodes if n in index]
         if len(covered) > 1:
             color, color_index = _GROUP_COLORS[color_index % len(_GROUP_COLORS)], color_index + 1
         else:
             color = INSERTED_COLOR if layer.inserted or not covered else SINGLE_COLOR
         claimed.update(covered)
-        units.append(_Unit(layer, color, covered))
+        units.append(_Unit(layer, position, color, covered))
     removed = [i for i in range(len(nodes)) if i not in claimed]
     summary = {
         "original_nodes": len(nodes), "engine_layers": len(engine.layers),
@@ -141,7 +142,10 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
     page_units, page_removed = pages[page]
     shapes = _shapes(proto)
     before = _before_graph(proto, names, page_units, page_removed, shapes)
-    after = _after_graph(page_units, shapes)
+    # Weights of the optimised graph show up as layer inputs; only tensors some layer makes, or the
+    # model's inputs, get edges.
+    data_tensors = {t for layer in engine.layers for t in layer.outputs} | {i.name for i in proto.graph.input}
+    after = _after_graph(page_units, shapes, data_tensors)
     title = f"Fusion: {getattr(model, 'name', proto.graph.name) or 'model'} on {engine.backend}"
     if filter is not None:
         title += f" (filter: {filter if isinstance(filter, str) else getattr(filter, '__name__', 'custom')})"
@@ -276,13 +280,13 @@ def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], 
     return g
 
 
-def _after_graph(units: list[_Unit], shapes: dict[str, str]):
+def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str]):
     g = _digraph("after")
-    producer = {out: k for k, unit in enumerate(units) for out in unit.layer.outputs}
+    producer = {out: unit.index for unit in units for out in unit.layer.outputs}
     consumed = {t for unit in units for t in unit.layer.inputs}
     stubs: set[str] = set()
-    for k, unit in enumerate(units):
-        layer = unit.layer
+    for unit in units:
+        layer, k = unit.layer, unit.index
         shape = "×".join(str(d) for d in layer.output_shapes[0]) if layer.output_shapes and layer.output_shapes[0] else \
             (shapes.get(layer.outputs[0], "") if layer.outputs else "")
         ms = "" if layer.latency_ms is None else f"{layer.latency_ms:.4f} ms"
@@ -294,8 +298,10 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str]):
                fillcolor=unit.color, style="rounded,filled,dashed" if layer.inserted else "rounded,filled",
                penwidth="2" if len(unit.nodes) > 1 else "1", tooltip=tip)
         for tensor in layer.inputs:
-            src = f"a{producer[tensor]}" if tensor in producer else _stub(g, f"t_in_{tensor}", tensor, shapes, stubs)
-            g.edge(src, f"a{k}")
+            if tensor in producer:
+                g.edge(f"a{producer[tensor]}", f"a{k}")
+            elif tensor in data_tensors:
+                g.edge(_stub(g, f"t_in_{tensor}", tensor, shapes, stubs), f"a{k}")
         for tensor in layer.outputs:
             if tensor not in consumed:
                 g.edge(f"a{k}", _stub(g, f"t_out_{tensor}", tensor, shapes, stubs))

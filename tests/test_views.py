@@ -1,0 +1,280 @@
+"""Views: plotly figures and the graphviz fusion view, built from result objects (real ORT engine graph for tiny_cnn)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import make_tiny_cnn
+from workbench.backends import get_backend
+from workbench.backends.base import EngineGraph, EngineLayer
+from workbench.errors import MissingDependencyError, WorkbenchError
+from workbench.models.spec import Model
+from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
+from workbench.views import (drift_figure, fusion_graph, layer_latency_comparison, layer_latency_figure,
+                             match_layers, summary_figure, summary_table, tradeoff_figure)
+from workbench.views.figures import PRECISION_COLORS
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def model() -> Model:
+    return Model.from_proto(make_tiny_cnn(), name="tiny-cnn", source="tests/conftest.py")
+
+
+@pytest.fixture(scope="module")
+def ort_engine(model) -> EngineGraph:
+    """The real ONNX Runtime optimised graph of tiny_cnn, with profiled per-layer latency joined in."""
+    engine = get_backend("onnxruntime").build(model.proto)
+    graph = engine.layers()
+    feeds = {"input": np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)}
+    timings = {t.name: t.latency_ms for t in engine.profile(feeds, runs=3)}
+    for layer in graph.layers:
+        layer.latency_ms = timings.get(layer.name)
+    return graph
+
+
+def _int8_engine(fp32: EngineGraph) -> EngineGraph:
+    """An INT8 engine over the same nodes with a different grouping: conv1 and conv2 blocks fused into one."""
+    layers = []
+    for layer in fp32.layers:
+        if layer.inserted:
+            continue
+        if "conv2" in layer.onnx_nodes:
+            layers[-1].onnx_nodes += layer.onnx_nodes
+            layers[-1].latency_ms = 0.004
+            continue
+        precision = "int8" if "conv1" in layer.onnx_nodes or "fc" in layer.onnx_nodes else "fp32"
+        layers.append(EngineLayer(layer.name, layer.type, precision, list(layer.onnx_nodes), list(layer.inputs),
+                                  list(layer.outputs), latency_ms=0.001 * (len(layers) + 1)))
+    layers.insert(0, EngineLayer("quantize_input", "QuantizeLinear", "int8", [], ["input"], ["input_q"],
+                                 inserted=True, latency_ms=0.0005))
+    return EngineGraph("onnxruntime", layers, list(fp32.source_nodes))
+
+
+def _result(precision: str, engine: EngineGraph | None, median: float, top1: float | None, agreement: float,
+            *, drift=(), accelerated=True, synthetic=False, method=None) -> RunResult:
+    return RunResult(
+        model="tiny-cnn", precision=precision, method=method, qdq_style="onnxruntime" if method else None,
+        calibration="synthetic" if method else None, calibration_hash=None, backend="onnxruntime",
+        versions={"onnxruntime": "test"}, synthetic_data=synthetic,
+        latency=[LatencyStats(batch=8, median=median, p90=median * 1.2, min=median * 0.9, mean=median,
+                              runs=5, throughput=8000 / median)],
+        accuracy=AccuracyStats(top1=top1, top1_agreement=agreement, cosine=0.999, max_abs_diff=0.01, samples=64),
+        engine=engine, layer_time_ratio=0.8, drift=list(drift), drift_graph="onnx graph",
+        accelerated=accelerated, notes=["a note"] if not accelerated else [])
+
+
+@pytest.fixture(scope="module")
+def results(ort_engine) -> list[RunResult]:
+    drift_fp16 = [DriftPoint("c1", "conv1", math.inf, 1.0, 0.0), DriftPoint("r1", "relu1", 42.0, 0.9999, 1e-3),
+                  DriftPoint("probs", "softmax", 35.5, 0.999, 2e-3)]
+    drift_int8 = [DriftPoint("c1", "conv1", 20.0, 0.99, 0.1), DriftPoint("r1", "relu1", 18.0, 0.98, 0.2),
+                  DriftPoint("probs", "softmax", 12.0, 0.97, 0.3)]
+    return [
+        _result("fp32", ort_engine, 2.0, 0.90, 1.0),
+        _result("fp16", ort_engine, 2.2, 0.89, 0.99, drift=drift_fp16, accelerated=False),
+        _result("int8", _int8_engine(ort_engine), 1.0, 0.85, 0.95, drift=drift_int8, method="minmax",
+                synthetic=True),
+    ]
+
+
+def _roundtrip(result: RunResult) -> RunResult:
+    return RunResult.from_json(json.loads(json.dumps(result.to_json())))
+
+
+# ---- per-layer latency --------------------------------------------------------------------------------------
+def test_layer_latency_bars_cover_every_layer(results):
+    result = results[0]
+    fig = layer_latency_figure(result)
+    assert sum(len(trace.y) for trace in fig.data) == len(result.engine.layers)
+    timed = {l.name: l.latency_ms for l in result.engine.layers}
+    for trace in fig.data:
+        for name, x in zip(trace.y, trace.x):
+            assert x == pytest.approx(timed[name] or 0.0)
+    assert list(fig.layout.yaxis.categoryarray) == [l.name for l in result.engine.layers]
+
+
+def test_layer_latency_colours_by_precision_sorted_and_top(results):
+    int8 = results[2]
+    fig = layer_latency_figure(int8, order="sorted", color_by="precision", top=3)
+    by_name = {trace.name: trace for trace in fig.data}
+    assert set(by_name) <= {"int8", "fp32"}
+    for precision, trace in by_name.items():
+        assert trace.marker.color == PRECISION_COLORS[precision]
+    order = list(fig.layout.yaxis.categoryarray)
+    assert len(order) == 3
+    times = {l.name: l.latency_ms for l in int8.engine.layers}
+    assert [times[n] for n in order] == sorted(times.values(), reverse=True)[:3]
+    with pytest.raises(WorkbenchError, match="order="):
+        layer_latency_figure(int8, order="random")
+
+
+def test_comparison_matches_by_onnx_nodes_and_annotates_speedup(results):
+    fp32, int8 = results[0], results[2]
+    matches = match_layers(fp32.engine, int8.engine)
+    for m in matches:  # each group's layers cover exactly the group's nodes on both sides
+        for side in (m.layers_a, m.layers_b):
+            covered = {n for l in side for n in l.onnx_nodes}
+            assert not covered or covered == set(m.nodes)
+    merged = next(m for m in matches if "conv1" in m.nodes)
+    assert {"conv1", "conv2", "add"} <= set(merged.nodes) and len(merged.layers_a) == 2 and len(merged.layers_b) == 1
+    fig = layer_latency_comparison(fp32, int8)
+    trace_a, trace_b = fig.data
+    assert len(trace_a.y) == len(matches)
+    for a, b, speedup, text in zip(trace_a.x, trace_b.x, trace_b.customdata, trace_b.text):
+        if a and b:
+            assert speedup == pytest.approx(a / b)
+            assert text == f"×{a / b:.2f}"
+        else:
+            assert speedup is None and text == ""
+
+
+# ---- drift, trade-off, summary ------------------------------------------------------------------------------
+def test_drift_figure_caps_inf_and_marks_identical(results):
+    fig = drift_figure(results)
+    sqnr = [t for t in fig.data if t.yaxis in (None, "y")]
+    assert len(sqnr) == 2  # fp32 has no drift and is left out
+    fp16 = sqnr[0]
+    finite = [p.sqnr_db for r in results for p in r.drift if math.isfinite(p.sqnr_db)]
+    assert fp16.y[0] > max(finite)
+    assert fp16.customdata[0] == "identical" and fp16.marker.symbol[0] == "star"
+    assert "identical" in fp16.hovertext[0]
+    assert list(fp16.y[1:]) == [42.0, 35.5]
+    cosine = [t for t in fig.data if t.yaxis == "y2"]
+    assert list(cosine[1].y) == [0.99, 0.98, 0.97]
+    with pytest.raises(WorkbenchError, match="drift"):
+        drift_figure(results[0])
+
+
+def test_tradeoff_points_and_markers(results):
+    fig = tradeoff_figure(results)
+    points = [(x, y, s) for t in fig.data for x, y, s in zip(t.x, t.y, t.marker.symbol)]
+    assert len(points) == len(results)
+    assert sorted(points) == sorted([(1.0, 0.85, "diamond"), (2.0, 0.90, "circle"), (2.2, 0.89, "circle-open")])
+    assert fig.layout.yaxis.title.text == "top-1 accuracy"
+    unlabelled = [_roundtrip(r) for r in results]
+    unlabelled[1].accuracy.top1 = None
+    assert tradeoff_figure(unlabelled).layout.yaxis.title.text == "top-1 agreement with FP32"
+
+
+def test_summary_table_speedup_and_drop(results):
+    rows = summary_table(results)
+    assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8"]
+    assert rows[0]["speedup_vs_fp32"] == pytest.approx(1.0)
+    assert rows[2]["speedup_vs_fp32"] == pytest.approx(2.0)
+    assert rows[2]["top1_drop"] == pytest.approx(0.05)
+    assert rows[1]["accelerated"] is False and rows[1]["notes"] == "a note"
+    assert summary_table(results[2:])[0]["speedup_vs_fp32"] is None  # no FP32 to compare with
+    table = summary_figure(results).data[0]
+    assert len(table.cells.values[0]) == 3 and "×2.00" in table.cells.values[8]
+
+
+def test_every_figure_builds_from_json_roundtrip(results, model):
+    loaded = [_roundtrip(r) for r in results]
+    assert layer_latency_figure(loaded[0]).to_dict() == layer_latency_figure(results[0]).to_dict()
+    assert layer_latency_comparison(loaded[0], loaded[2]).to_dict() == \
+        layer_latency_comparison(results[0], results[2]).to_dict()
+    assert drift_figure(loaded).to_dict() == drift_figure(results).to_dict()
+    assert tradeoff_figure(loaded).to_dict() == tradeoff_figure(results).to_dict()
+    assert summary_table(loaded) == summary_table(results)
+    assert fusion_graph(model, loaded[0]).svg == fusion_graph(model, results[0]).svg
+
+
+# ---- fusion view --------------------------------------------------------------------------------------------
+def _node_fills(svg: str) -> dict[str, str]:
+    """graphviz node id (from <title>) -> fill colour of its shape."""
+    fills = {}
+    for g in ET.fromstring(svg[svg.find("<svg"):]).iter(f"{SVG}g"):
+        if g.get("class") == "node":
+            shape = next(e for e in g.iter() if e.tag in (f"{SVG}path", f"{SVG}polygon", f"{SVG}ellipse"))
+            fills[g.find(f"{SVG}title").text] = shape.get("fill")
+    return fills
+
+
+def test_fusion_graph_names_colours_and_html(model, ort_engine):
+    view = fusion_graph(model, ort_engine)
+    for name in model.node_names + [l.name for l in ort_engine.layers]:
+        assert name in view.before_svg + view.after_svg
+    before, after = _node_fills(view.before_svg), _node_fills(view.after_svg)
+    for k, layer in enumerate(ort_engine.layers):
+        for node in layer.onnx_nodes:
+            assert before[f"b{model.node_names.index(node)}"] == after[f"a{k}"]
+    fused = [k for k, l in enumerate(ort_engine.layers) if len(l.onnx_nodes) > 1]
+    assert len(fused) == view.summary["fused_groups"] >= 2
+    assert len({after[f"a{k}"] for k in fused}) == len(fused)  # one distinct colour per fused group
+    assert view.before_svg.count('class="cluster"') == len(fused)
+    assert view.summary == {"original_nodes": 11, "engine_layers": len(ort_engine.layers),
+                            "fused_groups": len(fused), "inserted_layers": sum(l.inserted for l in ort_engine.layers),
+                            "removed_nodes": 0, "page": 0, "pages": 1}
+    page = view._repr_html_()
+    assert page.count("<svg") == 2 and "<script" not in page and "display:flex" in page
+    assert ET.fromstring(view.svg).tag == f"{SVG}svg"  # the combined SVG is well-formed
+    only_fused = fusion_graph(model, ort_engine, filter="fused")
+    assert {n for n in _node_fills(only_fused.after_svg) if n.startswith("a")} == {f"a{k}" for k in fused}
+
+
+def _chain(n: int) -> tuple[Model, EngineGraph]:
+    nodes = [helper.make_node("Relu" if i % 2 else "Neg", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}") for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 4])])
+    model = Model.from_proto(helper.make_model(graph), name="chain", source="test")
+    layers = [EngineLayer(f"fused{i}", "NegRelu", "fp32", [f"n{i}", f"n{i + 1}"], [f"t{i}"], [f"t{i + 2}"])
+              for i in range(0, n, 2)]
+    return model, EngineGraph("test", layers, model.node_names)
+
+
+def test_fusion_graph_paginates_big_graphs():
+    model, engine = _chain(300)
+    first = fusion_graph(model, engine, max_nodes=80)
+    assert first.pages == 4
+    seen = []
+    for page in range(first.pages):
+        view = first if page == 0 else fusion_graph(model, engine, max_nodes=80, page=page)
+        nodes = [n for n in _node_fills(view.before_svg) if n.startswith("b")]
+        assert 0 < len(nodes) <= 80
+        seen += nodes
+    assert sorted(seen) == sorted(f"b{i}" for i in range(300))  # every node on exactly one page
+    with pytest.raises(WorkbenchError, match="out of range"):
+        fusion_graph(model, engine, max_nodes=80, page=4)
+
+
+def test_fusion_graph_errors(model, ort_engine, monkeypatch):
+    other, other_engine = _chain(4)
+    with pytest.raises(WorkbenchError, match="built from another graph"):
+        fusion_graph(model, other_engine)
+    with pytest.raises(WorkbenchError, match="filter="):
+        fusion_graph(model, ort_engine, filter="slow")
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(MissingDependencyError, match="apt-get install graphviz"):
+        fusion_graph(model, ort_engine)
+
+
+# ---- netron -------------------------------------------------------------------------------------------------
+def test_netron_serves_on_localhost_and_stops(model):
+    pytest.importorskip("netron")
+    from workbench.views import netron
+
+    try:
+        url = netron.open_in_netron(model)
+    except MissingDependencyError as exc:
+        pytest.skip(f"Netron refuses to run: {exc}")
+    try:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+        assert netron.open_in_netron(model) == url  # same model: same server
+        assert url in netron.servers()
+    finally:
+        netron.stop_all()
+    assert netron.servers() == []
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url, timeout=2)

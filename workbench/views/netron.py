@@ -1,0 +1,135 @@
+"""Open a model in Netron, served from 127.0.0.1 only, one server process per model.
+
+Netron's Python server keeps the model to serve in a class attribute, so one process serves only the last
+model it was given: each model gets its own subprocess here. Two caveats of Netron itself:
+- the Netron page loaded in the browser contacts outside hosts (ipinfo.io for a consent check, Google
+  Analytics telemetry) unless the browser blocks them; the model file itself stays on 127.0.0.1;
+- each Netron release refuses to run some months after it was built (its page asks to "update to the newest
+  version" after 180 days): `open_in_netron` checks the build date and says `pip install -U netron`.
+"""
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+
+from .._optional import require
+from ..errors import MissingDependencyError, WorkbenchError
+from ..models.spec import Model
+
+NETRON_MAX_AGE_DAYS = 180  # the age after which Netron's own page stops working
+_START_TIMEOUT_S = 20.0
+_SERVERS: dict[str, tuple[subprocess.Popen, Path]] = {}  # url -> (process, served file)
+_SERVE = ("import sys, netron; netron.start(sys.argv[1], address=('127.0.0.1', int(sys.argv[2])), browse=False); "
+          "netron.wait()")
+
+
+def netron_age_days() -> float | None:
+    """Days since the installed Netron was built (from the date its page carries); None when unknown."""
+    netron = require("netron", extra="notebook", purpose="opening models in Netron")
+    page = Path(netron.__file__).with_name("index.html")
+    match = re.search(r'<meta name="date" content="([^"]+)">', page.read_text(encoding="utf-8")) \
+        if page.is_file() else None
+    if not match:
+        return None
+    built = dt.datetime.fromisoformat(match.group(1).replace(" ", "T")).replace(tzinfo=dt.timezone.utc)
+    return (dt.datetime.now(dt.timezone.utc) - built).total_seconds() / 86400
+
+
+def open_in_netron(path_or_model: str | Path | Model | onnx.ModelProto, *, port: int | None = None) -> str:
+    """Serve a model file (or a Model / ModelProto, written to a temporary file) in Netron; return its URL.
+
+    Opening the same file again returns the running server's URL.
+    """
+    age = netron_age_days()
+    if age is not None and age > NETRON_MAX_AGE_DAYS:
+        raise MissingDependencyError(
+            f"The installed Netron was built {age:.0f} days ago and its page refuses to run after "
+            f"{NETRON_MAX_AGE_DAYS} days: pip install -U netron.")
+    path = _model_file(path_or_model)
+    for url, (process, served) in list(_SERVERS.items()):
+        if served == path and process.poll() is None:
+            return url
+    port = port or _free_port()
+    process = subprocess.Popen([sys.executable, "-c", _SERVE, str(path), str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    _SERVERS[url] = (process, path)
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _SERVERS.pop(url)
+            error = process.stderr.read().decode(errors="replace").strip().splitlines()
+            raise WorkbenchError(f"Netron exited while starting on port {port}: {error[-1] if error else 'no output'}. "
+                                 "Pick another port (port=...) or check that netron runs: python -m pip show netron.")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return url
+        except OSError:
+            time.sleep(0.05)  # polling the port the server is about to open
+    stop(url)
+    raise WorkbenchError(f"Netron did not start listening on 127.0.0.1:{port} within {_START_TIMEOUT_S:.0f} s: "
+                         "try again with another port (port=...).")
+
+
+def stop(url: str) -> None:
+    """Stop the Netron server behind `url` (no-op when none is running there)."""
+    entry = _SERVERS.pop(url, None)
+    if entry:
+        process = entry[0]
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+def stop_all() -> None:
+    """Stop every Netron server this Python process started."""
+    for url in list(_SERVERS):
+        stop(url)
+
+
+def servers() -> list[str]:
+    """URLs of the running Netron servers."""
+    return [url for url, (process, _) in _SERVERS.items() if process.poll() is None]
+
+
+atexit.register(stop_all)
+
+
+def _model_file(source) -> Path:
+    if isinstance(source, (str, Path)):
+        path = Path(source).expanduser().resolve()
+        if not path.is_file():
+            raise WorkbenchError(f"Model file {str(source)!r} does not exist: pass the path of an ONNX file, "
+                                 "a Model or an onnx.ModelProto.")
+        return path
+    if isinstance(source, onnx.ModelProto):
+        source = Model.from_proto(source, name=source.graph.name or "model", source="onnx.ModelProto")
+    if not isinstance(source, Model):
+        raise WorkbenchError(f"Cannot open a {type(source).__name__} in Netron: pass an ONNX file path, "
+                             "a Model or an onnx.ModelProto.")
+    # One file per model content, so opening the same model twice finds its running server.
+    folder = Path(tempfile.gettempdir()) / "workbench-netron" / source.content_hash[:16]
+    path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.name)}.onnx"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.serialized())
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
