@@ -21,7 +21,5 @@ fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 # Pinned first: these torch/torchvision builds are on the local disk; an unpinned torch would pull GBs from the network.
 "$venv/bin/python" -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-"$venv/bin/python" -m pip install -q -e ".[all]"
-# drives the system chromium (no `playwright install`: no browser download)
-"$venv/bin/python" -m pip install -q playwright
+"$venv/bin/python" -m pip install -q -e ".[all]"  # dev extra has playwright: it drives /usr/bin/chromium
 echo "setup: ready in $venv"

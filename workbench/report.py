@@ -84,7 +84,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
                  "accuracy is agreement with FP32 only.", "note")
 
     doc.heading("Summary", "summary")
-    doc.table(views.summary_table(results))
+    doc.table([{k: v for k, v in row.items() if k != "notes"} for row in views.summary_table(results)])
     doc.figure(views.tradeoff_figure(results))
     for note in sorted({n for r in results for n in r.notes}):
         doc.text(note, "note")

@@ -289,6 +289,11 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
     fig.update_layout(title=dict(text="Latency vs accuracy", subtitle=dict(text=subtitle)),
                       xaxis_title="median latency per batch (ms)",
                       yaxis_title="top-1 accuracy" if use_top1 else "top-1 agreement with FP32", height=480)
+    values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
+    if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
+        low = min(values)
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02])
+    fig.update_xaxes(rangemode="tozero")  # labels of the fastest point stay inside the plot
     return fig
 
 
