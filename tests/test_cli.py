@@ -85,3 +85,16 @@ def test_help_everywhere():
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 0
+
+
+def test_two_engines_side_by_side(tmp_path):
+    pytest.importorskip("openvino")
+    argv = ["report", "digits-cnn", "--precision", "fp32", "--backend", "onnxruntime", "--backend", "openvino",
+            "--runs", "3", "--quiet", "--no-drift", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [r["backend"] for r in data["results"]] == ["onnxruntime", "openvino"]
+    assert data["results"][0]["accuracy"]["top1"] == pytest.approx(data["results"][1]["accuracy"]["top1"], abs=0.01)
+    page = (tmp_path / "r.html").read_text()
+    assert "Engines side by side" in page and "<td>openvino</td>" in page

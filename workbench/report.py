@@ -10,6 +10,8 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from .backends import get_backend
+from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .views.tables import html_table
 
@@ -21,6 +23,9 @@ table.meta{border-collapse:collapse;font-size:.9rem} table.meta td,table.meta th
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto}
 .fusion{overflow-x:auto}
 """
+
+
+_NOTABLE_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})
 
 
 class _Html:
@@ -84,6 +89,10 @@ def build_report(sessions, results, *, command: str = "") -> str:
                  "accuracy is agreement with FP32 only.", "note")
 
     doc.heading("Summary", "summary")
+    doc.text("Which precisions each engine really runs faster on this machine's CPU "
+             f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
+    doc.table([{"engine": name, **get_backend(name).accelerated_precisions()}
+               for name in dict.fromkeys(r.backend for r in results)])
     doc.table([{k: v for k, v in row.items() if k != "notes"} for row in views.summary_table(results)])
     doc.figure(views.tradeoff_figure(results))
     for note in sorted({n for r in results for n in r.notes}):
@@ -110,6 +119,16 @@ def build_report(sessions, results, *, command: str = "") -> str:
         for other in group:
             if base is not None and other is not base and other.engine and base.engine:
                 doc.figure(views.layer_latency_comparison(base, other))
+
+    engines = list(by_backend)
+    if len(engines) > 1:  # the same plan on two engines, layer by layer (matched by the ONNX nodes each covers)
+        doc.raw("<h3>Engines side by side</h3>")
+        first = {r.precision: r for r in by_backend[engines[0]]}
+        for other in engines[1:]:
+            for result in by_backend[other]:
+                base = first.get(result.precision)
+                if base is not None and base.engine and result.engine:
+                    doc.figure(views.layer_latency_comparison(base, result))
 
     doc.heading("Per-layer accuracy drift", "drift")
     drifting = [r for r in results if r.drift]
