@@ -149,6 +149,11 @@ class Workbench:
                                                                       self._options())
         return self._engines[job.key]
 
+    def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
+        """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
+        (default: the result's headline batch)."""
+        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch)
+
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
         optimized = getattr(self.engine(result), "optimized_model", None)

@@ -57,8 +57,6 @@ def calibration_mismatch(workbench, method: str = "minmax", qdq_style: str = "on
     Columns other than the session's own eval split are scored by running the cached engines on that data: top-1
     when it has labels, else top-1 agreement with FP32 on the same data (cosine for embedding models).
     """
-    from ..session import _run_all  # the session's batching (pads a fixed-batch engine's last batch)
-
     if eval_sets is None:
         eval_sets = workbench.sample.extra_eval if workbench.sample is not None else {}
     if "eval" in eval_sets:
@@ -79,14 +77,14 @@ def calibration_mismatch(workbench, method: str = "minmax", qdq_style: str = "on
     columns, metrics, fp32_row = ["eval"], [metric], [fp32_score]
     table = [[headline_metric(r.accuracy)[0]] for r in int8]
     for eval_name, data in eval_sets.items():
-        reference = _run_all(workbench.engine(fp32), data.arrays, batch)
+        reference = workbench.predict(fp32, data.arrays, batch)
         stats = measure_accuracy(reference, reference, data.labels, task=workbench.task)
         score, metric = headline_metric(stats)
         columns.append(eval_name)
         metrics.append(metric)
         fp32_row.append(score)
         for row, result in zip(table, int8):
-            outputs = _run_all(workbench.engine(result), data.arrays, batch)
+            outputs = workbench.predict(result, data.arrays, batch)
             row.append(headline_metric(measure_accuracy(outputs, reference, data.labels, task=workbench.task))[0])
     return MismatchMatrix(model=fp32.model, backend=fp32.backend, method=int8[0].method, qdq_style=int8[0].qdq_style,
                           calibration_sets=names, eval_sets=columns, metric=metrics, accuracy=table, fp32=fp32_row,
