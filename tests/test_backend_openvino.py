@@ -183,7 +183,7 @@ def test_profile_names_match_layers_and_sum_to_end_to_end(resnet_fp32_engine, re
         resnet_fp32_engine.run(feeds)
         walls.append((time.perf_counter() - start) * 1e3)
     ratio = sum(t.latency_ms for t in timings) / float(np.median(walls))
-    assert 0.2 < ratio < 3.0, ratio  # sanity only: a shared CPU makes both numbers noisy
+    assert 0.05 < ratio < 20, ratio  # sanity only (a µs/ms slip is 1000x off): a shared CPU makes both numbers noisy
 
 
 # ---- errors and capabilities -------------------------------------------------------------------
