@@ -67,3 +67,13 @@ def test_a_calibration_set_that_does_not_fit_shows_an_error_and_the_panel_keeps_
     explorer.calibration.value = "digits-train"
     assert explorer.wait().calibration == "digits-train"
     del session.calibration_sets[bad.name]
+
+
+def test_progress_follows_the_session_steps(explorer):
+    seen = []
+    explorer.progress.observe(lambda change: seen.append(change["new"]), names="description")
+    explorer.precision.value = "int8"
+    explorer.method.value = "percentile"  # not computed yet in this module: a real measurement with steps
+    explorer.wait()
+    assert {"precision", "build", "latency", "accuracy"} <= set(seen)
+    assert explorer.progress.layout.visibility == "hidden"  # done: the bar goes away

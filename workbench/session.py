@@ -5,6 +5,7 @@ import inspect
 import io
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -58,7 +59,8 @@ class Workbench:
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
                  optimization_level: str = "all", shape_range: dict[str, tuple[int, int, int]] | None = None,
-                 progress: bool = True, eval_limit: int | None = None) -> None:
+                 progress: bool = True, eval_limit: int | None = None,
+                 on_step: Callable[[str, int, int], None] | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
@@ -66,6 +68,7 @@ class Workbench:
         self.optimization_level = optimization_level
         self.shape_range = dict(shape_range or {})
         self.progress = progress
+        self.on_step = on_step  # called as on_step(step_name, steps_done, steps_total) while measuring (widgets)
         self.cache = ResultCache(cache_dir)
         self.sample: Sample | None = None
         if isinstance(model, Sample):
@@ -215,6 +218,8 @@ class Workbench:
         with tqdm(total=len(steps), desc=plan.label, unit="step", leave=False, disable=not self.progress) as bar:
             def step(name: str) -> None:
                 bar.set_postfix_str(name)
+                if self.on_step is not None:
+                    self.on_step(name, bar.n, len(steps))
 
             step("precision")
             variant = self._variant(job)

@@ -66,6 +66,8 @@ class Explorer:
                                           description="Q/DQ style")
         self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=8, description="Batch")
         self.status = widgets.HTML()
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
+                                            layout=widgets.Layout(width="240px", visibility="hidden"))
         self.summary = widgets.HTML()
         self.fusion = widgets.HTML()
         self.figures = {name: go.Figure() for name in ("latency", "drift", "tradeoff")}
@@ -76,7 +78,8 @@ class Explorer:
             tabs.set_title(i, title)
         int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.widget = widgets.VBox([
-            widgets.HBox([self.model, self.backend, self.batch]), self.precision, int8_box, self.status, tabs])
+            widgets.HBox([self.model, self.backend, self.batch]), self.precision, int8_box,
+            widgets.HBox([self.progress, self.status]), tabs])
 
         self._refresh_calibration_options()
         self.model.observe(self._on_model, names="value")
@@ -110,7 +113,7 @@ class Explorer:
         key = (model or self.model.value, backend or self.backend.value)
         if key not in self._sessions:
             source = self._user_models.get(key[0], key[0])
-            self._sessions[key] = Workbench(source, backend=key[1], **self._session_kwargs)
+            self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step, **self._session_kwargs)
         return self._sessions[key]
 
     def request(self) -> Future:
@@ -193,8 +196,15 @@ class Explorer:
 
         self.summary.value = html_table(views.summary_table(self.results))
 
+    def _on_step(self, name: str, done: int, total: int) -> None:
+        """Session progress (one step: precision transform, build, latency, accuracy, profile, drift)."""
+        self.progress.max, self.progress.value, self.progress.description = total, done, name
+        self.progress.layout.visibility = "visible"
+
     def _set_status(self, text: str, *, busy: bool = False, error: bool = False) -> None:
         colour = "#b00020" if error else ("#555" if busy else "#1b5e20")
+        if not busy:
+            self.progress.layout.visibility = "hidden"
         self.status.value = f"<span style='color:{colour}'>{text}</span>"
 
     def _on_setting(self, _change) -> None:
