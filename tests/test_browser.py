@@ -159,12 +159,12 @@ def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):
         page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
 
         # the widget manager rendered the explorer, and the FP32 result arrived
-        status = page.locator(".widget-vbox > .widget-html", has_text="median")
+        status = page.locator(".workbench-status", has_text="median")
         status.wait_for(timeout=60_000)
         assert "fp32" in status.inner_text().lower()
         int8 = page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$"))
         int8.click()
-        page.locator(".widget-vbox > .widget-html", has_text=re.compile(r"int8.*median", re.IGNORECASE)).wait_for(
+        page.locator(".workbench-status", has_text=re.compile(r"int8.*median", re.IGNORECASE)).wait_for(
             timeout=60_000)
         assert "mod-active" in (int8.get_attribute("class") or "")
 

@@ -66,6 +66,7 @@ class Explorer:
                                           description="Q/DQ style")
         self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=8, description="Batch")
         self.status = widgets.HTML()
+        self.status.add_class("workbench-status")  # a stable hook for browser tests and custom styling
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
                                             layout=widgets.Layout(width="240px", visibility="hidden"))
         self.summary = widgets.HTML()
