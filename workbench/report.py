@@ -18,7 +18,7 @@ from .views.tables import html_table
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1400px;color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
-table.meta{border-collapse:collapse;font-size:.9rem} table.meta td,table.meta th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}
+table.meta{border-collapse:collapse;font-size:.9rem;margin:.8rem 0} table.meta td,table.meta th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.5rem 0}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto}
 .fusion{overflow-x:auto}

@@ -264,25 +264,19 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
     use_top1 = bool(scored) and all(r.accuracy.top1 is not None for r in scored)
     metric = "top1" if use_top1 else "top1_agreement"
     fig = go.Figure()
-    for precision in dict.fromkeys(r.precision for r in scored):
-        members = [r for r in scored if r.precision == precision]
-        symbols = [("diamond" if r.synthetic_data else "circle") + ("" if r.accelerated else "-open")
-                   for r in members]
-        hover = []
-        for r in members:
-            notes = ([] if r.accelerated else ["not accelerated on this backend (runs no faster than FP32)"]) + \
-                    (["synthetic data: accuracy is not meaningful"] if r.synthetic_data else [])
-            value = getattr(r.accuracy, metric)
-            hover.append("<br>".join([f"<b>{r.label}</b>", f"median latency: {r.headline_latency.median:.3f} ms "
-                                      f"(batch {r.headline_latency.batch})",
-                                      f"{metric}: {'-' if value is None else f'{value:.4f}'}", *notes]))
+    for r in scored:  # one trace per configuration: the legend names it, the colour says its precision
+        notes = ([] if r.accelerated else ["not accelerated on this backend (runs no faster than FP32)"]) + \
+                (["synthetic data: accuracy is not meaningful"] if r.synthetic_data else [])
+        value = getattr(r.accuracy, metric)
+        hover = "<br>".join([f"<b>{r.label}</b>", f"median latency: {r.headline_latency.median:.3f} ms "
+                             f"(batch {r.headline_latency.batch})",
+                             f"{metric}: {'-' if value is None else f'{value:.4f}'}", *notes])
+        color = PRECISION_COLORS.get(r.precision, PRECISION_COLORS["unknown"])
         fig.add_scatter(
-            name=precision, mode="markers+text", x=[r.headline_latency.median for r in members],
-            y=[getattr(r.accuracy, metric) for r in members], text=[r.label for r in members],
-            textposition="top center", hovertext=hover, hoverinfo="text",
-            marker=dict(size=13, symbol=symbols, color=PRECISION_COLORS.get(precision, PRECISION_COLORS["unknown"]),
-                        line=dict(width=2, color=PRECISION_COLORS.get(precision, PRECISION_COLORS["unknown"]))),
-        )
+            name=r.label, mode="markers", x=[r.headline_latency.median], y=[value], hovertext=[hover],
+            hoverinfo="text", marker=dict(size=13, color=color, line=dict(width=2, color=color),
+                                          symbol=[("diamond" if r.synthetic_data else "circle")
+                                                  + ("" if r.accelerated else "-open")]))
     missing = len(items) - len(scored)
     subtitle = "hollow: not accelerated on this backend · diamond: synthetic data" + (
         f" · {missing} result(s) without accuracy not shown" if missing else "")
@@ -293,7 +287,6 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
     if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
         low = min(values)
         fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02])
-    fig.update_xaxes(rangemode="tozero")  # labels of the fastest point stay inside the plot
     return fig
 
 
