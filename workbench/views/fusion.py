@@ -83,13 +83,14 @@ class FusionView:
         counts = (f"{s['original_nodes']} ONNX nodes → {s['engine_layers']} engine layers; "
                   f"{s['fused_groups']} fused groups, {s['inserted_layers']} inserted, "
                   f"{s['removed_nodes']} removed · page {self.page + 1} of {self.pages}")
-        column = '<div style="flex:1;min-width:0;overflow:auto"><div style="font-weight:bold">{}</div>{}</div>'
+        # the (wide) ONNX graph scrolls; the (narrow) engine graph keeps its size beside it
+        column = '<div style="flex:0 {} auto;min-width:0;overflow:auto"><div style="font-weight:bold">{}</div>{}</div>'
         return (f'<div><div style="font-weight:bold;font-size:1.1em">{html.escape(self.title)}</div>'
                 f'<div style="font-size:0.9em;margin:2px 0 6px 0">{html.escape(counts)}</div>'
                 f'<div style="font-size:0.85em;margin-bottom:6px">{legend}</div>'
                 f'<div style="display:flex;flex-direction:row;gap:16px;align-items:flex-start">'
-                f'{column.format("Before fusion (ONNX nodes)", _strip_prolog(self.before_svg))}'
-                f'{column.format("After fusion (engine layers)", _strip_prolog(self.after_svg))}</div></div>')
+                f'{column.format(1, "Before fusion (ONNX nodes)", _strip_prolog(self.before_svg))}'
+                f'{column.format(0, "After fusion (engine layers)", _strip_prolog(self.after_svg))}</div></div>')
 
 
 def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult, *, max_nodes: int = 80,
