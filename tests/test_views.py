@@ -278,3 +278,20 @@ def test_netron_serves_on_localhost_and_stops(model):
     assert netron.servers() == []
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
+
+
+def test_constant_nodes_are_drawn_like_weights():
+    from workbench.backends import get_backend
+
+    nodes = [helper.make_node("Constant", [], ["two"], name="the_constant",
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [2.0])),
+             helper.make_node("Mul", ["x", "two"], ["y"], name="double"),
+             helper.make_node("Relu", ["y"], ["z"], name="relu")]
+    graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 4])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    engine = get_backend("onnxruntime").build(proto).layers()
+    view = fusion_graph(proto, engine)
+    assert "the_constant" not in view.before_svg and "double" in view.before_svg
+    assert view.summary["original_nodes"] == 3 and not engine.unmapped_nodes()

@@ -236,12 +236,16 @@ def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], 
                   shapes: dict[str, str]):
     g = _digraph("before")
     nodes = proto.graph.node
-    weights = {init.name for init in proto.graph.initializer}
     layer_of = {n: unit for unit in units for n in unit.nodes}
+    # Constant nodes are drawn like weights (not at all): exported shape arithmetic would bury the real graph
+    hidden = {i for i in layer_of if nodes[i].op_type == "Constant"}
+    weights = {init.name for init in proto.graph.initializer} | {t for i in hidden for t in nodes[i].output}
     on_page = sorted(set(layer_of) | set(removed))
     producer = {out: i for i in on_page for out in nodes[i].output}
 
     def add(i: int, target) -> None:
+        if i in hidden:
+            return
         node, unit = nodes[i], layer_of.get(i)
         out_shape = shapes.get(node.output[0], "") if node.output else ""
         if unit is None:
@@ -270,6 +274,8 @@ def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], 
     stubs: set[str] = set()
     graph_outputs = {o.name for o in proto.graph.output}
     for i in on_page:
+        if i in hidden:
+            continue
         for tensor in nodes[i].input:
             if not tensor or tensor in weights:
                 continue
