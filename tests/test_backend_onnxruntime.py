@@ -15,7 +15,8 @@ from onnxruntime.transformers.float16 import convert_float_to_float16
 
 from workbench.backends import Backend, BuildOptions, Engine, get_backend
 from workbench.backends.onnxruntime import OnnxRuntimeBackend
-from workbench.backends.provenance import trace, with_unique_node_names
+from workbench.backends.provenance import trace
+from workbench.models.onnx_source import with_unique_node_names
 from workbench.errors import BackendError, InputSpecError
 from workbench.models.spec import Model
 

@@ -49,7 +49,7 @@ class ResultCache:
         return data
 
     def put(self, key: str, data: dict) -> Path:
-        return self._write(self.path(key), json.dumps(data, sort_keys=True).encode())
+        return atomic_write(self.path(key), json.dumps(data, sort_keys=True).encode())
 
     def get_bytes(self, key: str, suffix: str = "bin") -> bytes | None:
         try:
@@ -58,7 +58,7 @@ class ResultCache:
             return None
 
     def put_bytes(self, key: str, data: bytes, suffix: str = "bin") -> Path:
-        return self._write(self.path(key, suffix), data)
+        return atomic_write(self.path(key, suffix), data)
 
     def discard(self, key: str, suffix: str = "json") -> None:
         """Remove an entry (e.g. an artefact that no longer parses); missing entries are ignored."""
@@ -67,21 +67,34 @@ class ResultCache:
     def __contains__(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def _write(self, path: Path, payload: bytes) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
-
     @staticmethod
     def _discard(path: Path) -> None:
         try:
             path.unlink()
         except OSError:
             pass
+
+
+def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write `payload` to `path` via a temporary file in the same folder and os.replace: readers (and a crash)
+    see the old file or the new one, never half of one."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .backends import get_backend
+from .cache import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .views.tables import html_table
@@ -186,9 +187,4 @@ def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:
 
 
 def _write(path: str | Path, text: str) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return atomic_write(path, text.encode("utf-8"))

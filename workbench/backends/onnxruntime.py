@@ -14,7 +14,8 @@ from ..errors import BackendError
 from ..models.spec import TensorSpec
 from .cpu_features import has_flag, has_int8_dot
 from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming, check_feeds
-from .provenance import declared_types, element_types, qualified_op, trace, with_unique_node_names
+from ..models.onnx_source import with_unique_node_names
+from .provenance import declared_types, element_types, qualified_op, trace
 
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

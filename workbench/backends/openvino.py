@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 from .._optional import require
 from ..errors import BackendError
+from ..models.onnx_source import with_unique_node_names
 from ..models.spec import Model, TensorSpec
 from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming, check_feeds
 from .cpu_features import has_bf16, has_int8_dot
-from .provenance import with_unique_node_names
 
 _TAG = "onnx#"  # prefix of our provenance tags inside rt_info "originalLayersNames"
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}

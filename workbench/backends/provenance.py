@@ -26,23 +26,6 @@ _PASS_THROUGH = {"ReorderInput", "ReorderOutput", "Transpose", "Cast", "MemcpyTo
                  "QuantizeLinear", "DequantizeLinear"}
 
 
-def with_unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose top-level nodes all have distinct, non-empty names ("<OpType>_<index>" if unnamed)."""
-    names = [node.name for node in model.graph.node]
-    if all(names) and len(set(names)) == len(names):
-        return model
-    named = onnx.ModelProto()
-    named.CopyFrom(model)
-    seen: set[str] = set()
-    for index, node in enumerate(named.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{index}"
-        while node.name in seen:
-            node.name += "_"
-        seen.add(node.name)
-    return named
-
-
 def qualified_op(node: onnx.NodeProto) -> str:
     """Op type; prefixed with its domain for ops outside ai.onnx and com.microsoft (e.g. com.microsoft.nchwc.Conv)."""
     return node.op_type if node.domain in ("", "ai.onnx", "com.microsoft") else f"{node.domain}.{node.op_type}"
@@ -66,7 +49,7 @@ def trace(original: onnx.GraphProto, optimized: onnx.GraphProto) -> list[list[st
     """For each node of `optimized` (in order), the names of the `original` nodes it covers.
 
     Every original node appears in exactly one list; an empty list means the engine inserted the node itself.
-    Both graphs need unique node names (see `with_unique_node_names`).
+    Both graphs need unique node names (see `workbench.models.onnx_source.with_unique_node_names`).
     """
     orig_nodes = list(original.node)
     orig_index = {node.name: i for i, node in enumerate(orig_nodes)}

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +25,7 @@ import onnx
 
 from .. import __version__
 from .._optional import require
-from ..cache import ResultCache
+from ..cache import ResultCache, atomic_write
 from ..errors import BackendError, InputSpecError
 from ..models.spec import Model, TensorSpec
 from ..trtplan.parse import engine_graph, parse_graph
@@ -116,14 +114,6 @@ def _checked_range(spec: TensorSpec, lo, opt, hi):
     return lo, opt, hi
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def build_serialized_engine(trt, model_bytes: bytes, shapes: dict, *, workspace_mb: int,
                             timing_cache: Path | None = None, logger=None) -> bytes:
     """Parse ONNX bytes and build a serialised engine with one optimisation profile and DETAILED verbosity.
@@ -152,7 +142,7 @@ def build_serialized_engine(trt, model_bytes: bytes, shapes: dict, *, workspace_
         raise BackendError("TensorRT could not build an engine (build_serialized_network returned None): see the "
                            "TensorRT log above; a larger BuildOptions.workspace_mb or smaller shape_range may help.")
     if timing_cache is not None:
-        _atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
 
 
@@ -188,9 +178,9 @@ def engine_graph_from_inspector(info_json: str, source_nodes: Sequence[str]) -> 
 def write_engine(directory: Path, key: str, engine_bytes: bytes, metadata: dict) -> Path:
     """Save `<key>.engine` and its sidecar `<key>.engine.json` (what built it, for which GPU)."""
     path = directory / f"{key}.engine"
-    _atomic_write(path, engine_bytes)
+    atomic_write(path, engine_bytes)
     sidecar = {**metadata, "engine_sha256": hashlib.sha256(engine_bytes).hexdigest()}
-    _atomic_write(path.with_name(path.name + ".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
+    atomic_write(path.with_name(path.name + ".json"), json.dumps(sidecar, indent=2, sort_keys=True).encode())
     return path
 
 

@@ -1,7 +1,6 @@
 """Content-keyed files built at load time (e.g. exported ONNX graphs), kept in the workbench cache directory."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,14 +10,6 @@ from ..cache import ResultCache
 def cache_dir() -> Path:
     """`$WORKBENCH_CACHE`, else ~/.cache/tensorrt-workbench."""
     return ResultCache().directory
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cached_bytes(filename: str, build: Callable[[], bytes]) -> Path:

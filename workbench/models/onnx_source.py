@@ -1,7 +1,6 @@
 """ONNX sources: files (with external data), bytes and ModelProto, checked and shape-inferred into a `Model`."""
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import onnx
@@ -36,7 +35,7 @@ def load_onnx_bytes(data: bytes, *, name: str | None = None) -> Model:
 
 def finalize(proto: onnx.ModelProto, *, name: str, source: str) -> Model:
     """Name unnamed nodes, run the ONNX checker and shape inference, and wrap the result in a `Model`."""
-    proto = _with_unique_node_names(proto)
+    proto = with_unique_node_names(proto)
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
@@ -100,20 +99,22 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
                              "The data file may be truncated: re-save the model.") from exc
 
 
-def _with_unique_node_names(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Give every node a unique non-empty name (engines and per-layer views key on node names)."""
-    counts = Counter(node.name for node in proto.graph.node)
-    if "" not in counts and all(c == 1 for c in counts.values()):
-        return proto
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never mutate the caller's proto
-    used: set[str] = set()
-    for index, node in enumerate(proto.graph.node):
-        candidate = node.name or f"{node.op_type}_{index}"
-        while candidate in used:
-            candidate = f"{candidate}_{index}"
-        node.name = candidate
-        used.add(candidate)
-    return proto
+def with_unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or a copy whose top-level nodes all have distinct, non-empty names ("<OpType>_<index>" if unnamed):
+    engines and per-layer views key on node names. The caller's proto is never changed."""
+    names = [node.name for node in model.graph.node]
+    if all(names) and len(set(names)) == len(names):
+        return model
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    seen: set[str] = set()
+    for index, node in enumerate(named.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        while node.name in seen:
+            node.name += "_"
+        seen.add(node.name)
+    return named
 
 
 def _first_line(exc: BaseException) -> str:

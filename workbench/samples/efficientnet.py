@@ -12,7 +12,8 @@ import numpy as np
 
 from .._optional import require
 from ..calibration import CalibrationSet
-from ..models.cache import cached_bytes, file_sha256
+from ..cache import file_sha256
+from ..models.cache import cached_bytes
 from ..models.onnx_source import load_onnx_file
 from ..models.spec import Model
 from ..models.torch_source import export_module

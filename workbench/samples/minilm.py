@@ -17,7 +17,8 @@ import numpy as np
 
 from .._optional import require
 from ..calibration import CalibrationSet
-from ..models.cache import cached_bytes, file_sha256
+from ..cache import file_sha256
+from ..models.cache import cached_bytes
 from ..models.onnx_source import load_onnx_file
 from .base import EvalData, Sample
 

@@ -15,13 +15,13 @@ dynamic_batching, instance_group).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import onnx
 
+from ..cache import file_sha256
 from ..errors import WorkbenchError
 from ..models.spec import Model, TensorSpec
 from ..results import RunResult
@@ -40,14 +40,6 @@ TRITON_DTYPES = {
 
 class BundleError(WorkbenchError, ValueError):
     """A deployment bundle cannot be written as asked (bad batch settings, missing engine plan, ...)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def triton_name(text: str) -> str:
@@ -172,7 +164,7 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
                    "max_batch_size": max_batch if batching else 0,
                    "preferred_batch_size": list(preferred) if batching else []},
         "notes": list(result.notes) + notes,
-        "files": {p.relative_to(out).as_posix(): _sha256(p) for p in written},
+        "files": {p.relative_to(out).as_posix(): file_sha256(p) for p in written},
     }
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
@@ -189,6 +181,6 @@ def verify_bundle(out_dir: str | Path) -> list[str]:
         path = out / rel
         if not path.is_file():
             problems.append(f"{rel} is missing")
-        elif _sha256(path) != digest:
+        elif file_sha256(path) != digest:
             problems.append(f"{rel} has changed (sha256 differs from metadata.json)")
     return problems
