@@ -49,10 +49,13 @@ def test_rapid_toggling_shows_only_the_newest_selection(explorer):
 def test_toggling_back_returns_the_cached_result(explorer):
     explorer.precision.value = "fp32"
     first = explorer.wait()
+    fusion = explorer.fusion.value
     explorer.precision.value = "int8"
     explorer.wait()
+    assert explorer.fusion.value != fusion
     explorer.precision.value = "fp32"
     assert explorer.wait().cache_key == first.cache_key
+    assert explorer.fusion.value == fusion  # the rendered graph comes back too, not re-laid-out
 
 
 def test_a_calibration_set_that_does_not_fit_shows_an_error_and_the_panel_keeps_working(explorer):

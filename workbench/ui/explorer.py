@@ -44,6 +44,7 @@ class Explorer:
             names.insert(0, model)
         self._sessions: dict[tuple[str, str], object] = {}
         self._results: dict[str, RunResult] = {}  # every configuration tried, by cache key
+        self._fusion_html: dict[str, str] = {}  # rendered fusion view, by cache key
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-explorer")
         self._generation = 0
         self._future: Future | None = None
@@ -166,10 +167,14 @@ class Explorer:
 
         self.current, self.error = result, None
         if result.engine is not None:
-            try:
-                self.fusion.value = views.fusion_graph(session.variant_model(result), result.engine)._repr_html_()
-            except WorkbenchError as exc:
-                self.fusion.value = f"<p>Fusion graph not available: {html.escape(str(exc))}</p>"
+            key = result.cache_key or result.label
+            if key not in self._fusion_html:  # graphviz layout of a large graph takes a while: once per result
+                try:
+                    self._fusion_html[key] = views.fusion_graph(session.variant_model(result),
+                                                                result.engine)._repr_html_()
+                except WorkbenchError as exc:
+                    self._fusion_html[key] = f"<p>Fusion graph not available: {html.escape(str(exc))}</p>"
+            self.fusion.value = self._fusion_html[key]
         baseline = self._baseline(result)
         self.figures["latency"] = (views.layer_latency_comparison(baseline, result) if baseline is not None
                                    else views.layer_latency_figure(result, order="graph"))
