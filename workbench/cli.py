@@ -172,19 +172,20 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def _print_summary(results) -> None:
-    fp32 = {r.backend: r for r in results if r.precision == "fp32"}
+    from .views import summary_table
+
+    def pct(value) -> str:
+        return "    n/a" if value is None else f"{value * 100:6.2f}%"
+
     width = max(len("configuration"), *(len(r.label) for r in results))
     header = f"{'configuration':{width}} {'median ms':>10} {'p90 ms':>8} {'speed-up':>8} {'top1':>7} {'agree':>7}"
     print(header)
     print("-" * len(header))
-    for r in results:
-        lat = r.headline_latency
-        base = fp32.get(r.backend)
-        speedup = base.headline_latency.median / lat.median if base else float("nan")
-        acc = r.accuracy
-        top1 = f"{acc.top1 * 100:6.2f}%" if acc and acc.top1 is not None else "    n/a"
-        agree = f"{acc.top1_agreement * 100:6.2f}%" if acc and acc.top1_agreement is not None else "    n/a"
+    for r, row in zip(results, summary_table(results)):
+        speedup = row["speedup_vs_fp32"]
         flag = "" if r.accelerated else "  (not accelerated here)"
-        print(f"{r.label:{width}} {lat.median:10.3f} {lat.p90:8.3f} {speedup:7.2f}x {top1} {agree}{flag}")
+        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {row['latency_p90_ms']:8.3f} "
+              + ("     n/a" if speedup is None else f"{speedup:7.2f}x")
+              + f" {pct(row['top1'])} {pct(row['agreement'])}{flag}")
     if any(r.synthetic_data for r in results):
         print("note: measured on synthetic inputs (no data came with the model); accuracy is agreement only.")
