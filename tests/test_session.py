@@ -215,7 +215,7 @@ def test_dims_choose_dynamic_axis_sizes_within_the_stated_range(env):
         wb.run("fp32", dims={"sequence": 65})
     with pytest.raises(InputSpecError, match="dynamic axes"):
         wb.run("fp32", dims={"tokens": 8})
-    ranges = wb._options().shape_range
+    ranges = wb._profile_ranges()
     assert ranges == (("tokens", (1, 4), (8, 16), (32, 64)),)
     shapes = profile_shapes(wb.model.inputs, ranges)  # what the TensorRT backend turns into an optimisation profile
     assert shapes["tokens"] == ((1, 4), (8, 16), (32, 64))

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from conftest import make_tiny_cnn
 from workbench.backends import get_backend
-from workbench.backends.base import EngineGraph, EngineLayer
+from workbench.engine import EngineGraph, EngineLayer
 from workbench.errors import MissingDependencyError, WorkbenchError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult

@@ -14,6 +14,7 @@ from .backends import get_backend
 from .cache import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
+from .results import baseline_of
 from .views.tables import html_table
 
 _STYLE = """
@@ -92,8 +93,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.heading("Summary", "summary")
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
-    doc.table([{"engine": name, **get_backend(name).accelerated_precisions()}
-               for name in dict.fromkeys(r.backend for r in results)])
+    doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
     doc.table([{k: v for k, v in row.items() if k != "notes"} for row in views.summary_table(results)])
     doc.figure(views.tradeoff_figure(results))
     for note in sorted({n for r in results for n in r.notes}):
@@ -116,8 +116,8 @@ def build_report(sessions, results, *, command: str = "") -> str:
     for result in results:
         by_backend.setdefault(result.backend, []).append(result)
     for group in by_backend.values():
-        base = next((r for r in group if r.precision == "fp32"), None)
         for other in group:
+            base = baseline_of(other, group)
             if base is not None and other is not base and other.engine and base.engine:
                 doc.figure(views.layer_latency_comparison(base, other))
 
@@ -188,3 +188,13 @@ def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:
 
 def _write(path: str | Path, text: str) -> Path:
     return atomic_write(path, text.encode("utf-8"))
+
+
+def accelerated_row(backend) -> dict:
+    """Which precisions (and INT8 Q/DQ styles) `backend` runs faster than FP32 on this machine."""
+    row = {"engine": backend.name}
+    for precision in ("fp16", "bf16"):
+        row[precision] = backend.accelerated(precision)
+    for style in ("onnxruntime", "tensorrt"):
+        row[f"int8 ({style} Q/DQ)"] = backend.accelerated("int8", style)
+    return row

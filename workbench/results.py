@@ -1,10 +1,12 @@
 """Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see README, 'JSON keys')."""
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 
-from .backends.base import EngineGraph
+from .engine import EngineGraph
 
 
 @dataclass
@@ -76,11 +78,23 @@ class RunResult:
     keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
+    calibration_size: int | None = None  # samples of the calibration set used
 
     @property
     def label(self) -> str:
-        parts = [p for p in (self.method, self.qdq_style, self.calibration) if p]
+        """Names the configuration uniquely: precision, method, Q/DQ style, calibration set and size, the nodes kept
+        in FP32 (a few by name, more by count and a short digest) and engine. Batch sizes are shown beside it."""
+        calibration = self.calibration and (f"{self.calibration}×{self.calibration_size}" if self.calibration_size
+                                            else self.calibration)
+        parts = [p for p in (self.method, self.qdq_style, calibration) if p]
+        if self.keep_fp32:
+            parts.append(_kept_text(self.keep_fp32))
         return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"
+
+    @property
+    def is_baseline(self) -> bool:
+        """A plain FP32 configuration: what reduced-precision results are compared with."""
+        return self.precision == "fp32" and not self.keep_fp32
 
     @property
     def headline_latency(self) -> LatencyStats:
@@ -96,6 +110,7 @@ class RunResult:
             "calibration_hash": self.calibration_hash,
             "method": self.method,
             "qdq_style": self.qdq_style,
+            "calibration_size": self.calibration_size,
             "keep_fp32": list(self.keep_fp32),
             "backend": self.backend,
             "versions": dict(self.versions),
@@ -142,7 +157,28 @@ class RunResult:
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
+            calibration_size=data.get("calibration_size"),
         )
+
+
+def baseline_of(result: RunResult, candidates: Iterable[RunResult], *, batch: int | None = None) -> RunResult | None:
+    """THE rule for the FP32 baseline of `result`: the first plain FP32 result among `candidates` of the same model
+    and engine, timed at `batch` (default: `result`'s headline batch) with the same dynamic-axis sizes; a plain FP32
+    result is its own baseline. None if there is none."""
+    batch = batch or result.headline_latency.batch
+    dims = result.headline_latency.dims
+    for other in candidates:
+        if (other.is_baseline and other.model == result.model and other.backend == result.backend
+                and any(s.batch == batch and s.dims == dims for s in other.latency)):
+            return other
+    return None
+
+
+def _kept_text(nodes: list[str]) -> str:
+    if len(nodes) <= 2:
+        return "FP32: " + ", ".join(nodes)
+    digest = hashlib.sha256("\n".join(sorted(nodes)).encode()).hexdigest()[:6]
+    return f"{len(nodes)} nodes FP32 #{digest}"
 
 
 def _drift_point(data: dict) -> DriftPoint:

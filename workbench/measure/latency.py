@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from ..backends.base import Engine
+from ..engine import Engine
 from ..errors import InputSpecError
 from ..results import LatencyStats
 

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from .._optional import require
 from ..backends import backend_names
 from ..errors import WorkbenchError
-from ..results import RunResult
+from ..results import RunResult, baseline_of
 from ..views.tables import html_table
 
 BATCH_SIZES = (1, 8, 32)
@@ -192,10 +192,7 @@ class Explorer:
         self._show_summary()
 
     def _baseline(self, result: RunResult) -> RunResult | None:
-        if result.precision == "fp32":
-            return None
-        return next((r for r in self.results if r.model == result.model and r.backend == result.backend
-                     and r.precision == "fp32" and r.headline_latency.batch == result.headline_latency.batch), None)
+        return None if result.is_baseline else baseline_of(result, self.results)
 
     def _show_summary(self) -> None:
         from .. import views

@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ..backends.base import EngineGraph, EngineLayer
+from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import RunResult
+from ..results import RunResult, baseline_of
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -296,22 +296,13 @@ SUMMARY_COLUMNS = ("model", "precision", "method", "style", "calibration", "back
                    "accelerated", "notes")
 
 
-def _fp32_baseline(result: RunResult, items: list[RunResult]) -> RunResult | None:
-    for other in items:
-        if (other.precision == "fp32" and not other.keep_fp32 and other.model == result.model
-                and other.backend == result.backend
-                and other.headline_latency.batch == result.headline_latency.batch):
-            return other
-    return None
-
-
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
     FP32 result of the same model, backend and batch size in `results` (None when there is none)."""
     items = _results(results)
     rows = []
     for r in items:
-        base = baseline or _fp32_baseline(r, items)
+        base = baseline or baseline_of(r, items)
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
