@@ -19,7 +19,7 @@ from workbench.errors import MissingDependencyError, WorkbenchError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
 from workbench.views import (drift_figure, fusion_graph, layer_latency_comparison, layer_latency_figure,
-                             match_layers, summary_figure, summary_table, tradeoff_figure)
+                             match_layers, summary_html, summary_table, tradeoff_figure)
 from workbench.views.figures import PRECISION_COLORS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -174,8 +174,22 @@ def test_summary_table_speedup_and_drop(results):
     assert rows[2]["top1_drop"] == pytest.approx(0.05)
     assert rows[1]["accelerated"] is False and rows[1]["notes"] == "a note"
     assert summary_table(results[2:])[0]["speedup_vs_fp32"] is None  # no FP32 to compare with
-    table = summary_figure(results).data[0]
-    assert len(table.cells.values[0]) == 3 and "×2.00" in table.cells.values[8]
+    assert [r["batch"] for r in rows] == [r.headline_latency.batch for r in results]
+    assert len({r["label"] for r in rows}) == 3
+
+
+def test_summary_html_is_a_readable_sortable_table(results):
+    table = summary_html(results)
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", table)
+    assert headers[0] == "configuration" and "batch" in headers and "median latency (ms)" in headers
+    assert "latency_median_ms" not in table and "speedup_vs_fp32" not in table
+    body = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])
+    assert len(body) == len(results)
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in body]
+    speedup = headers.index("speed-up vs FP32")
+    assert [c[speedup] for c in cells] == ["×1.00", "×0.91", "×2.00"]
+    assert all("onclick" in th for th in re.findall(r"<th [^>]*>", table))  # click a header to sort
+    assert table._repr_html_() == str(table)
 
 
 def test_every_figure_builds_from_json_roundtrip(results, model):
