@@ -2,23 +2,26 @@
 per-layer latency, drift and a summary of every configuration tried so far.
 
 Thin by design: all computation is `Workbench.run` (cached), all figures are `workbench.views` functions of results.
-Work runs on one background thread; each request carries a generation number and only the newest selection's
-result is ever displayed, so rapid toggling never shows a stale result.
+The widgets are built first and work starts once the explorer is displayed (or `wait()` is called). Work runs on
+one background thread; each request carries a generation number, and every update of the panel (status, figures,
+progress) re-checks under a lock that its generation is still the newest, so rapid toggling never shows a stale
+result. Rendered views are kept per result, so toggling back to a computed configuration only swaps widgets.
 """
 from __future__ import annotations
 
 import html
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .._optional import require
-from ..backends import backend_names
 from ..errors import WorkbenchError
 from ..results import RunResult, baseline_of
-from ..views.tables import html_table
 
 BATCH_SIZES = (1, 8, 32)
+# Controls that only mean something for INT8; disabled (and ignored) at other precisions.
+INT8_CONTROLS = ("calibration", "method", "qdq_style")
 
 
 class Explorer:
@@ -26,15 +29,17 @@ class Explorer:
 
     `models`: sample names and/or `{name: Model}` for models loaded by the user. Widgets are public attributes
     (`model`, `backend`, `precision`, `calibration`, `method`, `qdq_style`, `batch`) so code can drive them; `wait()`
-    blocks until the current selection is shown; `figures` holds the plotly figures on display.
+    blocks until the current selection is shown; `figures` holds the plotly figures on display. `add_tab(title,
+    widget)` adds a panel of your own beside the built-in ones.
     """
 
     def __init__(self, model="fashion-cnn", *, models=None, backend: str = "onnxruntime", cache_dir=None,
                  threads: int | None = None, runs: int = 20, drift: bool = True, background: bool = True):
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
-        go = require("plotly.graph_objects", extra="notebook")
         from .. import samples
+        from ..backends import backend_names
 
+        self._widgets = widgets
         self._session_kwargs = {"cache_dir": cache_dir, "threads": threads, "progress": False}
         self._runs, self._drift = runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
@@ -43,16 +48,22 @@ class Explorer:
         if isinstance(model, str) and model not in names:
             names.insert(0, model)
         self._sessions: dict[tuple[str, str], object] = {}
+        self._session_lock = threading.Lock()
         self._results: dict[str, RunResult] = {}  # every configuration tried, by cache key
-        self._fusion_html: dict[str, str] = {}  # rendered fusion view, by cache key
+        self._views: dict[tuple, object] = {}  # rendered widgets and HTML, by what they show
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-explorer")
         self._generation = 0
+        self._running = 0  # generation of the computation in progress (progress of older ones is not shown)
         self._future: Future | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held while the panel is updated and while a new request is registered
         self._refreshing = False  # set while calibration options are replaced, so that does not trigger a run
         self._background = background
+        self._started = False
+        self._fusion_page = 0
         self.current: RunResult | None = None
         self.error: str | None = None
+        self.figures: dict[str, object] = {}
+        self._figure_widgets: dict[str, object] = {}
 
         available = [b for b in backend_names() if b != "tensorrt" or _tensorrt_importable()]
         self.model = widgets.Dropdown(options=names, value=model if isinstance(model, str) else names[0],
@@ -69,30 +80,64 @@ class Explorer:
         self.status = widgets.HTML()
         self.status.add_class("workbench-status")  # a stable hook for browser tests and custom styling
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
-                                            layout=widgets.Layout(width="240px", visibility="hidden"))
-        self.summary = widgets.HTML()
-        self.fusion = widgets.HTML()
-        self.figures = {name: go.Figure() for name in ("latency", "drift", "tradeoff")}
-        self._figure_widgets = {name: go.FigureWidget() for name in self.figures}
-        tabs = widgets.Tab(children=[self.fusion, self._figure_widgets["latency"], self._figure_widgets["drift"],
-                                     self._figure_widgets["tradeoff"], self.summary])
-        for i, title in enumerate(("Fusion", "Per-layer latency", "Drift", "Latency vs accuracy", "Summary")):
-            tabs.set_title(i, title)
-        int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
-        self.widget = widgets.VBox([
-            widgets.HBox([self.model, self.backend, self.batch]), self.precision, int8_box,
-            widgets.HBox([self.progress, self.status]), tabs])
+                                            style={"description_width": "initial"},
+                                            layout=widgets.Layout(width="340px", visibility="hidden"))
+        self.summary = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.fusion = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.fusion.add_class("workbench-fusion")
+        self._page_previous = widgets.Button(description="◀ previous page", layout=widgets.Layout(width="auto"))
+        self._page_next = widgets.Button(description="next page ▶", layout=widgets.Layout(width="auto"))
+        self._page_label = widgets.HTML()
+        self._page_previous.add_class("workbench-page-previous")
+        self._page_next.add_class("workbench-page-next")
+        self._page_previous.on_click(lambda _: self.show_fusion_page(self._fusion_page - 1))
+        self._page_next.on_click(lambda _: self.show_fusion_page(self._fusion_page + 1))
+        self._pager = widgets.HBox([self._page_previous, self._page_label, self._page_next],
+                                   layout=widgets.Layout(display="none", align_items="center"))
+        self._panels = {name: widgets.VBox(layout=widgets.Layout(width="100%"))
+                        for name in ("latency", "drift", "tradeoff")}
+        from ..views.figures import SQNR_COSINE_EXPLANATION
 
-        self._refresh_calibration_options()
+        drift_note = widgets.HTML(f"<div style='font-size:12px;color:#444'>{html.escape(SQNR_COSINE_EXPLANATION)}"
+                                  "</div>", layout=widgets.Layout(width="100%"))
+        # The tab list, in one place: (title, widget). add_tab() appends to it.
+        self._tab_list = [
+            ("Fusion", widgets.VBox([self._pager, self.fusion], layout=widgets.Layout(width="100%"))),
+            ("Per-layer latency", self._panels["latency"]),
+            ("Drift", widgets.VBox([drift_note, self._panels["drift"]], layout=widgets.Layout(width="100%"))),
+            ("Latency vs accuracy", self._panels["tradeoff"]),
+            ("Summary", self.summary),
+        ]
+        self.tabs = widgets.Tab(layout=widgets.Layout(width="100%"))
+        self._update_tabs()
+        self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
+        self.widget = widgets.VBox([
+            widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
+            widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
+            layout=widgets.Layout(width="100%"))
+        self.widget.add_class("workbench-explorer")
+        self._sync_int8_controls()
+        self._set_status("Starting…", busy=True)
+
         self.model.observe(self._on_model, names="value")
         self.backend.observe(self._on_model, names="value")
         for control in (self.precision, self.calibration, self.method, self.qdq_style, self.batch):
             control.observe(self._on_setting, names="value")
-        self.request()
 
     # ---- display ------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        self._start()  # the bundle is built: the panel shows at once, the (background) work follows
+        return bundle
+
+    def add_tab(self, title: str, widget) -> None:
+        """Show `widget` in a tab of its own after the built-in ones."""
+        self._tab_list.append((title, widget))
+        self._update_tabs()
+
+    def _update_tabs(self) -> None:
+        self.tabs.children = [w for _, w in self._tab_list]
+        self.tabs.titles = [t for t, _ in self._tab_list]
 
     @property
     def results(self) -> list[RunResult]:
@@ -113,19 +158,22 @@ class Explorer:
         from ..session import Workbench
 
         key = (model or self.model.value, backend or self.backend.value)
-        if key not in self._sessions:
-            source = self._user_models.get(key[0], key[0])
-            self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step, **self._session_kwargs)
-        return self._sessions[key]
+        with self._session_lock:
+            if key not in self._sessions:
+                source = self._user_models.get(key[0], key[0])
+                self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step,
+                                                **self._session_kwargs)
+            return self._sessions[key]
 
     def request(self) -> Future:
         """Compute and show the current selection (in the background unless background=False)."""
+        self._started = True
         with self._lock:
             self._generation += 1
             generation = self._generation
-        model, backend, config = self.model.value, self.backend.value, self.selection()
-        self._set_status(f"Computing {html.escape(config['precision'])} on {html.escape(model)} "
-                         f"({html.escape(backend)})…", busy=True)
+            model, backend, config = self.model.value, self.backend.value, self.selection()
+            self._set_status(f"Computing {html.escape(_config_text(config))} on {html.escape(model)} "
+                             f"({html.escape(backend)})…", busy=True)
         if self._background:
             self._future = self._executor.submit(self._compute, generation, model, backend, config)
         else:
@@ -133,76 +181,168 @@ class Explorer:
             self._future.set_result(self._compute(generation, model, backend, config))
         return self._future
 
+    def _start(self) -> None:
+        if not self._started:
+            self.request()
+
     def wait(self, timeout: float | None = 600) -> RunResult | None:
         """Block until the newest selection is computed and shown; returns its result (None on error)."""
+        self._start()
         future = self._future
         if future is not None:
             future.result(timeout=timeout)
         return self.current
 
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation
+
     def _compute(self, generation: int, model: str, backend: str, config: dict) -> RunResult | None:
-        if generation != self._generation:  # a newer selection arrived before this one started
+        if not self._current(generation):  # a newer selection arrived before this one started
             return None
+        self._running = generation
         start = time.perf_counter()
         try:
             session = self.session(model, backend)
+            config = self._fit_calibration(session, generation, config)
             result = session.run(**config, runs=self._runs, drift=self._drift)
             self._results[result.cache_key or result.label] = result
-            if generation != self._generation:  # superseded while computing: keep it in the summary only
+            shown = self._prepare_views(session, result) if self._current(generation) else None
+        except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
+            self._show_error(generation, model, config, exc)
+            return None
+        with self._lock:
+            if not self._current(generation):  # superseded: keep it in the summary only
                 self._show_summary()
                 return None
-            self._show(session, result)
-        except WorkbenchError as exc:
-            if generation == self._generation:
-                self.current, self.error = None, str(exc)
-                self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
-            return None
-        self._set_status(f"{html.escape(result.label)}: {result.headline_latency.median:.3f} ms median at batch "
-                         f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)")
+            self._apply(result, shown)
+            self._set_status(f"{html.escape(result.label)}: {_ms(result.headline_latency.median)} median at batch "
+                             f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)")
         return result
 
+    def _fit_calibration(self, session, generation: int, config: dict) -> dict:
+        """Offer the session's calibration sets; a set name from another model becomes this model's first set."""
+        names = list(session.calibration_sets)
+        with self._lock:
+            if self._current(generation) and tuple(names) != tuple(self.calibration.options):
+                self._refreshing = True
+                try:
+                    self.calibration.options = names
+                    self.calibration.value = names[0] if names else None
+                finally:
+                    self._refreshing = False
+        if config["calibration"] is not None and config["calibration"] not in names:
+            config = {**config, "calibration": names[0] if names else None}
+        return config
+
+    def _show_error(self, generation: int, model: str, config: dict, exc: Exception) -> None:
+        """Status: a short message, the traceback behind a toggle; the views are hidden so none disagrees."""
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, WorkbenchError):
+            message = f"{type(exc).__name__}: {message}"
+        details = "".join(traceback.format_exception(exc))
+        with self._lock:
+            if not self._current(generation):
+                return
+            self.current, self.error = None, message
+            self.tabs.layout.display = "none"
+            self._set_status(
+                f"<b>Error</b> for {html.escape(_config_text(config))} on {html.escape(model)}: "
+                f"{html.escape(_shorten(message, 300))}<details><summary>details (traceback)</summary>"
+                f"<pre style='font-size:11px;white-space:pre-wrap;max-height:300px;overflow:auto'>"
+                f"{html.escape(details)}</pre></details>", error=True)
+
     # ---- rendering ----------------------------------------------------------------------------
-    def _show(self, session, result: RunResult) -> None:
+    def _prepare_views(self, session, result: RunResult) -> dict:
+        """Build (or reuse) every view of `result`; only widget assignment is left for `_apply`."""
         from .. import views
 
-        self.current, self.error = result, None
-        if result.engine is not None:
-            key = result.cache_key or result.label
-            if key not in self._fusion_html:  # graphviz layout of a large graph takes a while: once per result
-                try:
-                    self._fusion_html[key] = views.fusion_graph(session.variant_model(result),
-                                                                result.engine)._repr_html_()
-                except WorkbenchError as exc:
-                    self._fusion_html[key] = f"<p>Fusion graph not available: {html.escape(str(exc))}</p>"
-            self.fusion.value = self._fusion_html[key]
+        colors = views.config_colors(self.results)
+        key = result.cache_key or result.label
         baseline = self._baseline(result)
-        self.figures["latency"] = (views.layer_latency_comparison(baseline, result) if baseline is not None
-                                   else views.layer_latency_figure(result, order="graph"))
-        same_model = [r for r in self.results if r.model == result.model]
+        same_model = [r for r in self.results if r.model == result.model and r.backend == result.backend]
         drifting = [r for r in same_model if r.drift]
-        self.figures["drift"] = views.drift_figure(drifting) if drifting else _placeholder(
-            "No drift yet: FP32 is the reference. Pick FP16 or INT8 to see where precision is lost, layer by layer.")
-        self.figures["tradeoff"] = views.tradeoff_figure(same_model)
-        for name, figure in self.figures.items():
-            target = self._figure_widgets[name]
-            with target.batch_update():
-                target.data = []
-                target.add_traces(figure.data)
-                target.layout = figure.layout
+        specs = {
+            "latency": (("latency", key, baseline.cache_key if baseline else None),
+                        lambda: views.layer_latency_comparison(baseline, result, colors=colors)
+                        if baseline is not None else views.layer_latency_figure(result, order="graph")),
+            "drift": (("drift", *(r.cache_key for r in drifting)),
+                      lambda: views.drift_figure(drifting, colors=colors) if drifting else _placeholder(
+                          "No drift yet: FP32 is the reference. Pick FP16 or INT8 to see where precision is lost, "
+                          "layer by layer.")),
+            "tradeoff": (("tradeoff", *(r.cache_key for r in same_model)),
+                         lambda: views.tradeoff_figure(same_model, colors=colors)),
+        }
+        shown = {}
+        for name, (view_key, build) in specs.items():
+            if view_key not in self._views:
+                figure = build()
+                self._views[view_key] = (figure, _figure_widget(figure))
+            shown[name] = self._views[view_key]
+        shown["fusion"] = self._fusion(session, result, 0) if result.engine is not None else None
+        return shown
+
+    def _fusion(self, session, result: RunResult, page: int) -> tuple[str, int]:
+        """(HTML, page count) of one page of the result's fusion view; graphviz layout happens once per page."""
+        from .. import views
+
+        view_key = ("fusion", result.cache_key or result.label, page)
+        if view_key not in self._views:
+            try:
+                view = views.fusion_graph(session.variant_model(result), result.engine, page=page)
+                self._views[view_key] = (view._repr_html_(), view.pages)
+            except WorkbenchError as exc:
+                self._views[view_key] = (f"<p>Fusion graph not available: {html.escape(str(exc))}</p>", 1)
+        return self._views[view_key]
+
+    def show_fusion_page(self, page: int) -> None:
+        """Show page `page` (0-based) of the current result's fusion view."""
+        result = self.current
+        if result is None or result.engine is None:
+            return
+        session = self.session(result.model, result.backend)
+        _, pages = self._fusion(session, result, 0)
+        page = max(0, min(page, pages - 1))
+        markup, pages = self._fusion(session, result, page)
+        with self._lock:
+            if self.current is result:
+                self._show_fusion(markup, page, pages)
+
+    def _show_fusion(self, markup: str, page: int, pages: int) -> None:
+        self._fusion_page = page
+        self.fusion.value = markup
+        self._pager.layout.display = "flex" if pages > 1 else "none"
+        self._page_label.value = f"page {page + 1} of {pages}"
+        self._page_previous.disabled = page == 0
+        self._page_next.disabled = page >= pages - 1
+
+    def _apply(self, result: RunResult, shown: dict) -> None:
+        self.current, self.error = result, None
+        if shown["fusion"] is not None:
+            self._show_fusion(shown["fusion"][0], 0, shown["fusion"][1])
+        for name in ("latency", "drift", "tradeoff"):
+            figure, widget = shown[name]
+            self.figures[name], self._figure_widgets[name] = figure, widget
+            if self._panels[name].children != (widget,):
+                self._panels[name].children = (widget,)
+        self.tabs.layout.display = None
         self._show_summary()
 
     def _baseline(self, result: RunResult) -> RunResult | None:
         return None if result.is_baseline else baseline_of(result, self.results)
 
     def _show_summary(self) -> None:
-        from .. import views
+        from ..views.tables import summary_html
 
-        self.summary.value = html_table(views.summary_table(self.results))
+        self.summary.value = summary_html(self.results) if self._results else ""
 
     def _on_step(self, name: str, done: int, total: int) -> None:
         """Session progress (one step: precision transform, build, latency, accuracy, profile, drift)."""
-        self.progress.max, self.progress.value, self.progress.description = total, done, name
-        self.progress.layout.visibility = "visible"
+        with self._lock:
+            if self._running != self._generation:  # a superseded computation: its progress is not news
+                return
+            self.progress.max, self.progress.value = total, done
+            self.progress.description = f"step {done + 1} of {total}: {name}"
+            self.progress.layout.visibility = "visible"
 
     def _set_status(self, text: str, *, busy: bool = False, error: bool = False) -> None:
         colour = "#b00020" if error else ("#555" if busy else "#1b5e20")
@@ -210,27 +350,49 @@ class Explorer:
             self.progress.layout.visibility = "hidden"
         self.status.value = f"<span style='color:{colour}'>{text}</span>"
 
-    def _on_setting(self, _change) -> None:
+    def _sync_int8_controls(self) -> None:
+        int8 = self.precision.value == "int8"
+        for name in INT8_CONTROLS:
+            getattr(self, name).disabled = not int8
+
+    def _on_setting(self, change) -> None:
+        if change["owner"] is self.precision:
+            self._sync_int8_controls()
+        elif change["owner"] in (self.calibration, self.method, self.qdq_style) and self.precision.value != "int8":
+            return  # INT8-only settings change nothing at FP32/FP16
         if not self._refreshing:
             self.request()
 
     def _on_model(self, _change) -> None:
-        self._refresh_calibration_options()
-        self.request()
+        self.request()  # the worker loads the model and refreshes the calibration sets
 
     def _refresh_calibration_options(self) -> None:
-        try:
-            names = list(self.session().calibration_sets)
-        except WorkbenchError as exc:
-            names = []
-            self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
-        # not unobserve_all(): that also drops ipywidgets' own handlers and breaks the Dropdown
-        self._refreshing = True
-        try:
-            self.calibration.options = names
-            self.calibration.value = names[0] if names else None
-        finally:
-            self._refreshing = False
+        """Offer the current session's calibration sets (e.g. after adding one to the session)."""
+        self._fit_calibration(self.session(), self._generation, {"calibration": None})
+
+
+def _config_text(config: dict) -> str:
+    text = config["precision"].upper()
+    if config["precision"] == "int8":
+        text += f" ({config['method']}, {config['qdq_style']} Q/DQ, {config['calibration']})"
+    return f"{text}, batch {config['batch']}"
+
+
+def _ms(value: float) -> str:
+    from ..views.tables import significant
+
+    return f"{significant(value)} ms"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _figure_widget(figure):
+    """A FigureWidget that fills its panel's width (VBox children stretch across)."""
+    import plotly.graph_objects as go
+
+    return go.FigureWidget(figure)
 
 
 def _placeholder(text: str):
@@ -238,7 +400,7 @@ def _placeholder(text: str):
 
     figure = go.Figure()
     figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250)
+    figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250, autosize=True)
     return figure
 
 
