@@ -12,6 +12,7 @@ from .errors import WorkbenchError
 from .results import strict_json
 
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
     report.add_argument("--cache-dir", default=None, help="result cache directory (default $WORKBENCH_CACHE "
                                                           "or ~/.cache/tensorrt-workbench)")
-    report.add_argument("--out", default=None, help="HTML report path (default report.html unless --json only)")
-    report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here")
+    report.add_argument("--out", default=None, help=f"HTML report path (default {DEFAULT_REPORT} unless --json "
+                        "only); the JSON results go beside it unless --json says where")
+    report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here "
+                        "(default: beside the report, results.json for report.html, else the report's name .json)")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
 
     plan = sub.add_parser(
@@ -116,7 +119,9 @@ def _report(args, command_line: str) -> int:
                 qdq_style=args.qdq_style if precision == "int8" else None,
                 batch=args.batch, runs=args.runs, drift=not args.no_drift))
     _print_summary(results)
-    if args.json_path:
+    out = args.out or (None if args.json_path else DEFAULT_REPORT)
+    json_path = args.json_path or (_json_beside(out) if out else None)
+    if json_path:
         payload = {
             "model": {"name": sessions[0].model.name,
                       "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
@@ -127,8 +132,7 @@ def _report(args, command_line: str) -> int:
             "command": command_line,
             "results": [r.to_json() for r in results],
         }
-        _write_json(args.json_path, payload)
-    out = args.out or (None if args.json_path else "report.html")
+        _write_json(json_path, payload)
     if out:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
@@ -162,6 +166,12 @@ def _plan(args, command_line: str) -> int:
     if args.out:
         print(f"report: {write_plan_report(plans, args.out, command=command_line)}")
     return 0
+
+
+def _json_beside(report: str) -> Path:
+    """Where the JSON results go when only the report's path is known (make report's pair for report.html)."""
+    path = Path(report)
+    return path.with_name("results.json") if path.name == "report.html" else path.with_suffix(".json")
 
 
 def _write_json(path: str, payload: dict) -> None:
