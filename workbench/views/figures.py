@@ -23,7 +23,8 @@ MAX_ROWS = 40  # bar rows drawn before the rest is summed into one "other layers
 _FAMILIES = {
     "fp32": ("#1f5fbf", "#6f9be8", "#0b2f6b"), "fp16": ("#d62728", "#ff7f0e", "#9c1b1b"),
     "bf16": ("#9467bd", "#c5a3e6", "#5b2d8a"),
-    "int8": ("#2ca02c", "#17becf", "#8c564b", "#bcbd22", "#e377c2", "#0f6b4f", "#7f7f7f"),
+    "int8": ("#2ca02c", "#17becf", "#8c564b", "#bcbd22", "#e377c2", "#0f6b4f", "#7f7f7f", "#393b79", "#637939",
+             "#843c39", "#9edae5", "#c49c94"),
     "mixed": ("#ff9f1c", "#b8860b", "#ffbf69"),
 }
 SQNR_COSINE_EXPLANATION = (
@@ -237,10 +238,12 @@ def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatc
 
 
 def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors: dict[str, str] | None = None,
-                              max_rows: int = MAX_ROWS) -> go.Figure:
+                              names: tuple[str, str] | None = None, max_rows: int = MAX_ROWS) -> go.Figure:
     """Per-layer latency of two configurations side by side, matched by covered ONNX nodes, speed-up annotated.
 
-    With more than `max_rows` matched groups, the slowest are drawn in graph order and the rest summed in one row.
+    `names` labels the two sides (default: their configuration labels, e.g. to tell apart an unfused and a fused
+    run of one configuration). With more than `max_rows` matched groups, the slowest are drawn in graph order and
+    the rest summed in one row.
     """
     matches = match_layers(_engine(result_a), _engine(result_b))
     colors = colors or config_colors([result_a, result_b])
@@ -255,9 +258,13 @@ def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors
     labels = _unique_labels([m.label for m in shown])
     if rest:
         labels[-1] = f"other {len(rest)} layer groups (summed)"
-    name_a, name_b = _title(result_a), _title(result_b)
-    if name_a == name_b:
-        name_a, name_b = f"A: {name_a}", f"B: {name_b}"
+    name_a, name_b = names or (_title(result_a), _title(result_b))
+    color_a, color_b = colors.get(_title(result_a)), colors.get(_title(result_b))
+    if _title(result_a) == _title(result_b):  # one configuration measured twice (e.g. unfused vs fused)
+        family = _FAMILIES.get(result_b.precision, qualitative.Dark24)
+        color_b = family[1] if family[0] == color_a else family[0]
+        if names is None:
+            name_a, name_b = f"A: {name_a}", f"B: {name_b}"
 
     def hover(m: LayerMatch, side: str) -> str:
         layers = m.layers_a if side == "a" else m.layers_b
@@ -268,10 +275,10 @@ def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors
     speedups = [m.speedup for m in shown]
     fig = go.Figure()
     fig.add_bar(name=name_a, orientation="h", y=labels, x=[m.latency_a_ms for m in shown],
-                marker_color=colors.get(_title(result_a)), hovertext=[hover(m, "a") for m in shown],
+                marker_color=color_a, hovertext=[hover(m, "a") for m in shown],
                 hoverinfo="text+x")
     fig.add_bar(name=name_b, orientation="h", y=labels, x=[m.latency_b_ms for m in shown],
-                marker_color=colors.get(_title(result_b)), customdata=speedups,
+                marker_color=color_b, customdata=speedups,
                 text=["" if s is None else f"×{s:.2f}" for s in speedups], textposition="outside", cliponaxis=False,
                 hovertext=[hover(m, "b") for m in shown], hoverinfo="text+x")
     total_a, total_b = sum(m.latency_a_ms for m in matches), sum(m.latency_b_ms for m in matches)
