@@ -392,9 +392,11 @@ def test_report_is_readable_and_self_contained_offline(report_html, pw, tmp_path
             first = fusion.evaluate(AFTER_FIRST_JS)
             assert first and 0 <= first["left"] and first["right"] <= width and first["top"] < height, first
             next_page = fusion.locator(".workbench-page-next")
-            if next_page.count() and next_page.is_enabled():
+            if next_page.count():
                 next_page.click()
                 fusion.locator("text=/page 2 of \\d+/").first.wait_for(state="visible", timeout=5_000)
+                fusion.locator(".workbench-page-previous").click()
+                fusion.locator("text=/page 1 of \\d+/").first.wait_for(state="visible", timeout=5_000)
             page.evaluate("window.scrollTo(0, 0)")
             _shot(page, tmp_path, f"report-{model}-{width}x{height}",
                   "report.png" if width == SIZES[0][0] and model == MODELS[1] else None)

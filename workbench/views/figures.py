@@ -52,12 +52,12 @@ def _layout(fig: go.Figure, *, title: str, subtitle: str = "", rows: int = 0, ro
             min_height: int = 320, max_height: int = 1400, legend: bool = True, **layout) -> go.Figure:
     """Common layout: width follows the container (autosize), height follows the rows (capped), the legend
     sits in its own strip above the plot so it never covers data."""
-    extra = 60 if legend else 0
+    extra = 30 if legend else 0
     fig.update_layout(
         title=dict(text=title, subtitle=dict(text=subtitle), x=0, xanchor="left", y=0.99, yanchor="top",
                    yref="container"),
         autosize=True, height=min(max_height, max(min_height, row_px * rows + 170 + extra)),
-        margin=dict(l=10, r=20, t=90 + extra, b=50),
+        margin=dict(l=10, r=20, t=80 + extra, b=50),
         legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom", title_text=""),
         showlegend=legend, **layout)
     fig.update_yaxes(automargin=True)

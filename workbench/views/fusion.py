@@ -193,7 +193,7 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
     # Weights of the optimised graph show up as layer inputs; only tensors some layer makes, or the
     # model's inputs, get edges.
     data_tensors = {t for layer in engine.layers for t in layer.outputs} | {i.name for i in proto.graph.input}
-    after = _after_graph(page_units, shapes, data_tensors, nodes)
+    after = _after_graph(page_units, shapes, data_tensors, nodes, undrawn)
     title = f"Fusion: {getattr(model, 'name', proto.graph.name) or 'model'} on {engine.backend}"
     if filter is not None:
         title += f" (filter: {filter if isinstance(filter, str) else getattr(filter, '__name__', 'custom')})"
@@ -404,9 +404,10 @@ def _before_graph(graph: GraphIndex, names: list[str], units: list[_Unit], remov
     return g
 
 
-def _computes(unit: _Unit, nodes) -> str:
-    """What a layer computes, from the ONNX ops it covers: "Conv+Relu" (Q/DQ left out), else the engine's type."""
-    ops = [nodes[i].op_type for i in unit.nodes]
+def _computes(unit: _Unit, nodes, undrawn: set[int]) -> str:
+    """What a layer computes, from the ONNX ops it covers: "Conv+Relu" (Q/DQ, constants and shape arithmetic left
+    out), else the engine's type."""
+    ops = [nodes[i].op_type for i in unit.nodes if i not in undrawn] or [nodes[i].op_type for i in unit.nodes]
     core = [op for op in ops if op not in _QDQ] or ops
     core = [op for k, op in enumerate(core) if k == 0 or op != core[k - 1]]
     if not core:
@@ -414,7 +415,7 @@ def _computes(unit: _Unit, nodes) -> str:
     return "+".join(core) if len(core) <= 4 else "+".join(core[:3]) + f"+… ({len(core)} ops)"
 
 
-def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str], nodes):
+def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str], nodes, undrawn: set[int]):
     g = _digraph("after")
     producer = {out: unit.index for unit in units for out in unit.layer.outputs}
     consumed = {t for unit in units for t in unit.layer.inputs}
@@ -428,7 +429,7 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[s
             f"{layer.name}", f"engine op {layer.type}, {layer.precision}", ms and f"latency {ms}",
             f"kernel {layer.kernel}" if layer.kernel else "",
             "inserted by the engine" if layer.inserted else f"ONNX nodes: {', '.join(layer.onnx_nodes)}"]))
-        g.node(f"a{k}", label=_label(_computes(unit, nodes), _short(layer.name), f"{layer.precision} · {shape}", ms),
+        g.node(f"a{k}", label=_label(_computes(unit, nodes, undrawn), _short(layer.name), " · ".join(filter(None, [layer.precision, shape])), ms),
                fillcolor=unit.color, style="rounded,filled,dashed" if layer.inserted else "rounded,filled",
                penwidth="2" if len(unit.nodes) > 1 else "1", tooltip=tip)
         for tensor in layer.inputs:

@@ -46,9 +46,10 @@ _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4
           ".workbench-table{border-collapse:collapse;font-size:13px;line-height:1.35;width:max-content;max-width:none}"
           ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 8px;vertical-align:top;"
           "text-align:left;white-space:nowrap}"
-          ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none}"
+          ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
+          "min-width:4em;max-width:8em;vertical-align:bottom}"
           ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
-          ".workbench-table td.wrap{white-space:normal;min-width:14em;max-width:32em}"
+          ".workbench-table td.wrap{white-space:normal;min-width:12em;max-width:22em}"
           ".workbench-table th[data-dir=asc]::after{content:' ▲'}.workbench-table th[data-dir=desc]::after"
           "{content:' ▼'}</style>")
 # Inline so it works inside widget HTML and saved reports alike (no <script> needed); sorts by each cell's data-v.
@@ -136,5 +137,5 @@ def _cell(value, spec: Column) -> str:
     text = format_value(value, spec.kind)
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     sort_key = (repr(float(value)) if numeric and math.isfinite(value) else ("1e308" if numeric else text))
-    css = ' class="num"' if numeric else (' class="wrap"' if len(text) > 40 else "")
+    css = ' class="num"' if numeric else (' class="wrap"' if len(text) > 30 else "")
     return f'<td{css} data-v="{html.escape(sort_key)}">{html.escape(text)}</td>'
