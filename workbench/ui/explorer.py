@@ -15,9 +15,13 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from typing import TYPE_CHECKING
+
 from .._optional import require
 from ..errors import WorkbenchError
-from ..results import RunResult, baseline_of
+
+if TYPE_CHECKING:
+    from ..results import RunResult
 
 BATCH_SIZES = (1, 8, 32)
 # Controls that only mean something for INT8; disabled (and ignored) at other precisions.
@@ -35,18 +39,18 @@ class Explorer:
 
     def __init__(self, model="fashion-cnn", *, models=None, backend: str = "onnxruntime", cache_dir=None,
                  threads: int | None = None, runs: int = 20, drift: bool = True, background: bool = True):
+        # Only ipywidgets is imported here: onnx, the engines and plotly load in the background after display,
+        # so the panel is on screen at once.
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
-        from .. import samples
-        from ..backends import backend_names
 
-        self._widgets = widgets
         self._session_kwargs = {"cache_dir": cache_dir, "threads": threads, "progress": False}
         self._runs, self._drift = runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
-        names = list(models) if models is not None and not isinstance(models, dict) else samples.names()
-        names += [n for n in self._user_models if n not in names]
-        if isinstance(model, str) and model not in names:
-            names.insert(0, model)
+        self._model_names = list(models) if models is not None and not isinstance(models, dict) else None
+        if not isinstance(model, str):
+            model = (self._model_names or _sample_names())[0]
+        names = list(dict.fromkeys([model, *(self._model_names or []), *self._user_models]))
+        self._choices_filled = False
         self._sessions: dict[tuple[str, str], object] = {}
         self._session_lock = threading.Lock()
         self._results: dict[str, RunResult] = {}  # every configuration tried, by cache key
@@ -65,13 +69,11 @@ class Explorer:
         self.figures: dict[str, object] = {}
         self._figure_widgets: dict[str, object] = {}
 
-        available = [b for b in backend_names() if b != "tensorrt" or _tensorrt_importable()]
-        self.model = widgets.Dropdown(options=names, value=model if isinstance(model, str) else names[0],
-                                      description="Model")
-        self.backend = widgets.Dropdown(options=available, value=backend, description="Engine")
+        self.model = widgets.Dropdown(options=names, value=model, description="Model")
+        self.backend = widgets.Dropdown(options=[backend], value=backend, description="Engine")
         self.precision = widgets.ToggleButtons(options=[("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8")],
                                                value="fp32", description="Precision")
-        self.calibration = widgets.Dropdown(options=[], description="Calibration")
+        self.calibration = widgets.Dropdown(options=_calibration_names(model), description="Calibration")
         self.method = widgets.Dropdown(options=["minmax", "entropy", "percentile"], value="minmax",
                                        description="Method")
         self.qdq_style = widgets.Dropdown(options=["onnxruntime", "tensorrt"], value="onnxruntime",
@@ -96,10 +98,8 @@ class Explorer:
                                    layout=widgets.Layout(display="none", align_items="center"))
         self._panels = {name: widgets.VBox(layout=widgets.Layout(width="100%"))
                         for name in ("latency", "drift", "tradeoff")}
-        from ..views.figures import SQNR_COSINE_EXPLANATION
-
-        drift_note = widgets.HTML(f"<div style='font-size:12px;color:#444'>{html.escape(SQNR_COSINE_EXPLANATION)}"
-                                  "</div>", layout=widgets.Layout(width="100%"))
+        drift_note = widgets.HTML(layout=widgets.Layout(width="100%"))  # filled with the first figures
+        self._drift_note = drift_note
         # The tab list, in one place: (title, widget). add_tab() appends to it.
         self._tab_list = [
             ("Fusion", widgets.VBox([self._pager, self.fusion], layout=widgets.Layout(width="100%"))),
@@ -202,6 +202,7 @@ class Explorer:
         self._running = generation
         start = time.perf_counter()
         try:
+            self._fill_choices()
             session = self.session(model, backend)
             config = self._fit_calibration(session, generation, config)
             result = session.run(**config, runs=self._runs, drift=self._drift)
@@ -219,6 +220,23 @@ class Explorer:
                              f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)")
         return result
 
+    def _fill_choices(self) -> None:
+        """Offer every sample model and installed engine (looked up after display: it imports onnx and the engines)."""
+        if self._choices_filled:
+            return
+        from ..backends import backend_names
+
+        models = self._model_names if self._model_names is not None else _sample_names()
+        engines = [b for b in backend_names() if b != "tensorrt" or _tensorrt_importable()]
+        with self._lock:
+            self._refreshing = True
+            try:
+                self.model.options = list(dict.fromkeys([*self.model.options, *models]))
+                self.backend.options = list(dict.fromkeys([*self.backend.options, *engines]))
+            finally:
+                self._refreshing = False
+        self._choices_filled = True
+
     def _fit_calibration(self, session, generation: int, config: dict) -> dict:
         """Offer the session's calibration sets; a set name from another model becomes this model's first set."""
         names = list(session.calibration_sets)
@@ -226,8 +244,9 @@ class Explorer:
             if self._current(generation) and tuple(names) != tuple(self.calibration.options):
                 self._refreshing = True
                 try:
+                    current = self.calibration.value
                     self.calibration.options = names
-                    self.calibration.value = names[0] if names else None
+                    self.calibration.value = current if current in names else (names[0] if names else None)
                 finally:
                     self._refreshing = False
         if config["calibration"] is not None and config["calibration"] not in names:
@@ -325,9 +344,16 @@ class Explorer:
             if self._panels[name].children != (widget,):
                 self._panels[name].children = (widget,)
         self.tabs.layout.display = None
+        if not self._drift_note.value:
+            from ..views.figures import SQNR_COSINE_EXPLANATION
+
+            self._drift_note.value = (f"<div style='font-size:12px;color:#444'>{html.escape(SQNR_COSINE_EXPLANATION)}"
+                                      "</div>")
         self._show_summary()
 
     def _baseline(self, result: RunResult) -> RunResult | None:
+        from ..results import baseline_of
+
         return None if result.is_baseline else baseline_of(result, self.results)
 
     def _show_summary(self) -> None:
@@ -364,11 +390,25 @@ class Explorer:
             self.request()
 
     def _on_model(self, _change) -> None:
-        self.request()  # the worker loads the model and refreshes the calibration sets
+        if not self._refreshing:
+            self.request()  # the worker loads the model and refreshes the calibration sets
 
     def _refresh_calibration_options(self) -> None:
         """Offer the current session's calibration sets (e.g. after adding one to the session)."""
         self._fit_calibration(self.session(), self._generation, {"calibration": None})
+
+
+def _sample_names() -> list[str]:
+    from .. import samples
+
+    return samples.names()
+
+
+def _calibration_names(model: str) -> list[str]:
+    """A sample's calibration set names without loading it (other models get theirs when their session loads)."""
+    from .. import samples
+
+    return next((info["calibration_sets"] for info in samples.describe() if info["name"] == model), [])
 
 
 def _config_text(config: dict) -> str:
