@@ -126,7 +126,7 @@ def format_value(value, kind: str = "number") -> str:
 
 
 def significant(value: float, digits: int = 3) -> str:
-    """`value` to `digits` significant digits without scientific notation (1234.5 -> "1,235", 0.0123 -> "0.0123")."""
+    """`value` to `digits` significant digits (all integer digits kept) without scientific notation (1234.6 -> "1,235", 0.0123 -> "0.0123")."""
     if value == 0:
         return "0"
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
