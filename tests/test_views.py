@@ -321,7 +321,7 @@ def test_long_layer_lists_show_the_slowest_and_sum_the_rest():
     rest = next(t for t in fig.data if t.name == "other layers")
     assert rest.x[0] == pytest.approx(sum(0.001 * i for i in range(60)))
     assert fig.layout.autosize and fig.layout.width is None  # width follows the container
-    assert fig.layout.height <= 1400 and fig.layout.legend.orientation == "h" and fig.layout.legend.y >= 1
+    assert fig.layout.height <= 1400 and fig.layout.legend.x > 1  # the legend is outside the plot, never over bars
 
 
 def test_each_configuration_keeps_one_distinct_colour_across_figures(results):
@@ -332,9 +332,10 @@ def test_each_configuration_keeps_one_distinct_colour_across_figures(results):
     colors = config_colors(items)
     assert len(set(colors.values())) == len({r.label for r in items})  # INT8 variants differ too
     tradeoff = tradeoff_figure(items, colors=colors)
-    assert {t.name: t.marker.color for t in tradeoff.data} == {r.label: colors[r.label] for r in items}
+    shown = {t.name.replace("<br>", " "): t.marker.color for t in tradeoff.data}  # long names wrap in the legend
+    assert shown == {r.label: colors[r.label] for r in items}
     drift = drift_figure(items, colors=colors)
-    assert all(t.line.color == colors[t.name] for t in drift.data)
+    assert all(t.line.color == colors[t.name.replace("<br>", " ")] for t in drift.data)
     comparison = layer_latency_comparison(results[0], results[2], colors=colors)
     assert [t.marker.color for t in comparison.data] == [colors[results[0].label], colors[results[2].label]]
     twice = layer_latency_comparison(results[0], results[0], names=("unfused", "fused"))

@@ -51,18 +51,33 @@ def config_colors(results: Iterable[RunResult]) -> dict[str, str]:
 def _layout(fig: go.Figure, *, title: str, subtitle: str = "", rows: int = 0, row_px: int = 22,
             min_height: int = 320, max_height: int = 1400, legend: bool = True, **layout) -> go.Figure:
     """Common layout: width follows the container (autosize), height follows the rows (capped), the legend
-    sits in its own strip above the plot so it never covers data."""
-    extra = 30 if legend else 0
+    sits right of the plot (the margin grows to fit it) so it never covers data."""
+    subtitle = wrap_label(subtitle, 110) if subtitle else ""  # subtitles do not wrap by themselves
+    lines = subtitle.count("<br>")
     fig.update_layout(
-        title=dict(text=title, subtitle=dict(text=subtitle), x=0, xanchor="left", y=0.99, yanchor="top",
-                   yref="container"),
-        autosize=True, height=min(max_height, max(min_height, row_px * rows + 170 + extra)),
-        margin=dict(l=10, r=20, t=80 + extra, b=50),
-        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom", title_text=""),
+        title=dict(text=title, subtitle=dict(text=subtitle), x=0.01, xanchor="left"),
+        autosize=True, height=min(max_height, max(min_height, row_px * rows + 170 + 16 * lines)),
+        margin=dict(l=10, r=10, t=85 + 16 * lines, b=50),
+        legend=dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", title_text=""),
         showlegend=legend, **layout)
+    for trace in fig.data:  # long configuration labels wrap in the legend instead of squeezing the plot
+        if trace.name and len(trace.name) > 30 and "<br>" not in trace.name:
+            trace.name = wrap_label(trace.name, 30)
     fig.update_yaxes(automargin=True)
     fig.update_xaxes(automargin=True)
     return fig
+
+
+def wrap_label(text: str, width: int = 22) -> str:
+    """Break a long configuration label into lines of about `width` characters (plotly axis labels do not wrap)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join(lines + [line])
 
 
 def _middle(text: str, limit: int = 44) -> str:
@@ -200,7 +215,7 @@ class LayerMatch:
     def label(self) -> str:
         names = [l.name for l in (self.layers_a or self.layers_b)]
         text = " + ".join(names)
-        return text if len(text) <= 48 else f"{names[0]} (+{len(names) - 1} layers)"
+        return text if len(text) <= 48 or len(names) == 1 else f"{names[0]} (+{len(names) - 1} layers)"
 
 
 def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatch]:
@@ -332,12 +347,11 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
         fig.add_scatter(row=2, col=1, x=x, y=[p.cosine for p in r.drift], name=r.label,
                         legendgroup=r.label, showlegend=False, mode="lines+markers", line_color=color,
                         hovertext=hover, hoverinfo="text")
-    fig.add_hline(y=cap, row=1, col=1, line_dash="dot", line_color="gray",
-                  annotation_text="identical to FP32 (SQNR = inf)", annotation_position="bottom left")
+    fig.add_hline(y=cap, row=1, col=1, line_dash="dot", line_color="gray")
     graphs = sorted({r.drift_graph for r in items if r.drift_graph})
-    _layout(fig, title="Numerical drift over depth", min_height=560, max_height=560, hovermode="closest",
-            subtitle=f"{len(order)} tensors in graph order (hover for names) · measured on: "
-                     + (", ".join(graphs) or "model graph"))
+    _layout(fig, title="Numerical drift over depth", min_height=560, max_height=600, hovermode="closest",
+            subtitle=f"{len(order)} tensors in graph order (hover for names) · ★ on the dotted line: identical to "
+                     "FP32 (SQNR = ∞) · measured on: " + (", ".join(graphs) or "model graph"))
     fig.update_yaxes(title_text="SQNR vs FP32 (dB)", row=1, col=1)
     fig.update_yaxes(title_text="cosine vs FP32", row=2, col=1)
     fig.update_xaxes(title_text="tensor position in graph order", row=2, col=1)
@@ -378,7 +392,7 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
     values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
     if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
         low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02])
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02], tickformat=".0%")
     return fig
 
 

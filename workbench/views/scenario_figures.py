@@ -10,6 +10,7 @@ from ..results import RunResult
 from ..scenarios.cost import DEFAULT_VOLUMES, cost_table
 from ..scenarios.mismatch import MismatchMatrix
 from ..scenarios.policy import RegionChoice
+from .figures import wrap_label
 
 VIOLATES, ALLOWED, CHOSEN = 0, 1, 2
 _POLICY_COLORS = {VIOLATES: "#F4B6B6", ALLOWED: "#B7E4C7", CHOSEN: "#2D9D5B"}
@@ -64,18 +65,6 @@ def policy_matrix_figure(choices: Sequence[RegionChoice], results: Sequence[RunR
     fig.update_xaxes(tickvals=columns, ticktext=[wrap_label(c) for c in columns], tickangle=0, automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
-
-
-def wrap_label(text: str, width: int = 22) -> str:
-    """Break a long configuration label into lines of about `width` characters (plotly axis labels do not wrap)."""
-    lines, line = [], ""
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return "<br>".join(lines + [line])
 
 
 def mismatch_figure(matrix: MismatchMatrix) -> go.Figure:
