@@ -235,7 +235,7 @@ def test_cost_figure_has_log_axes_one_line_per_configuration_and_a_caption(resul
     assert [t.name for t in fig.data] == [r.label for r in results]
     assert list(fig.data[2].x) == [1e5, 1e6, 1e7]
     assert fig.data[2].y[1] == pytest.approx(1e6 / (8 * 3.6e6 / 3.0 * 0.6) * 30.4 * 2.0)
-    assert "3,600,000" in fig.layout.title.subtitle.text
+    assert "3,600,000" in fig.layout.annotations[0].text
     assert "70.0% saved" in fig.data[2].customdata[0][2]
 
 

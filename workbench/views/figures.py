@@ -52,12 +52,10 @@ def _layout(fig: go.Figure, *, title: str, subtitle: str = "", rows: int = 0, ro
             min_height: int = 320, max_height: int = 1400, legend: bool = True, **layout) -> go.Figure:
     """Common layout: width follows the container (autosize), height follows the rows (capped), the legend
     sits right of the plot (the margin grows to fit it) so it never covers data."""
-    subtitle = wrap_label(subtitle, 110) if subtitle else ""  # subtitles do not wrap by themselves
-    lines = subtitle.count("<br>")
+    top = titled(fig, title, subtitle)
     fig.update_layout(
-        title=dict(text=title, subtitle=dict(text=subtitle), x=0.01, xanchor="left"),
-        autosize=True, height=min(max_height, max(min_height, row_px * rows + 170 + 16 * lines)),
-        margin=dict(l=10, r=10, t=85 + 16 * lines, b=50),
+        autosize=True, height=min(max_height, max(min_height, row_px * rows + 94 + top)),
+        margin=dict(l=10, r=10, t=top, b=50),
         legend=dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", title_text=""),
         showlegend=legend, **layout)
     for trace in fig.data:  # long configuration labels wrap in the legend instead of squeezing the plot
@@ -78,6 +76,22 @@ def wrap_label(text: str, width: int = 22) -> str:
         else:
             line = f"{line} {word}" if line else word
     return "<br>".join(lines + [line])
+
+
+def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
+    """Set a title with a smaller subtitle that wraps at about 110 characters; returns the top margin it needs (px).
+
+    The subtitle is an annotation sitting on the plot area and growing upwards, the title hangs from the top edge:
+    plotly's own subtitle does not wrap, and wrapped by hand it grows up into the title in a FigureWidget.
+    """
+    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 110).split("<br>")] \
+        if subtitle else []
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
+                                 yref="container", pad=dict(t=10)))
+    if lines:
+        fig.add_annotation(text="<br>".join(lines), xref="paper", x=0, xanchor="left", yref="paper", y=1,
+                           yanchor="bottom", yshift=6, showarrow=False, align="left", font=dict(size=12))
+    return 52 + 17 * len(lines)
 
 
 def _middle(text: str, limit: int = 44) -> str:
@@ -348,7 +362,8 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
                         legendgroup=r.label, showlegend=False, mode="lines+markers", line_color=color,
                         hovertext=hover, hoverinfo="text")
     fig.add_hline(y=cap, row=1, col=1, line_dash="dot", line_color="gray")
-    graphs = sorted({r.drift_graph for r in items if r.drift_graph})
+    # the first clause names the graph; the rest (how tensors were exposed) is in each point's result
+    graphs = sorted({r.drift_graph.split(" with ")[0].split(":")[0] for r in items if r.drift_graph})
     _layout(fig, title="Numerical drift over depth", min_height=560, max_height=600, hovermode="closest",
             subtitle=f"{len(order)} tensors in graph order (hover for names) · ★ on the dotted line: identical to "
                      "FP32 (SQNR = ∞) · measured on: " + (", ".join(graphs) or "model graph"))

@@ -10,7 +10,7 @@ from ..results import RunResult
 from ..scenarios.cost import DEFAULT_VOLUMES, cost_table
 from ..scenarios.mismatch import MismatchMatrix
 from ..scenarios.policy import RegionChoice
-from .figures import wrap_label
+from .figures import titled, wrap_label
 
 VIOLATES, ALLOWED, CHOSEN = 0, 1, 2
 _POLICY_COLORS = {VIOLATES: "#F4B6B6", ALLOWED: "#B7E4C7", CHOSEN: "#2D9D5B"}
@@ -56,12 +56,10 @@ def policy_matrix_figure(choices: Sequence[RegionChoice], results: Sequence[RunR
         showscale=False, xgap=2, ygap=2))
     batch = choices[0].batch
     # the key goes in the subtitle, never under the axis where it would collide with its title
-    fig.update_layout(
-        title=dict(text=f"Regional precision policies: ★ fastest allowed configuration (median latency, batch {batch})",
-                   subtitle=dict(text="green: allowed · red: violates the policy (hover for why) · drop vs FP32 in "
-                                      "percentage points")),
-        xaxis_title="configuration", yaxis_title="region", yaxis_autorange="reversed", autosize=True,
-        height=260 + 70 * len(choices), margin=dict(t=100))
+    top = titled(fig, f"Regional precision policies: ★ fastest allowed configuration (median latency, batch {batch})",
+                 "green: allowed · red: violates the policy (hover for why) · drop vs FP32 in percentage points")
+    fig.update_layout(xaxis_title="configuration", yaxis_title="region", yaxis_autorange="reversed",
+                      autosize=True, height=220 + top + 70 * len(choices), margin=dict(t=top))
     fig.update_xaxes(tickvals=columns, ticktext=[wrap_label(c) for c in columns], tickangle=0, automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
@@ -116,10 +114,10 @@ def cost_figure(results: Iterable[RunResult], volumes: Sequence[float] = DEFAULT
                            "%{customdata[2]}<extra></extra>")))
     caption = COST_CAPTION.format(provisioned=" (provisioned: whole instances × 24 h)" if provisioned else "")
     # the formula goes in the subtitle (two lines), never under the axis where it would collide with its title
+    top = titled(fig, f"Serving cost per month at batch {rows[0]['batch']}, utilisation {utilisation:g}, "
+                      f"{currency}{price_per_hour:g}/engine-hour", caption.replace(". Latency", ".<br>Latency"))
     fig.update_layout(
-        title=dict(text=f"Serving cost per month at batch {rows[0]['batch']}, utilisation {utilisation:g}, "
-                        f"{currency}{price_per_hour:g}/engine-hour",
-                   subtitle=dict(text=caption.replace(". Latency", ".<br>Latency"), font=dict(size=11))),
-        xaxis=dict(type="log", title="requests per day"), yaxis=dict(type="log", title=f"cost per month ({currency})"),
-        autosize=True, margin=dict(t=110))
+        xaxis=dict(type="log", title="requests per day"),
+        yaxis=dict(type="log", title=f"cost per month ({currency})"), autosize=True, height=420 + top,
+        margin=dict(t=top))
     return fig
