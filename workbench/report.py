@@ -99,8 +99,6 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.raw(summary_html(results))
     colors = views.config_colors(results)
     doc.figure(views.tradeoff_figure(results, colors=colors))
-    for note in sorted({n for r in results for n in r.notes}):
-        doc.text(note, "note")
 
     def fusion() -> None:
         for result in results:

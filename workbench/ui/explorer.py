@@ -273,6 +273,8 @@ class Explorer:
     # ---- rendering ----------------------------------------------------------------------------
     def _prepare_views(self, session, result: RunResult) -> dict:
         """Build (or reuse) every view of `result`; only widget assignment is left for `_apply`."""
+        import plotly.graph_objects as go
+
         from .. import views
 
         colors = views.config_colors(self.results)
@@ -295,7 +297,7 @@ class Explorer:
         for name, (view_key, build) in specs.items():
             if view_key not in self._views:
                 figure = build()
-                self._views[view_key] = (figure, _figure_widget(figure))
+                self._views[view_key] = (figure, go.FigureWidget(figure))  # fills its VBox panel's width
             shown[name] = self._views[view_key]
         shown["fusion"] = self._fusion(session, result, 0) if result.engine is not None else None
         return shown
@@ -426,13 +428,6 @@ def _ms(value: float) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _figure_widget(figure):
-    """A FigureWidget that fills its panel's width (VBox children stretch across)."""
-    import plotly.graph_objects as go
-
-    return go.FigureWidget(figure)
 
 
 def _placeholder(text: str):

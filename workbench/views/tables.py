@@ -47,9 +47,9 @@ _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4
           ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 8px;vertical-align:top;"
           "text-align:left;white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
-          "min-width:4em;max-width:8em;vertical-align:bottom}"
+          "min-width:3em;max-width:6.5em;vertical-align:bottom}"
           ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
-          ".workbench-table td.wrap{white-space:normal;min-width:12em;max-width:22em}"
+          ".workbench-table td.wrap{white-space:normal;min-width:10em;max-width:16em}"
           ".workbench-table th[data-dir=asc]::after{content:' ▲'}.workbench-table th[data-dir=desc]::after"
           "{content:' ▼'}</style>")
 # Inline so it works inside widget HTML and saved reports alike (no <script> needed); sorts by each cell's data-v.
@@ -91,11 +91,23 @@ def summary_html(results, baseline=None) -> HtmlTable:
     from .figures import summary_table
 
     rows = summary_table(results, baseline)
-    keys = [k for k in rows[0] if k not in _IN_LABEL]
+    keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes")]
     if len({row["model"] for row in rows}) == 1:
         keys.remove("model")
-    keys.remove("label")
-    return html_table(rows, columns=["label", *keys])
+    # notes are long and shared by several rows: numbered under the table, the number beside the configuration
+    notes = list(dict.fromkeys(n for r in _results_list(results) for n in r.notes))
+    marked = []
+    for row, result in zip(rows, _results_list(results)):
+        refs = ",".join(str(notes.index(n) + 1) for n in dict.fromkeys(result.notes))
+        marked.append({**row, "label": row["label"] + (f" [{refs}]" if refs else "")})
+    listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    footnotes = (f'<ol class="workbench-table-notes" style="font-size:12px;margin:.2rem 0 .6rem 1.2rem;'
+                 f'padding:0;max-width:60rem">{listed}</ol>') if notes else ""
+    return HtmlTable(html_table(marked, columns=["label", *keys]) + footnotes)
+
+
+def _results_list(results) -> list:
+    return [results] if hasattr(results, "label") else list(results)
 
 
 def format_value(value, kind: str = "number") -> str:
