@@ -43,13 +43,13 @@ COLUMNS: dict[str, Column] = {
 _IN_LABEL = ("precision", "method", "style", "calibration", "backend")
 
 _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0}"
-          ".workbench-table{border-collapse:collapse;font-size:13px;line-height:1.35;width:max-content;max-width:none}"
+          ".workbench-table{border-collapse:collapse;font-size:13px;line-height:1.35;width:auto}"
           ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 8px;vertical-align:top;"
           "text-align:left;white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
-          "min-width:3em;max-width:6.5em;vertical-align:bottom}"
+          "min-width:3em;max-width:7em;vertical-align:bottom}"
           ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
-          ".workbench-table td.wrap{white-space:normal;min-width:10em;max-width:16em}"
+          ".workbench-table td.wrap{white-space:normal;min-width:9em;max-width:16em}"
           ".workbench-table th[data-dir=asc]::after{content:' ▲'}.workbench-table th[data-dir=desc]::after"
           "{content:' ▼'}</style>")
 # Inline so it works inside widget HTML and saved reports alike (no <script> needed); sorts by each cell's data-v.
