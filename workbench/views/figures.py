@@ -79,12 +79,12 @@ def wrap_label(text: str, width: int = 22) -> str:
 
 
 def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
-    """Set a title with a smaller subtitle that wraps at about 110 characters; returns the top margin it needs (px).
+    """Set a title with a smaller subtitle that wraps at about 90 characters; returns the top margin it needs (px).
 
     The subtitle is an annotation sitting on the plot area and growing upwards, the title hangs from the top edge:
     plotly's own subtitle does not wrap, and wrapped by hand it grows up into the title in a FigureWidget.
     """
-    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 110).split("<br>")] \
+    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 90).split("<br>")] \
         if subtitle else []
     fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
                                  yref="container", pad=dict(t=10)))
@@ -94,7 +94,7 @@ def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
     return 52 + 17 * len(lines)
 
 
-def _middle(text: str, limit: int = 44) -> str:
+def _middle(text: str, limit: int = 34) -> str:
     """Middle ellipsis keeps a name's start (scope) and end (op) readable."""
     if len(text) <= limit:
         return text
