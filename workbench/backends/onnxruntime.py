@@ -217,7 +217,7 @@ def _typical_node_times(events: list[dict], warmup: int, runs: int) -> list[Laye
     totals = np.sum(list(per_run.values()), axis=0)
     low, high = np.percentile(totals, [25, 75])
     typical = (totals >= low) & (totals <= high)
-    return [LayerTiming(name=name, latency_ms=float(times[typical].mean()) / 1000.0, count=int(typical.sum()))
+    return [LayerTiming(name=name, latency_ms=float(times[typical].mean()) / 1000.0, count=len(windows))
             for name, times in per_run.items()]
 
 
