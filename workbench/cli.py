@@ -102,8 +102,9 @@ def _samples() -> int:
 
 def _report(args, command_line: str) -> int:
     from . import samples
-    from .report import write_report
+    from .report import headline, write_report
     from .session import Workbench
+    from .views import summary_table
 
     from ._optional import available
 
@@ -138,6 +139,8 @@ def _report(args, command_line: str) -> int:
                       "sha256": sessions[0].model.content_hash},
             "command": command_line,
             "results": [r.to_json() for r in results],
+            "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
+            "headline": headline(results),
         }
         _write_json(args.json_path, payload)
     out = args.out or (None if args.json_path else "report.html")
