@@ -121,3 +121,24 @@ def test_tensorrt_profile_warms_up_outside_the_profiler(torch_double, tiny_cnn, 
     timings = engine.profile(tiny_inputs, runs=4, warmup=3)
     assert {t.count for t in timings} == {4}  # the three warm-up runs were not profiled
     assert len(timings) == len(engine.layers().layers)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_session_results_round_trip_through_json(name, tiny_cnn, tmp_path, monkeypatch):
+    from workbench import Workbench
+    from workbench.results import RunResult, strict_json
+
+    if name == "openvino":
+        pytest.importorskip("openvino")
+    if name == "tensorrt-double":
+        torch = TorchDouble()
+        monkeypatch.setitem(sys.modules, "torch", torch)
+        monkeypatch.setitem(sys.modules, "tensorrt", TensorRTDouble(torch))
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    backend = "tensorrt" if name == "tensorrt-double" else name
+    with Workbench(tiny_cnn, backend=backend, progress=False, eval_limit=16) as wb:
+        result = wb.run("fp32", batch=4, runs=3)
+        assert result.engine is not None and result.engine.layers and not result.engine.unmapped_nodes()
+        assert result.layer_time_ratio is not None
+    again = RunResult.from_json(json.loads(json.dumps(strict_json(result.to_json()))))
+    assert again.to_json() == result.to_json()
