@@ -59,7 +59,7 @@ def main() -> int:
         runs.append(json.loads(out.strip().splitlines()[-1]))
         r = runs[-1]
         print(f"{mode:9s}: {r['open_engines']} engines open after {r['configs']} configurations; RSS "
-              f"{r['rss_start_mb']:.0f} -> {r['rss_mb'][-1]:.0f} MB, last 10 configurations {r["growth_last_10_mb"]:+.0f} MB")
+              f"{r['rss_start_mb']:.0f} -> {r['rss_mb'][-1]:.0f} MB, last 10 configurations {r['growth_last_10_mb']:+.0f} MB")
     Path(args.out).write_text(json.dumps({"model": args.model, "runs": runs}, indent=2))
     print(f"written {args.out}")
     return 0
