@@ -236,7 +236,7 @@ def _tune(args, command_line: str) -> int:
 
 
 def _lint(args, command_line: str) -> int:
-    from .lint import lint_plan, lint_result
+    from .lint import lint_plan, lint_result, op_types_of
 
     target = Path(args.target)
     if target.is_dir() or target.name.endswith(".graph.json"):
@@ -250,7 +250,7 @@ def _lint(args, command_line: str) -> int:
         wb = Workbench(args.target, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
         result = wb.run(args.precision, qdq_style=args.qdq_style if args.precision == "int8" else None,
                         batch=args.batch)
-        name, findings = result.label, lint_result(result)
+        name, findings = result.label, lint_result(result, op_types_of(wb.variant_model(result)))
     print(f"{name}: {len(findings)} findings" + (":" if findings else " (nothing to flag)"))
     for finding in findings:
         share = f" ({finding.share:.0%} of layer time)" if finding.share is not None else ""

@@ -150,6 +150,12 @@ def lint_result(result: RunResult, op_types: dict[str, str] | None = None) -> li
     return lint(result.engine, op_types=op_types, precision=result.precision, accelerated=result.accelerated)
 
 
+def op_types_of(model) -> dict[str, str]:
+    """ONNX node name -> op type of a Model or ModelProto (the graph an engine was built from), for `op_types`."""
+    proto = getattr(model, "proto", model)
+    return {node.name: node.op_type for node in proto.graph.node if node.name}
+
+
 def findings_table(findings: list[Finding]) -> list[dict]:
     """Rows for a report or explorer table: rule, finding, ms at stake, layers, fix."""
     return [{"rule": f.rule, "finding": f.title, "ms at stake": round(f.ms, 4),
