@@ -141,6 +141,9 @@ def build_report(sessions, results, *, command: str = "") -> str:
     else:
         doc.text("No reduced-precision configuration with drift measurements in this run.")
 
+    doc.heading("Why is it not faster? Engine lint", "lint")
+    lint_section(doc, sessions, results)
+
     doc.heading("Regional precision policies", "policy")
     policies = policy.default_policies()
     choices = policy.choose(policies, results)
@@ -214,6 +217,24 @@ def _fused_text(result: RunResult) -> str:
     common = ", ".join(f"{name} ×{count}" for name, count in sorted(types.items(), key=lambda t: -t[1])[:3])
     return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {len(fused)} layer{'s' * (len(fused) != 1)} ({common}"
             + (", …" if len(types) > 3 else "") + ").")
+
+
+def lint_section(doc: _Html, sessions, results) -> None:
+    """Lint findings (workbench.lint) of each reduced-precision result: what costs time and what to change."""
+    from .lint import findings_table, lint_result, op_types_of
+
+    reduced = [r for r in results if r.precision != "fp32" and r.engine is not None]
+    if not reduced:
+        doc.text("No reduced-precision configuration in this run.")
+    for result in reduced:
+        session = next((s for s in sessions if s.backend_name == result.backend), None)
+        op_types = op_types_of(session.variant_model(result)) if session is not None else None
+        findings = lint_result(result, op_types)
+        doc.raw(f"<h3>{html.escape(result.label)}</h3>")
+        if findings:
+            doc.table(findings_table(findings))
+        else:
+            doc.text("Nothing to flag: no rule found time lost to conversions, misaligned channels or layer shape.")
 
 
 def build_plan_report(plans, *, command: str = "") -> str:

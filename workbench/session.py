@@ -143,6 +143,21 @@ class Workbench:
         jobs = [self._prepare(**config) for config in configs]
         return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
 
+    def tune(self, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
+             budget: int = 8, **options):
+        """The fastest `precision` configuration (mixed with FP32 where needed) whose `metric` (top1 | agreement |
+        cosine) drops at most `max_drop` below FP32, measuring at most `budget` configurations; returns a
+        `workbench.tune.TuneResult` with every configuration measured. See `workbench.tune.tune` for options."""
+        from .tune import tune
+
+        return tune(self, precision, max_drop=max_drop, metric=metric, budget=budget, **options)
+
+    def sensitivity(self, result: RunResult, *, metric: str = "agreement", confirm: int = 3, **run_options):
+        """Units of a reduced-precision result ranked by harm (`workbench.tune.sensitivity`)."""
+        from .tune import sensitivity
+
+        return sensitivity(self, result, metric=metric, confirm=confirm, **run_options)
+
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
         """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""
