@@ -5,9 +5,8 @@ keeps): the graph is augmented in one pass (ORT's MinMax calibrator re-walks the
 is quadratic: minutes for a few thousand nodes), run with graph optimisations on (ORT's run with none), and min/max
 are taken in numpy (faster than ORT's ReduceMin/ReduceMax nodes). The ranges depend only on (model, calibration
 set, method, method options, batch size, onnxruntime version), not on the Q/DQ style, per-channel weights or which
-nodes stay FP32, so switching
-those reuses the cached ranges: `quantize_static(calibration_cache_path=...)` (onnxruntime >= 1.31) quantises from
-a saved `TensorsData` without touching the model again.
+nodes stay FP32, so switching those reuses the cached ranges: `quantize_static(calibration_cache_path=...)`
+(onnxruntime >= 1.31) quantises from a saved `TensorsData` without touching the model again.
 """
 from __future__ import annotations
 
