@@ -161,6 +161,33 @@ def calibrated_tensors(proto: onnx.ModelProto) -> dict[str, int]:
     return tensors
 
 
+class _Collector(HistogramCollector):
+    """onnxruntime's histogram collector, with its absolute-value histograms (percentile) binned in linear time.
+
+    ORT bins every batch after the first by its (uniform) edge array, which numpy does by sorting each block of
+    values; binning by the same range and bin count takes numpy's linear path and gives the same counts up to
+    values on an edge rounded differently. The edges kept, and so the thresholds, are ORT's.
+    """
+
+    def collect_absolute_value(self, name_to_arr):
+        for tensor, values in name_to_arr.items():
+            data = np.asarray(values).reshape(-1)
+            low, high = (np.nanmin(data), np.nanmax(data)) if data.size else (np.zeros((), data.dtype),) * 2
+            data = np.absolute(data)
+            if tensor not in self.histogram_dict:
+                hist, edges = np.histogram(data, bins=self.num_bins)
+                self.histogram_dict[tensor] = (hist, edges.astype(data.dtype), low, high)
+                continue
+            old_hist, edges, old_low, old_high = self.histogram_dict[tensor]
+            top = np.nanmax(data) if data.size else edges[-1]
+            if top > edges[-1]:  # widen with bins of the same width, as ORT does
+                width = edges[1] - edges[0]
+                edges = np.hstack((edges, np.arange(edges[-1] + width, top + width, width))).astype(data.dtype)
+            hist, _ = np.histogram(data, bins=len(edges) - 1, range=(float(edges[0]), float(edges[-1])))
+            hist[: len(old_hist)] += old_hist
+            self.histogram_dict[tensor] = (hist, edges, min(old_low, low), max(old_high, high))
+
+
 def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], method: str,
                progress: bool) -> TensorsData:
     """Run the graph with every calibrated tensor exposed over `batches`, one batch at a time (memory stays flat),
@@ -186,10 +213,10 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
     # (ORT's errors propagate: apply_plan turns them into a PrecisionError naming the model)
     session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del augmented
-    collector = HistogramCollector(method=method, symmetric=_SYMMETRIC[method], scenario="same",
-                                   num_bins=CALIBRATION_OPTIONS[method].get("num_bins", 128),
-                                   num_quantized_bins=CALIBRATION_OPTIONS[method].get("num_quantized_bins", 128),
-                                   percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
+    collector = _Collector(method=method, symmetric=_SYMMETRIC[method], scenario="same",
+                           num_bins=CALIBRATION_OPTIONS[method].get("num_bins", 128),
+                           num_quantized_bins=CALIBRATION_OPTIONS[method].get("num_quantized_bins", 128),
+                           percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
     extremes: list[list[tuple[float, float]]] = []
     with contextlib.redirect_stdout(io.StringIO()):  # the collector print()s; tqdm shows the progress instead
         for batch in tqdm(batches, desc=f"Calibrating ({method})", unit="batch", disable=not progress):
