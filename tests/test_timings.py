@@ -205,3 +205,24 @@ def test_profiled_layer_times_add_up_to_a_typical_run_when_preemption_moves_arou
     total_ms = sum(t.latency_ms for t in timings)
     assert total_ms == pytest.approx(0.7)  # what a typical run took, not the 0.4 ms that per-node medians sum to
     assert all(t.count == 9 for t in timings)  # summarises every timed run
+
+
+def test_main_job_runs_the_default_sample_at_batch_64_on_every_cpu_engine(monkeypatch):
+    from workbench import _optional
+    from workbench.cli import MAIN_JOB_BATCH, engines_and_batch
+
+    monkeypatch.setattr(_optional, "available", lambda name: name == "openvino")
+    assert MAIN_JOB_BATCH == 64
+    assert engines_and_batch(None, None, None) == (["onnxruntime", "openvino"], 64)
+    monkeypatch.setattr(_optional, "available", lambda name: False)
+    assert engines_and_batch(None, None, None) == (["onnxruntime"], 64)  # without OpenVINO: ONNX Runtime alone
+    assert engines_and_batch("digits-cnn", None, None) == (["onnxruntime"], 8)  # a named model: the usual defaults
+    assert engines_and_batch(None, ["openvino"], 16) == (["openvino"], 16)  # given options always win
+
+
+def test_a_result_whose_layer_times_do_not_add_up_gets_a_note():
+    from workbench.session import _layer_time_notes
+
+    note, = _layer_time_notes(0.62)
+    assert "62%" in note and "outside 90%-110%" in note
+    assert _layer_time_notes(1.04) == [] and _layer_time_notes(None) == []
