@@ -27,6 +27,7 @@ METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement wit
                 "cosine": "cosine to FP32 (absolute)"}
 DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
+PATIENCE = 2  # single-unit reverts in a row that do not help before the search reverts groups
 _QUANTISED = ("int8", "mixed")
 
 
@@ -354,12 +355,15 @@ class _Search:
         return self.revert(current, report.units), report
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
-        """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps."""
-        kept, tried = [], set()
+        """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps; after
+        PATIENCE reverts in a row that do not help (the loss is spread over many units), revert groups."""
+        kept, tried, misses, ranked = [], set(), 0, list(ranking)
         while self.drop(current) > self.max_drop:
             candidate = next((u for u in ranking if u.unit.name not in tried), None)
             if candidate is None:
                 return "no unit left to revert"
+            if misses >= PATIENCE:
+                return self.revert_groups(current, kept, ranked)
             keep = [*current.keep_fp32, *candidate.unit.nodes]
             if self.spent >= self.budget and not self._has(current, keep):
                 return "budget used up"
@@ -367,11 +371,45 @@ class _Search:
             trial = self.measure(f"keep {candidate.unit.name}", [*kept, candidate.unit.name],
                                  **_plan_options(current), keep_fp32=keep)
             if self.drop(trial) < self.drop(current):
-                current, kept = trial, [*kept, candidate.unit.name]
+                current, kept, misses = trial, [*kept, candidate.unit.name], 0
                 # re-rank from the new configuration's own drift (free: every reduced result carries it)
                 fresh = rank_by_drift(current, self.workbench.model.proto,
                                       quantised_units(current, self.workbench.model.node_names))
-                ranking = [u for u in fresh if u.unit.name not in tried]
+                ranked, ranking = fresh, [u for u in fresh if u.unit.name not in tried]
+            else:
+                misses += 1
+        return "within budget"
+
+    def revert_groups(self, current: RunResult, kept: list[str], ranking: list[UnitSensitivity]) -> str:
+        """Keep the k units with the most harm per millisecond in FP32, k = 2, 4, 8, ... until within budget, then
+        bisect k down to the smallest group that still is (Polygraphy-style, in ranked order)."""
+        order = sorted(ranking, key=lambda u: -u.noise_added / max(u.unit.latency_ms or 0.0, 1e-6))
+
+        def within(k: int) -> bool | None:
+            keep = [*current.keep_fp32, *(n for u in order[:k] for n in u.unit.nodes)]
+            if self.spent >= self.budget and not self._has(current, keep):
+                return None
+            names = [*kept, *(u.unit.name for u in order[:k])]
+            trial = self.measure(f"keep {k} units with most harm per ms", names, **_plan_options(current),
+                                 keep_fp32=keep)
+            return self.drop(trial) <= self.max_drop
+
+        low, k = 0, min(2, len(order))  # `low` units are known not to be enough
+        while True:
+            ok = within(k)
+            if ok is None:
+                return "budget used up"
+            if ok:
+                break
+            if k == len(order):
+                return "no unit left to revert"
+            low, k = k, min(2 * k, len(order))
+        while k - low > 1:
+            middle = (low + k) // 2
+            ok = within(middle)
+            if ok is None:
+                return "within budget (budget used up while narrowing the group)"
+            low, k = (low, middle) if ok else (middle, k)
         return "within budget"
 
     def _has(self, current: RunResult, keep: list[str]) -> bool:
