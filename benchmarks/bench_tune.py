@@ -39,14 +39,16 @@ CASES = {
 
 def retime(wb: Workbench, results: dict, *, batch: int, dims: dict, rounds: int, runs: int) -> dict:
     """Interleaved re-timing: per configuration the median of each round, then their median and range."""
-    engines = {name: wb.engine(result) for name, result in results.items()}
+    keys = {name: result.cache_key for name, result in results.items()}
+    unique = {result.cache_key: result for result in results.values()}  # the chosen plan may be full INT8
+    engines = {key: wb.engine(result) for key, result in unique.items()}
     feeds = wb._feeds(batch, dims)  # the session's own feeds at this shape (the ones every run is timed on)
-    medians: dict[str, list[float]] = {name: [] for name in engines}
+    medians: dict[str, list[float]] = {key: [] for key in engines}
     for _ in range(rounds):
-        for name, engine in engines.items():
-            medians[name].append(measure_latency(engine, feeds, batch=batch, warmup=3, runs=runs).median)
-    return {name: {"median_ms": statistics.median(values), "min_round_ms": min(values),
-                   "max_round_ms": max(values), "rounds": values} for name, values in medians.items()}
+        for key, engine in engines.items():
+            medians[key].append(measure_latency(engine, feeds, batch=batch, warmup=3, runs=runs).median)
+    return {name: {"median_ms": statistics.median(medians[key]), "min_round_ms": min(medians[key]),
+                   "max_round_ms": max(medians[key]), "rounds": medians[key]} for name, key in keys.items()}
 
 
 def run_case(name: str, budget: int, rounds: int, runs: int, cache_dir: str | None) -> dict:

@@ -97,6 +97,7 @@ class MixedPrecisionTab:
         return explorer._executor.submit(self._search, explorer.model.value, explorer.backend.value, config)
 
     def _search(self, model: str, backend: str, config: dict) -> None:
+        from ..tune import METRIC_UNITS
         from ..views.tuning import pareto_figure
 
         try:
@@ -119,8 +120,8 @@ class MixedPrecisionTab:
                 trace.on_click(self._on_point)
         chosen = found.chosen
         self.status.value = html.escape(
-            f"{len(found.configurations)} configurations measured ({found.stopped}); fastest within a "
-            f"{found.metric} drop of {found.max_drop:g}: {chosen.kept_text if chosen else 'none'}"
+            f"{len(found.configurations)} configurations measured ({found.stopped}); fastest with at most "
+            f"{found.max_drop:g} {METRIC_UNITS[found.metric]} lost: {chosen.kept_text if chosen else 'none'}"
             + (f", {chosen.latency_ms:.3f} ms median ({chosen.speedup_vs_fp32:.2f}x FP32)"
                if chosen and chosen.speedup_vs_fp32 else "") + ". Click a point to select it.")
         if chosen is not None and chosen.precision != "fp32":
