@@ -27,7 +27,8 @@ METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement wit
                 "cosine": "cosine to FP32 (absolute)"}
 DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
-PATIENCE = 2  # single-unit reverts in a row that do not help before the search reverts groups
+PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
+WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
 _QUANTISED = ("int8", "mixed")
 
 
@@ -356,7 +357,7 @@ class _Search:
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
         """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps; after
-        PATIENCE reverts in a row that do not help (the loss is spread over many units), revert groups."""
+        PATIENCE reverts in a row that do not help, or help little (the loss is spread), revert groups."""
         kept, tried, misses, ranked = [], set(), 0, list(ranking)
         while self.drop(current) > self.max_drop:
             candidate = next((u for u in ranking if u.unit.name not in tried), None)
@@ -370,8 +371,12 @@ class _Search:
             tried.add(candidate.unit.name)
             trial = self.measure(f"keep {candidate.unit.name}", [*kept, candidate.unit.name],
                                  **_plan_options(current), keep_fp32=keep)
-            if self.drop(trial) < self.drop(current):
-                current, kept, misses = trial, [*kept, candidate.unit.name], 0
+            gain, gap = self.drop(current) - self.drop(trial), self.drop(current) - self.max_drop
+            if gain > 0:
+                # a revert that closes less than WEAK_STEP of the gap still counts, but as a sign that the loss is
+                # spread over many units: after PATIENCE such steps the search reverts groups instead
+                misses = misses + 1 if gain < WEAK_STEP * gap else 0
+                current, kept = trial, [*kept, candidate.unit.name]
                 # re-rank from the new configuration's own drift (free: every reduced result carries it)
                 fresh = rank_by_drift(current, self.workbench.model.proto,
                                       quantised_units(current, self.workbench.model.node_names))
