@@ -22,13 +22,14 @@ from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.spec import Model
 from .precision.apply import precision_notes
 from .precision.plan import PrecisionPlan
-from .results import RunResult
+from .results import LAYER_TIME_BAND, RunResult
 from .samples import load_model
 from .samples.base import EvalData, Sample
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
-PROFILE_RUNS = 10
+PROFILE_RUNS = 20
+LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
 OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
 
 
@@ -223,7 +224,8 @@ class Workbench:
                              calibration=cal.content_hash if cal else None, backend=backend_name,
                              backend_version=backend_obj.version(), batches=sizes, runs=runs,
                              options=self._options(backend_obj).to_json(),
-                             eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None)
+                             eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
+                             latency_stats=LATENCY_STATS)
         job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         self._jobs[key] = job
         return job
@@ -286,8 +288,7 @@ class Workbench:
             graph, ratio = engine.layers(), None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline, job.dims)),
-                                      latency[0].median)
+                ratio = _join_timings(graph, *self._profile(engine, self._feeds(headline, job.dims), headline))
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
@@ -296,7 +297,8 @@ class Workbench:
                 drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend))
                 bar.update()
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
-        notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan)]))
+        notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan),
+                                    *_layer_time_notes(ratio)]))
         return RunResult(
             model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
             calibration=job.calibration.name if job.calibration else None,
@@ -308,8 +310,13 @@ class Workbench:
             drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)
 
-    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray]) -> list[LayerTiming]:
-        return engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
+    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
+        """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
+        layer times are compared with an end-to-end time taken under the same load."""
+        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS)
+        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
+        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS)
+        return timings, float(np.median(before.times_ms + after.times_ms))
 
     def _variant(self, job: _Job) -> Model:
         """Apply the plan; reduced-precision models are kept on disk too, so the fusion view rebuilds them fast."""
@@ -514,6 +521,15 @@ def _join_timings(graph: EngineGraph, timings: list[LayerTiming], end_to_end_ms:
     total = sum(layer.latency_ms for layer in graph.layers if layer.latency_ms is not None)
     matched = any(layer.latency_ms is not None for layer in graph.layers)
     return total / end_to_end_ms if matched and end_to_end_ms > 0 and math.isfinite(total) else None
+
+
+def _layer_time_notes(ratio: float | None) -> list[str]:
+    low, high = LAYER_TIME_BAND
+    if ratio is None or low <= ratio <= high:
+        return []
+    return [f"per-layer times sum to {ratio:.0%} of the end-to-end median timed around the profile (outside "
+            f"{low:.0%}-{high:.0%}): the per-layer bars do not add up to the latency (a busy machine while "
+            "profiling, or time the engine spends outside its layers)"]
 
 
 def _labels_hash(labels: np.ndarray | None) -> str:

@@ -66,10 +66,7 @@ class OnnxRuntimeBackend(Backend):
     def build(self, model: Model, options: OnnxRuntimeOptions | None = None) -> "OnnxRuntimeEngine":
         """Create a CPU InferenceSession at `options.optimization_level`; keep the optimised graph for inspection."""
         options = options or OnnxRuntimeOptions()
-        proto = model.proto if isinstance(model, Model) else model
-        if not isinstance(proto, onnx.ModelProto):
-            raise BackendError(f"OnnxRuntimeBackend.build needs a workbench Model, got {type(model).__name__}: "
-                               "load it with workbench.load_model first.")
+        proto = self.graph_of(model)
         if options.optimization_level not in _LEVELS:
             raise BackendError(f"Unknown ONNX Runtime optimization level {options.optimization_level!r}: "
                                f"choose one of {', '.join(_LEVELS)}.")

@@ -120,6 +120,9 @@ class Explorer:
         if key not in self._sessions:
             source = self._user_models.get(key[0], key[0])
             self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step, **self._session_kwargs)
+        for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
+            if other_key[0] != key[0]:
+                other.close()
         return self._sessions[key]
 
     def request(self) -> Future:
