@@ -155,10 +155,6 @@ class TuneResult:
         """The RunResult behind one of `configurations` (e.g. `chosen`), for views, bundles and engines."""
         return next(r for r in self.results if r.cache_key == config.cache_key)
 
-    @property
-    def chosen_result(self) -> RunResult | None:
-        return self.result_of(self.chosen) if self.chosen else None
-
     def to_json(self) -> dict:
         return {"model": self.model, "backend": self.backend, "precision": self.precision, "metric": self.metric,
                 "metric_unit": METRIC_UNITS[self.metric], "max_drop": self.max_drop, "budget": self.budget,
