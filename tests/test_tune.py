@@ -17,7 +17,7 @@ from workbench.errors import InputSpecError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
 from workbench.samples.base import EvalData, Sample
-from workbench.tune import metric_value, quantised_units, rank_by_drift
+from workbench.tune import dequantised_readers, metric_value, quantised_units, rank_by_drift
 
 FAST = {"runs": 3, "batch": 8}
 
@@ -71,6 +71,17 @@ def test_drift_proxy_ranks_units_by_the_noise_each_adds():
     assert ranked[0].noise_added == pytest.approx(1e-2 - 1e-4)
     assert ranked[1].noise_added == pytest.approx(0.0125 - 1e-2)
     assert ranked[2].noise_added == pytest.approx(1e-4) and ranked[2].output_sqnr_db == 40.0
+
+
+def test_float_layers_reading_dequantised_weights_are_units_too(session):
+    int8 = session.run("int8", **FAST)
+    variant = session.variant_model(int8).proto
+    readers = dequantised_readers(variant)
+    assert readers and all(n.op_type != "DequantizeLinear" for n in variant.graph.node if n.name in readers)
+    float_layer = EngineLayer("ln", "LayerNormalization", "fp32", ["relu2"], latency_ms=0.1)
+    result = _result([float_layer], [])
+    assert quantised_units(result, make_tiny_cnn_names()) == []  # by precision alone: not quantised
+    assert [u.nodes for u in quantised_units(result, make_tiny_cnn_names(), {"relu2"})] == [["relu2"]]
 
 
 def make_tiny_cnn_names() -> list[str]:
@@ -155,6 +166,9 @@ class _SpreadLossWorkbench:
         self.model = Model.from_proto(helper.make_model(graph), name="chain", source="test")
         self.results: list[RunResult] = []
         self.runs: list[tuple[str, ...]] = []
+
+    def variant_model(self, _result) -> Model:
+        return self.model  # no Q/DQ nodes: which layers are quantised comes from their precision
 
     def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
         keep = tuple(sorted(keep_fp32))

@@ -180,23 +180,41 @@ def metric_value(result: RunResult, metric: str) -> float:
 
 
 # ---- units and the drift proxy -----------------------------------------------------------------
-def quantised_units(result: RunResult, node_names) -> list[QuantUnit]:
-    """The units of a reduced-precision result, in engine order: layers running in INT8 (or mixed) that cover nodes
-    of the original model (`node_names`); inserted layers and standalone Q/DQ glue are not units."""
+def quantised_units(result: RunResult, node_names, dequantised=()) -> list[QuantUnit]:
+    """The units of a reduced-precision result, in engine order: layers covering nodes of the original model
+    (`node_names`) that run in INT8 (or mixed) or read a dequantised value (`dequantised`: nodes of the variant
+    graph fed by a DequantizeLinear, e.g. a float LayerNormalization with INT8 weights); inserted layers and
+    standalone Q/DQ glue are not units."""
     if result.engine is None:
         raise InputSpecError(f"{result.label} has no engine layers: run it with profile=True to rank its units.")
     known = set(node_names)
     kept = set(result.keep_fp32)
+    reads_int8 = set(dequantised)
     total = sum(layer.latency_ms or 0.0 for layer in result.engine.layers)
     units = []
     for layer in result.engine.layers:
         nodes = [n for n in layer.onnx_nodes if n in known and n not in kept]
-        if layer.inserted or not nodes or layer.precision not in _QUANTISED:
+        quantised = layer.precision in _QUANTISED or any(n in reads_int8 for n in nodes)
+        if layer.inserted or not nodes or not quantised:
             continue
         units.append(QuantUnit(layer=layer.name, layer_type=layer.type, nodes=nodes, latency_ms=layer.latency_ms,
                                latency_share=(layer.latency_ms / total) if layer.latency_ms is not None and total
                                else None))
     return units
+
+
+def dequantised_readers(variant_proto) -> set[str]:
+    """Nodes of a precision-baked graph that read the output of a DequantizeLinear (they compute on INT8 data)."""
+    index = GraphIndex(variant_proto)
+    return {node.name for node in index.nodes if node.op_type != "QuantizeLinear" and any(
+        (producer := index.producer(t)) is not None and producer.op_type == "DequantizeLinear"
+        for t in node.input if t)}
+
+
+def units_of(workbench, result: RunResult) -> list[QuantUnit]:
+    """`quantised_units` of a result of `workbench` (its precision-baked graph says which nodes read INT8)."""
+    return quantised_units(result, workbench.model.node_names,
+                           dequantised_readers(workbench.variant_model(result).proto))
 
 
 def _noise(sqnr_db: float) -> float:
@@ -251,7 +269,7 @@ def sensitivity(workbench, result: RunResult, *, metric: str = "agreement", conf
     if result.precision == "fp32":
         raise InputSpecError("Sensitivity ranks a reduced-precision result: pass an FP16 or INT8 result.")
     baseline = _baseline(workbench, result, run_options)
-    units = rank_by_drift(result, workbench.model.proto, quantised_units(result, workbench.model.node_names))
+    units = rank_by_drift(result, workbench.model.proto, units_of(workbench, result))
     value = metric_value(result, metric)
     show = workbench.progress if progress is None else progress
     for entry in tqdm(units[:max(confirm, 0)], desc="sensitivity", unit="unit", disable=not show):
@@ -374,8 +392,7 @@ class _Search:
                 misses = misses + 1 if gain < WEAK_STEP * gap else 0
                 current, kept = trial, [*kept, candidate.unit.name]
                 # re-rank from the new configuration's own drift (free: every reduced result carries it)
-                fresh = rank_by_drift(current, self.workbench.model.proto,
-                                      quantised_units(current, self.workbench.model.node_names))
+                fresh = rank_by_drift(current, self.workbench.model.proto, units_of(self.workbench, current))
                 ranked, ranking = fresh, [u for u in fresh if u.unit.name not in tried]
             else:
                 misses += 1
