@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from .errors import WorkbenchError
+from .output import atomic_write, check_outputs
 from .results import strict_json
 
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
@@ -99,6 +100,8 @@ def _report(args, command_line: str) -> int:
     from .session import Workbench
 
     model = args.model or samples.DEFAULT_SAMPLE
+    out = args.out or (None if args.json_path else "report.html")
+    check_outputs({"--out": out, "--json": args.json_path}, inputs=[model])
     precisions = args.precision or list(DEFAULT_PRECISIONS)
     backends = args.backend or ["onnxruntime"]
     progress = not args.quiet
@@ -128,7 +131,6 @@ def _report(args, command_line: str) -> int:
             "results": [r.to_json() for r in results],
         }
         _write_json(args.json_path, payload)
-    out = args.out or (None if args.json_path else "report.html")
     if out:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
@@ -143,6 +145,9 @@ def _plan(args, command_line: str) -> int:
     if profiles and len(profiles) != len(args.graph_json):
         raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
                              "give one --profile per graph, or none to find them beside the graph files.")
+    inputs = [*args.graph_json, *profiles,
+              *(str(p) for folder in args.graph_json if Path(folder).is_dir() for p in Path(folder).glob("*.json"))]
+    check_outputs({"--out": args.out, "--json": args.json_path}, inputs=inputs)
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
@@ -165,10 +170,8 @@ def _plan(args, command_line: str) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False))
-    print(f"json: {target}")
+    atomic_write(path, json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8"))
+    print(f"json: {path}")
 
 
 def _print_summary(results) -> None:

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .backends import get_backend
-from .cache import atomic_write
+from .output import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .views.tables import html_table
