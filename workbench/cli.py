@@ -190,5 +190,8 @@ def _print_summary(results) -> None:
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {row['latency_p90_ms']:8.3f} "
               + ("     n/a" if speedup is None else f"{speedup:7.2f}x")
               + f" {pct(row['top1'])} {pct(row['agreement'])}{flag}")
+    for r in results:
+        if r.precision_warning:
+            print(f"WARNING: {r.precision_warning}")
     if any(r.synthetic_data for r in results):
         print("note: measured on synthetic inputs (no data came with the model); accuracy is agreement only.")

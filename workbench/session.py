@@ -21,6 +21,7 @@ from .errors import CalibrationError, InputSpecError
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models import load_model
 from .models.spec import Model
+from .precision.apply import precision_notes
 from .precision.plan import PrecisionPlan
 from .results import RunResult
 from .samples.base import EvalData, Sample
@@ -265,7 +266,7 @@ class Workbench:
             synthetic_data=self.synthetic,
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
             drift_graph=drift_graph, accelerated=bool(backend.accelerated_precisions().get(plan.precision, False)),
-            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)
+            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key, precision_notes=precision_notes(variant))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray]) -> list[LayerTiming]:
         # `progress` is not part of the Engine protocol; pass it to the engines that take it.
