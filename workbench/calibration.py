@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import CalibrationError
+from .limits import array_bytes, check_memory
 from .models.spec import TensorSpec
 
 DEFAULT_SIZE = 256
@@ -58,11 +59,22 @@ class CalibrationSet:
     def from_arrays(cls, name: str, arrays: Mapping[str, np.ndarray] | np.ndarray, *, input_name: str | None = None,
                     description: str = "", limit: int | None = DEFAULT_SIZE, synthetic: bool = False) -> "CalibrationSet":
         """From one array (needs `input_name`) or a mapping of input name -> array; keeps the first `limit`."""
-        if isinstance(arrays, np.ndarray):
+        if not isinstance(arrays, Mapping):
             if input_name is None:
-                raise CalibrationError(f"Calibration set {name!r}: a bare array needs input_name= (the model input it feeds).")
+                raise CalibrationError(f"Calibration set {name!r}: a bare {type(arrays).__name__} needs input_name= "
+                                       "(the model input it feeds), or pass a mapping of input name -> array.")
             arrays = {input_name: arrays}
-        picked = {k: np.asarray(v)[:limit] if limit else np.asarray(v) for k, v in arrays.items()}
+        picked = {}
+        for key, value in arrays.items():
+            try:
+                array = np.asarray(value)
+            except ValueError as exc:  # ragged nested lists
+                raise CalibrationError(f"Calibration set {name!r}: input {key!r} is not a rectangular array ({exc}). "
+                                       "Give every sample the same shape.") from exc
+            if array.ndim == 0 or array.dtype == object:
+                raise CalibrationError(f"Calibration set {name!r}: input {key!r} is a {array.dtype} value of shape "
+                                       f"{list(array.shape)}, not an array of samples: stack the samples on axis 0.")
+            picked[key] = array[:limit] if limit else array
         return cls(name=name, arrays=picked, description=description, synthetic=synthetic)
 
     @classmethod
@@ -97,9 +109,13 @@ class CalibrationSet:
                       dim_overrides: dict[str, int] | None = None) -> "CalibrationSet":
         """Random inputs from the model's specs (standard normal floats, small ints): labelled synthetic."""
         rng = np.random.default_rng(seed)
+        shapes = {spec.name: spec.concrete_shape(batch=size, overrides=dim_overrides) for spec in inputs}
+        check_memory(sum(array_bytes(shapes[spec.name], np.dtype(spec.dtype).itemsize) for spec in inputs),
+                     f"{size} synthetic samples of inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}",
+                     "give the model smaller fixed dims, or symbolic ones (set to 1 here)")
         arrays = {}
         for spec in inputs:
-            shape = spec.concrete_shape(batch=size, overrides=dim_overrides)
+            shape = shapes[spec.name]
             dtype = np.dtype(spec.dtype)
             if dtype.kind == "f":
                 arrays[spec.name] = rng.standard_normal(shape).astype(dtype)

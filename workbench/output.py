@@ -25,7 +25,7 @@ def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:
-        mode = 0o666 & ~_umask()
+        mode = 0o666 & ~current_umask()
     tmp = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,8 @@ def _folder_problem(folder: Path) -> str | None:
     return None
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read by setting it back at once)."""
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

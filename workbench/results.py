@@ -81,6 +81,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
     precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
+    variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
 
     @property
     def label(self) -> str:
@@ -150,6 +151,7 @@ class RunResult:
             "precision_share": self.precision_share,
             "precision_notes": list(self.precision_notes),
             "precision_warning": self.precision_warning,
+            "variant_sha256": self.variant_sha256,
         }
 
     @classmethod
@@ -176,6 +178,7 @@ class RunResult:
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
             precision_notes=list(data.get("precision_notes", [])),
+            variant_sha256=data.get("variant_sha256"),
         )
 
 

@@ -19,6 +19,9 @@ def load_onnx_file(path: str | Path, *, name: str | None = None) -> Model:
                              "(relative paths are resolved from the current directory).")
     if path.is_dir():
         raise ModelLoadError(f"{str(path)!r} is a directory, not an ONNX file: pass the path of the .onnx file inside it.")
+    if not path.is_file():
+        raise ModelLoadError(f"{str(path)!r} is not a regular file (a FIFO, device or socket), so it cannot hold an "
+                             "ONNX model: pass the path of a saved .onnx file.")
     proto = _parse(path.read_bytes(), str(path))
     _load_external_data(proto, path)
     return finalize(proto, name=name or path.stem, source=str(path))
