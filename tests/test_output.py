@@ -116,3 +116,10 @@ def test_plan_refuses_to_overwrite_its_graph_json(tmp_path, capsys):
     graph.write_text('{"Layers": ["conv1"], "Bindings": ["input"]}')
     assert main(["plan", str(graph), "--json", str(graph)]) == 2
     assert graph.read_text() == '{"Layers": ["conv1"], "Bindings": ["input"]}'
+
+
+def test_plan_report_and_json_are_written(tmp_path, capsys):
+    graph = tmp_path / "a.graph.json"
+    graph.write_text('{"Layers": ["conv1"], "Bindings": ["input"]}')
+    assert main(["plan", str(graph), "--out", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json")]) == 0
+    assert "<html>" in (tmp_path / "r.html").read_text() and '"layers"' in (tmp_path / "r.json").read_text()

@@ -30,6 +30,11 @@ class CalibrationSet:
     def __post_init__(self) -> None:
         if not self.arrays:
             raise CalibrationError(f"Calibration set {self.name!r} has no inputs: give at least one named array.")
+        scalars = [name for name, arr in self.arrays.items() if np.ndim(arr) == 0]
+        if scalars:
+            raise CalibrationError(f"Calibration set {self.name!r}: input {scalars[0]!r} is a scalar (shape []), with "
+                                   "no sample axis: inputs hold samples on axis 0 (models with scalar inputs cannot be "
+                                   "measured in batches).")
         sizes = {name: len(arr) for name, arr in self.arrays.items()}
         if len(set(sizes.values())) != 1:
             raise CalibrationError(f"Calibration set {self.name!r} has inputs of different lengths {sizes}: "
@@ -110,7 +115,8 @@ class CalibrationSet:
         """Random inputs from the model's specs (standard normal floats, small ints): labelled synthetic."""
         rng = np.random.default_rng(seed)
         shapes = {spec.name: spec.concrete_shape(batch=size, overrides=dim_overrides) for spec in inputs}
-        check_memory(sum(array_bytes(shapes[spec.name], np.dtype(spec.dtype).itemsize) for spec in inputs),
+        # random values are drawn as 8-byte numbers, then cast: both copies exist at once
+        check_memory(sum(array_bytes(shapes[spec.name], np.dtype(spec.dtype).itemsize + 8) for spec in inputs),
                      f"{size} synthetic samples of inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}",
                      "give the model smaller fixed dims, or symbolic ones (set to 1 here)")
         arrays = {}

@@ -163,9 +163,6 @@ def build_plan_report(plans, *, command: str = "") -> str:
 
     doc = _Html("TensorRT Workbench: engine plans " + ", ".join(p.name for p in plans))
     doc.heading("Summary", "summary")
-    for result in results:
-        if result.precision_warning:
-            doc.text(result.precision_warning, "warning")
     for plan in plans:
         summary = plan_report.plan_summary(plan)
         doc.raw(f"<h3>{html.escape(plan.name)}</h3>")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,9 @@ def _read_json(source: Any, what: str) -> tuple[Any, str]:
                                   "unchanged.") from exc
         except RecursionError as exc:
             raise _nesting_error(label) from exc
+    elif not isinstance(source, (str, os.PathLike)):
+        raise PlanImportError(f"Cannot read the {what} from a {type(source).__name__}: pass a path, JSON text or "
+                              "the parsed JSON (a dict or list).")
     else:
         path = Path(source)
         label = str(path)
