@@ -115,6 +115,10 @@ class CalibrationSet:
         """Random inputs from the model's specs (standard normal floats, small ints): labelled synthetic."""
         rng = np.random.default_rng(seed)
         shapes = {spec.name: spec.concrete_shape(batch=size, overrides=dim_overrides) for spec in inputs}
+        empty = [name for name, shape in shapes.items() if 0 in shape]
+        if empty:
+            raise CalibrationError(f"Input {empty[0]!r} has shape {list(shapes[empty[0]])} with a zero-size dim: "
+                                   "its samples hold no values, so there is nothing to generate.")
         # random values are drawn as 8-byte numbers, then cast: both copies exist at once
         check_memory(sum(array_bytes(shapes[spec.name], np.dtype(spec.dtype).itemsize + 8) for spec in inputs),
                      f"{size} synthetic samples of inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}",

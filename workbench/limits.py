@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from .errors import InputSpecError
 
 MAX_NESTING = 64  # deepest list/dict nesting accepted in JSON and YAML inputs (real files stay below 10)
-MEMORY_FRACTION = 0.5  # refuse arrays needing more than this share of the memory available now
+MEMORY_FRACTION = 0.25  # refuse arrays needing more than this share of the memory available now (engines need
+# several times their inputs for activations and copies)
 
 
 def machine_cores() -> int:
@@ -59,8 +60,8 @@ def check_memory(nbytes: int, what: str, fix: str) -> None:
     """Raise InputSpecError when `what` needs more than MEMORY_FRACTION of the available memory."""
     available = available_memory()
     if available is not None and nbytes > MEMORY_FRACTION * available:
-        raise InputSpecError(f"{what} needs {_size(nbytes)}, more than half the {_size(available)} of memory "
-                             f"available: {fix}.")
+        raise InputSpecError(f"{what} needs {_size(nbytes)}, more than {MEMORY_FRACTION:.0%} of the "
+                             f"{_size(available)} of memory available: {fix}.")
 
 
 def too_deep(value, limit: int = MAX_NESTING) -> bool:
