@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import make_tiny_cnn
-from workbench.backends.base import EngineGraph, EngineLayer
+from workbench.engine import EngineGraph, EngineLayer
 from workbench.calibration import CalibrationSet
 from workbench.cli import _print_summary
 from workbench.models.spec import Model

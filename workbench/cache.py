@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .output import atomic_write  # the one safe writer (also imported from here by backends)
 
 ENV_VAR = "WORKBENCH_CACHE"

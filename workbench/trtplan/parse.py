@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import EngineGraph, EngineLayer
+from ..engine import EngineGraph, EngineLayer
 from ..errors import PlanImportError
 from ..limits import MAX_NESTING, too_deep
 
