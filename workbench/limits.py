@@ -66,16 +66,18 @@ def check_memory(nbytes: int, what: str, fix: str) -> None:
 
 def too_deep(value, limit: int = MAX_NESTING) -> bool:
     """True when `value` (parsed JSON/YAML) nests lists/dicts more than `limit` levels; iterative, never recurses."""
+    if not isinstance(value, (list, dict)):
+        return False
     stack = [(value, 1)]
-    seen: set[int] = set()  # YAML aliases can make the same container appear many times
+    seen = {id(value)}  # YAML aliases can make the same container appear many times
     while stack:
         item, depth = stack.pop()
-        if not isinstance(item, (list, dict)) or id(item) in seen:
-            continue
         if depth > limit:
             return True
-        seen.add(id(item))
-        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+        for child in (item.values() if isinstance(item, dict) else item):
+            if isinstance(child, (list, dict)) and id(child) not in seen:
+                seen.add(id(child))
+                stack.append((child, depth + 1))
     return False
 
 
