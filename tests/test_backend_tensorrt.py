@@ -6,12 +6,12 @@ engine cache with its sidecar metadata, and the errors without TensorRT or witho
 """
 from __future__ import annotations
 
-import enum
 import json
 import sys
 import types
 
 import pytest
+from tensorrt_double import tensorrt_module
 
 from workbench.backends import engine_options, get_backend
 from workbench.backends.tensorrt import TensorRTOptions
@@ -39,15 +39,8 @@ class _Recorder:
 
 def fake_tensorrt(version: str = "10.3.0", *, parse_ok: bool = True, build_ok: bool = True):
     """A stand-in for the `tensorrt` module with just the API the backend uses; it records calls."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
+    trt = tensorrt_module(version)
     log = trt.log = _Recorder()
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag",
-                                                     {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
-    trt.MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE"])
-    trt.ProfilingVerbosity = enum.Enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "DETAILED"])
-    trt.LayerInformationFormat = enum.Enum("LayerInformationFormat", ["ONELINE", "JSON"])
-    trt.TensorIOMode = enum.Enum("TensorIOMode", ["INPUT", "OUTPUT"])
 
     class Logger:
         WARNING = "warning"

@@ -183,6 +183,14 @@ class Backend(ABC):
     def build(self, model: Model, options: EngineOptions | None = None) -> Engine:
         """Build an engine; raise BackendError with a readable message on failure."""
 
+    def graph_of(self, model: Model | onnx.ModelProto) -> onnx.ModelProto:
+        """The ONNX graph to build from a workbench Model (a bare ModelProto is accepted too)."""
+        proto = model.proto if isinstance(model, Model) else model
+        if not isinstance(proto, onnx.ModelProto):
+            raise BackendError(f"{type(self).__name__}.build needs a workbench Model, got {type(model).__name__}: "
+                               "load it with workbench.load_model first.")
+        return proto
+
 
 
 def check_feeds(feeds: dict[str, np.ndarray], input_specs: list[TensorSpec]) -> None:

@@ -11,10 +11,10 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .backends import get_backend
-from .cache import atomic_write
+from .output import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
-from .results import baseline_of
+from .results import RunResult, baseline_of, speedup_over
 from .views.tables import html_table, summary_html
 
 _STYLE = """
@@ -23,8 +23,10 @@ main{max-width:1200px;margin:1.5rem auto;padding:0 1rem;box-sizing:border-box}
 h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
 p{max-width:60rem}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.5rem 0}
+.warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
 .fusion{max-width:100%;overflow-x:auto}
+.headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 
 
@@ -87,12 +89,16 @@ def build_report(sessions, results, *, command: str = "") -> str:
 
     model = sessions[0].model
     doc = _Html(f"TensorRT Workbench report: {model.name}")
+    doc.text(headline(results), "headline")
     doc.text(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Model source: {model.source}.")
     if any(r.synthetic_data for r in results):
         doc.text("These results were measured on synthetic inputs generated from the model's input specs: "
                  "accuracy is agreement with FP32 only.", "note")
 
     doc.heading("Summary", "summary")
+    for result in results:
+        if result.precision_warning:
+            doc.text(result.precision_warning, "warning")
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
@@ -140,6 +146,9 @@ def build_report(sessions, results, *, command: str = "") -> str:
     else:
         doc.text("No reduced-precision configuration with drift measurements in this run.")
 
+    doc.heading("Why is it not faster? Engine lint", "lint")
+    lint_section(doc, sessions, results)
+
     doc.heading("Regional precision policies", "policy")
     policies = policy.default_policies()
     choices = policy.choose(policies, results)
@@ -152,6 +161,86 @@ def build_report(sessions, results, *, command: str = "") -> str:
 
     _provenance(doc, command, results)
     return doc.render()
+
+
+ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)
+
+
+def headline(results: Sequence[RunResult]) -> str:
+    """One or two sentences opening the report: the fastest configuration (highest throughput) within
+    ACCURACY_MARGIN of its FP32 baseline's accuracy, its speed-up over that baseline with the interval (or "no
+    measurable difference"), and what its engine fused."""
+    candidates = []
+    for result in results:
+        base = baseline_of(result, results)
+        if base is not None and _within_margin(result, base):
+            candidates.append((result, base))
+    if not candidates:
+        return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
+                "run FP32 too to see what reduced precision changes.")
+    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
+    head = result.headline_latency
+    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy: {result.label}, "
+            f"{head.median:.3f} ms per batch of {head.batch}")
+    if result is base:
+        reduced = any(r is not b for r, b in candidates)
+        text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
+                 ": FP32 itself, no reduced-precision result is within that margin.")
+    else:
+        gain = speedup_over(result, base)
+        relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
+        text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
+                 f"(FP32 {_accuracy_text(base)}).")
+    return text + _fused_text(result)
+
+
+def _metric(result: RunResult) -> tuple[str, float | None]:
+    acc = result.accuracy
+    if acc is None:
+        return "agreement", None
+    return ("top-1", acc.top1) if acc.top1 is not None else ("agreement", acc.top1_agreement)
+
+
+def _within_margin(result: RunResult, base: RunResult) -> bool:
+    (name, value), (base_name, base_value) = _metric(result), _metric(base)
+    return value is not None and base_value is not None and name == base_name and \
+        value >= base_value - ACCURACY_MARGIN
+
+
+def _accuracy_text(result: RunResult) -> str:
+    name, value = _metric(result)
+    return f"{name} {value * 100:.2f}%"
+
+
+def _fused_text(result: RunResult) -> str:
+    fused = [layer for layer in (result.engine.layers if result.engine else []) if len(layer.onnx_nodes) > 1]
+    if not fused:
+        return "" if result.engine is None else " Its engine fused no ONNX nodes together."
+    types: dict[str, int] = {}
+    for layer in fused:
+        types[layer.type] = types.get(layer.type, 0) + 1
+    common = ", ".join(f"{name} ×{count}" for name, count in sorted(types.items(), key=lambda t: -t[1])[:3])
+    layers = f"{len(fused)} layer" + "s" * (len(fused) != 1)
+    return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {layers} ({common}"
+            + (", …" if len(types) > 3 else "") + ").")
+
+
+def lint_section(doc: _Html, sessions, results) -> None:
+    """Lint findings (workbench.lint) of each reduced-precision result: what costs time and what to change."""
+    from .lint import findings_table, lint_result, op_types_of
+
+    reduced = [r for r in results if r.precision != "fp32" and r.engine is not None]
+    if not reduced:
+        doc.text("No reduced-precision configuration in this run.")
+    for result in reduced:
+        session = next((s for s in sessions if s.backend_name == result.backend), None)
+        op_types = op_types_of(session.variant_model(result)) if session is not None else None
+        findings = lint_result(result, op_types)
+        doc.raw(f"<h3>{html.escape(result.label)}</h3>")
+        if findings:
+            doc.table(findings_table(findings))
+        else:
+            doc.text("Nothing to flag: no rule found time lost to conversions, misaligned channels or layer shape.")
 
 
 def build_plan_report(plans, *, command: str = "") -> str:

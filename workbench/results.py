@@ -3,10 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
+
 from .engine import EngineGraph
+
+CONFIDENCE = 0.95  # of every latency and speed-up interval
+BOOTSTRAP_RESAMPLES = 2000
+# Smallest speed-up reported as a difference. The bootstrap treats runs as independent; on a shared machine the load
+# also drifts between the timing windows of two configurations, which no within-window interval sees.
+MIN_EFFECT = 0.05
+NO_DIFFERENCE = "no measurable difference"
+LAYER_TIME_BAND = (0.9, 1.1)  # summed per-layer time / end-to-end median inside which the per-layer bars add up
+
+MOSTLY_FP32 = 0.5  # above this fraction in FP32, a reduced-precision result is flagged (precision_warning)
+_FP32_REASON = re.compile(r"fp32|float", re.IGNORECASE)  # precision-step notes that say why nodes stayed FP32
 
 
 @dataclass
@@ -21,9 +35,78 @@ class LatencyStats:
     runs: int
     throughput: float  # samples per second at the median
     dims: dict[str, int] = field(default_factory=dict)  # sizes of other dynamic axes (e.g. sequence) when timed
+    times_ms: list[float] = field(default_factory=list)  # every timed run, in order (empty in old results)
+    median_ci: list[float] | None = None  # [low, high] bootstrap CONFIDENCE interval of the median
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def median_interval(times_ms: Sequence[float], *, seed: int = 0) -> list[float] | None:
+    """[low, high] bootstrap (percentile) CONFIDENCE interval of the median of `times_ms`; None for < 2 runs."""
+    if len(times_ms) < 2:
+        return None
+    medians = _bootstrap_medians(times_ms, np.random.default_rng(seed))
+    return [float(v) for v in np.quantile(medians, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])]
+
+
+def _bootstrap_medians(times_ms: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    times = np.asarray(times_ms, dtype=float)
+    return np.median(times[rng.integers(0, len(times), size=(BOOTSTRAP_RESAMPLES, len(times)))], axis=1)
+
+
+@dataclass
+class Speedup:
+    """Median latency of the baseline / median latency of a result (>1: the result is faster), with its
+    bootstrap CONFIDENCE interval (None when either side kept no run times) and the within-noise verdict."""
+
+    ratio: float
+    low: float | None
+    high: float | None
+    verdict: str  # "faster", "slower" or NO_DIFFERENCE
+
+    @property
+    def measurable(self) -> bool:
+        return self.verdict != NO_DIFFERENCE
+
+    def text(self) -> str:
+        """E.g. "×1.52 (95% CI ×1.41–1.63)", or "no measurable difference (×0.97, 95% CI ×0.90–1.05)"."""
+        interval = "" if self.low is None else f"{CONFIDENCE:.0%} CI ×{self.low:.2f}–{self.high:.2f}"
+        if self.measurable:
+            return f"×{self.ratio:.2f}" + (f" ({interval})" if interval else "")
+        return f"{NO_DIFFERENCE} (×{self.ratio:.2f}" + (f", {interval})" if interval else ")")
+
+    def to_json(self) -> dict:
+        return {"ratio": self.ratio, "ci": None if self.low is None else [self.low, self.high],
+                "verdict": self.verdict}
+
+
+def speedup_verdict(ratio: float, low: float | None, high: float | None) -> str:
+    """THE within-noise rule: NO_DIFFERENCE when the interval contains 1.0 or the speed-up is under MIN_EFFECT
+    either way; otherwise "faster" or "slower"."""
+    if (low is not None and low <= 1.0 <= high) or abs(math.log(ratio)) < math.log1p(MIN_EFFECT):
+        return NO_DIFFERENCE
+    return "faster" if ratio > 1.0 else "slower"
+
+
+def speedup(result_stats: LatencyStats, baseline_stats: LatencyStats, *, seed: int = 0) -> Speedup:
+    """Speed-up of `result_stats` over `baseline_stats` (same batch): the ratio of medians, its interval from
+    bootstrapping both samples of run times independently, and `speedup_verdict`."""
+    ratio = baseline_stats.median / result_stats.median
+    low = high = None
+    if len(result_stats.times_ms) >= 2 and len(baseline_stats.times_ms) >= 2:
+        rng = np.random.default_rng(seed)
+        ratios = _bootstrap_medians(baseline_stats.times_ms, rng) / _bootstrap_medians(result_stats.times_ms, rng)
+        low, high = (float(v) for v in np.quantile(ratios, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]))
+    return Speedup(ratio, low, high, speedup_verdict(ratio, low, high))
+
+
+def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
+    """`speedup` of `result`'s headline latency over `baseline`'s latency at the same batch and dims (None if the
+    baseline was not timed there). Find the baseline with `baseline_of`."""
+    head = result.headline_latency
+    same = next((s for s in baseline.latency if s.batch == head.batch and s.dims == head.dims), None)
+    return None if same is None else speedup(head, same)
 
 
 @dataclass
@@ -71,14 +154,17 @@ class RunResult:
     latency: list[LatencyStats]  # one per batch size; the first is the headline
     accuracy: AccuracyStats | None
     engine: EngineGraph | None = None  # layers with provenance and joined per-layer latency
-    layer_time_ratio: float | None = None  # summed per-layer time / end-to-end time
+    layer_time_ratio: float | None = None  # summed per-layer time / profile_end_to_end_ms
     drift: list[DriftPoint] = field(default_factory=list)
     drift_graph: str | None = None  # which graph the drift was measured on
     accelerated: bool = True  # False when the backend runs this precision no faster than FP32
     keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
+    precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
+    variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
     calibration_size: int | None = None  # samples of the calibration set used
+    profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
 
     @property
     def label(self) -> str:
@@ -100,6 +186,39 @@ class RunResult:
     def headline_latency(self) -> LatencyStats:
         return self.latency[0]
 
+    @property
+    def precision_share(self) -> dict | None:
+        """What really ran: {"nodes": {precision: fraction of the ONNX nodes}, "time": {precision: fraction of the
+        profiled layer time} or None without per-layer times}; None without engine layers."""
+        return precision_share(self.engine)
+
+    @property
+    def precision_warning(self) -> str | None:
+        """A loud note when a reduced-precision result runs mostly in FP32 (by time when profiled, else by nodes),
+        with the precision step's reason when it gave one."""
+        share = self.precision_share
+        if self.precision == "fp32" or share is None:
+            return None
+        basis = "time" if share["time"] else "nodes"
+        fp32 = share[basis].get("fp32", 0.0)
+        if fp32 <= MOSTLY_FP32:
+            return None
+        reasons = [n for n in self.precision_notes if _FP32_REASON.search(n)]
+        nodes, time = share["nodes"].get("fp32", 0.0), (share["time"] or {}).get("fp32")
+        return (f"{self.label} runs mostly in FP32: {nodes:.0%} of nodes"
+                + (f" and {time:.0%} of layer time" if time is not None else "")
+                + f" are FP32, so its numbers describe FP32, not {self.precision.upper()}. Reason: "
+                + ("; ".join(reasons) if reasons else "the precision step gave none; check the engine's layers")
+                + ".")
+
+    @property
+    def layer_times_agree(self) -> bool | None:
+        """Whether the per-layer times add up to the end-to-end time (ratio inside LAYER_TIME_BAND); None if
+        not profiled."""
+        if self.layer_time_ratio is None:
+            return None
+        return LAYER_TIME_BAND[0] <= self.layer_time_ratio <= LAYER_TIME_BAND[1]
+
     def to_json(self) -> dict:
         head = self.headline_latency
         layers = self.engine.layers if self.engine else []
@@ -117,7 +236,7 @@ class RunResult:
             "synthetic_data": self.synthetic_data,
             "accelerated": self.accelerated,
             "latency_ms": {"median": head.median, "p90": head.p90, "min": head.min, "batch": head.batch,
-                           "throughput": head.throughput},
+                           "throughput": head.throughput, "median_ci": head.median_ci},
             "latency_by_batch": [stats.to_json() for stats in self.latency],
             "accuracy": self.accuracy.to_json() if self.accuracy else
             {"top1": None, "top1_agreement": None, "cosine": None, "max_abs_diff": None, "samples": 0},
@@ -127,11 +246,16 @@ class RunResult:
                 for l in layers
             ],
             "layer_time_ratio": self.layer_time_ratio,
+            "profile_end_to_end_ms": self.profile_end_to_end_ms,
             "engine": self.engine.to_json() if self.engine else None,
             "drift": [point.to_json() for point in self.drift],
             "drift_graph": self.drift_graph,
             "notes": list(self.notes),
             "cache_key": self.cache_key,
+            "precision_share": self.precision_share,
+            "precision_notes": list(self.precision_notes),
+            "precision_warning": self.precision_warning,
+            "variant_sha256": self.variant_sha256,
         }
 
     @classmethod
@@ -151,14 +275,38 @@ class RunResult:
             accuracy=AccuracyStats(**acc) if acc and acc.get("samples") else None,
             engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
             layer_time_ratio=data.get("layer_time_ratio"),
+            profile_end_to_end_ms=data.get("profile_end_to_end_ms"),
             drift=[_drift_point(d) for d in data.get("drift", [])],
             drift_graph=data.get("drift_graph"),
             accelerated=bool(data.get("accelerated", True)),
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
+            precision_notes=list(data.get("precision_notes", [])),
+            variant_sha256=data.get("variant_sha256"),
             calibration_size=data.get("calibration_size"),
         )
+
+
+def precision_share(engine: EngineGraph | None) -> dict | None:
+    """Fractions of ONNX nodes (each counted once, under the first layer that covers it) and of profiled layer
+    time per layer precision; "time" is None when no layer has a time. None without layers."""
+    if engine is None or not engine.layers:
+        return None
+    nodes: dict[str, int] = {}
+    seen: set[str] = set()
+    for layer in engine.layers:
+        for node in layer.onnx_nodes:
+            if node not in seen:
+                seen.add(node)
+                nodes[layer.precision] = nodes.get(layer.precision, 0) + 1
+    times: dict[str, float] = {}
+    for layer in engine.layers:
+        if layer.latency_ms is not None and math.isfinite(layer.latency_ms) and layer.latency_ms >= 0:
+            times[layer.precision] = times.get(layer.precision, 0.0) + layer.latency_ms
+    node_total, time_total = sum(nodes.values()), sum(times.values())
+    return {"nodes": {k: v / node_total for k, v in sorted(nodes.items())} if node_total else {},
+            "time": {k: v / time_total for k, v in sorted(times.items())} if time_total > 0 else None}
 
 
 def baseline_of(result: RunResult, candidates: Iterable[RunResult], *, batch: int | None = None) -> RunResult | None:

@@ -18,17 +18,19 @@ from .cache import ResultCache
 from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
+from .limits import array_bytes, capped_threads, check_memory
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.spec import Model
 from .precision.apply import precision_notes
 from .precision.plan import PrecisionPlan
-from .results import RunResult
+from .results import LAYER_TIME_BAND, RunResult
 from .samples import load_model
 from .samples.base import EvalData, Sample
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
-PROFILE_RUNS = 10
+PROFILE_RUNS = 20
+LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
 OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
 
 
@@ -69,7 +71,7 @@ class Workbench:
         from . import samples
 
         self.backend_name = backend
-        self.threads = threads
+        self.threads = capped_threads(threads)
         self.optimization_level = optimization_level
         self.engine_options = {name: dict(options) for name, options in (engine_options or {}).items()}
         self.shape_range = dict(shape_range or {})
@@ -85,6 +87,7 @@ class Workbench:
             self.model = self.sample.model
         else:
             self.model = load_model(model)
+        _check_no_empty_inputs(self.model)
         if eval_limit is not None and eval_limit < 1:
             raise InputSpecError(f"eval_limit={eval_limit}: give a positive number of evaluation samples or None.")
         if self.sample is not None:
@@ -141,6 +144,21 @@ class Workbench:
         """`run(**config)` for every config; all configs are validated before the first one runs."""
         jobs = [self._prepare(**config) for config in configs]
         return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
+
+    def tune(self, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
+             budget: int = 8, **options):
+        """The fastest `precision` configuration (mixed with FP32 where needed) whose `metric` (top1 | agreement |
+        cosine) drops at most `max_drop` below FP32, measuring at most `budget` configurations; returns a
+        `workbench.tune.TuneResult` with every configuration measured. See `workbench.tune.tune` for options."""
+        from .tune import tune
+
+        return tune(self, precision, max_drop=max_drop, metric=metric, budget=budget, **options)
+
+    def sensitivity(self, result: RunResult, *, metric: str = "agreement", confirm: int = 3, **run_options):
+        """Units of a reduced-precision result ranked by harm (`workbench.tune.sensitivity`)."""
+        from .tune import sensitivity
+
+        return sensitivity(self, result, metric=metric, confirm=confirm, **run_options)
 
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
@@ -202,13 +220,15 @@ class Workbench:
             raise InputSpecError(f"runs={runs}: time at least one run.")
         sizes, notes = self._batch_sizes(batch, batches)
         dims = self._check_dims(dims or {})
+        self._check_feed_memory(max(sizes), dims)
         backend_name = backend or self.backend_name
         backend_obj = self._backend(backend_name)
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
                              backend_version=backend_obj.version(), batches=sizes, runs=runs,
                              options=self._options(backend_obj).to_json(),
-                             eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None)
+                             eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
+                             latency_stats=LATENCY_STATS)
         job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         self._jobs[key] = job
         return job
@@ -268,11 +288,11 @@ class Workbench:
             reference = self._reference(job.backend, headline)
             accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task)
             bar.update()
-            graph, ratio = engine.layers(), None
+            graph, ratio, around = engine.layers(), None, None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline, job.dims)),
-                                      latency[0].median)
+                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline)
+                ratio = _join_timings(graph, timings, around)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
@@ -281,7 +301,8 @@ class Workbench:
                 drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend))
                 bar.update()
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
-        notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan)]))
+        notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan),
+                                    *_layer_time_notes(ratio)]))
         return RunResult(
             model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
             calibration=job.calibration.name if job.calibration else None,
@@ -289,12 +310,18 @@ class Workbench:
             calibration_size=job.calibration.size if job.calibration else None,
             backend=job.backend, versions=self._versions(backend),
             synthetic_data=self.synthetic,
-            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
-            drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
-            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)
+            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
+            drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
+            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
+            precision_notes=precision_notes(variant), variant_sha256=variant.content_hash)
 
-    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray]) -> list[LayerTiming]:
-        return engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
+    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
+        """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
+        layer times are compared with an end-to-end time taken under the same load."""
+        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS)
+        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
+        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS)
+        return timings, float(np.median(before.times_ms + after.times_ms))
 
     def _variant(self, job: _Job) -> Model:
         """Apply the plan; reduced-precision models are kept on disk too, so the fusion view rebuilds them fast."""
@@ -402,6 +429,16 @@ class Workbench:
                                      "it or widen shape_range.")
         return {name: int(size) for name, size in sorted(dims.items())}
 
+    def _check_feed_memory(self, batch: int, dims: dict[str, int]) -> None:
+        """Refuse a batch (and dynamic-axis sizes) whose input arrays alone would not fit in memory."""
+        total = 0
+        for spec in self.model.inputs:
+            sample = self.eval.arrays[spec.name].shape[1:]
+            shape = [dims.get(d, n) if isinstance(d, str) else n for d, n in zip(spec.shape[1:], sample)]
+            total += array_bytes([batch, *shape], np.dtype(spec.dtype).itemsize)
+        check_memory(total, f"batch {batch}" + (f" with dims {dims}" if dims else ""),
+                     "use a smaller batch or smaller dims (the engine needs more again for activations)")
+
     def _notes(self, plan: PrecisionPlan) -> list[str]:
         notes = []
         if plan.qdq_style == "tensorrt":
@@ -468,6 +505,14 @@ class Workbench:
         return min(fixed) if fixed else None
 
 
+def _check_no_empty_inputs(model: Model) -> None:
+    empty = [spec for spec in model.inputs if 0 in spec.shape]
+    if empty:
+        raise InputSpecError(f"Input {empty[0].name!r} of {model.name!r} declares shape {list(empty[0].shape)} with a "
+                             "zero-size dim, so every sample is empty and there is nothing to measure: export the "
+                             "model with that dim set to its real size (or symbolic).")
+
+
 def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) -> bool:
     """True only where the engine has fast kernels for the plan's precision and Q/DQ style on this machine and its
     built graph really runs compute layers in reduced precision (not everything left in FP32)."""
@@ -499,6 +544,15 @@ def _join_timings(graph: EngineGraph, timings: list[LayerTiming], end_to_end_ms:
     total = sum(layer.latency_ms for layer in graph.layers if layer.latency_ms is not None)
     matched = any(layer.latency_ms is not None for layer in graph.layers)
     return total / end_to_end_ms if matched and end_to_end_ms > 0 and math.isfinite(total) else None
+
+
+def _layer_time_notes(ratio: float | None) -> list[str]:
+    low, high = LAYER_TIME_BAND
+    if ratio is None or low <= ratio <= high:
+        return []
+    return [f"per-layer times sum to {ratio:.0%} of the end-to-end median timed around the profile (outside "
+            f"{low:.0%}-{high:.0%}): the per-layer bars do not add up to the latency (a busy machine while "
+            "profiling, or time the engine spends outside its layers)"]
 
 
 def _labels_hash(labels: np.ndarray | None) -> str:

@@ -80,10 +80,7 @@ class OpenVinoBackend(Backend):
         return precision == "fp32"
 
     def build(self, model: Model, options: OpenVinoOptions | None = None) -> "OpenVinoEngine":
-        proto = model.proto if isinstance(model, Model) else model
-        if not isinstance(proto, onnx.ModelProto):
-            raise BackendError(f"OpenVinoBackend.build needs a workbench Model, got {type(model).__name__}: "
-                               "load it with workbench.load_model first.")
+        proto = self.graph_of(model)
         return OpenVinoEngine(self._ov, self._core, self.device, proto, options or OpenVinoOptions())
 
 

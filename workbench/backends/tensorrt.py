@@ -247,10 +247,7 @@ class TensorRTBackend(Backend):
     def build(self, model: Model, options: TensorRTOptions | None = None) -> "TensorRTEngine":
         """Build (or load from the cache dir) an engine for `model`; raise BackendError with the parser's errors."""
         options = options or TensorRTOptions()
-        proto = model.proto if isinstance(model, Model) else model
-        if not isinstance(proto, onnx.ModelProto):
-            raise BackendError(f"TensorRTBackend.build needs a workbench Model, got {type(model).__name__}: "
-                               "load it with workbench.load_model first.")
+        proto = self.graph_of(model)
         spec = Model.from_proto(proto, name=proto.graph.name or "model", source="TensorRTBackend.build")
         shapes = profile_shapes(spec.inputs, options.shape_range, opt_batch=self.opt_batch, max_batch=self.max_batch)
         model_bytes = spec.serialized()

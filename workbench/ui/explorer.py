@@ -98,6 +98,8 @@ class Explorer:
                                    layout=widgets.Layout(display="none", align_items="center"))
         self._panels = {name: widgets.VBox(layout=widgets.Layout(width="100%"))
                         for name in ("latency", "drift", "tradeoff")}
+        self.mixed = None  # MixedPrecisionTab, built with the first work (it needs plotly and the tuner)
+        self._mixed_panel = widgets.VBox(layout=widgets.Layout(width="100%"))
         drift_note = widgets.HTML(layout=widgets.Layout(width="100%"))  # filled with the first figures
         self._drift_note = drift_note
         # The tab list, in one place: (title, widget). add_tab() appends to it.
@@ -107,6 +109,7 @@ class Explorer:
             ("Drift", widgets.VBox([drift_note, self._panels["drift"]], layout=widgets.Layout(width="100%"))),
             ("Latency vs accuracy", self._panels["tradeoff"]),
             ("Summary", self.summary),
+            ("Mixed precision", self._mixed_panel),  # filled by MixedPrecisionTab once the work starts
         ]
         self.tabs = widgets.Tab(layout=widgets.Layout(width="100%"))
         self._update_tabs()
@@ -150,7 +153,8 @@ class Explorer:
         return {"precision": self.precision.value, "batch": self.batch.value,
                 "calibration": self.calibration.value if int8 else None,
                 "method": self.method.value if int8 else None,
-                "qdq_style": self.qdq_style.value if int8 else None}
+                "qdq_style": self.qdq_style.value if int8 else None,
+                "keep_fp32": self.mixed.keep_fp32() if int8 and self.mixed is not None else ()}
 
     # ---- work ---------------------------------------------------------------------------------
     def session(self, model: str | None = None, backend: str | None = None):
@@ -163,6 +167,9 @@ class Explorer:
                 source = self._user_models.get(key[0], key[0])
                 self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step,
                                                 **self._session_kwargs)
+            for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
+                if other_key[0] != key[0]:
+                    other.close()
             return self._sessions[key]
 
     def request(self) -> Future:
@@ -208,6 +215,8 @@ class Explorer:
             result = session.run(**config, runs=self._runs, drift=self._drift)
             self._results[result.cache_key or result.label] = result
             shown = self._prepare_views(session, result) if self._current(generation) else None
+            if shown is not None and self.mixed is not None:
+                self.mixed.show(session, result)
         except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
             self._show_error(generation, model, config, exc)
             return None
@@ -216,8 +225,10 @@ class Explorer:
                 self._show_summary()
                 return None
             self._apply(result, shown)
+            warning = result.precision_warning
             self._set_status(f"{html.escape(result.label)}: {_ms(result.headline_latency.median)} median at batch "
-                             f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)")
+                             f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
+                             + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else ""), error=bool(warning))
         return result
 
     def _fill_choices(self) -> None:
@@ -225,7 +236,10 @@ class Explorer:
         if self._choices_filled:
             return
         from ..backends import backend_names
+        from .mixed import MixedPrecisionTab
 
+        self.mixed = MixedPrecisionTab(self)
+        self._mixed_panel.children = (self.mixed.widget,)
         models = self._model_names if self._model_names is not None else _sample_names()
         engines = [b for b in backend_names() if b != "tensorrt" or _tensorrt_importable()]
         with self._lock:

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import RunResult, baseline_of
+from ..results import LAYER_TIME_BAND, RunResult, baseline_of, speedup_over
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -194,6 +194,9 @@ def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph
     shown = f"slowest {len(rows)} of {len(engine.layers)} layers; " if rest or top is not None else ""
     subtitle = f"{shown}measured on: {engine.measured_graph}" + (
         f"; layer times sum to {ratio:.0%} of end-to-end latency" if ratio is not None else "")
+    if isinstance(result, RunResult) and result.layer_times_agree is False:
+        low, high = LAYER_TIME_BAND
+        subtitle += f" ⚠ outside {low:.0%}–{high:.0%}: the bars do not add up to the latency"
     _layout(fig, title=f"Per-layer latency: {_title(result)}", subtitle=subtitle, rows=len(categories),
             xaxis_title="latency per inference (ms)", barmode="overlay")
     fig.update_layout(legend_title_text=f"layer {color_by}:")
@@ -413,25 +416,29 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
 
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
-                   "latency_median_ms", "latency_p90_ms", "speedup_vs_fp32", "top1", "top1_drop", "agreement",
-                   "cosine", "accelerated", "notes")
+                   "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
+                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
 
 
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
-    FP32 result of the same model, backend and batch size in `results` (None when there is none).
-    `views.tables.summary_html` shows it as a table for people."""
+    FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
+    [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
+    "baseline". `views.tables.summary_html` shows it as a table for people."""
     items = _results(results)
     rows = []
     for r in items:
         base = baseline or baseline_of(r, items)
+        gain = speedup_over(r, base) if base else None
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
             "label": r.label, "model": r.model, "precision": r.precision, "method": r.method, "style": r.qdq_style,
             "calibration": r.calibration, "backend": r.backend, "batch": r.headline_latency.batch,
-            "latency_median_ms": r.headline_latency.median, "latency_p90_ms": r.headline_latency.p90,
-            "speedup_vs_fp32": base.headline_latency.median / r.headline_latency.median if base else None,
+            "latency_median_ms": r.headline_latency.median, "latency_median_ci_ms": r.headline_latency.median_ci,
+            "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
+            "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,
+            "speedup_verdict": None if gain is None else "baseline" if base is r else gain.verdict,
             "top1": top1,
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None
             else None,

@@ -28,7 +28,9 @@ COLUMNS: dict[str, Column] = {
     "batch": Column("batch", "count"),
     "latency_median_ms": Column("median latency (ms)", "ms"), "latency_p90_ms": Column("p90 latency (ms)", "ms"),
     "latency_ms": Column("median latency (ms)", "ms"),
-    "speedup_vs_fp32": Column("speed-up vs FP32", "speedup"), "top1": Column("top-1 accuracy", "fraction"),
+    "speedup_vs_fp32": Column("speed-up vs FP32", "speedup"),
+    "latency_median_ci_ms": Column("median 95 % interval (ms)", "ms"),
+    "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"), "top1": Column("top-1 accuracy", "fraction"),
     "top1_drop": Column("top-1 drop (points)", "points"), "agreement": Column("agreement with FP32", "fraction"),
     "cosine": Column("cosine vs FP32", "cosine"), "accelerated": Column("accelerated", "bool"),
     "notes": Column("notes"),
@@ -39,6 +41,8 @@ COLUMNS: dict[str, Column] = {
     "savings_vs_fp32": Column("saving vs FP32", "fraction"),
 }
 
+# Intervals shown small under the value they bound, not as columns of their own.
+_INTERVALS = {"latency_median_ms": "latency_median_ci_ms", "speedup_vs_fp32": "speedup_ci"}
 # Keys of views.summary_table that the configuration label already says; the table shows the label instead.
 _IN_LABEL = ("precision", "method", "style", "calibration", "backend")
 
@@ -68,18 +72,21 @@ class HtmlTable(str):
 
 
 def html_table(rows: Sequence[Mapping], *, columns: Iterable[str] | None = None, css_class: str = "workbench-table",
-               caption: str | None = None) -> HtmlTable:
+               caption: str | None = None, beneath: Mapping[str, str] | None = None) -> HtmlTable:
     """One sortable <table>: header from `COLUMNS` (else the key made readable), cells formatted by column kind.
 
-    `columns` picks and orders keys (default: the first row's keys). Empty string when there are no rows.
+    `columns` picks and orders keys (default: the first row's keys); `beneath` maps a column to another key shown
+    small under its value (e.g. a latency's interval). Empty string when there are no rows.
     """
+    beneath = dict(beneath or {})
     if not rows:
         return HtmlTable("")
     keys = list(columns) if columns is not None else list(rows[0])
     specs = [COLUMNS.get(k) or Column(k.replace("_", " ")) for k in keys]
     head = "".join(f'<th title="click to sort" onclick="{html.escape(_SORT_JS)}">{html.escape(s.header)}</th>'
                    for s in specs)
-    body = "".join("<tr>" + "".join(_cell(row.get(k), s) for k, s in zip(keys, specs)) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_cell(row.get(k), s, row.get(beneath[k]) if k in beneath else None)
+                                    for k, s in zip(keys, specs)) + "</tr>" for row in rows)
     cap = f"<caption style='text-align:left;caption-side:bottom;font-size:12px;color:#555'>" \
           f"{html.escape(caption)}</caption>" if caption else ""
     return HtmlTable(f'{_STYLE}<div class="workbench-table-wrap"><table class="{css_class}">{cap}'
@@ -91,7 +98,7 @@ def summary_html(results, baseline=None) -> HtmlTable:
     from .figures import summary_table
 
     rows = summary_table(results, baseline)
-    keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes")]
+    keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes", *_INTERVALS.values())]
     if len({row["model"] for row in rows}) == 1:
         keys.remove("model")
     # notes are long and shared by several rows: numbered under the table, the number beside the configuration
@@ -103,7 +110,7 @@ def summary_html(results, baseline=None) -> HtmlTable:
     listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     footnotes = (f'<ol class="workbench-table-notes" style="font-size:12px;margin:.2rem 0 .6rem 1.2rem;'
                  f'padding:0;max-width:60rem">{listed}</ol>') if notes else ""
-    return HtmlTable(html_table(marked, columns=["label", *keys]) + footnotes)
+    return HtmlTable(html_table(marked, columns=["label", *keys], beneath=_INTERVALS) + footnotes)
 
 
 def _results_list(results) -> list:
@@ -116,8 +123,9 @@ def format_value(value, kind: str = "number") -> str:
         return "–"
     if isinstance(value, bool) or kind == "bool":
         return "yes" if value else "no"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(format_value(v, kind) for v in value)
+    if isinstance(value, (list, tuple)):  # two numbers are an interval [low, high]
+        numbers = len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return ("–" if numbers else ", ").join(format_value(v, kind) for v in value)
     if isinstance(value, dict):
         return "; ".join(f"{k}: {format_value(v, kind)}" for k, v in value.items())
     if not isinstance(value, (int, float)):
@@ -145,9 +153,13 @@ def significant(value: float, digits: int = 3) -> str:
     return f"{value:,.{decimals}f}"
 
 
-def _cell(value, spec: Column) -> str:
+def _cell(value, spec: Column, under=None) -> str:
     text = format_value(value, spec.kind)
+    small = "" if under is None else \
+        f'<br><span style="font-size:11px;color:#666">{html.escape(format_value(under, spec.kind))}</span>'
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (int, float)):
+        value = value[0]  # an interval sorts by its low end
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     sort_key = (repr(float(value)) if numeric and math.isfinite(value) else ("1e308" if numeric else text))
     css = ' class="num"' if numeric else (' class="wrap"' if len(text) > 30 else "")
-    return f'<td{css} data-v="{html.escape(sort_key)}">{html.escape(text)}</td>'
+    return f'<td{css} data-v="{html.escape(sort_key)}">{html.escape(text)}{small}</td>'
