@@ -53,7 +53,7 @@ _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
           "min-width:3em;max-width:7em;vertical-align:bottom}"
           ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
-          ".workbench-table td.wrap{white-space:normal;min-width:9em;max-width:16em}"
+          ".workbench-table td.wrap{white-space:normal;min-width:6em;max-width:16em}"
           ".workbench-table th[data-dir=asc]::after{content:' ▲'}.workbench-table th[data-dir=desc]::after"
           "{content:' ▼'}</style>")
 # Inline so it works inside widget HTML and saved reports alike (no <script> needed); sorts by each cell's data-v.
@@ -161,5 +161,5 @@ def _cell(value, spec: Column, under=None) -> str:
         value = value[0]  # an interval sorts by its low end
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     sort_key = (repr(float(value)) if numeric and math.isfinite(value) else ("1e308" if numeric else text))
-    css = ' class="num"' if numeric else (' class="wrap"' if len(text) > 30 else "")
+    css = ' class="num"' if numeric else (' class="wrap"' if len(text) > 12 else "")
     return f'<td{css} data-v="{html.escape(sort_key)}">{html.escape(text)}{small}</td>'
