@@ -47,8 +47,8 @@ _INTERVALS = {"latency_median_ms": "latency_median_ci_ms", "speedup_vs_fp32": "s
 _IN_LABEL = ("precision", "method", "style", "calibration", "backend")
 
 _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0}"
-          ".workbench-table{border-collapse:collapse;font-size:13px;line-height:1.35;width:auto}"
-          ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 8px;vertical-align:top;"
+          ".workbench-table{border-collapse:collapse;font-size:12.5px;line-height:1.35;width:auto}"
+          ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 5px;vertical-align:top;"
           "text-align:left;white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
           "min-width:3em;max-width:7em;vertical-align:bottom}"
