@@ -214,7 +214,7 @@ def _check_figures(page, root, where: str) -> int:
         figure = figures.nth(i)
         if not figure.is_visible():
             continue
-        width = figure.evaluate("e => e.getBoundingClientRect().width")
+        width = figure.evaluate("e => e.querySelector('.main-svg').getBoundingClientRect().width")  # as drawn
         assert width >= 0.9 * total, f"{where}: figure {i} is {width:.0f} px in a {total:.0f} px container"
         overlaps = figure.evaluate(OVERLAPS_JS)
         assert not overlaps, f"{where}: figure {i} has overlapping labels {overlaps[:5]}"

@@ -33,7 +33,8 @@ def test_int8_shows_comparison_drift_and_accumulates_summary(explorer):
     assert shown.precision == "int8" and shown.calibration == explorer.calibration.value
     assert len(explorer.figures["latency"].data) >= 2  # FP32 vs INT8, layer by layer
     assert len(explorer.figures["drift"].data) >= 1
-    assert len(explorer._figure_widgets["drift"].data) == len(explorer.figures["drift"].data)
+    drawn = explorer._figure_widgets["drift"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert len(drawn["data"]) == len(explorer.figures["drift"].data)  # the panel shows the figure it holds
     assert {r.precision for r in explorer.results} >= {"fp32", "int8"}
     assert explorer.summary.value.count("<tr>") == len(explorer.results) + 1
 

@@ -287,8 +287,6 @@ class Explorer:
     # ---- rendering ----------------------------------------------------------------------------
     def _prepare_views(self, session, result: RunResult) -> dict:
         """Build (or reuse) every view of `result`; only widget assignment is left for `_apply`."""
-        import plotly.graph_objects as go
-
         from .. import views
 
         colors = views.config_colors(self.results)
@@ -311,7 +309,7 @@ class Explorer:
         for name, (view_key, build) in specs.items():
             if view_key not in self._views:
                 figure = build()
-                self._views[view_key] = (figure, go.FigureWidget(figure))  # fills its VBox panel's width
+                self._views[view_key] = (figure, _figure_output(figure))
             shown[name] = self._views[view_key]
         shown["fusion"] = self._fusion(session, result, 0) if result.engine is not None else None
         return shown
@@ -442,6 +440,18 @@ def _ms(value: float) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _figure_output(figure):
+    """The figure as notebook output (plotly's JupyterLab renderer) in an Output widget. Not a FigureWidget: that
+    keeps plotly's default 700 px when drawn in a tab that is not showing; this one follows its panel's width."""
+    import ipywidgets as widgets
+    import plotly.io as pio
+
+    out = widgets.Output(layout=widgets.Layout(width="100%"))
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())},)
+    return out
 
 
 def _placeholder(text: str):
