@@ -37,7 +37,7 @@ MODELS = ("fashion-cnn", "efficientnet-lite0-fashion")
 SIZES = ((1400, 1000), (1024, 768))
 EXPLORER_CODE = """\
 from workbench.ui import Explorer
-explorer = Explorer({model!r}, runs=3, cache_dir={cache!r})
+explorer = Explorer({model!r}, runs=10, cache_dir={cache!r})
 explorer"""
 APPEAR_S = 2.0  # the explorer panel is on screen this soon after its cell starts
 STALE_MS = 300  # a status already in flight when a button is clicked may show this long, no longer
@@ -171,7 +171,7 @@ def cache(tmp_path_factory) -> Path:
     # WORKBENCH_BROWSER_CACHE: reuse a cache between runs while working on the views (CI starts empty)
     folder = Path(os.environ.get("WORKBENCH_BROWSER_CACHE") or tmp_path_factory.mktemp("cache"))
     for model in MODELS:
-        explorer = Explorer(model, runs=3, cache_dir=folder, background=False)
+        explorer = Explorer(model, runs=10, cache_dir=folder, background=False)
         for precision in ("fp32", "fp16", "int8"):
             explorer.precision.value = precision
             assert explorer.wait() is not None, explorer.error
@@ -351,7 +351,7 @@ def report_html(request, tmp_path_factory, cache) -> tuple[str, Path]:
 
     out = tmp_path_factory.mktemp("report")
     path = out / "report.html"
-    code = main(["report", request.param, "--precision", "fp32", "--precision", "int8", "--runs", "3", "--quiet",
+    code = main(["report", request.param, "--precision", "fp32", "--precision", "int8", "--runs", "10", "--quiet",
                  "--cache-dir", str(cache), "--out", str(path)])
     assert code == 0 and path.is_file() and (out / "results.json").is_file()
     return request.param, path
