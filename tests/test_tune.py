@@ -212,3 +212,22 @@ def test_group_reverts_stop_at_the_budget():
     found = tune(_SpreadLossWorkbench(), max_drop=1.0, metric="agreement", budget=4, confirm=1, progress=False)
     assert found.stopped == "budget used up" and len(found.configurations) == 1 + 4
     assert found.chosen.precision == "fp32"  # nothing within budget was found: FP32 is the honest answer
+
+
+def test_figures_show_sensitivity_beside_time_and_the_frontier():
+    from workbench.tune import tune
+    from workbench.views.tuning import pareto_figure, sensitivity_figure
+
+    found = tune(_SpreadLossWorkbench(), max_drop=1.0, metric="agreement", budget=12, confirm=1, progress=False)
+    figure = sensitivity_figure(found.sensitivity)
+    measured, proxy, share = figure.data
+    assert list(measured.y) == [u.unit.name for u in found.sensitivity.units]
+    assert measured.x[0] == found.sensitivity.units[0].recovered and proxy.x[1] > 0
+    assert share.x[0] == pytest.approx(100 / 8)  # each of the 8 layers takes 1 ms
+    pareto = pareto_figure(found)
+    frontier = next(t for t in pareto.data if t.name == "frontier")
+    assert list(frontier.x) == sorted(frontier.x) and len(frontier.x) == len(found.frontier)
+    star = next(t for t in pareto.data if t.name == "chosen")
+    assert star.x[0] == found.chosen.latency_ms and star.customdata[0] == found.chosen.cache_key
+    labelled = [text for t in pareto.data if t.text is not None for text in t.text]
+    assert "all int8" in labelled and "FP32" in labelled
