@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from .calibration import DEFAULT_SIZE
+from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
 from .results import RunResult, baseline_of
@@ -29,7 +30,7 @@ DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
-_QUANTISED = ("int8", "mixed")
+_QUANTISED = (*REDUCED_PRECISIONS, "mixed")
 
 
 @dataclass
@@ -182,7 +183,7 @@ def metric_value(result: RunResult, metric: str) -> float:
 # ---- units and the drift proxy -----------------------------------------------------------------
 def quantised_units(result: RunResult, node_names, dequantised=()) -> list[QuantUnit]:
     """The units of a reduced-precision result, in engine order: layers covering nodes of the original model
-    (`node_names`) that run in INT8 (or mixed) or read a dequantised value (`dequantised`: nodes of the variant
+    (`node_names`) that run in reduced precision (or mixed) or read a dequantised value (`dequantised`: nodes of the variant
     graph fed by a DequantizeLinear, e.g. a float LayerNormalization with INT8 weights); inserted layers and
     standalone Q/DQ glue are not units."""
     if result.engine is None:
