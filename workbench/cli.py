@@ -250,7 +250,7 @@ def _tune(args, command_line: str) -> int:
     chosen = found.chosen
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
           + (f", {chosen.speedup_vs_fp32:.2f}x FP32 at batch {chosen.batch}"
-             + ("" if chosen.faster_beyond_noise or chosen.precision == "fp32" else " (within timing noise)")
+             + ("" if chosen.precision == "fp32" else f" ({chosen.speedup_verdict})")
              if chosen and chosen.speedup_vs_fp32 else "") + "; f = on the latency/accuracy frontier")
     if args.json_path:
         _write_json(args.json_path, {**found.to_json(), "command": command_line,

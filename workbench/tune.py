@@ -21,7 +21,7 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
-from .results import RunResult, baseline_of
+from .results import RunResult, baseline_of, speedup_over
 
 METRICS = ("top1", "agreement", "cosine")
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
@@ -108,7 +108,8 @@ class TunedConfig:
     latency_p90_ms: float
     batch: int
     speedup_vs_fp32: float | None  # FP32 median / this median
-    faster_beyond_noise: bool  # this p90 is below the FP32 median: the speed-up is not timing noise
+    speedup_ci: list[float] | None  # its bootstrap confidence interval (results.speedup)
+    speedup_verdict: str  # "faster", "slower" or within noise: THE within-noise rule of workbench.results
     value: float  # the metric
     drop: float  # baseline minus value, in metric units (positive = worse than FP32)
     within_budget: bool
@@ -437,13 +438,14 @@ class _Search:
 
     def config(self, result: RunResult, kept: list[str], step: str) -> TunedConfig:
         head = result.headline_latency
-        base = self.baseline.headline_latency.median
         drop = self.drop(result)
+        gain = speedup_over(result, self.baseline)
         return TunedConfig(label=result.label, precision=result.precision, method=result.method,
                            qdq_style=result.qdq_style, keep_fp32=list(result.keep_fp32), kept_units=list(kept),
                            latency_ms=head.median, latency_p90_ms=head.p90, batch=head.batch,
-                           speedup_vs_fp32=base / head.median if head.median > 0 else None,
-                           faster_beyond_noise=head.p90 < base,
+                           speedup_vs_fp32=gain.ratio if gain else None,
+                           speedup_ci=None if gain is None or gain.low is None else [gain.low, gain.high],
+                           speedup_verdict=gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
                            within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
 
