@@ -116,6 +116,7 @@ def test_tune_reverts_units_until_budget_and_chooses_the_fastest_within(session)
     found = session.tune(max_drop=0.0, metric="cosine", budget=4, **FAST)  # nothing quantised is exact
     assert 2 <= len(found.configurations) <= 5  # FP32 + at most the budget
     assert found.configurations[0].precision == "fp32" and found.configurations[0].drop == 0
+    assert found.configurations[0].speedup_verdict == "baseline"
     assert found.chosen is not None and found.chosen.within_budget
     assert found.chosen.latency_ms == min(c.latency_ms for c in found.configurations if c.within_budget)
     assert found.stopped in ("budget used up", "no unit left to revert")

@@ -134,7 +134,8 @@ def lint(graph: EngineGraph, *, tensor_dtypes: dict[str, str] | None = None, op_
             "than FP32 (often slower, with conversions around them): the ms at stake are the whole engine's.",
             "Use a precision the engine accelerates on this machine (see the report's 'accelerated' table), "
             "another engine, or hardware with those kernels.",
-            [l for l in view.layers if l.precision in REDUCED_PRECISIONS], ms=view.total))
+            [l for l in view.layers if l.precision in REDUCED_PRECISIONS]
+            or [l for l in view.layers if not l.inserted], ms=view.total))
     return sorted(findings, key=lambda f: -f.ms)
 
 

@@ -109,7 +109,7 @@ class TunedConfig:
     batch: int
     speedup_vs_fp32: float | None  # FP32 median / this median
     speedup_ci: list[float] | None  # its bootstrap confidence interval (results.speedup)
-    speedup_verdict: str  # "faster", "slower" or within noise: THE within-noise rule of workbench.results
+    speedup_verdict: str  # "faster", "slower", within noise (THE rule of workbench.results) or "baseline"
     value: float  # the metric
     drop: float  # baseline minus value, in metric units (positive = worse than FP32)
     within_budget: bool
@@ -445,7 +445,8 @@ class _Search:
                            latency_ms=head.median, latency_p90_ms=head.p90, batch=head.batch,
                            speedup_vs_fp32=gain.ratio if gain else None,
                            speedup_ci=None if gain is None or gain.low is None else [gain.low, gain.high],
-                           speedup_verdict=gain.verdict if gain else "not comparable",
+                           speedup_verdict="baseline" if result is self.baseline else
+                           gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
                            within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
 
