@@ -7,8 +7,9 @@ exactly one quantised layer. Sensitivity is ranked first by a free proxy (the qu
 from the per-tensor drift every reduced-precision result already carries), then confirmed for the top candidates by
 really rebuilding with that unit in FP32 and measuring. The search (after NNCF's accuracy-controlled quantisation)
 quantises everything, reverts the unit that helps most, re-measures, and re-ranks from the new configuration's
-drift until the accuracy drop is within budget. Every configuration goes through `Workbench.run`, so it is cached:
-a second call with the same arguments is instant.
+drift until the accuracy drop is within budget; when single reverts help little (the loss is spread over many
+units) it keeps groups in FP32, ranked by harm per millisecond, doubling the group and then bisecting it. Every
+configuration goes through `Workbench.run`, so it is cached: a second call with the same arguments is instant.
 """
 from __future__ import annotations
 
@@ -298,8 +299,10 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     Each combination of `methods` x `qdq_styles` is measured fully quantised first; the search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
     measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
-    repeats while the drop exceeds `max_drop`, a revert helps and budget remains. `run_options` (batch, runs,
-    drift, ...) go to every `Workbench.run`.
+    repeats while the drop exceeds `max_drop` and budget remains; after PATIENCE reverts that help little it keeps
+    groups instead (`_Search.revert_groups`). `run_options` (batch, runs, dims, drift, ...) go to every
+    `Workbench.run`. The chosen configuration is the one with the lowest median latency among those within budget
+    (FP32 itself when no other is); each carries its speed-up verdict against FP32.
     """
     if metric not in METRICS:
         raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
