@@ -54,6 +54,9 @@ def test_cli_summary_and_report_show_the_warning(runs, capsys):
     assert out.count("WARNING:") == 1 and fallback.label in out.split("WARNING:")[1]
     page = build_report([wb], [normal, fallback])
     assert "class=\"warning\"" in page and "runs mostly in FP32" in page
+    from workbench.report import headline
+
+    assert fallback.label not in headline([normal, fallback, wb.run("fp32", runs=2, drift=False)])
 
 
 def test_share_counts_each_node_once_and_ignores_bad_times():
