@@ -146,19 +146,15 @@ def _samples() -> int:
 
 def _report(args, command_line: str) -> int:
     from . import samples
-    from .report import write_report
+    from .report import headline, write_report
     from .session import Workbench
-
-    from ._optional import available
+    from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
     out = args.out or (None if args.json_path else "report.html")
     check_outputs({"--out": out, "--json": args.json_path}, inputs=[model])
     precisions = args.precision or list(DEFAULT_PRECISIONS)
-    main_job = args.model is None
-    backends = args.backend or ([name for name in MAIN_JOB_ENGINES if name == "onnxruntime" or available(name)]
-                                if main_job else ["onnxruntime"])
-    batch = args.batch if args.batch is not None else (MAIN_JOB_BATCH if main_job else 8)
+    backends, batch = engines_and_batch(args.model, args.backend, args.batch)
     progress = not args.quiet
     results = []
     sessions = []
@@ -184,12 +180,25 @@ def _report(args, command_line: str) -> int:
                       "sha256": sessions[0].model.content_hash},
             "command": command_line,
             "results": [r.to_json() for r in results],
+            "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
+            "headline": headline(results),
         }
         _write_json(args.json_path, payload)
     if out:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
     return 0
+
+
+def engines_and_batch(model: str | None, backends: list[str] | None, batch: int | None) -> tuple[list[str], int]:
+    """The engines and batch of a `report`: as given; else the main job's (no model given: MAIN_JOB_BATCH on every
+    installed engine of MAIN_JOB_ENGINES), else ONNX Runtime at batch 8."""
+    from ._optional import available
+
+    main_job = model is None
+    engines = backends or ([name for name in MAIN_JOB_ENGINES if name == "onnxruntime" or available(name)]
+                           if main_job else ["onnxruntime"])
+    return engines, batch if batch is not None else (MAIN_JOB_BATCH if main_job else 8)
 
 
 def _plan(args, command_line: str) -> int:

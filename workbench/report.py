@@ -219,7 +219,8 @@ def _fused_text(result: RunResult) -> str:
     for layer in fused:
         types[layer.type] = types.get(layer.type, 0) + 1
     common = ", ".join(f"{name} ×{count}" for name, count in sorted(types.items(), key=lambda t: -t[1])[:3])
-    return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {len(fused)} layers ({common}"
+    layers = f"{len(fused)} layer" + "s" * (len(fused) != 1)
+    return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {layers} ({common}"
             + (", …" if len(types) > 3 else "") + ").")
 
 

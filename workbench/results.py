@@ -154,7 +154,7 @@ class RunResult:
     latency: list[LatencyStats]  # one per batch size; the first is the headline
     accuracy: AccuracyStats | None
     engine: EngineGraph | None = None  # layers with provenance and joined per-layer latency
-    layer_time_ratio: float | None = None  # summed per-layer time / end-to-end median (timed around the profile)
+    layer_time_ratio: float | None = None  # summed per-layer time / profile_end_to_end_ms
     drift: list[DriftPoint] = field(default_factory=list)
     drift_graph: str | None = None  # which graph the drift was measured on
     accelerated: bool = True  # False when the backend runs this precision no faster than FP32
@@ -165,6 +165,7 @@ class RunResult:
     variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
     graph_precision: dict[str, float] | None = None  # share of the variant's compute ops in each precision
     calibration_size: int | None = None  # samples of the calibration set used
+    profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
 
     @property
     def label(self) -> str:
@@ -250,6 +251,7 @@ class RunResult:
                 for l in layers
             ],
             "layer_time_ratio": self.layer_time_ratio,
+            "profile_end_to_end_ms": self.profile_end_to_end_ms,
             "engine": self.engine.to_json() if self.engine else None,
             "drift": [point.to_json() for point in self.drift],
             "drift_graph": self.drift_graph,
@@ -279,6 +281,7 @@ class RunResult:
             accuracy=AccuracyStats(**acc) if acc and acc.get("samples") else None,
             engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
             layer_time_ratio=data.get("layer_time_ratio"),
+            profile_end_to_end_ms=data.get("profile_end_to_end_ms"),
             drift=[_drift_point(d) for d in data.get("drift", [])],
             drift_graph=data.get("drift_graph"),
             accelerated=bool(data.get("accelerated", True)),

@@ -288,10 +288,11 @@ class Workbench:
             reference = self._reference(job.backend, headline)
             accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task)
             bar.update()
-            graph, ratio = engine.layers(), None
+            graph, ratio, around = engine.layers(), None, None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, *self._profile(engine, self._feeds(headline, job.dims), headline))
+                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline)
+                ratio = _join_timings(graph, timings, around)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
@@ -309,8 +310,8 @@ class Workbench:
             calibration_size=job.calibration.size if job.calibration else None,
             backend=job.backend, versions=self._versions(backend),
             synthetic_data=self.synthetic,
-            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
-            drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
+            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
+            drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
             graph_precision=graph_precision(variant, plan.precision))
