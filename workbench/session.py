@@ -21,7 +21,7 @@ from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOpti
 from .limits import array_bytes, capped_threads, check_memory
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.spec import Model
-from .precision.apply import precision_notes
+from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
 from .results import LAYER_TIME_BAND, RunResult
 from .samples import load_model
@@ -313,7 +313,8 @@ class Workbench:
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
-            precision_notes=precision_notes(variant), variant_sha256=variant.content_hash)
+            precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
+            graph_precision=graph_precision(variant, plan.precision))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
         """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
