@@ -76,6 +76,7 @@ class RunResult:
     keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
+    machine: dict | None = None  # where it was measured (workbench.machine.this_machine); None in older results
 
     @property
     def label(self) -> str:
@@ -117,6 +118,7 @@ class RunResult:
             "drift_graph": self.drift_graph,
             "notes": list(self.notes),
             "cache_key": self.cache_key,
+            "machine": self.machine,
         }
 
     @classmethod
@@ -142,6 +144,7 @@ class RunResult:
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
+            machine=data.get("machine"),
         )
 
 
