@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
     report.add_argument("--cache-dir", default=None, help="result cache directory (default $WORKBENCH_CACHE "
                                                           "or ~/.cache/tensorrt-workbench)")
+    report.add_argument("--shared-cache", default=None, help="read-only cache read first (default "
+                                                             "$WORKBENCH_SHARED_CACHE), e.g. one a teacher warmed")
     report.add_argument("--out", default=None, help="HTML report path (default report.html unless --json only)")
     report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -60,7 +62,38 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", dest="json_path", default=None, help="write plan JSON here")
 
     sub.add_parser("samples", help="list the bundled samples", description="List the bundled sample models.")
+    _warm_parser(sub)
     return parser
+
+
+def _warm_parser(sub) -> None:
+    from .choices import BATCH_SIZES, EXPLORER_RUNS
+    from .precision.plan import METHODS, QDQ_STYLES
+
+    warm = sub.add_parser(
+        "warm", help="pre-compute every configuration the explorer can show into a cache (for a workshop)",
+        description="Measure every configuration the explorer offers (precisions, calibration sets, methods, Q/DQ "
+                    "styles, batch sizes, engines) for the chosen samples into --cache, so explorers reading that "
+                    "cache (--shared-cache / $WORKBENCH_SHARED_CACHE) answer every toggle at once. Options narrow "
+                    "the grid; already-cached configurations are skipped.")
+    warm.add_argument("--samples", nargs="+", default=None, help="sample names (default: every bundled sample)")
+    warm.add_argument("--cache", dest="cache_dir", default=None,
+                      help="cache folder to fill (default $WORKBENCH_CACHE or ~/.cache/tensorrt-workbench)")
+    warm.add_argument("--shared-cache", default=None, help="an existing read-only cache to build on")
+    warm.add_argument("--backend", action="append", default=None, help="engine (repeat; default: the explorer's)")
+    warm.add_argument("--precision", action="append", choices=DEFAULT_PRECISIONS, default=None,
+                      help="precision (repeat; default all)")
+    warm.add_argument("--calibration", action="append", default=None,
+                      help="calibration set name (repeat; default: every set of each sample)")
+    warm.add_argument("--method", action="append", choices=METHODS, default=None, help="INT8 method (repeat)")
+    warm.add_argument("--qdq-style", action="append", choices=QDQ_STYLES, default=None, help="Q/DQ style (repeat)")
+    warm.add_argument("--batch", action="append", type=int, choices=BATCH_SIZES, default=None,
+                      help="batch size (repeat; default: the explorer's 1, 8, 32)")
+    warm.add_argument("--runs", type=int, default=EXPLORER_RUNS,
+                      help=f"timed runs per configuration (default {EXPLORER_RUNS}, the explorer's)")
+    warm.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
+    warm.add_argument("--json", dest="json_path", default=None, help="write what was done as JSON here")
+    warm.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             return _samples()
         if args.command == "plan":
             return _plan(args, command_line)
+        if args.command == "warm":
+            return _warm(args)
         return _report(args, command_line)
     except WorkbenchError as exc:
         if args.traceback:
@@ -105,7 +140,8 @@ def _report(args, command_line: str) -> int:
     results = []
     sessions = []
     for backend in backends:
-        wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, threads=args.threads, progress=progress)
+        wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, shared_cache=args.shared_cache,
+                       threads=args.threads, progress=progress)
         sessions.append(wb)
         for precision in precisions:
             results.append(wb.run(
@@ -133,6 +169,20 @@ def _report(args, command_line: str) -> int:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
     return 0
+
+
+def _warm(args) -> int:
+    from .choices import BATCH_SIZES
+    from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
+    from .warm import warm
+
+    report = warm(args.samples, cache_dir=args.cache_dir, shared_cache=args.shared_cache, backends=args.backend,
+                  precisions=args.precision or PRECISIONS, calibrations=args.calibration,
+                  methods=args.method or METHODS, qdq_styles=args.qdq_style or QDQ_STYLES,
+                  batches=args.batch or BATCH_SIZES, runs=args.runs, threads=args.threads, progress=not args.quiet)
+    if args.json_path:
+        _write_json(args.json_path, report.to_json())
+    return 1 if report.failed else 0
 
 
 def _plan(args, command_line: str) -> int:
