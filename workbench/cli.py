@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench report|plan|samples`. JSON keys written here are a contract (README)."""
+"""Command line: `python -m workbench report|plan|samples|warm|app`. JSON keys written here are a contract (README)."""
 from __future__ import annotations
 
 import argparse
@@ -63,7 +63,29 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("samples", help="list the bundled samples", description="List the bundled sample models.")
     _warm_parser(sub)
+    _app_parser(sub)
     return parser
+
+
+def _app_parser(sub) -> None:
+    from .app import DEFAULT_HOST, DEFAULT_PORT
+
+    app = sub.add_parser(
+        "app", help="serve the explorer as a standalone web page (Voila), e.g. for workshop participants",
+        description="Serve the explorer (model, engine, precision, calibration, method, Q/DQ style, batch) as a web "
+                    "page without code cells. Listens on 127.0.0.1 unless --host and --allow-remote say otherwise.")
+    app.add_argument("model", nargs="?", default=None, help="sample shown first (default: the default sample)")
+    app.add_argument("--backend", default="onnxruntime", help="engine shown first (default onnxruntime)")
+    app.add_argument("--cache", dest="cache_dir", default=None,
+                     help="private, writable cache (default $WORKBENCH_CACHE or ~/.cache/tensorrt-workbench)")
+    app.add_argument("--shared-cache", default=None,
+                     help="read-only cache read first, e.g. one a teacher filled with `warm`")
+    app.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    app.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    app.add_argument("--allow-remote", action="store_true",
+                     help="needed to listen on an address other than loopback (the app has no password)")
+    app.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default: the explorer's)")
+    app.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
 
 
 def _warm_parser(sub) -> None:
@@ -107,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             return _plan(args, command_line)
         if args.command == "warm":
             return _warm(args)
+        if args.command == "app":
+            return _app(args)
         return _report(args, command_line)
     except WorkbenchError as exc:
         if args.traceback:
@@ -183,6 +207,15 @@ def _warm(args) -> int:
     if args.json_path:
         _write_json(args.json_path, report.to_json())
     return 1 if report.failed else 0
+
+
+def _app(args) -> int:
+    from . import samples
+    from .app import serve
+
+    return serve(args.model or samples.DEFAULT_SAMPLE, backend=args.backend, cache_dir=args.cache_dir,
+                 shared_cache=args.shared_cache, host=args.host, port=args.port, allow_remote=args.allow_remote,
+                 runs=args.runs, threads=args.threads)
 
 
 def _plan(args, command_line: str) -> int:

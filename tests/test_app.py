@@ -1,0 +1,125 @@
+"""App mode: `python -m workbench app` serves the explorer with Voila; a headless Chromium clicks INT8 and sees the
+result and a plotly figure. Needs Debian chromium, pip playwright and voila (see tests/test_browser.py)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from workbench.app import app_notebook, is_loopback
+from workbench.cli import main
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_app_refuses_a_remote_address_unless_asked(capsys):
+    pytest.importorskip("voila")
+    assert main(["app", "digits-cnn", "--host", "0.0.0.0"]) == 2
+    error = capsys.readouterr().err
+    assert "Refusing to serve the app on 0.0.0.0" in error and "--allow-remote" in error
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4") and not is_loopback("example.org")
+
+
+def test_app_notebook_is_one_explorer_cell():
+    notebook = app_notebook("digits-cnn", cache_dir="/c", shared_cache="/s", runs=3)
+    [cell] = [c for c in notebook["cells"] if c["cell_type"] == "code"]
+    assert cell["cell_type"] == "code"
+    assert "Explorer('digits-cnn', backend='onnxruntime', cache_dir='/c', shared_cache='/s'" in cell["source"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("voila")
+    psutil = pytest.importorskip("psutil")
+    home = tmp_path_factory.mktemp("app")
+    port = _free_port()
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
+               JUPYTER_RUNTIME_DIR=str(home / "runtime"), IPYTHONDIR=str(home / "ipython"), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "workbench", "app", "digits-cnn", "--runs", "3",
+                                "--cache", str(home / "cache"), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        for line in process.stdout:
+            log.append(line)
+            if f"http://127.0.0.1:{port}/" in line and "running" in "".join(log[-3:]):
+                ready.set()
+        ready.set()
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        if not ready.wait(90) or process.poll() is not None:
+            raise RuntimeError("the app did not start:\n" + "".join(log[-30:]))
+        yield f"http://127.0.0.1:{port}/", log
+    finally:
+        children = psutil.Process(process.pid).children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+        _gone, alive = psutil.wait_procs(children, timeout=20)
+        for child in alive:
+            child.kill()
+        assert not alive, f"processes left after the app stopped: {[c.pid for c in alive]}"
+    listening = [c for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port
+                 and c.status == psutil.CONN_LISTEN]
+    assert not listening
+
+
+def test_app_page_switches_to_int8_and_draws_a_figure(app_server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, log = app_server
+    assert any("127.0.0.1" in line for line in log) and not any("0.0.0.0" in line for line in log)
+    shots = [tmp_path]
+    if os.environ.get("WORKBENCH_SCREENSHOTS"):
+        shots.append(Path(os.environ["WORKBENCH_SCREENSHOTS"]))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url, timeout=90_000)
+            page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
+            assert page.locator(".jp-InputArea, .jp-CodeMirrorEditor, .cm-editor").count() == 0  # no code cells
+            assert "fp32" in page.locator(".workbench-status").inner_text().lower()
+            assert page.get_by_text("TensorRT Workbench").count() >= 1
+            int8 = page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$"))
+            int8.click()
+            page.locator(".workbench-status", has_text=re.compile(r"int8.*median", re.IGNORECASE)).wait_for(
+                timeout=120_000)
+            assert "mod-active" in (int8.get_attribute("class") or "")
+            page.locator(".lm-TabBar-tab, .p-TabBar-tab", has_text="Per-layer latency").click()
+            bars = page.locator(".js-plotly-plot .bars path")
+            bars.first.wait_for(timeout=60_000)
+            assert bars.count() >= 2  # FP32 and INT8 per-layer bars
+            assert not errors, errors
+            for width, height in ((1400, 1000), (1024, 768)):
+                page.set_viewport_size({"width": width, "height": height})
+                page.locator(".js-plotly-plot").first.wait_for()
+                for folder in shots:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(folder / f"app-{width}x{height}.png"))
+            assert (tmp_path / "app-1400x1000.png").stat().st_size > 10_000
+        finally:
+            browser.close()
