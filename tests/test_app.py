@@ -101,7 +101,8 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, tmp_path):
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(url, timeout=90_000)
             page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
-            assert page.locator(".jp-InputArea, .jp-CodeMirrorEditor, .cm-editor").count() == 0  # no code cells
+            assert page.locator(".jp-CodeMirrorEditor, .cm-editor").count() == 0  # no code cells
+            assert "import Explorer" not in page.inner_text("body")
             assert "fp32" in page.locator(".workbench-status").inner_text().lower()
             assert page.get_by_text("TensorRT Workbench").count() >= 1
             int8 = page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$"))
