@@ -73,6 +73,12 @@ class Workbench:
         self.progress = progress
         self.on_step = on_step  # called as on_step(step_name, steps_done, steps_total) while measuring (widgets)
         self.cache = ResultCache(cache_dir, shared=shared_cache)
+        # what a worker process needs to rebuild this session (sweeps on Ray)
+        self._settings = {"backend": backend, "cache_dir": str(self.cache.directory),
+                          "shared_cache": str(self.cache.shared) if self.cache.shared else None, "threads": threads,
+                          "optimization_level": optimization_level, "shape_range": self.shape_range,
+                          "eval_limit": eval_limit}
+        self.failures: list = []  # SweepFailure of the last Ray sweep
         self.sample: Sample | None = None
         if isinstance(model, Sample):
             self.sample = model
@@ -134,9 +140,23 @@ class Workbench:
                             profile=profile, drift=drift, backend=backend, dims=dims)
         return self._execute(job)
 
-    def sweep(self, configs: list[dict]) -> list[RunResult]:
-        """`run(**config)` for every config; all configs are validated before the first one runs."""
+    def sweep(self, configs: list[dict], *, executor: str = "sequential", ray_address: str | None = None,
+              max_retries: int = 2) -> list[RunResult]:
+        """`run(**config)` for every config; all configs are validated before the first one runs.
+
+        `executor="ray"` hands the configurations to Ray tasks (a local Ray when `ray_address` is None), each
+        reserving the cores its engine uses; results and calibration ranges go through the cache, a task whose
+        worker dies is retried `max_retries` times, and a failing configuration is reported in `self.failures`
+        (the returned list then holds the others). See workbench.distributed.
+        """
         jobs = [self._prepare(**config) for config in configs]
+        if executor == "ray":
+            from .distributed import ray_sweep
+
+            results, self.failures = ray_sweep(self, jobs, address=ray_address, max_retries=max_retries)
+            return results
+        if executor != "sequential":
+            raise InputSpecError(f"executor={executor!r}: use 'sequential' or 'ray'.")
         return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
 
     # ---- artefacts behind a result --------------------------------------------------------------
