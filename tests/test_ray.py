@@ -2,6 +2,7 @@
 configuration reported while the others go on, a killed worker's task retried, nothing computed twice."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,8 +43,7 @@ class Flaky(Workbench):
 @pytest.fixture(scope="module")
 def local_ray():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the test module
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -93,3 +93,14 @@ def test_local_ray_serves_no_dashboard_or_client_port(local_ray):
         except psutil.Error:
             continue
     assert ports and not ports & {8265, 10001}
+
+
+def test_sweep_command_on_ray(local_ray, tmp_path):
+    from workbench.cli import main
+
+    out = tmp_path / "sweep.json"
+    assert main(["sweep", "digits-cnn", "--grid", "precision=fp32,int8", "--grid", "runs=3", "--ray", "--threads",
+                 "1", "--quiet", "--no-drift", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["executor"] == "ray" and [r["precision"] for r in data["results"]] == ["fp32", "int8"]
+    assert all(r["latency_ms"]["median"] > 0 for r in data["results"]) and data["failures"] == []

@@ -106,3 +106,27 @@ def test_second_user_reads_the_shared_layer_without_computing(teacher_cache, tmp
     assert explorer.session().cache.counters.shared_hits >= 2
     assert _snapshot(teacher_cache) == before  # the shared layer is only read
     assert not private.exists() or not list(private.glob("*.json"))  # and nothing had to be written privately
+
+
+def test_sweep_grid_expands_int8_keys_for_int8_only():
+    from workbench.cli import grid_configs
+
+    configs = grid_configs(["precision=fp32,int8", "method=minmax,entropy", "batch=1,8"])
+    assert configs == [{"precision": "fp32", "batch": 1}, {"precision": "fp32", "batch": 8},
+                       {"precision": "int8", "method": "minmax", "batch": 1},
+                       {"precision": "int8", "method": "minmax", "batch": 8},
+                       {"precision": "int8", "method": "entropy", "batch": 1},
+                       {"precision": "int8", "method": "entropy", "batch": 8}]
+    for bad in ("precision", "colour=red", "batch=eight"):
+        with pytest.raises(WorkbenchError, match="--grid"):
+            grid_configs([bad])
+
+
+def test_sweep_command_sequential_writes_results(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert main(["sweep", "digits-cnn", "--grid", "precision=fp32,int8", "--grid", "runs=3", "--quiet",
+                 "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["precision"] for r in data["results"]] == ["fp32", "int8"] and data["failures"] == []
+    assert data["executor"] == "sequential" and all(r["machine"]["cores"] >= 1 for r in data["results"])
+    assert "int8 (minmax, onnxruntime, digits-train) @ onnxruntime" in capsys.readouterr().out

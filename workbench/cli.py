@@ -64,7 +64,59 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("samples", help="list the bundled samples", description="List the bundled sample models.")
     _warm_parser(sub)
     _app_parser(sub)
+    _sweep_parser(sub)
     return parser
+
+
+GRID_KEYS = {"precision": str, "calibration": str, "calibration_size": int, "method": str, "qdq_style": str,
+             "batch": int, "backend": str, "runs": int}
+INT8_ONLY = ("calibration", "calibration_size", "method", "qdq_style")
+
+
+def _sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="measure a grid of configurations of one model, sequentially or on a Ray cluster",
+        description="Measure every combination of the --grid values (INT8-only keys apply to INT8), one after another "
+                    "or, with --ray, as Ray tasks (a local Ray when no address is given). Each task reserves as many "
+                    "CPUs as --threads (default: all cores of a node). Prints a summary; --json writes the results "
+                    "and the failed configurations.")
+    sweep.add_argument("model", help="sample name, ONNX file or torchvision:NAME")
+    sweep.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
+                       help=f"values to sweep; keys: {', '.join(GRID_KEYS)} (repeat; default precision=fp32,fp16,int8)")
+    sweep.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on Ray: the cluster at ADDRESS (e.g. ray://head:10001 or auto), or a local Ray")
+    sweep.add_argument("--max-retries", type=int, default=2, help="Ray retries of a task whose worker died")
+    sweep.add_argument("--threads", type=int, default=None, help="engine threads = CPUs reserved per task")
+    sweep.add_argument("--cache-dir", default=None, help="result cache directory (workers must see the same path)")
+    sweep.add_argument("--shared-cache", default=None, help="read-only cache read first")
+    sweep.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
+    sweep.add_argument("--json", dest="json_path", default=None, help="write results and failures here")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def grid_configs(grid: list[str] | None) -> list[dict]:
+    """`run` keyword arguments for every combination of KEY=V1,V2 grid entries (INT8-only keys dropped elsewhere,
+    duplicates removed, order kept)."""
+    from itertools import product
+
+    axes: dict[str, list] = {}
+    for entry in grid or ["precision=fp32,fp16,int8"]:
+        key, sep, values = entry.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in GRID_KEYS or not values.strip():
+            raise WorkbenchError(f"--grid {entry!r}: write KEY=V1,V2 with KEY one of {', '.join(GRID_KEYS)}.")
+        try:
+            axes[key] = [GRID_KEYS[key](v.strip()) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise WorkbenchError(f"--grid {entry!r}: {key} takes integers.") from None
+    configs: list[dict] = []
+    for combination in product(*axes.values()):
+        config = dict(zip(axes, combination))
+        if config.get("precision", "fp32") != "int8":
+            config = {k: v for k, v in config.items() if k not in INT8_ONLY}
+        if config not in configs:
+            configs.append(config)
+    return configs
 
 
 def _app_parser(sub) -> None:
@@ -131,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             return _warm(args)
         if args.command == "app":
             return _app(args)
+        if args.command == "sweep":
+            return _sweep(args, command_line)
         return _report(args, command_line)
     except WorkbenchError as exc:
         if args.traceback:
@@ -207,6 +261,26 @@ def _warm(args) -> int:
     if args.json_path:
         _write_json(args.json_path, report.to_json())
     return 1 if report.failed else 0
+
+
+def _sweep(args, command_line: str) -> int:
+    from .session import Workbench
+
+    configs = [{**config, "drift": not args.no_drift} for config in grid_configs(args.grid)]
+    wb = Workbench(args.model, cache_dir=args.cache_dir, shared_cache=args.shared_cache, threads=args.threads,
+                   progress=not args.quiet)
+    executor = "sequential" if args.ray is None else "ray"
+    results = wb.sweep(configs, executor=executor, ray_address=args.ray or None, max_retries=args.max_retries)
+    if results:
+        _print_summary(results)
+    for failure in wb.failures:
+        print(f"failed: {failure.label}: {failure.error}", file=sys.stderr)
+    if args.json_path:
+        _write_json(args.json_path, {"model": {"name": wb.model.name, "sha256": wb.model.content_hash},
+                                     "command": command_line, "executor": executor,
+                                     "results": [r.to_json() for r in results],
+                                     "failures": [f.to_json() for f in wb.failures]})
+    return 1 if wb.failures else 0
 
 
 def _app(args) -> int:
