@@ -15,9 +15,6 @@ import pytest
 from workbench.app import app_notebook, is_loopback
 from workbench.cli import main
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def test_app_refuses_a_remote_address_unless_asked(capsys):
@@ -36,23 +33,20 @@ def test_app_notebook_is_one_explorer_cell():
     assert "Explorer('digits-cnn', backend='onnxruntime', cache_dir='/c', shared_cache='/s'" in cell["source"]
 
 
-def _free_port() -> int:
-    import socket
+@pytest.fixture(scope="module")
+def browser_setup():
+    """tests/test_browser.py's Chromium and free-port helpers (importing it skips when Chromium is missing)."""
+    import test_browser
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    pytest.importorskip("voila")
+    return test_browser
 
 
 @pytest.fixture(scope="module")
-def app_server(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    pytest.importorskip("playwright.sync_api")
-    pytest.importorskip("voila")
-    psutil = pytest.importorskip("psutil")
+def app_server(tmp_path_factory, browser_setup):
+    psutil = browser_setup.psutil
     home = tmp_path_factory.mktemp("app")
-    port = _free_port()
+    port = browser_setup._free_port()
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
                JUPYTER_RUNTIME_DIR=str(home / "runtime"), IPYTHONDIR=str(home / "ipython"), PYTHONUNBUFFERED="1")
     process = subprocess.Popen([sys.executable, "-m", "workbench", "app", "digits-cnn", "--runs", "3",
@@ -85,7 +79,7 @@ def app_server(tmp_path_factory):
     assert not listening
 
 
-def test_app_page_switches_to_int8_and_draws_a_figure(app_server, tmp_path):
+def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup, tmp_path):
     from playwright.sync_api import sync_playwright
 
     url, log = app_server
@@ -94,7 +88,8 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, tmp_path):
     if os.environ.get("WORKBENCH_SCREENSHOTS"):
         shots.append(Path(os.environ["WORKBENCH_SCREENSHOTS"]))
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=str(browser_setup.CHROMIUM), args=browser_setup.CHROMIUM_ARGS,
+                                     headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
