@@ -130,3 +130,22 @@ def test_sweep_command_sequential_writes_results(tmp_path, capsys):
     assert [r["precision"] for r in data["results"]] == ["fp32", "int8"] and data["failures"] == []
     assert data["executor"] == "sequential" and all(r["machine"]["cores"] >= 1 for r in data["results"])
     assert "int8 (minmax, onnxruntime, digits-train) @ onnxruntime" in capsys.readouterr().out
+
+
+def test_explorer_says_when_a_timing_came_from_another_machine(tmp_path):
+    pytest.importorskip("ipywidgets")
+    from workbench.cache import ResultCache, _json_hash
+    from workbench.ui import Explorer
+
+    shared = tmp_path / "teacher"
+    warm(["digits-cnn"], cache_dir=shared, backends=["onnxruntime"], precisions=["fp32"], batches=[8], runs=3,
+         progress=False, echo=lambda _: None)
+    for path in shared.glob("*.json"):  # the teacher's machine was another one
+        entry = json.loads(path.read_text())["entry"]
+        if "machine" in entry:
+            entry["machine"] = {**entry["machine"], "cpu_model": "Teacher's CPU", "cores": 96}
+            path.write_text(json.dumps({"sha256": _json_hash(entry), "entry": entry}))
+    explorer = Explorer("digits-cnn", cache_dir=tmp_path / "mine", shared_cache=shared, runs=3, background=False)
+    assert explorer.current.machine["cpu_model"] == "Teacher's CPU"
+    assert "timing measured on another machine (Teacher&#x27;s CPU, 96 cores)" in explorer.status.value
+    assert ResultCache(tmp_path / "mine", shared=shared).get(explorer.current.cache_key) is not None
