@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from . import __version__
+from ._version import __version__
 
 ENV_VAR = "WORKBENCH_CACHE"
 SHARED_ENV_VAR = "WORKBENCH_SHARED_CACHE"

@@ -109,11 +109,12 @@ def _estimate(task: _Task, probes: dict[int, tuple[float, float]]) -> float:
 
     session = task.session
     if id(session) not in probes:
+        backend = session._backend(task.job.backend)
         start = time.perf_counter()
-        engine = session._backend(task.job.backend).build(session.model.proto, session._options())
-        built = time.perf_counter()
-        _run_all(engine, session.eval.arrays, task.config["batch"])
-        probes[id(session)] = (built - start, time.perf_counter() - built)
+        with backend.build(session.model, session._options(backend)) as engine:
+            built = time.perf_counter()
+            _run_all(engine, session.eval.arrays, task.config["batch"])
+            probes[id(session)] = (built - start, time.perf_counter() - built)
     build_s, pass_s = probes[id(session)]
     samples = max(1, len(next(iter(session.eval.arrays.values()))))
     per_batch = pass_s * task.config["batch"] / samples
