@@ -119,3 +119,26 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup,
             assert (tmp_path / "app-1400x1000.png").stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def test_remote_address_with_the_flag_warns_and_binds_there(monkeypatch, tmp_path):
+    pytest.importorskip("voila")
+    import workbench.app as app
+
+    started = []
+
+    class FakeVoila:
+        def __init__(self, command, **kwargs):
+            started.append((command, kwargs["cwd"]))
+
+        def wait(self, timeout=None):
+            return 0
+
+    monkeypatch.setattr(app.subprocess, "Popen", FakeVoila)
+    said: list[str] = []
+    assert app.serve("digits-cnn", host="0.0.0.0", port=9999, allow_remote=True, cache_dir=tmp_path,
+                     echo=said.append) == 0
+    assert said[0].startswith("warning: the app listens on 0.0.0.0:9999 without a password")
+    [(command, folder)] = started
+    assert "--Voila.ip=0.0.0.0" in command and "--port=9999" in command and "--strip_sources=True" in command
+    assert not Path(folder).exists()  # the generated notebook's private folder is removed afterwards
