@@ -170,3 +170,21 @@ def test_results_record_their_machine(sample, tmp_path):
     note = other_machine_note(elsewhere)
     assert "another machine (Ampere Altra, 64 cores)" in note and f"{machine['cores']} cores" in note
     assert other_machine_note(None) is None  # results from before the record say nothing
+
+
+def test_real_results_pass_the_schema_and_edited_layers_do_not(sample, tmp_path):
+    session = Workbench(sample, cache_dir=tmp_path, progress=False)
+    for precision in ("fp32", "fp16", "int8"):
+        data = session.run(precision, runs=3, batch=8).to_json()
+        check_run_json(json.loads(json.dumps(data)))  # as stored: drift, engine graph, run times, intervals
+    data["engine"]["layers"][0]["onnx_nodes"] = "conv1"
+    with pytest.raises(SchemaError, match=r"engine.layers\[0\].onnx_nodes is not a list of strings"):
+        check_run_json(data)
+    data["engine"]["layers"][0]["onnx_nodes"] = ["conv1"]
+    stats = data["latency_by_batch"][0]
+    stats["times_ms"] = [t * 2 for t in stats["times_ms"]]  # run times that do not give the stated median
+    with pytest.raises(SchemaError, match="do not give the stated runs and median"):
+        check_run_json(data)
+    stats["times_ms"][0] = -1.0
+    with pytest.raises(SchemaError, match=r"times_ms\[0\] is -1.0, outside"):
+        check_run_json(data)

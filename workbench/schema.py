@@ -44,19 +44,12 @@ def check_run_json(data) -> None:
         _latency(stats, f"latency_by_batch[{i}]")
     _accuracy(data.get("accuracy"))
 
-    layers = data.get("layers", [])
-    _check(isinstance(layers, list), "layers", "is not a list")
-    for i, layer in enumerate(layers):
-        where = f"layers[{i}]"
-        _check(isinstance(layer, dict), where, "is not an object")
-        _check(isinstance(layer.get("name"), str) and isinstance(layer.get("type"), str), where,
-               "has no string name and type")
-        _strings(layer.get("onnx_nodes", []), f"{where}.onnx_nodes")
-        _number(layer.get("latency_ms"), f"{where}.latency_ms", low=0.0, high=MAX_LATENCY_MS, optional=True)
+    _layers(data.get("layers", []), "layers")
     engine = data.get("engine")
-    _check(engine is None or (isinstance(engine, dict) and isinstance(engine.get("layers"), list)
-                              and isinstance(engine.get("source_nodes"), list)), "engine",
-           "is not an engine graph or null")
+    _check(engine is None or isinstance(engine, dict), "engine", "is not an engine graph or null")
+    if engine is not None:
+        _layers(engine.get("layers"), "engine.layers")
+        _strings(engine.get("source_nodes"), "engine.source_nodes")
     # (the ratio's end-to-end time is timed around the profile, not the headline median: no cross-check)
     _number(data.get("layer_time_ratio"), "layer_time_ratio", low=0.0, high=MAX_LAYER_TIME_RATIO, optional=True)
 
@@ -69,6 +62,17 @@ def check_run_json(data) -> None:
         _number(point.get("cosine"), f"{where}.cosine", low=-1.0 - 1e-3, high=1.0 + 1e-3, optional=True)
         # an FP16 overflow really gives inf (and inf - inf a NaN) here
         _number(point.get("max_abs_diff"), f"{where}.max_abs_diff", low=0.0, optional=True, infinite=True, nan=True)
+
+
+def _layers(layers, where: str) -> None:
+    _check(isinstance(layers, list), where, "is not a list")
+    for i, layer in enumerate(layers):
+        at = f"{where}[{i}]"
+        _check(isinstance(layer, dict), at, "is not an object")
+        _check(isinstance(layer.get("name"), str) and isinstance(layer.get("type"), str), at,
+               "has no string name and type")
+        _strings(layer.get("onnx_nodes", []), f"{at}.onnx_nodes")
+        _number(layer.get("latency_ms"), f"{at}.latency_ms", low=0.0, high=MAX_LATENCY_MS, optional=True)
 
 
 def _latency(stats, where: str) -> None:
