@@ -236,3 +236,18 @@ def test_many_processes_reading_and_writing_at_once(tmp_path):
         data = ResultCache(private).get(ResultCache.key(entry=i))
         assert data is not None and data["blob"] == [data["worker"]] * 200
     assert not [p for p in private.iterdir() if p.name.startswith(".")]
+
+
+def test_cache_without_write_permission_degrades_with_one_warning(tmp_path, monkeypatch):
+    """As root, permission bits do not stop writes, so the refusal is simulated where the probe writes."""
+    import workbench.cache as cache_module
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    cache = ResultCache(tmp_path / "readonly")
+    monkeypatch.setattr(cache_module.tempfile, "mkstemp", refuse)
+    with pytest.warns(CacheWarning, match="PermissionError: Permission denied") as caught:
+        assert cache.put(ResultCache.key(model="abc"), {"a": 1}) is None
+        assert cache.put_bytes(ResultCache.key(model="abc"), b"x", "onnx") is None
+    assert len(caught) == 1 and cache.usable is False
