@@ -1,5 +1,6 @@
 """App mode: `python -m workbench app` serves the explorer with Voila; a headless Chromium clicks INT8 and sees the
-result and a plotly figure. Needs Debian chromium, pip playwright and voila (see tests/test_browser.py)."""
+result and a plotly figure. Needs Debian chromium, pip playwright and voila (see tests/test_browser.py).
+WORKBENCH_SCREENSHOTS=docs/images refreshes the README's app.png."""
 from __future__ import annotations
 
 import os
@@ -84,9 +85,7 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup,
 
     url, log = app_server
     assert any("127.0.0.1" in line for line in log) and not any("0.0.0.0" in line for line in log)
-    shots = [tmp_path]
-    if os.environ.get("WORKBENCH_SCREENSHOTS"):
-        shots.append(Path(os.environ["WORKBENCH_SCREENSHOTS"]))
+    readme_images = Path(os.environ["WORKBENCH_SCREENSHOTS"]) if os.environ.get("WORKBENCH_SCREENSHOTS") else None
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(browser_setup.CHROMIUM), args=browser_setup.CHROMIUM_ARGS,
                                      headless=True)
@@ -110,12 +109,12 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup,
             bars.first.wait_for(timeout=60_000)
             assert bars.count() >= 2  # FP32 and INT8 per-layer bars
             assert not errors, errors
-            for width, height in ((1400, 1000), (1024, 768)):
+            for width, height in ((1024, 768), (1400, 1000)):
                 page.set_viewport_size({"width": width, "height": height})
                 page.locator(".js-plotly-plot").first.wait_for()
-                for folder in shots:
-                    folder.mkdir(parents=True, exist_ok=True)
-                    page.screenshot(path=str(folder / f"app-{width}x{height}.png"))
+                page.screenshot(path=str(tmp_path / f"app-{width}x{height}.png"))
+            if readme_images:  # the README shows the large one
+                page.screenshot(path=str(readme_images / "app.png"))
             assert (tmp_path / "app-1400x1000.png").stat().st_size > 10_000
         finally:
             browser.close()

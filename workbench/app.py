@@ -36,8 +36,12 @@ def is_loopback(host: str) -> bool:
 def app_notebook(model: str, *, backend: str = "onnxruntime", cache_dir=None, shared_cache=None,
                  runs: int | None = None, threads: int | None = None) -> dict:
     """The notebook Voila serves: a title and one code cell building the explorer (Voila shows its output only)."""
+    # background=False: the first result is computed before the page shows the widgets (plotly figure widgets
+    # changed from a thread while the browser is still creating them fail to initialise); each page has its own
+    # kernel, so blocking it while a selection computes blocks no one else
     arguments = {"backend": backend, "cache_dir": str(cache_dir) if cache_dir else None,
-                 "shared_cache": str(shared_cache) if shared_cache else None, "threads": threads}
+                 "shared_cache": str(shared_cache) if shared_cache else None, "threads": threads,
+                 "background": False}
     if runs is not None:
         arguments["runs"] = runs
     call = ", ".join([repr(model), *(f"{name}={value!r}" for name, value in arguments.items())])
