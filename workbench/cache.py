@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ._version import __version__
+from .output import atomic_write  # the one safe writer (also imported from here by backends)
 
 ENV_VAR = "WORKBENCH_CACHE"
 SHARED_ENV_VAR = "WORKBENCH_SHARED_CACHE"
@@ -238,22 +239,6 @@ def _same_place(a: Path, b: Path) -> bool:
         return a.resolve() == b.resolve()
     except OSError:
         return a == b
-
-
-def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write `payload` to `path` via a temporary file in the same folder and os.replace: readers (and a crash)
-    see the old file or the new one, never half of one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -164,10 +164,13 @@ class Explorer:
                 self.current, self.error = None, str(exc)
                 self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
             return None
+        warning = result.precision_warning
         elsewhere = other_machine_note(result.machine)
         self._set_status(f"{html.escape(result.label)}: {result.headline_latency.median:.3f} ms median at batch "
                          f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
-                         + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>" if elsewhere else ""))
+                         + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
+                         + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>" if elsewhere else ""),
+                         error=bool(warning))
         return result
 
     # ---- rendering ----------------------------------------------------------------------------
