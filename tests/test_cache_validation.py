@@ -81,8 +81,12 @@ def _other_configuration(entry):
     entry["precision"] = "fp16"
 
 
+def _edited_layer_time(entry):
+    entry["layers"][0]["latency_ms"] = (entry["layers"][0]["latency_ms"] or 0) + 5.0
+
+
 @pytest.mark.parametrize("change", [_negative_top1, _absurd_speedup, _wrong_structure, _nan_latency,
-                                    _inconsistent_throughput, _other_configuration])
+                                    _inconsistent_throughput, _other_configuration, _edited_layer_time])
 def test_invalid_cached_result_is_discarded_and_measured_again(sample, tmp_path, monkeypatch, change):
     first = Workbench(sample, cache_dir=tmp_path, progress=False).run("int8", **FAST)
     spy = Spy(monkeypatch)

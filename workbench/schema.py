@@ -50,8 +50,17 @@ def check_run_json(data) -> None:
     if engine is not None:
         _layers(engine.get("layers"), "engine.layers")
         _strings(engine.get("source_nodes"), "engine.source_nodes")
-    # (the ratio's end-to-end time is timed around the profile, not the headline median: no cross-check)
-    _number(data.get("layer_time_ratio"), "layer_time_ratio", low=0.0, high=MAX_LAYER_TIME_RATIO, optional=True)
+    ratio = _number(data.get("layer_time_ratio"), "layer_time_ratio", low=0.0, high=MAX_LAYER_TIME_RATIO,
+                    optional=True)
+    around = _number(data.get("profile_end_to_end_ms"), "profile_end_to_end_ms", low=MIN_LATENCY_MS,
+                     high=MAX_LATENCY_MS, optional=True)
+    total = sum(layer.get("latency_ms") or 0.0 for layer in data.get("layers", []))
+    if ratio is not None and around is not None and total > 0:  # edited layer times no longer add up
+        _check(math.isclose(ratio, total / around, rel_tol=1e-3), "layer_time_ratio",
+               f"is {ratio:.4g} but the layers sum to {total / around:.4g} of the end-to-end time")
+    _strings(data.get("precision_notes", []), "precision_notes")
+    _check(data.get("variant_sha256") is None or isinstance(data["variant_sha256"], str), "variant_sha256",
+           "is not a string or null")
 
     drift = data.get("drift", [])
     _check(isinstance(drift, list), "drift", "is not a list")
