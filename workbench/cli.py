@@ -395,6 +395,10 @@ def _tune(args, command_line: str) -> int:
     from .session import Workbench
 
     check_outputs({"--json": args.json_path}, inputs=[args.model])
+    if args.bundle:
+        from .scenarios.bundle import check_bundle_target
+
+        check_bundle_target(args.bundle)
     wb = Workbench(args.model, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
     found = wb.tune(args.precision, max_drop=args.max_drop, metric=args.metric, budget=args.budget,
                     methods=tuple(args.method or (None,)), calibration=args.calibration, batch=args.batch,

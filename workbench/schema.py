@@ -59,6 +59,10 @@ def check_run_json(data) -> None:
         _check(math.isclose(ratio, total / around, rel_tol=1e-3), "layer_time_ratio",
                f"is {ratio:.4g} but the layers sum to {total / around:.4g} of the end-to-end time")
     _strings(data.get("precision_notes", []), "precision_notes")
+    shares = data.get("graph_precision")
+    _check(shares is None or isinstance(shares, dict), "graph_precision", "is not an object or null")
+    for name, share in (shares or {}).items():
+        _number(share, f"graph_precision.{name}", low=0.0, high=1.0)
     _check(data.get("variant_sha256") is None or isinstance(data["variant_sha256"], str), "variant_sha256",
            "is not a string or null")
 

@@ -20,7 +20,7 @@ from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOpti
 from .limits import array_bytes, capped_threads, check_memory
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.spec import Model
-from .precision.apply import precision_notes
+from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
 from .machine import this_machine
 from .results import LAYER_TIME_BAND, RunResult
@@ -336,7 +336,7 @@ class Workbench:
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
-            machine=this_machine(versions))
+            graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
         """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
