@@ -18,15 +18,15 @@ from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
 from .limits import array_bytes, capped_threads, check_memory
+from .machine import this_machine
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.spec import Model
 from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
-from .machine import this_machine
 from .results import LAYER_TIME_BAND, RunResult
 from .samples import load_model
-from .schema import SchemaError, check_run_json
 from .samples.base import EvalData, Sample
+from .schema import SchemaError, check_run_json
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
