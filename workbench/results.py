@@ -166,6 +166,7 @@ class RunResult:
     graph_precision: dict[str, float] | None = None  # share of the variant's compute ops in each precision
     calibration_size: int | None = None  # samples of the calibration set used
     profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
+    machine: dict | None = None  # where it was measured (workbench.machine.this_machine); None in older results
 
     @property
     def label(self) -> str:
@@ -262,6 +263,7 @@ class RunResult:
             "precision_warning": self.precision_warning,
             "variant_sha256": self.variant_sha256,
             "graph_precision": self.graph_precision,
+            "machine": self.machine,
         }
 
     @classmethod
@@ -292,6 +294,7 @@ class RunResult:
             variant_sha256=data.get("variant_sha256"),
             graph_precision=data.get("graph_precision"),
             calibration_size=data.get("calibration_size"),
+            machine=data.get("machine"),
         )
 
 
