@@ -194,6 +194,8 @@ def _tune_parsers(sub) -> None:
     tune.add_argument("--budget", type=int, default=8, help="configurations to measure at most (default 8)")
     tune.add_argument("--method", action="append", choices=("minmax", "entropy", "percentile"), default=None,
                       help="INT8 calibration method(s) to try; repeat for several (default minmax)")
+    tune.add_argument("--qdq-style", action="append", choices=("onnxruntime", "tensorrt"), default=None,
+                      help="INT8 Q/DQ style(s) to try; repeat for several (default onnxruntime)")
     tune.add_argument("--calibration", default=None, help="calibration set name (default: the sample's first)")
     tune.add_argument("--batch", type=int, default=8, help="batch size for latency (default 8)")
     tune.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
@@ -401,18 +403,20 @@ def _tune(args, command_line: str) -> int:
         check_bundle_target(args.bundle)
     wb = Workbench(args.model, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
     found = wb.tune(args.precision, max_drop=args.max_drop, metric=args.metric, budget=args.budget,
-                    methods=tuple(args.method or (None,)), calibration=args.calibration, batch=args.batch,
+                    methods=tuple(args.method or (None,)), qdq_styles=tuple(args.qdq_style or (None,)),
+                    calibration=args.calibration, batch=args.batch,
                     runs=args.runs)
     unit = "" if args.metric == "cosine" else " points"
     for config in found.configurations:
         mark = "*" if config is found.chosen else ("f" if config.on_frontier else " ")
         speedup = f"{config.speedup_vs_fp32:5.2f}x" if config.speedup_vs_fp32 else "  n/a"
         print(f"{mark} {config.latency_ms:9.3f} ms {speedup}  {args.metric} {config.value:8.4f}  drop "
-              f"{config.drop:+.4f}{unit}  {config.kept_text}  [{config.step}]")
+              f"{config.drop:+.4f}{unit}  {config.kept_text}"
+              + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
           + (f", {chosen.speedup_vs_fp32:.2f}x FP32 at batch {chosen.batch}"
-             + ("" if chosen.faster_beyond_noise or chosen.precision == "fp32" else " (within timing noise)")
+             + ("" if chosen.precision == "fp32" else f" ({chosen.speedup_verdict})")
              if chosen and chosen.speedup_vs_fp32 else "") + "; f = on the latency/accuracy frontier")
     if args.json_path:
         _write_json(args.json_path, {**found.to_json(), "command": command_line,
