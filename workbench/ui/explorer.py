@@ -23,7 +23,6 @@ from ..errors import WorkbenchError
 if TYPE_CHECKING:
     from ..results import RunResult
 
-BATCH_SIZES = (1, 8, 32)
 # Controls that only mean something for INT8; disabled (and ignored) at other precisions.
 INT8_CONTROLS = ("calibration", "method", "qdq_style")
 
@@ -38,13 +37,17 @@ class Explorer:
     """
 
     def __init__(self, model="fashion-cnn", *, models=None, backend: str = "onnxruntime", cache_dir=None,
-                 threads: int | None = None, runs: int = 20, drift: bool = True, background: bool = True):
-        # Only ipywidgets is imported here: onnx, the engines and plotly load in the background after display,
-        # so the panel is on screen at once.
+                 shared_cache=None, threads: int | None = None, runs: int | None = None, drift: bool = True,
+                 background: bool = True):
+        # Only ipywidgets and the lists of choices are imported here: the engines, plotly and the tuner load in
+        # the background after display, so the panel is on screen at once.
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
+        from ..choices import BATCH_SIZES, DEFAULT_BATCH, EXPLORER_RUNS
+        from ..precision.plan import METHODS, QDQ_STYLES
 
-        self._session_kwargs = {"cache_dir": cache_dir, "threads": threads, "progress": False}
-        self._runs, self._drift = runs, drift
+        self._session_kwargs = {"cache_dir": cache_dir, "shared_cache": shared_cache, "threads": threads,
+                                "progress": False}
+        self._runs, self._drift = EXPLORER_RUNS if runs is None else runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
         self._model_names = list(models) if models is not None and not isinstance(models, dict) else None
         if not isinstance(model, str):
@@ -74,11 +77,9 @@ class Explorer:
         self.precision = widgets.ToggleButtons(options=[("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8")],
                                                value="fp32", description="Precision")
         self.calibration = widgets.Dropdown(options=_calibration_names(model), description="Calibration")
-        self.method = widgets.Dropdown(options=["minmax", "entropy", "percentile"], value="minmax",
-                                       description="Method")
-        self.qdq_style = widgets.Dropdown(options=["onnxruntime", "tensorrt"], value="onnxruntime",
-                                          description="Q/DQ style")
-        self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=8, description="Batch")
+        self.method = widgets.Dropdown(options=list(METHODS), value=METHODS[0], description="Method")
+        self.qdq_style = widgets.Dropdown(options=list(QDQ_STYLES), value=QDQ_STYLES[0], description="Q/DQ style")
+        self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=DEFAULT_BATCH, description="Batch")
         self.status = widgets.HTML()
         self.status.add_class("workbench-status")  # a stable hook for browser tests and custom styling
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
@@ -226,22 +227,27 @@ class Explorer:
                 return None
             self._apply(result, shown)
             warning = result.precision_warning
+            from ..machine import other_machine_note
+
+            elsewhere = other_machine_note(result.machine)
             self._set_status(f"{html.escape(result.label)}: {_ms(result.headline_latency.median)} median at batch "
                              f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
-                             + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else ""), error=bool(warning))
+                             + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
+                             + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>"
+                                if elsewhere else ""), error=bool(warning))
         return result
 
     def _fill_choices(self) -> None:
         """Offer every sample model and installed engine (looked up after display: it imports onnx and the engines)."""
         if self._choices_filled:
             return
-        from ..backends import backend_names
+        from ..choices import explorer_backends
         from .mixed import MixedPrecisionTab
 
         self.mixed = MixedPrecisionTab(self)
         self._mixed_panel.children = (self.mixed.widget,)
         models = self._model_names if self._model_names is not None else _sample_names()
-        engines = [b for b in backend_names() if b != "tensorrt" or _tensorrt_importable()]
+        engines = explorer_backends()
         with self._lock:
             self._refreshing = True
             try:
@@ -462,8 +468,3 @@ def _placeholder(text: str):
     figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250, autosize=True)
     return figure
 
-
-def _tensorrt_importable() -> bool:
-    from .._optional import available
-
-    return available("tensorrt")
