@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import CalibrationError
+from .limits import array_bytes, check_memory
 from .models.spec import TensorSpec
 
 DEFAULT_SIZE = 256
@@ -29,6 +30,11 @@ class CalibrationSet:
     def __post_init__(self) -> None:
         if not self.arrays:
             raise CalibrationError(f"Calibration set {self.name!r} has no inputs: give at least one named array.")
+        scalars = [name for name, arr in self.arrays.items() if np.ndim(arr) == 0]
+        if scalars:
+            raise CalibrationError(f"Calibration set {self.name!r}: input {scalars[0]!r} is a scalar (shape []), with "
+                                   "no sample axis: inputs hold samples on axis 0 (models with scalar inputs cannot be "
+                                   "measured in batches).")
         sizes = {name: len(arr) for name, arr in self.arrays.items()}
         if len(set(sizes.values())) != 1:
             raise CalibrationError(f"Calibration set {self.name!r} has inputs of different lengths {sizes}: "
@@ -58,11 +64,22 @@ class CalibrationSet:
     def from_arrays(cls, name: str, arrays: Mapping[str, np.ndarray] | np.ndarray, *, input_name: str | None = None,
                     description: str = "", limit: int | None = DEFAULT_SIZE, synthetic: bool = False) -> "CalibrationSet":
         """From one array (needs `input_name`) or a mapping of input name -> array; keeps the first `limit`."""
-        if isinstance(arrays, np.ndarray):
+        if not isinstance(arrays, Mapping):
             if input_name is None:
-                raise CalibrationError(f"Calibration set {name!r}: a bare array needs input_name= (the model input it feeds).")
+                raise CalibrationError(f"Calibration set {name!r}: a bare {type(arrays).__name__} needs input_name= "
+                                       "(the model input it feeds), or pass a mapping of input name -> array.")
             arrays = {input_name: arrays}
-        picked = {k: np.asarray(v)[:limit] if limit else np.asarray(v) for k, v in arrays.items()}
+        picked = {}
+        for key, value in arrays.items():
+            try:
+                array = np.asarray(value)
+            except ValueError as exc:  # ragged nested lists
+                raise CalibrationError(f"Calibration set {name!r}: input {key!r} is not a rectangular array ({exc}). "
+                                       "Give every sample the same shape.") from exc
+            if array.ndim == 0 or array.dtype == object:
+                raise CalibrationError(f"Calibration set {name!r}: input {key!r} is a {array.dtype} value of shape "
+                                       f"{list(array.shape)}, not an array of samples: stack the samples on axis 0.")
+            picked[key] = array[:limit] if limit else array
         return cls(name=name, arrays=picked, description=description, synthetic=synthetic)
 
     @classmethod
@@ -97,9 +114,18 @@ class CalibrationSet:
                       dim_overrides: dict[str, int] | None = None) -> "CalibrationSet":
         """Random inputs from the model's specs (standard normal floats, small ints): labelled synthetic."""
         rng = np.random.default_rng(seed)
+        shapes = {spec.name: spec.concrete_shape(batch=size, overrides=dim_overrides) for spec in inputs}
+        empty = [name for name, shape in shapes.items() if 0 in shape]
+        if empty:
+            raise CalibrationError(f"Input {empty[0]!r} has shape {list(shapes[empty[0]])} with a zero-size dim: "
+                                   "its samples hold no values, so there is nothing to generate.")
+        # random values are drawn as 8-byte numbers, then cast: both copies exist at once
+        check_memory(sum(array_bytes(shapes[spec.name], np.dtype(spec.dtype).itemsize + 8) for spec in inputs),
+                     f"{size} synthetic samples of inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}",
+                     "give the model smaller fixed dims, or symbolic ones (set to 1 here)")
         arrays = {}
         for spec in inputs:
-            shape = spec.concrete_shape(batch=size, overrides=dim_overrides)
+            shape = shapes[spec.name]
             dtype = np.dtype(spec.dtype)
             if dtype.kind == "f":
                 arrays[spec.name] = rng.standard_normal(shape).astype(dtype)

@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from .errors import WorkbenchError
+from .output import atomic_write, check_outputs
 from .results import strict_json
 
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
@@ -150,6 +151,8 @@ def _report(args, command_line: str) -> int:
     from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
+    out = args.out or (None if args.json_path else "report.html")
+    check_outputs({"--out": out, "--json": args.json_path}, inputs=[model])
     precisions = args.precision or list(DEFAULT_PRECISIONS)
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
     progress = not args.quiet
@@ -181,7 +184,6 @@ def _report(args, command_line: str) -> int:
             "headline": headline(results),
         }
         _write_json(args.json_path, payload)
-    out = args.out or (None if args.json_path else "report.html")
     if out:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
@@ -207,6 +209,9 @@ def _plan(args, command_line: str) -> int:
     if profiles and len(profiles) != len(args.graph_json):
         raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
                              "give one --profile per graph, or none to find them beside the graph files.")
+    inputs = [*args.graph_json, *profiles,
+              *(str(p) for folder in args.graph_json if Path(folder).is_dir() for p in Path(folder).glob("*.json"))]
+    check_outputs({"--out": args.out, "--json": args.json_path}, inputs=inputs)
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
@@ -231,6 +236,7 @@ def _plan(args, command_line: str) -> int:
 def _tune(args, command_line: str) -> int:
     from .session import Workbench
 
+    check_outputs({"--json": args.json_path}, inputs=[args.model])
     wb = Workbench(args.model, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
     found = wb.tune(args.precision, max_drop=args.max_drop, metric=args.metric, budget=args.budget,
                     methods=tuple(args.method or (None,)), calibration=args.calibration, batch=args.batch,
@@ -260,6 +266,7 @@ def _lint(args, command_line: str) -> int:
     from .lint import lint_plan, lint_result, op_types_of
 
     target = Path(args.target)
+    check_outputs({"--json": args.json_path}, inputs=[target, *(target.glob("*.json") if target.is_dir() else ())])
     if target.is_dir() or target.name.endswith(".graph.json"):
         from .trtplan import load_plan, load_plan_dir
 
@@ -287,10 +294,8 @@ def _lint(args, command_line: str) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False))
-    print(f"json: {target}")
+    atomic_write(path, json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8"))
+    print(f"json: {path}")
 
 
 def _print_summary(results) -> None:
@@ -323,5 +328,8 @@ def _print_summary(results) -> None:
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
               f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
     print(headline(results))
+    for r in results:
+        if r.precision_warning:
+            print(f"WARNING: {r.precision_warning}")
     if any(r.synthetic_data for r in results):
         print("note: measured on synthetic inputs (no data came with the model); accuracy is agreement only.")
