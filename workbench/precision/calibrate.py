@@ -161,86 +161,6 @@ def calibrated_tensors(proto: onnx.ModelProto) -> dict[str, int]:
     return tensors
 
 
-def _histogram(data: np.ndarray, bins: int, low: float, high: float) -> np.ndarray:
-    """`np.histogram(data, bins, range=(low, high))[0]` in the data's own precision: values scaled to bin indices
-    and counted with `bincount` (numpy converts every block to float64 and corrects the edges: several passes).
-    NaN and values outside the range are dropped, the top edge belongs to the last bin, as in numpy; a value within
-    float32 rounding of an inner edge may land in the neighbouring bin."""
-    low, high = float(low), float(high)
-    if not (high > low and np.isfinite(high - low)) or data.size == 0:
-        return np.histogram(data, bins, range=(low, high))[0]
-    smallest, largest = data.min(), data.max()
-    if np.isnan(smallest) or np.isnan(largest) or smallest < low or largest > high:
-        data = data[(data >= low) & (data <= high)]
-    scaled = np.subtract(data, np.float32(low), dtype=np.float32)
-    scaled *= np.float32(bins / (high - low))
-    index = scaled.astype(np.intp)
-    np.minimum(index, bins - 1, out=index)
-    return np.bincount(index, minlength=bins)[:bins]
-
-
-def _edges(threshold, bins: int, data: np.ndarray) -> np.ndarray:
-    """The edges `np.histogram(data, bins, range=(-threshold, threshold))` returns (in its result type)."""
-    return np.linspace(-threshold, threshold, bins + 1, dtype=np.result_type(threshold, data))
-
-
-class _Collector(HistogramCollector):
-    """onnxruntime's histogram collector (same bins, merging and thresholds) with faster histograms.
-
-    Per tensor and batch ORT flattens a copy and bins it with `np.histogram`, by the edge array for absolute
-    values (percentile), which numpy does by sorting each block. Here the values are binned by range in one pass
-    (`_histogram`); edges, merging and thresholds are ORT's.
-    """
-
-    def collect_value(self, name_to_arr):
-        for tensor, values in name_to_arr.items():
-            data = np.asarray(values).reshape(-1)
-            low, high = (np.nanmin(data), np.nanmax(data)) if data.size else (np.zeros((), data.dtype),) * 2
-            threshold = np.array(max(abs(low), abs(high)), dtype=data.dtype)
-            if tensor in self.histogram_dict:
-                self.histogram_dict[tensor] = self.merge_histogram(self.histogram_dict[tensor], data, low, high,
-                                                                   threshold)
-            else:
-                edges = _edges(threshold, self.num_bins, data)
-                hist = _histogram(data, self.num_bins, -threshold, threshold)
-                self.histogram_dict[tensor] = (hist, edges, low, high, threshold)
-
-    def merge_histogram(self, old_histogram, data_arr, new_min, new_max, new_threshold):
-        old_hist, old_edges, old_min, old_max, old_threshold = old_histogram
-        low, high = min(old_min, new_min), max(old_max, new_max)
-        if new_threshold <= old_threshold:
-            return (_histogram(data_arr, len(old_hist), -old_threshold, old_threshold) + old_hist, old_edges,
-                    low, high, old_threshold)
-        if old_threshold == 0:
-            hist = _histogram(data_arr, len(old_hist), -new_threshold, new_threshold) + old_hist
-            return hist, _edges(new_threshold, len(old_hist), data_arr), low, high, new_threshold
-        stride = 2 * old_threshold / len(old_hist)
-        half = int((new_threshold - old_threshold) // stride + 1)
-        bins = len(old_hist) + 2 * half
-        threshold = half * stride + old_threshold
-        hist = _histogram(data_arr, bins, -threshold, threshold)
-        hist[half: bins - half] += old_hist
-        return hist, _edges(threshold, bins, data_arr), low, high, threshold
-
-    def collect_absolute_value(self, name_to_arr):
-        for tensor, values in name_to_arr.items():
-            data = np.asarray(values).reshape(-1)
-            low, high = (np.nanmin(data), np.nanmax(data)) if data.size else (np.zeros((), data.dtype),) * 2
-            data = np.absolute(data)
-            if tensor not in self.histogram_dict:
-                hist, edges = np.histogram(data, bins=self.num_bins)
-                self.histogram_dict[tensor] = (hist, edges.astype(data.dtype), low, high)
-                continue
-            old_hist, edges, old_low, old_high = self.histogram_dict[tensor]
-            top = np.nanmax(data) if data.size else edges[-1]
-            if top > edges[-1]:  # widen with bins of the same width, as ORT does
-                width = edges[1] - edges[0]
-                edges = np.hstack((edges, np.arange(edges[-1] + width, top + width, width))).astype(data.dtype)
-            hist = _histogram(data, len(edges) - 1, edges[0], edges[-1])
-            hist[: len(old_hist)] += old_hist
-            self.histogram_dict[tensor] = (hist, edges, min(old_low, low), max(old_high, high))
-
-
 def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], method: str,
                progress: bool) -> TensorsData:
     """Run the graph with every calibrated tensor exposed over `batches`, one batch at a time (memory stays flat),
@@ -266,10 +186,10 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
     # (ORT's errors propagate: apply_plan turns them into a PrecisionError naming the model)
     session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del augmented
-    collector = _Collector(method=method, symmetric=_SYMMETRIC[method], scenario="same",
-                           num_bins=CALIBRATION_OPTIONS[method].get("num_bins", 128),
-                           num_quantized_bins=CALIBRATION_OPTIONS[method].get("num_quantized_bins", 128),
-                           percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
+    collector = HistogramCollector(method=method, symmetric=_SYMMETRIC[method], scenario="same",
+                                   num_bins=CALIBRATION_OPTIONS[method].get("num_bins", 128),
+                                   num_quantized_bins=CALIBRATION_OPTIONS[method].get("num_quantized_bins", 128),
+                                   percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
     extremes: list[list[tuple[float, float]]] = []
     with contextlib.redirect_stdout(io.StringIO()):  # the collector print()s; tqdm shows the progress instead
         for batch in tqdm(batches, desc=f"Calibrating ({method})", unit="batch", disable=not progress):
