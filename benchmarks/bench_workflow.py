@@ -20,10 +20,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -98,7 +98,28 @@ def _resnet18():
 
 
 def _rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # kB -> GB (peak so far)
+    """Resident set size now (Linux /proc), in GB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024 ** 3
+
+
+def _peak_rss_during(work) -> tuple[float, float]:
+    """(RSS before, highest RSS sampled every 20 ms while `work()` runs), in GB."""
+    before, peak, done = _rss_gb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_gb())
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return before, max(peak[0], _rss_gb())
 
 
 def bench_calibration(samples: int, memory_samples: int) -> dict:
@@ -131,10 +152,9 @@ def bench_calibration(samples: int, memory_samples: int) -> dict:
               f"({inference:.2f} s, {samples} samples)", file=sys.stderr)
     del batches, session
     big = calibrate.calibration_batches(CalibrationSet("random", {name: data[:memory_samples]}), model.inputs)
-    before = _rss_gb()
-    calibrate._calibrate(prepared, big, "entropy", progress=False)
+    before, peak = _peak_rss_during(lambda: calibrate._calibrate(prepared, big, "entropy", progress=False))
     out["memory"] = {"samples": memory_samples, "data_gb": data[:memory_samples].nbytes / 1024 ** 3,
-                     "peak_rss_before_gb": before, "peak_rss_added_gb": _rss_gb() - before}
+                     "rss_before_gb": before, "peak_rss_added_gb": peak - before}
     print(f"calibration memory: +{out['memory']['peak_rss_added_gb']:.2f} GB peak RSS over the data "
           f"({memory_samples} samples)", file=sys.stderr)
     return out
