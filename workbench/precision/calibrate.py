@@ -48,7 +48,8 @@ CALIBRATION_OPTIONS: dict[str, dict] = {
 # Symmetric or not per method, as onnxruntime's create_calibrator sets them by default.
 _SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True}
 _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
-DEFAULT_BATCH = 16
+# Every calibrated tensor of a batch is held at once: ResNet-18 at 224x224 adds about 0.8 GB at batch 8 (1.4 GB at 16).
+DEFAULT_BATCH = 8
 
 
 @dataclass
@@ -94,7 +95,8 @@ def prepare(model: Model) -> tuple[onnx.ModelProto, tuple[str, ...]]:
 
 
 def calibration_batches(calibration: CalibrationSet, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
-    """Batches of the set sized for the model: its fixed batch dim if it has one (dropping a short tail), else 16."""
+    """Batches of the set sized for the model: its fixed batch dim if it has one (dropping a short tail), else
+    DEFAULT_BATCH."""
     first_dims = {spec.shape[0] for spec in inputs if spec.shape}
     fixed = next((d for d in first_dims if isinstance(d, int)), None)
     size = fixed or DEFAULT_BATCH
