@@ -246,9 +246,12 @@ def table(results: dict) -> str:
         row(f"ResNet-18 entropy calibration peak RSS over the data, {memory['samples']} samples "
             f"({memory['data_gb']:.2f} GB of data)", memory["peak_rss_added_gb"], "GB", TARGETS["calibration_rss_gb"])
     for nodes, data in results.get("int8_scale", {}).items():
-        row(f"INT8 precision step, {nodes}-node graph (pre-process {data['prepare_s']:.1f}, calibrate "
-            f"{data['calibrate_s']:.1f}, quantize_static {data['quantize_s']:.1f} s)", data["total_s"], "s",
-            TARGETS["int8_5000_nodes_s"])
+        what = (f"INT8 precision step, {nodes}-node graph (pre-process {data['prepare_s']:.1f}, calibrate "
+                f"{data['calibrate_s']:.1f}, quantize_static {data['quantize_s']:.1f} s)")
+        if nodes == "5000":
+            row(what, data["total_s"], "s", TARGETS["int8_5000_nodes_s"])
+        else:  # smaller graphs show how the time scales
+            rows.append(f"| {what} | {data['total_s']:.2f} s | (scaling) | – |")
     return "\n".join(rows)
 
 
