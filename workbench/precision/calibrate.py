@@ -26,10 +26,10 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper
 from onnxruntime.quantization import CalibrationMethod, quant_pre_process
-from onnxruntime.quantization.calibrate import (HistogramCollector, TensorsData, load_tensors_data,
-                                                save_tensors_data)
+from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, HistogramCollector, TensorsData
 from tqdm.auto import tqdm
 
+from ..cache import ResultCache
 from ..calibration import CalibrationSet
 from ..errors import CalibrationError
 from ..models.spec import Model, TensorSpec
@@ -50,6 +50,7 @@ _SYMMETRIC = {"minmax": False, "entropy": False, "percentile": True}
 _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 # Every calibrated tensor of a batch is held at once: ResNet-18 at 224x224 adds about 0.8 GB at batch 8 (1.4 GB at 16).
 DEFAULT_BATCH = 8
+RANGES_SUFFIX = "ranges.json"
 
 
 @dataclass
@@ -115,34 +116,36 @@ def range_key(model_hash: str, calibration: CalibrationSet, method: str, batch_s
 
 
 def activation_ranges(proto: onnx.ModelProto, key: str, batches: list[dict[str, np.ndarray]], method: str, *,
-                      progress: bool = True, cache_dir: str | Path | None = None) -> TensorsData:
+                      progress: bool = True, cache_dir: str | Path | ResultCache | None = None) -> TensorsData:
     """Ranges of every float tensor of `proto` (all op types, so any Q/DQ style can use them), cached under `key`.
 
-    Looks in memory, then in `cache_dir`/calibration/<key>.json (an unreadable file is recomputed and replaced).
+    Looks in memory, then in the cache (`cache_dir`: a folder or a layered ResultCache) as the hash-checked
+    artefact `calibration-<key>.ranges.json`; an unreadable or swapped file is recomputed and replaced.
     """
     if key in _memory:
         stats.memory_hits += 1
         return _memory[key]
-    path = Path(cache_dir) / "calibration" / f"{key}.json" if cache_dir is not None else None
-    ranges = _load(path, method) if path is not None else None
+    cache = None if cache_dir is None else cache_dir if isinstance(cache_dir, ResultCache) else ResultCache(cache_dir)
+    entry = f"calibration-{key}"
+    ranges = cache.get_bytes(entry, RANGES_SUFFIX, decode=lambda data: _decode(data, method)) if cache else None
     if ranges is not None:
         stats.disk_hits += 1
     else:
         ranges = _calibrate(proto, batches, method, progress)
-        if path is not None:
-            save_tensors_data(ranges, path)  # writes a temp file and renames it: atomic
+        if cache is not None:
+            cache.put_bytes(entry, json.dumps(ranges.to_dict(), cls=CalibrationCacheEncoder).encode(), RANGES_SUFFIX)
     _memory[key] = ranges
     return ranges
 
 
-def _load(path: Path, method: str) -> TensorsData | None:
-    if not path.is_file():
-        return None
-    try:
-        ranges = load_tensors_data(path)
-    except (ValueError, KeyError, TypeError, AttributeError):  # truncated / hand-edited / other-version file
-        return None
-    return ranges if ranges.calibration_method == CALIBRATION_METHODS[method] else None
+def _decode(data: bytes, method: str) -> TensorsData:
+    ranges = TensorsData.from_dict(json.loads(data))
+    if ranges.calibration_method != CALIBRATION_METHODS[method]:
+        raise ValueError(f"ranges of another method ({ranges.calibration_method})")
+    for name, value in ranges.data.items():
+        if not np.all(np.isfinite(np.asarray(value.range_value, dtype=np.float64))):
+            raise ValueError(f"non-finite range for {name}")
+    return ranges
 
 
 def calibrated_tensors(proto: onnx.ModelProto) -> dict[str, int]:
