@@ -168,6 +168,10 @@ def calibrated_tensors(proto: onnx.ModelProto) -> dict[str, int]:
     return tensors
 
 
+def _extremes(values: np.ndarray) -> tuple[float, float]:
+    return (values.min(), values.max()) if values.size else (np.nan, np.nan)
+
+
 def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], method: str,
                progress: bool) -> TensorsData:
     """Run the graph with every calibrated tensor exposed over `batches`, one batch at a time (memory stays flat),
@@ -199,13 +203,14 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
                                    percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
     extremes: list[list[tuple[float, float]]] = []
     workers = max(1, min(len(fetch), os.cpu_count() or 1))
+    # The collector print()s: tqdm shows the progress instead. numpy's reductions and histograms release the GIL,
+    # so the tensors of a batch are reduced on one thread per core.
     with contextlib.redirect_stdout(io.StringIO()), ThreadPoolExecutor(workers) as pool:
-        # (the collector print()s; tqdm shows the progress instead)
         for batch in tqdm(batches, desc=f"Calibrating ({method})", unit="batch", disable=not progress):
             values = session.run(fetch, batch)
             if method == "minmax":
-                extremes.append([(v.min(), v.max()) if v.size else (np.nan, np.nan) for v in values])
-            else:  # numpy's histogramming releases the GIL: the tensors are binned in parallel
+                extremes.append(list(pool.map(_extremes, values)))
+            else:  # largest tensors spread over the threads
                 by_size = sorted(zip(fetch, values), key=lambda item: -item[1].size)
                 list(pool.map(collector.collect, [dict(by_size[i::workers]) for i in range(workers)]))
             del values
