@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,41 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwr
 pytest.importorskip("jupyterlab", reason="pip install -e '.[notebook]'")
 psutil = pytest.importorskip("psutil")
 
-NOTEBOOK_CODE = """\
+MODELS = ("fashion-cnn", "efficientnet-lite0-fashion")
+SIZES = ((1400, 1000), (1024, 768))
+EXPLORER_CODE = """\
 from workbench.ui import Explorer
-explorer = Explorer("digits-cnn", runs=3, cache_dir={cache!r})
+explorer = Explorer({model!r}, runs=10, cache_dir={cache!r})
 explorer"""
+APPEAR_S = 2.0  # the explorer panel is on screen this soon after its cell starts
+STALE_MS = 300  # a status already in flight when a button is clicked may show this long, no longer
+
+# Text boxes (plotly <text> and table cells) that overlap by more than 2 px in both directions.
+OVERLAPS_JS = """(root) => {
+  const boxes = [];
+  for (const t of root.querySelectorAll('text')) {
+    const s = getComputedStyle(t);
+    if (!t.textContent.trim() || s.visibility === 'hidden' || s.display === 'none' || s.opacity === '0') continue;
+    const r = t.getBoundingClientRect();
+    if (r.width < 1 || r.height < 1) continue;
+    boxes.push({text: t.textContent.slice(0, 40), l: r.left, t: r.top, r: r.right, b: r.bottom});
+  }
+  const out = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const a = boxes[i], b = boxes[j];
+    if (Math.min(a.r, b.r) - Math.max(a.l, b.l) > 2 && Math.min(a.b, b.b) - Math.max(a.t, b.t) > 2)
+      out.push([a.text, b.text]);
+  }
+  return out;
+}"""
+# The first engine layer (graphviz node "a<k>") of the "After fusion" column.
+AFTER_FIRST_JS = """(root) => {
+  const column = root.querySelector('.workbench-fusion-after');
+  if (!column) return null;
+  const node = [...column.querySelectorAll('g.node')].find(g => /^a\\d+$/.test(g.querySelector('title').textContent));
+  const r = node.getBoundingClientRect();
+  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+}"""
 
 
 def _screenshot_dirs(tmp: Path) -> list[Path]:
@@ -53,11 +85,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_notebook(path: Path, code: str) -> None:
+def _write_notebook(path: Path, *cells: str) -> None:
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.cells = [nbformat.v4.new_code_cell(code) for code in cells]
     nbformat.write(nb, path)
 
 
@@ -125,17 +157,34 @@ def pw():
         yield pw
 
 
-def _new_context(pw, user_data: Path):
+def _new_context(pw, user_data: Path, size=SIZES[0]):
     return pw.chromium.launch_persistent_context(
         str(user_data), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
-        viewport={"width": 1280, "height": 900})
+        viewport={"width": size[0], "height": size[1]})
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def cache(tmp_path_factory) -> Path:
+    """Every configuration the browser tests click, computed once by an explorer with the notebook's settings."""
+    from workbench.ui import Explorer
+
+    # WORKBENCH_BROWSER_CACHE: reuse a cache between runs while working on the views (CI starts empty)
+    folder = Path(os.environ.get("WORKBENCH_BROWSER_CACHE") or tmp_path_factory.mktemp("cache"))
+    for model in MODELS:
+        explorer = Explorer(model, runs=10, cache_dir=folder, background=False)
+        for precision in ("fp32", "fp16", "int8"):
+            explorer.precision.value = precision
+            assert explorer.wait() is not None, explorer.error
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, cache):
     home = tmp_path_factory.mktemp("jupyterlab")
     (home / "root").mkdir()
-    _write_notebook(home / "root" / "explorer.ipynb", NOTEBOOK_CODE.format(cache=str(home / "cache")))
+    for model in MODELS:
+        _write_notebook(home / "root" / f"{model}.ipynb", "print('kernel ready')",
+                        EXPLORER_CODE.format(model=model, cache=str(cache)))
     server = _JupyterLab(home)
     try:
         server.wait_ready(timeout=60)
@@ -145,66 +194,173 @@ def lab(tmp_path_factory):
     assert not server.leftovers, f"processes left after JupyterLab shut down: {server.leftovers}"
 
 
-def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):
+def _run_cell(page, index: int) -> None:
+    page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+
+
+def _no_page_scroll(page) -> None:
+    widths = page.evaluate("""() => [document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        ...[...document.querySelectorAll('.jp-WindowedPanel-outer')].map(e => e.scrollWidth - e.clientWidth)]""")
+    assert max(widths) <= 1, f"page-level horizontal scroll of {max(widths)} px"
+
+
+def _check_figures(page, root, where: str) -> int:
+    """Every plotly figure in `root` spans >= 90 % of it and has no overlapping text; returns the count."""
+    figures = root.locator(".js-plotly-plot")
+    figures.first.wait_for(timeout=30_000)
+    total = root.evaluate("e => e.getBoundingClientRect().width")
+    for i in range(figures.count()):
+        figure = figures.nth(i)
+        if not figure.is_visible():
+            continue
+        width = figure.evaluate("e => e.querySelector('.main-svg').getBoundingClientRect().width")  # as drawn
+        assert width >= 0.9 * total, f"{where}: figure {i} is {width:.0f} px in a {total:.0f} px container"
+        overlaps = figure.evaluate(OVERLAPS_JS)
+        assert not overlaps, f"{where}: figure {i} has overlapping labels {overlaps[:5]}"
+    return figures.count()
+
+
+def _shot(page, tmp_path: Path, name: str, readme_name: str | None = None) -> None:
+    page.screenshot(path=str(tmp_path / "shots" / f"{name}.png"))
+    if os.environ.get("WORKBENCH_SHOTS_KEEP"):  # every screenshot, for looking at them
+        Path(os.environ["WORKBENCH_SHOTS_KEEP"]).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(os.environ["WORKBENCH_SHOTS_KEEP"]) / f"{name}.png"))
+    if readme_name and os.environ.get("WORKBENCH_SCREENSHOTS"):
+        for folder in _screenshot_dirs(tmp_path / "shots")[1:]:
+            page.screenshot(path=str(folder / readme_name))
+
+
+def _tab(page, title: str):
+    page.locator(".workbench-explorer .lm-TabBar-tab", has_text=title).first.click()
+    return page.locator(".workbench-explorer .widget-tab-contents > .lm-Widget:not(.lm-mod-hidden)").first
+
+
+RECORD_STATUS_JS = """() => {
+  window.statusLog = [];
+  const status = document.querySelector('.workbench-status');
+  new MutationObserver(() => {
+    const active = document.querySelector('.workbench-explorer .widget-toggle-button.mod-active');
+    window.statusLog.push({t: performance.now(), text: status.innerText, selected: active && active.innerText});
+  }).observe(status, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_explorer_in_jupyterlab(lab, pw, tmp_path, model):
+    """The explorer at 1400x1000 and 1024x768: on screen fast, figures fill their tab, readable fusion view with
+    working page buttons, a summary table that fits, and quick clicking never shows a result not selected."""
+    (tmp_path / "shots").mkdir()
+    _screenshot_dirs(tmp_path / "shots")
     context = _new_context(pw, tmp_path / "chromium")
     page = context.pages[0] if context.pages else context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
     try:
-        page.goto(f"{lab.url}/doc/tree/explorer.ipynb", timeout=60_000)
+        page.goto(f"{lab.url}/doc/tree/{model}.ipynb", timeout=60_000)
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
         page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel started
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        _run_cell(page, 0)
+        page.get_by_text("kernel ready").first.wait_for(timeout=60_000)
+        started = time.perf_counter()
+        _run_cell(page, 1)
+        page.locator(".workbench-explorer").wait_for(state="visible", timeout=60_000)
+        appeared = time.perf_counter() - started
+        assert appeared <= APPEAR_S, f"the explorer took {appeared:.1f} s to appear"
 
-        # the widget manager rendered the explorer, and the FP32 result arrived
-        status = page.locator(".workbench-status", has_text="median")
-        status.wait_for(timeout=60_000)
-        assert "fp32" in status.inner_text().lower()
+        page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
+        assert page.locator(".workbench-status").inner_text().lower().startswith("fp32")
+        page.locator(".jp-InputCollapser").nth(1).click()  # hide the code: the picture is about the widget
+        page.locator(".jp-InputCollapser").first.click()
         int8 = page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$"))
+        calibration = page.locator(".workbench-explorer .widget-dropdown select").nth(3)
+        assert calibration.is_disabled()  # INT8-only controls are off at FP32
         int8.click()
-        page.locator(".workbench-status", has_text=re.compile(r"int8.*median", re.IGNORECASE)).wait_for(
-            timeout=60_000)
-        assert "mod-active" in (int8.get_attribute("class") or "")
+        page.locator(".workbench-status", has_text=re.compile(r"^int8.*median", re.IGNORECASE)).wait_for(
+            timeout=120_000)
+        assert calibration.is_enabled()
 
-        page.locator(".lm-TabBar-tab", has_text="Summary").click()
-        rows = page.locator(".widget-tab table tr")
-        rows.nth(2).wait_for(timeout=10_000)
-        assert rows.count() == 3, "Summary should list FP32 and INT8 under one header row"
-        assert "int8" in rows.nth(2).inner_text().lower() or "int8" in rows.nth(1).inner_text().lower()
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            size = f"{model}-{width}x{height}"
+            readme = width == SIZES[0][0] and model == MODELS[1]
+            panel = _tab(page, "Fusion")
+            page.locator(".workbench-explorer .lm-TabBar").first.evaluate("e => e.scrollIntoView({block: 'start'})")
+            first = panel.evaluate(AFTER_FIRST_JS)
+            assert first is not None, "no 'After fusion' column"
+            assert 0 <= first["left"] and first["right"] <= width and 0 <= first["top"] < height, \
+                f"{size}: the first 'After fusion' layer is outside the viewport: {first}"
+            _no_page_scroll(page)
+            _shot(page, tmp_path, f"{size}-fusion", "fusion.png" if readme else None)
+            pager = page.locator(".workbench-page-next")
+            if pager.is_visible():
+                label = panel.locator("text=/page 1 of \\d+/")
+                assert label.count() >= 1
+                pager.click()
+                panel.locator("text=/page 2 of \\d+/").first.wait_for(timeout=30_000)
+                _shot(page, tmp_path, f"{size}-fusion-page2")
+                page.locator(".workbench-page-previous").click()
+                panel.locator("text=/page 1 of \\d+/").first.wait_for(timeout=30_000)
+            elif model == MODELS[1]:
+                raise AssertionError(f"{model} should need more than one fusion page")
 
-        # plotly FigureWidget (anywidget) drew the FP32-vs-INT8 per-layer bars
-        page.locator(".lm-TabBar-tab", has_text="Per-layer latency").click()
-        bars = page.locator(".widget-tab .js-plotly-plot .bars path")
-        bars.first.wait_for(timeout=30_000)
-        assert bars.count() >= 2
-        assert page.locator(".widget-tab .js-plotly-plot .legend .traces").count() >= 2
+            for title, name in (("Per-layer latency", "latency"), ("Drift", "drift"),
+                                ("Latency vs accuracy", "tradeoff")):
+                panel = _tab(page, title)
+                page.wait_for_timeout(300)  # plotly re-lays out after its tab is shown (an animation frame)
+                assert _check_figures(page, panel, f"{size} {title}") >= 1
+                _no_page_scroll(page)
+                _shot(page, tmp_path, f"{size}-{name}", "explorer.png" if readme and name == "latency" else None)
+
+            panel = _tab(page, "Summary")
+            last = panel.locator(".workbench-table th").last
+            last.wait_for(timeout=10_000)
+            box = last.bounding_box()
+            assert box["x"] + box["width"] <= width, f"{size}: the summary's last column is cut off: {box}"
+            rows = panel.locator(".workbench-table tbody tr")
+            assert rows.count() == 2  # FP32 and INT8, one row each
+            _no_page_scroll(page)
+            _shot(page, tmp_path, f"{size}-summary")
+
+        # quick clicks FP16 -> INT8 -> FP32 -> FP16: a finished result's status never stays up while another
+        # precision is selected (all cached, so each finishes fast and could race the next click)
+        _tab(page, "Fusion")
+        page.evaluate(RECORD_STATUS_JS)
+        for name in ("FP16", "INT8", "FP32", "FP16"):
+            page.locator(".widget-toggle-button", has_text=re.compile(f"^{name}$")).click()
+        page.locator(".workbench-status", has_text=re.compile(r"^fp16.*median", re.IGNORECASE)).wait_for(
+            timeout=120_000)
+        page.wait_for_timeout(1000)  # anything still in flight arrives
+        log = page.evaluate("window.statusLog")
+        assert log[-1]["text"].lower().startswith("fp16") and log[-1]["selected"] == "FP16"
+        for entry, following in zip(log, log[1:] + [None]):
+            if "median" in entry["text"] and not entry["text"].lower().startswith(entry["selected"].lower()):
+                shown_ms = (following["t"] if following else float("inf")) - entry["t"]
+                assert shown_ms <= STALE_MS, f"{entry['text']!r} stayed {shown_ms:.0f} ms with {entry['selected']}"
 
         widget_errors = [e for e in console_errors if WIDGET_ERRORS.search(e)]
         assert not widget_errors, widget_errors
-        page.locator(".jp-InputCollapser").first.click()  # hide the code: the picture is about the widget
-        page.set_viewport_size({"width": 1280, "height": 1000})
-        for folder in _screenshot_dirs(tmp_path / "shots"):
-            page.screenshot(path=str(folder / "explorer.png"))
-        assert (tmp_path / "shots" / "explorer.png").stat().st_size > 10_000
     finally:
         context.close()
 
 
-@pytest.fixture(scope="module")
-def report_html(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=MODELS)
+def report_html(request, tmp_path_factory, cache) -> tuple[str, Path]:
     from workbench.cli import main
 
     out = tmp_path_factory.mktemp("report")
     path = out / "report.html"
-    code = main(["report", "digits-cnn", "--precision", "fp32", "--precision", "int8", "--runs", "3", "--quiet",
-                 "--cache-dir", str(out / "cache"), "--out", str(path)])
-    assert code == 0 and path.is_file()
-    return path
+    code = main(["report", request.param, "--precision", "fp32", "--precision", "int8", "--runs", "10", "--quiet",
+                 "--cache-dir", str(cache), "--out", str(path)])
+    assert code == 0 and path.is_file() and (out / "results.json").is_file()
+    return request.param, path
 
 
-def test_report_is_self_contained_offline(report_html, pw, tmp_path):
+def test_report_is_readable_and_self_contained_offline(report_html, pw, tmp_path):
+    model, report_html = report_html
+    (tmp_path / "shots").mkdir()
+    _screenshot_dirs(tmp_path / "shots")
     context = _new_context(pw, tmp_path / "chromium")
     blocked: list[str] = []
 
@@ -217,13 +373,32 @@ def test_report_is_self_contained_offline(report_html, pw, tmp_path):
     try:
         page.goto(report_html.as_uri(), timeout=30_000)
         page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
-        assert page.locator(".js-plotly-plot").count() >= 3
         headings = [h.strip() for h in page.locator("h2").all_inner_texts()]
         for section in REPORT_SECTIONS:
             assert any(h.startswith(section) for h in headings), f"section {section!r} missing from {headings}"
         assert not blocked, f"the report fetched from the network: {blocked}"
-        page.set_viewport_size({"width": 1280, "height": 1000})
-        for folder in _screenshot_dirs(tmp_path / "shots"):
-            page.screenshot(path=str(folder / "report.png"))
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(500)  # plotly's responsive re-layout follows the window resize
+            body = page.locator("main")
+            assert _check_figures(page, body, f"report {width}x{height}") >= 3
+            _no_page_scroll(page)
+            last = page.locator(".workbench-table").first.locator("th").last
+            last.scroll_into_view_if_needed()
+            box = last.bounding_box()
+            assert box["x"] + box["width"] <= width, f"the summary's last column is cut off at {width}: {box}"
+            fusion = page.locator(".fusion").first
+            fusion.evaluate("e => e.scrollIntoView({block: 'start'})")
+            first = fusion.evaluate(AFTER_FIRST_JS)
+            assert first and 0 <= first["left"] and first["right"] <= width and first["top"] < height, first
+            next_page = fusion.locator(".workbench-page-next")
+            if next_page.count():
+                next_page.click()
+                fusion.locator("text=/page 2 of \\d+/").first.wait_for(state="visible", timeout=5_000)
+                fusion.locator(".workbench-page-previous").click()
+                fusion.locator("text=/page 1 of \\d+/").first.wait_for(state="visible", timeout=5_000)
+            page.evaluate("window.scrollTo(0, 0)")
+            _shot(page, tmp_path, f"report-{model}-{width}x{height}",
+                  "report.png" if width == SIZES[0][0] and model == MODELS[1] else None)
     finally:
         context.close()

@@ -97,4 +97,13 @@ def test_two_engines_side_by_side(tmp_path):
     assert [r["backend"] for r in data["results"]] == ["onnxruntime", "openvino"]
     assert data["results"][0]["accuracy"]["top1"] == pytest.approx(data["results"][1]["accuracy"]["top1"], abs=0.01)
     page = (tmp_path / "r.html").read_text()
-    assert "Engines side by side" in page and "<td>openvino</td>" in page
+    assert "Engines side by side" in page and ">openvino</td>" in page
+
+
+def test_report_without_out_writes_html_and_json_to_reports(report_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "digits-cnn", "--precision", "fp32", "--runs", "3", "--quiet",
+                 "--cache-dir", str(report_run / "cache")]) == 0
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["report.html", "results.json"]
+    assert json.loads((tmp_path / "reports" / "results.json").read_text())["results"][0]["precision"] == "fp32"
+    assert not (tmp_path / "report.html").exists()

@@ -1,6 +1,8 @@
 """The explorer widget driven as a notebook user would: set widget values, wait, assert on what it shows."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -31,7 +33,8 @@ def test_int8_shows_comparison_drift_and_accumulates_summary(explorer):
     assert shown.precision == "int8" and shown.calibration == explorer.calibration.value
     assert len(explorer.figures["latency"].data) >= 2  # FP32 vs INT8, layer by layer
     assert len(explorer.figures["drift"].data) >= 1
-    assert len(explorer._figure_widgets["drift"].data) == len(explorer.figures["drift"].data)
+    drawn = explorer._figure_widgets["drift"].outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    assert len(drawn["data"]) == len(explorer.figures["drift"].data)  # the panel shows the figure it holds
     assert {r.precision for r in explorer.results} >= {"fp32", "int8"}
     assert explorer.summary.value.count("<tr>") == len(explorer.results) + 1
 
@@ -78,5 +81,112 @@ def test_progress_follows_the_session_steps(explorer):
     explorer.precision.value = "int8"
     explorer.method.value = "percentile"  # not computed yet in this module: a real measurement with steps
     explorer.wait()
-    assert {"precision", "build", "latency", "accuracy"} <= set(seen)
+    total = len(seen)
+    assert seen[:4] == [f"step {k} of {total}: {name}"
+                        for k, name in enumerate(("precision", "build", "latency", "accuracy"), 1)]
     assert explorer.progress.layout.visibility == "hidden"  # done: the bar goes away
+
+
+def test_int8_only_controls_are_disabled_and_ignored_at_other_precisions(explorer):
+    explorer.precision.value = "fp32"
+    explorer.wait()
+    assert all(getattr(explorer, name).disabled for name in ("calibration", "method", "qdq_style"))
+    generation = explorer._generation
+    explorer.method.value = "entropy"  # means nothing at FP32: no recomputation
+    assert explorer._generation == generation
+    explorer.precision.value = "int8"
+    assert not any(getattr(explorer, name).disabled for name in ("calibration", "method", "qdq_style"))
+    assert explorer.wait().method == "entropy"
+
+
+def test_the_panel_is_built_before_any_work_starts(tmp_path):
+    ex = Explorer("digits-cnn", cache_dir=tmp_path, runs=3)
+    assert ex._future is None and not ex._sessions  # nothing loaded, measured or queued yet
+    ex.widget._repr_mimebundle_()  # what displaying it sends does not wait for the work either
+    assert ex._future is None
+    ex._repr_mimebundle_()
+    assert ex._future is not None  # displayed: now the work starts
+    assert ex.wait().precision == "fp32"
+
+
+class _GatedSession:
+    """A real session whose fusion input for one precision waits until the test lets it go: the explorer is
+    then mid-way through showing that result when the user picks something else."""
+
+    def __init__(self, real, gated: str):
+        self.real, self.gated = real, gated
+        self.entered, self.released = threading.Event(), threading.Event()
+        self.calibration_sets = real.calibration_sets
+
+    def __getattr__(self, name):  # everything else (results, tuning, ...) is the real session's
+        return getattr(self.real, name)
+
+    def run(self, **config):
+        return self.real.run(**config)
+
+    def variant_model(self, result):
+        if result.precision == self.gated:
+            self.entered.set()
+            assert self.released.wait(timeout=120)
+        return self.real.variant_model(result)
+
+
+def test_quick_clicks_never_show_a_superseded_result(explorer):
+    for precision in ("fp32", "fp16", "int8"):  # computed (cached) by the real session first
+        explorer.precision.value = precision
+        explorer.wait()
+    fresh = Explorer("digits-cnn", cache_dir=explorer.session().cache.directory, runs=3)
+    gated = _GatedSession(explorer.session(), "fp32")
+    fresh._sessions[("digits-cnn", "onnxruntime")] = gated
+    history = []  # (status text, precision selected when the status was set)
+    fresh.status.observe(lambda change: history.append((change["new"], fresh.precision.value)), names="value")
+    fresh.precision.value = "fp16"
+    assert fresh.wait() is not None, fresh.error
+    assert fresh.current.precision == "fp16"
+    fresh.calibration.value = explorer.calibration.value
+    fresh.precision.value = "int8"
+    fresh.precision.value = "fp32"
+    assert gated.entered.wait(timeout=120)  # FP32 is computed and is being shown...
+    fresh.precision.value = "fp16"  # ...when FP16 is picked again
+    gated.released.set()
+    shown = fresh.wait()
+    assert shown.precision == "fp16" and fresh.current is shown
+    finished = [(text, selected) for text, selected in history if "median" in text]
+    assert finished and all(text.split(">", 1)[1].lower().startswith(selected) for text, selected in finished), \
+        finished
+    assert "fp16" in fresh.status.value
+
+
+class _FailingSession:
+    def __init__(self, real):
+        self.real, self.calibration_sets = real, real.calibration_sets
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def run(self, **config):
+        if config["precision"] == "fp16":
+            raise RuntimeError("the engine fell over")
+        return self.real.run(**config)
+
+    def variant_model(self, result):
+        return self.real.variant_model(result)
+
+
+def test_any_failure_shows_in_the_panel_with_its_traceback(explorer):
+    explorer.precision.value = "fp32"
+    explorer.wait()
+    ex = Explorer("digits-cnn", models={"digits-cnn": explorer.session().model, "broken": object()},
+                  cache_dir=explorer.session().cache.directory, runs=3)
+    ex._sessions[("digits-cnn", "onnxruntime")] = _FailingSession(explorer.session())
+    assert ex.wait().precision == "fp32"
+    ex.precision.value = "fp16"
+    assert ex.wait() is None
+    assert "RuntimeError: the engine fell over" in ex.error and "<details>" in ex.status.value
+    assert "Traceback" in ex.status.value
+    assert ex.tabs.layout.display == "none"  # the FP32 views are not left standing under "FP16"
+    ex.precision.value = "fp32"
+    assert ex.wait().precision == "fp32" and ex.tabs.layout.display != "none"
+    ex.model.value = "broken"  # loading this model fails: said in the panel, not raised into the notebook
+    assert ex.wait() is None and "broken" in ex.status.value and ex.model.value == "broken"
+    assert ex.tabs.layout.display == "none"

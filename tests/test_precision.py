@@ -307,3 +307,16 @@ def test_int8_keeps_masking_sentinels_in_fp32():
     quantized_inputs = {n.input[0] for n in int8.proto.graph.node if n.op_type == "QuantizeLinear"}
     assert not quantized_inputs & {"bias", "masked"}
     assert "rx" in quantized_inputs  # the MatMul is still INT8
+
+
+def test_the_quantisers_per_channel_fallback_lines_are_not_shown(caplog):
+    import logging
+
+    from workbench.precision.int8 import _quiet_per_channel_fallback
+
+    with caplog.at_level(logging.WARNING), _quiet_per_channel_fallback():
+        logging.warning("Axis 1 is out-of-range for weight 'bias' with rank 1")  # what ONNX Runtime logs
+        logging.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    logging.warning("Axis 1 is out-of-range for weight 'bias' with rank 1")  # outside: untouched
+    assert len(caplog.records) == 2

@@ -3,6 +3,7 @@ run times (nothing here is timed)."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from workbench.engine import EngineGraph, EngineLayer
 from workbench.report import headline
 from workbench.results import (MIN_EFFECT, NO_DIFFERENCE, AccuracyStats, LatencyStats, RunResult, Speedup,
                                median_interval, speedup, speedup_over, speedup_verdict)
-from workbench.views import layer_latency_figure, summary_figure, summary_table
+from workbench.views import layer_latency_figure, summary_html, summary_table
 
 
 def _stats(times, batch: int = 8) -> LatencyStats:
@@ -116,9 +117,9 @@ def test_summary_table_carries_intervals_and_verdicts(results):
         assert low <= result.headline_latency.median <= high
     low, high = rows[2]["speedup_ci"]
     assert 1.0 < low <= rows[2]["speedup_vs_fp32"] <= high
-    cells = summary_figure(results).data[0].cells.values
-    assert NO_DIFFERENCE in cells[list(summary_figure(results).data[0].header.values).index("speedup verdict")]
-    assert any("–" in str(value) for column in cells for value in column)  # intervals shown as low–high
+    table = summary_html(results)  # the table people see: verdicts, intervals shown as low–high under the value
+    assert NO_DIFFERENCE in table and ">verdict</th>" in table
+    assert re.search(r"<span[^>]*>×\d\.\d\d–×\d\.\d\d</span>", table)
 
 
 def test_run_times_and_intervals_survive_json(results):
@@ -142,8 +143,11 @@ def test_cli_summary_says_no_measurable_difference_instead_of_a_ratio(results, c
 
 def test_layer_time_ratio_outside_the_band_is_flagged(results):
     assert results[0].layer_times_agree is True and results[2].layer_times_agree is False
-    assert "outside 90%–110%" in layer_latency_figure(results[2]).layout.title.subtitle.text
-    assert "outside" not in layer_latency_figure(results[0]).layout.title.subtitle.text
+    def subtitle(fig) -> str:  # the subtitle is the annotation above the plot
+        return " ".join(a.text for a in fig.layout.annotations).replace("<br>", " ")
+
+    assert "outside 90%–110%" in subtitle(layer_latency_figure(results[2]))
+    assert "outside" not in subtitle(layer_latency_figure(results[0]))
 
 
 # ---- the report's headline ------------------------------------------------------------------------------------

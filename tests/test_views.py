@@ -18,8 +18,8 @@ from workbench.engine import EngineGraph, EngineLayer
 from workbench.errors import MissingDependencyError, WorkbenchError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
-from workbench.views import (drift_figure, fusion_graph, layer_latency_comparison, layer_latency_figure,
-                             match_layers, summary_figure, summary_table, tradeoff_figure)
+from workbench.views import (config_colors, drift_figure, fusion_graph, layer_latency_comparison, layer_latency_figure,
+                             match_layers, summary_html, summary_table, tradeoff_figure)
 from workbench.views.figures import PRECISION_COLORS
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -174,9 +174,22 @@ def test_summary_table_speedup_and_drop(results):
     assert rows[2]["top1_drop"] == pytest.approx(0.05)
     assert rows[1]["accelerated"] is False and rows[1]["notes"] == "a note"
     assert summary_table(results[2:])[0]["speedup_vs_fp32"] is None  # no FP32 to compare with
-    table = summary_figure(results).data[0]
-    column = list(table.header.values).index("speedup vs fp32")
-    assert len(table.cells.values[0]) == 3 and "×2.00" in table.cells.values[column]
+    assert [r["batch"] for r in rows] == [r.headline_latency.batch for r in results]
+    assert len({r["label"] for r in rows}) == 3
+
+
+def test_summary_html_is_a_readable_sortable_table(results):
+    table = summary_html(results)
+    headers = re.findall(r"<th[^>]*>([^<]*)</th>", table)
+    assert headers[0] == "configuration" and "batch" in headers and "median latency (ms)" in headers
+    assert "latency_median_ms" not in table and "speedup_vs_fp32" not in table
+    body = re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])
+    assert len(body) == len(results)
+    cells = [re.findall(r"<td[^>]*>([^<]*)", row) for row in body]
+    speedup = headers.index("speed-up vs FP32")
+    assert [c[speedup] for c in cells] == ["×1.00", "×0.91", "×2.00"]
+    assert all("onclick" in th for th in re.findall(r"<th [^>]*>", table))  # click a header to sort
+    assert table._repr_html_() == str(table)
 
 
 def test_every_figure_builds_from_json_roundtrip(results, model):
@@ -296,3 +309,92 @@ def test_constant_nodes_are_drawn_like_weights():
     view = fusion_graph(proto, engine)
     assert "the_constant" not in view.before_svg and "double" in view.before_svg
     assert view.summary["original_nodes"] == 3 and not engine.unmapped_nodes()
+
+
+# ---- readability at any size ----------------------------------------------------------------------------------
+def test_long_layer_lists_show_the_slowest_and_sum_the_rest():
+    layers = [EngineLayer(f"layer{i}", "Conv", "fp32", [f"n{i}"], [], [], latency_ms=0.001 * i) for i in range(100)]
+    fig = layer_latency_figure(EngineGraph("test", layers, []), max_rows=40)
+    rows = list(fig.layout.yaxis.categoryarray)
+    assert len(rows) == 41 and rows[-1] == "other 60 layers (summed)"
+    assert set(rows[:40]) == {f"layer{i}" for i in range(60, 100)}  # the 40 slowest, in graph order
+    rest = next(t for t in fig.data if t.name == "other layers")
+    assert rest.x[0] == pytest.approx(sum(0.001 * i for i in range(60)))
+    assert fig.layout.autosize and fig.layout.width is None  # width follows the container
+    assert fig.layout.height <= 1400 and fig.layout.legend.x > 1  # the legend is outside the plot, never over bars
+
+
+def test_each_configuration_keeps_one_distinct_colour_across_figures(results):
+    variants = [_roundtrip(results[2]) for _ in range(3)]
+    for r, method in zip(variants, ("minmax", "entropy", "percentile")):
+        r.method = method
+    items = results + variants
+    colors = config_colors(items)
+    assert len(set(colors.values())) == len({r.label for r in items})  # INT8 variants differ too
+    tradeoff = tradeoff_figure(items, colors=colors)
+    shown = {t.name.replace("<br>", " "): t.marker.color for t in tradeoff.data}  # long names wrap in the legend
+    assert shown == {r.label: colors[r.label] for r in items}
+    drift = drift_figure(items, colors=colors)
+    assert all(t.line.color == colors[t.name.replace("<br>", " ")] for t in drift.data)
+    comparison = layer_latency_comparison(results[0], results[2], colors=colors)
+    assert [t.marker.color for t in comparison.data] == [colors[results[0].label], colors[results[2].label]]
+    twice = layer_latency_comparison(results[0], results[0], names=("unfused", "fused"))
+    assert [t.name for t in twice.data] == ["unfused", "fused"]
+    assert twice.data[0].marker.color != twice.data[1].marker.color
+
+
+def test_drift_is_drawn_by_graph_position_with_names_on_hover(results):
+    fig = drift_figure(results)
+    sqnr = [t for t in fig.data if t.yaxis in (None, "y")]
+    assert list(sqnr[0].x) == [1, 2, 3] and "c1" in sqnr[0].hovertext[0] and "conv1" in sqnr[0].hovertext[0]
+    assert fig.layout.yaxis.title.text.startswith("SQNR") and fig.layout.yaxis2.title.text.startswith("cosine")
+    assert not fig.layout.annotations or all("SQNR vs FP32 (dB, higher" not in a.text for a in fig.layout.annotations)
+
+
+def test_numbers_for_people():
+    from workbench.views.tables import format_value, significant
+
+    assert [significant(v) for v in (1234.6, 0.8776, 3.628, 0.0123, 100000.0)] == \
+        ["1,235", "0.878", "3.63", "0.0123", "100,000"]
+    assert format_value(0.8775, "fraction") == "87.8 %" and format_value(2.25, "speedup") == "×2.25"
+    assert format_value(None) == "–" and format_value(True) == "yes"
+    assert format_value(["fp32", "fp16"], "text") == "fp32, fp16"
+
+
+def test_fusion_names_shapes_and_shape_arithmetic_are_readable():
+    from workbench.views.fusion import _dims_text, _short
+
+    assert _dims_text(["unk__1", 32, "unk__5", "unk__6"]) == "batch×32×?×?"
+    assert _dims_text(["batch", "sequence", 384]) == "batch×sequence×384"
+    name = "/features/features.0/features.0.0/Conv_output_0_fusion_W_0.weight"
+    short = _short(name)
+    assert short.startswith("/features") and short.endswith("weight") and "…" in short
+    # x -> Shape -> Gather -> Unsqueeze -> Concat -> Reshape(x, shape) -> Relu: the four glue nodes are one box
+    i = helper.make_tensor("i", TensorProto.INT64, [1], [0])
+    minus = helper.make_tensor("m", TensorProto.INT64, [1], [-1])
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "i"], ["g"], name="gather", axis=0),
+             helper.make_node("Concat", ["g", "m"], ["c"], name="concat", axis=0),
+             helper.make_node("Reshape", ["x", "c"], ["r"], name="reshape"),
+             helper.make_node("Relu", ["r"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "glue", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[i, minus])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    engine = EngineGraph("test", [EngineLayer("/6/Relu_output_0_nchwc", "FusedThing", "fp32", ["reshape", "relu"],
+                                              ["x"], ["y"])], [n.name for n in nodes])
+    view = fusion_graph(proto, engine)
+    before = _node_fills(view.before_svg)
+    assert not {"b0", "b1", "b2"} & set(before) and {"b3", "b4"} <= set(before)
+    assert "shape arithmetic" in view.before_svg and "3 exported shape&#45;arithmetic nodes" in view.before_svg
+    assert "Reshape+Relu" in view.after_svg  # what the layer computes, not only its internal name
+    page = view._repr_html_()
+    assert 'class="workbench-fusion-after"' in page and "max-width:none" in page
+
+
+def test_fusion_pages_html_has_working_page_buttons():
+    from workbench.views import fusion_pages_html
+
+    model, engine = _chain(300)
+    page = fusion_pages_html(model, engine, max_nodes=80)
+    assert page.count('class="workbench-fusion-page"') == 4 and page.count("display:none") >= 3
+    assert "workbench-page-next" in page and "workbench-page-previous" in page and "<script" not in page

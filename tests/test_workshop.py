@@ -65,6 +65,7 @@ def test_warm_grid_is_the_explorers(tmp_path):
     from workbench.ui import Explorer
 
     explorer = Explorer("digits-cnn", cache_dir=tmp_path, runs=3, background=False)
+    explorer.wait()  # the work (and the lookup of installed engines) starts once shown or waited for
     assert tuple(explorer.batch.options) == BATCH_SIZES and tuple(explorer.method.options) == METHODS
     assert tuple(explorer.qdq_style.options) == QDQ_STYLES and list(explorer.backend.options) == explorer_backends()
     assert explorer.selection() in explorer_configs(explorer.calibration.options)
@@ -146,6 +147,7 @@ def test_explorer_says_when_a_timing_came_from_another_machine(tmp_path):
             entry["machine"] = {**entry["machine"], "cpu_model": "Teacher's CPU", "cores": 96}
             path.write_text(json.dumps({"sha256": _json_hash(entry), "entry": entry}))
     explorer = Explorer("digits-cnn", cache_dir=tmp_path / "mine", shared_cache=shared, runs=3, background=False)
+    explorer.wait()
     assert explorer.current.machine["cpu_model"] == "Teacher's CPU"
     assert "timing measured on another machine (Teacher&#x27;s CPU, 96 cores)" in explorer.status.value
     assert ResultCache(tmp_path / "mine", shared=shared).get(explorer.current.cache_key) is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 from itertools import product
 
 from ._optional import available
-from .backends import backend_names
 from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
 
 BATCH_SIZES = (1, 8, 32)
@@ -14,6 +13,8 @@ EXPLORER_RUNS = 20  # timed runs per configuration in the explorer
 
 def explorer_backends() -> list[str]:
     """Engines the explorer lists: every backend, TensorRT only where its package imports."""
+    from .backends import backend_names  # here, not at the top: importing the engines loads onnx
+
     return [name for name in backend_names() if name != "tensorrt" or available("tensorrt")]
 
 

@@ -14,6 +14,7 @@ from .output import atomic_write, check_outputs
 from .results import strict_json
 
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
 # The main job (`report` with no model): the default sample at a batch where reduced precision is measurably faster
 # on a 2-core CPU (at batch 8 it runs in ~0.3 ms, dominated by per-call overhead), on every installed CPU engine.
 MAIN_JOB_BATCH = 64
@@ -56,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
                                                           "or ~/.cache/tensorrt-workbench)")
     report.add_argument("--shared-cache", default=None, help="read-only cache read first (default "
                                                              "$WORKBENCH_SHARED_CACHE), e.g. one a teacher warmed")
-    report.add_argument("--out", default=None, help="HTML report path (default report.html unless --json only)")
-    report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here")
+    report.add_argument("--out", default=None, help=f"HTML report path (default {DEFAULT_REPORT} unless --json "
+                        "only); the JSON results go beside it unless --json says where")
+    report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here "
+                        "(default: beside the report, results.json for report.html, else the report's name .json)")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
 
     plan = sub.add_parser(
@@ -267,8 +270,9 @@ def _report(args, command_line: str) -> int:
     from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
-    out = args.out or (None if args.json_path else "report.html")
-    check_outputs({"--out": out, "--json": args.json_path}, inputs=[model])
+    out = args.out or (None if args.json_path else DEFAULT_REPORT)
+    json_path = args.json_path or (_json_beside(out) if out else None)
+    check_outputs({"--out": out, "--json": json_path}, inputs=[model])
     precisions = args.precision or list(DEFAULT_PRECISIONS)
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
     progress = not args.quiet
@@ -287,7 +291,7 @@ def _report(args, command_line: str) -> int:
                 qdq_style=args.qdq_style if precision == "int8" else None,
                 batch=batch, runs=args.runs, drift=not args.no_drift))
     _print_summary(results)
-    if args.json_path:
+    if json_path:
         payload = {
             "model": {"name": sessions[0].model.name,
                       "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
@@ -300,7 +304,7 @@ def _report(args, command_line: str) -> int:
             "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
             "headline": headline(results),
         }
-        _write_json(args.json_path, payload)
+        _write_json(json_path, payload)
     if out:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
@@ -391,6 +395,12 @@ def _plan(args, command_line: str) -> int:
     if args.out:
         print(f"report: {write_plan_report(plans, args.out, command=command_line)}")
     return 0
+
+
+def _json_beside(report: str) -> Path:
+    """Where the JSON results go when only the report's path is known (make report's pair for report.html)."""
+    path = Path(report)
+    return path.with_name("results.json") if path.name == "report.html" else path.with_suffix(".json")
 
 
 def _tune(args, command_line: str) -> int:

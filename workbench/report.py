@@ -15,17 +15,18 @@ from .output import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .results import RunResult, baseline_of, speedup_over
-from .views.tables import html_table
+from .views.tables import html_table, summary_html
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1400px;color:#222;padding:0 1rem}
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;line-height:1.45}
+main{max-width:1200px;margin:1.5rem auto;padding:0 1rem;box-sizing:border-box}
 h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
-table.meta{border-collapse:collapse;font-size:.9rem;margin:.8rem 0} table.meta td,table.meta th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}
+p{max-width:60rem}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.5rem 0}
 .warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
-code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto}
-.fusion{overflow-x:auto}
-.headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem}
+code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
+.fusion{max-width:100%;overflow-x:auto}
+.headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 
 
@@ -52,11 +53,11 @@ class _Html:
 
     def figure(self, fig: go.Figure) -> None:
         self.parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=not self._plotly_included,
-                                      config={"displaylogo": False}))
+                                      default_width="100%", config={"displaylogo": False, "responsive": True}))
         self._plotly_included = True
 
-    def table(self, rows: Sequence[dict]) -> None:
-        self.parts.append(html_table(rows, css_class="meta"))
+    def table(self, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+        self.parts.append(html_table(rows, columns=columns))
 
     def section(self, title: str, section_id: str, build: Callable[[], None]) -> None:
         """A section whose optional dependency may be missing: say so in the report instead of failing."""
@@ -68,8 +69,9 @@ class _Html:
 
     def render(self) -> str:
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_STYLE}</style></head><body><h1>{html.escape(self.title)}</h1>"
-                + "\n".join(self.parts) + "</body></html>")
+                f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                f"<style>{_STYLE}</style></head><body><main><h1>{html.escape(self.title)}</h1>"
+                + "\n".join(self.parts) + "</main></body></html>")
 
 
 def _versions(results) -> dict[str, str]:
@@ -100,18 +102,17 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
-    doc.table([{k: v for k, v in row.items() if k != "notes"} for row in views.summary_table(results)])
-    doc.figure(views.tradeoff_figure(results))
-    for note in sorted({n for r in results for n in r.notes}):
-        doc.text(note, "note")
+    doc.raw(summary_html(results))
+    colors = views.config_colors(results)
+    doc.figure(views.tradeoff_figure(results, colors=colors))
 
     def fusion() -> None:
         for result in results:
             if result.engine is None:
                 continue
             session = next(s for s in sessions if s.backend_name == result.backend)
-            view = views.fusion_graph(session.variant_model(result), result.engine)
-            doc.raw(f"<h3>{html.escape(result.label)}</h3><div class='fusion'>{view._repr_html_()}</div>")
+            pages = views.fusion_pages_html(session.variant_model(result), result.engine)
+            doc.raw(f"<h3>{html.escape(result.label)}</h3><div class='fusion'>{pages}</div>")
     doc.section("Layer fusion: graph before and after", "fusion", fusion)
 
     doc.heading("Per-layer latency", "layers")
@@ -125,7 +126,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
         for other in group:
             base = baseline_of(other, group)
             if base is not None and other is not base and other.engine and base.engine:
-                doc.figure(views.layer_latency_comparison(base, other))
+                doc.figure(views.layer_latency_comparison(base, other, colors=colors))
 
     engines = list(by_backend)
     if len(engines) > 1:  # the same plan on two engines, layer by layer (matched by the ONNX nodes each covers)
@@ -135,13 +136,13 @@ def build_report(sessions, results, *, command: str = "") -> str:
             for result in by_backend[other]:
                 base = first.get(result.precision)
                 if base is not None and base.engine and result.engine:
-                    doc.figure(views.layer_latency_comparison(base, result))
+                    doc.figure(views.layer_latency_comparison(base, result, colors=colors))
 
     doc.heading("Per-layer accuracy drift", "drift")
     drifting = [r for r in results if r.drift]
     if drifting:
-        doc.figure(views.drift_figure(drifting))
-        doc.text("Measured graph: " + "; ".join(sorted({r.drift_graph or "" for r in drifting})))
+        doc.text(views.SQNR_COSINE_EXPLANATION)
+        doc.figure(views.drift_figure(drifting, colors=colors))
     else:
         doc.text("No reduced-precision configuration with drift measurements in this run.")
 
@@ -152,10 +153,10 @@ def build_report(sessions, results, *, command: str = "") -> str:
     policies = policy.default_policies()
     choices = policy.choose(policies, results)
     doc.figure(scenario_figures.policy_matrix_figure(choices, results))
-    doc.table([c.to_json() for c in choices])
+    doc.table([policy_row(c) for c in choices])
 
     doc.heading("Cost model", "cost")
-    doc.table(cost.cost_table(results))
+    doc.table(cost.cost_table(results), columns=_COST_COLUMNS)
     doc.text(cost.__doc__.strip().splitlines()[0] if cost.__doc__ else "")
 
     _provenance(doc, command, results)
@@ -277,6 +278,17 @@ def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:
 
 def _write(path: str | Path, text: str) -> Path:
     return atomic_write(path, text.encode("utf-8"))
+
+
+_COST_COLUMNS = ("config", "batch", "latency_ms", "requests_per_day", "engine_hours_per_day", "instances",
+                 "cost_per_month", "provisioned_cost_per_month", "savings_vs_fp32")
+
+
+def policy_row(choice) -> dict:
+    """A region's policy and its chosen configuration, as a reader wants to see it (no cache keys)."""
+    return {"region": choice.region, "allowed precisions": ", ".join(choice.policy.allowed_precisions),
+            "max top-1 drop (points)": choice.policy.max_accuracy_drop, "choice": choice.config or "none allowed",
+            "batch": choice.batch, "why": choice.reason}
 
 
 def accelerated_row(backend) -> dict:

@@ -284,8 +284,8 @@ class Workbench:
         with tqdm(total=len(steps), desc=plan.label, unit="step", leave=False, disable=not self.progress) as bar:
             def step(name: str) -> None:
                 bar.set_postfix_str(name)
-                if self.on_step is not None:
-                    self.on_step(name, bar.n, len(steps))
+                if self.on_step is not None:  # not bar.n: a disabled bar does not count
+                    self.on_step(name, steps.index(name), len(steps))
 
             step("precision")
             variant = self._variant(job)

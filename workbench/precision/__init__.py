@@ -1,9 +1,22 @@
-"""Precision transforms, pure ONNX -> ONNX: FP16 conversion and INT8 Q/DQ from calibration."""
+"""Precision transforms, pure ONNX -> ONNX: FP16 conversion and INT8 Q/DQ from calibration.
+
+Lazy: `workbench.precision.plan` (the choices: precisions, methods, Q/DQ styles) imports without onnx, so the
+explorer panel can list them before the heavy modules load.
+"""
 from __future__ import annotations
 
-from .apply import apply_plan, cpu_latency_representative, precision_notes
-from .calibrate import CacheStats, clear_cache, stats as cache_stats
-from .plan import PrecisionPlan
+import importlib
+
+_EXPORTS = {"apply_plan": ".apply", "cpu_latency_representative": ".apply", "precision_notes": ".apply",
+            "CacheStats": ".calibrate", "clear_cache": ".calibrate", "cache_stats": ".calibrate",
+            "PrecisionPlan": ".plan"}
+_RENAMED = {"cache_stats": "stats"}
 
 __all__ = ["PrecisionPlan", "apply_plan", "precision_notes", "cpu_latency_representative", "clear_cache",
            "cache_stats", "CacheStats"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), _RENAMED.get(name, name))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

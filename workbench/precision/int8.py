@@ -13,6 +13,8 @@ Two Q/DQ styles:
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from pathlib import Path
 
@@ -75,16 +77,36 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
     with tempfile.TemporaryDirectory(prefix="workbench-int8-") as tmp:
         ranges_path, out_path = Path(tmp) / "ranges.json", Path(tmp) / "int8.onnx"
         save_tensors_data(ranges, ranges_path)
-        quantize_static(prepared, out_path, None, quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
-                        calibrate_method=CALIBRATION_METHODS[plan.method], calibration_cache_path=ranges_path,
-                        nodes_to_exclude=exclude, activation_type=style["activation_type"],
-                        weight_type=style["weight_type"], op_types_to_quantize=style["op_types_to_quantize"],
-                        extra_options=dict(style["extra_options"]))
+        with _quiet_per_channel_fallback():
+            quantize_static(prepared, out_path, None, quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
+                            calibrate_method=CALIBRATION_METHODS[plan.method], calibration_cache_path=ranges_path,
+                            nodes_to_exclude=exclude, activation_type=style["activation_type"],
+                            weight_type=style["weight_type"], op_types_to_quantize=style["op_types_to_quantize"],
+                            extra_options=dict(style["extra_options"]))
         quantized = onnx.load(out_path)
     if plan.qdq_style == "tensorrt":
         _unquantize_weighted_add_inputs(quantized.graph)
     notes.append(STYLE_NOTES[plan.qdq_style])
     return quantized, notes
+
+
+class _PerChannelFallback(logging.Filter):
+    """ONNX Runtime's quantiser logs "Axis 1 is out-of-range for weight ..." on the root logger for every 1-D weight
+    (biases, LayerNorm scales) it then quantises per tensor, as intended: dozens of red lines that are not faults."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is out-of-range for weight" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_per_channel_fallback():
+    root = logging.getLogger()
+    quiet = _PerChannelFallback()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def _sentinel_nodes(graph: onnx.GraphProto, ranges) -> list[str]:

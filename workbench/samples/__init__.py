@@ -8,8 +8,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from ..errors import ModelLoadError
-from .base import EvalData, Sample
+
+if TYPE_CHECKING:
+    from .base import EvalData, Sample
 
 DEFAULT_SAMPLE = "fashion-cnn"
 
@@ -83,6 +87,14 @@ def describe() -> list[dict]:
     """One dict per sample (name, description, task, inputs, calibration set names, has labels) without loading it."""
     return [{"name": name, "description": e.description, "task": e.task, "inputs": [dict(i) for i in e.inputs],
              "calibration_sets": list(e.calibration), "has_labels": e.has_labels} for name, e in _REGISTRY.items()]
+
+
+def __getattr__(name: str):
+    if name in ("EvalData", "Sample"):  # lazy: names() and describe() do not import onnx and numpy
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DEFAULT_SAMPLE", "EvalData", "Sample", "describe", "load", "load_model", "names"]

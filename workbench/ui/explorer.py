@@ -2,24 +2,29 @@
 per-layer latency, drift and a summary of every configuration tried so far.
 
 Thin by design: all computation is `Workbench.run` (cached), all figures are `workbench.views` functions of results.
-Work runs on one background thread; each request carries a generation number and only the newest selection's
-result is ever displayed, so rapid toggling never shows a stale result.
+The widgets are built first and work starts once the explorer is displayed (or `wait()` is called). Work runs on
+one background thread; each request carries a generation number, and every update of the panel (status, figures,
+progress) re-checks under a lock that its generation is still the newest, so rapid toggling never shows a stale
+result. Rendered views are kept per result, so toggling back to a computed configuration only swaps widgets.
 """
 from __future__ import annotations
 
 import html
 import threading
 import time
+import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from typing import TYPE_CHECKING
+
 from .._optional import require
-from ..choices import BATCH_SIZES, DEFAULT_BATCH, EXPLORER_RUNS, explorer_backends
 from ..errors import WorkbenchError
-from ..machine import other_machine_note
-from ..precision.plan import METHODS, QDQ_STYLES
-from ..results import RunResult, baseline_of
-from ..views.tables import html_table
-from .mixed import MixedPrecisionTab
+
+if TYPE_CHECKING:
+    from ..results import RunResult
+
+# Controls that only mean something for INT8; disabled (and ignored) at other precisions.
+INT8_CONTROLS = ("calibration", "method", "qdq_style")
 
 
 class Explorer:
@@ -27,75 +32,116 @@ class Explorer:
 
     `models`: sample names and/or `{name: Model}` for models loaded by the user. Widgets are public attributes
     (`model`, `backend`, `precision`, `calibration`, `method`, `qdq_style`, `batch`) so code can drive them; `wait()`
-    blocks until the current selection is shown; `figures` holds the plotly figures on display.
+    blocks until the current selection is shown; `figures` holds the plotly figures on display. `add_tab(title,
+    widget)` adds a panel of your own beside the built-in ones.
     """
 
     def __init__(self, model="fashion-cnn", *, models=None, backend: str = "onnxruntime", cache_dir=None,
-                 shared_cache=None, threads: int | None = None, runs: int = EXPLORER_RUNS, drift: bool = True,
+                 shared_cache=None, threads: int | None = None, runs: int | None = None, drift: bool = True,
                  background: bool = True):
+        # Only ipywidgets and the lists of choices are imported here: the engines, plotly and the tuner load in
+        # the background after display, so the panel is on screen at once.
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
-        go = require("plotly.graph_objects", extra="notebook")
-        from .. import samples
+        from ..choices import BATCH_SIZES, DEFAULT_BATCH, EXPLORER_RUNS
+        from ..precision.plan import METHODS, QDQ_STYLES
 
         self._session_kwargs = {"cache_dir": cache_dir, "shared_cache": shared_cache, "threads": threads,
                                 "progress": False}
-        self._runs, self._drift = runs, drift
+        self._runs, self._drift = EXPLORER_RUNS if runs is None else runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
-        names = list(models) if models is not None and not isinstance(models, dict) else samples.names()
-        names += [n for n in self._user_models if n not in names]
-        if isinstance(model, str) and model not in names:
-            names.insert(0, model)
+        self._model_names = list(models) if models is not None and not isinstance(models, dict) else None
+        if not isinstance(model, str):
+            model = (self._model_names or _sample_names())[0]
+        names = list(dict.fromkeys([model, *(self._model_names or []), *self._user_models]))
+        self._choices_filled = False
         self._sessions: dict[tuple[str, str], object] = {}
+        self._session_lock = threading.Lock()
         self._results: dict[str, RunResult] = {}  # every configuration tried, by cache key
-        self._fusion_html: dict[str, str] = {}  # rendered fusion view, by cache key
+        self._views: dict[tuple, object] = {}  # rendered widgets and HTML, by what they show
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-explorer")
         self._generation = 0
+        self._running = 0  # generation of the computation in progress (progress of older ones is not shown)
         self._future: Future | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held while the panel is updated and while a new request is registered
         self._refreshing = False  # set while calibration options are replaced, so that does not trigger a run
         self._background = background
+        self._started = False
+        self._fusion_page = 0
         self.current: RunResult | None = None
         self.error: str | None = None
+        self.figures: dict[str, object] = {}
+        self._figure_widgets: dict[str, object] = {}
 
-        available = explorer_backends()
-        self.model = widgets.Dropdown(options=names, value=model if isinstance(model, str) else names[0],
-                                      description="Model")
-        self.backend = widgets.Dropdown(options=available, value=backend, description="Engine")
+        self.model = widgets.Dropdown(options=names, value=model, description="Model")
+        self.backend = widgets.Dropdown(options=[backend], value=backend, description="Engine")
         self.precision = widgets.ToggleButtons(options=[("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8")],
                                                value="fp32", description="Precision")
-        self.calibration = widgets.Dropdown(options=[], description="Calibration")
+        self.calibration = widgets.Dropdown(options=_calibration_names(model), description="Calibration")
         self.method = widgets.Dropdown(options=list(METHODS), value=METHODS[0], description="Method")
         self.qdq_style = widgets.Dropdown(options=list(QDQ_STYLES), value=QDQ_STYLES[0], description="Q/DQ style")
         self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=DEFAULT_BATCH, description="Batch")
         self.status = widgets.HTML()
         self.status.add_class("workbench-status")  # a stable hook for browser tests and custom styling
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
-                                            layout=widgets.Layout(width="240px", visibility="hidden"))
-        self.summary = widgets.HTML()
-        self.fusion = widgets.HTML()
-        self.figures = {name: go.Figure() for name in ("latency", "drift", "tradeoff")}
-        self._figure_widgets = {name: go.FigureWidget() for name in self.figures}
-        self.mixed = MixedPrecisionTab(self)
-        tabs = widgets.Tab(children=[self.fusion, self._figure_widgets["latency"], self._figure_widgets["drift"],
-                                     self._figure_widgets["tradeoff"], self.summary, self.mixed.widget])
-        for i, title in enumerate(("Fusion", "Per-layer latency", "Drift", "Latency vs accuracy", "Summary",
-                                   "Mixed precision")):
-            tabs.set_title(i, title)
-        int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
+                                            style={"description_width": "initial"},
+                                            layout=widgets.Layout(width="340px", visibility="hidden"))
+        self.summary = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.fusion = widgets.HTML(layout=widgets.Layout(width="100%"))
+        self.fusion.add_class("workbench-fusion")
+        self._page_previous = widgets.Button(description="◀ previous page", layout=widgets.Layout(width="auto"))
+        self._page_next = widgets.Button(description="next page ▶", layout=widgets.Layout(width="auto"))
+        self._page_label = widgets.HTML()
+        self._page_previous.add_class("workbench-page-previous")
+        self._page_next.add_class("workbench-page-next")
+        self._page_previous.on_click(lambda _: self.show_fusion_page(self._fusion_page - 1))
+        self._page_next.on_click(lambda _: self.show_fusion_page(self._fusion_page + 1))
+        self._pager = widgets.HBox([self._page_previous, self._page_label, self._page_next],
+                                   layout=widgets.Layout(display="none", align_items="center"))
+        self._panels = {name: widgets.VBox(layout=widgets.Layout(width="100%"))
+                        for name in ("latency", "drift", "tradeoff")}
+        self.mixed = None  # MixedPrecisionTab, built with the first work (it needs plotly and the tuner)
+        self._mixed_panel = widgets.VBox(layout=widgets.Layout(width="100%"))
+        drift_note = widgets.HTML(layout=widgets.Layout(width="100%"))  # filled with the first figures
+        self._drift_note = drift_note
+        # The tab list, in one place: (title, widget). add_tab() appends to it.
+        self._tab_list = [
+            ("Fusion", widgets.VBox([self._pager, self.fusion], layout=widgets.Layout(width="100%"))),
+            ("Per-layer latency", self._panels["latency"]),
+            ("Drift", widgets.VBox([drift_note, self._panels["drift"]], layout=widgets.Layout(width="100%"))),
+            ("Latency vs accuracy", self._panels["tradeoff"]),
+            ("Summary", self.summary),
+            ("Mixed precision", self._mixed_panel),  # filled by MixedPrecisionTab once the work starts
+        ]
+        self.tabs = widgets.Tab(layout=widgets.Layout(width="100%"))
+        self._update_tabs()
+        self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.widget = widgets.VBox([
-            widgets.HBox([self.model, self.backend, self.batch]), self.precision, int8_box,
-            widgets.HBox([self.progress, self.status]), tabs])
+            widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
+            widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
+            layout=widgets.Layout(width="100%"))
+        self.widget.add_class("workbench-explorer")
+        self._sync_int8_controls()
+        self._set_status("Starting…", busy=True)
 
-        self._refresh_calibration_options()
         self.model.observe(self._on_model, names="value")
         self.backend.observe(self._on_model, names="value")
         for control in (self.precision, self.calibration, self.method, self.qdq_style, self.batch):
             control.observe(self._on_setting, names="value")
-        self.request()
 
     # ---- display ------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        self._start()  # the bundle is built: the panel shows at once, the (background) work follows
+        return bundle
+
+    def add_tab(self, title: str, widget) -> None:
+        """Show `widget` in a tab of its own after the built-in ones."""
+        self._tab_list.append((title, widget))
+        self._update_tabs()
+
+    def _update_tabs(self) -> None:
+        self.tabs.children = [w for _, w in self._tab_list]
+        self.tabs.titles = [t for t, _ in self._tab_list]
 
     @property
     def results(self) -> list[RunResult]:
@@ -109,7 +155,7 @@ class Explorer:
                 "calibration": self.calibration.value if int8 else None,
                 "method": self.method.value if int8 else None,
                 "qdq_style": self.qdq_style.value if int8 else None,
-                "keep_fp32": self.mixed.keep_fp32() if int8 else ()}
+                "keep_fp32": self.mixed.keep_fp32() if int8 and self.mixed is not None else ()}
 
     # ---- work ---------------------------------------------------------------------------------
     def session(self, model: str | None = None, backend: str | None = None):
@@ -117,22 +163,25 @@ class Explorer:
         from ..session import Workbench
 
         key = (model or self.model.value, backend or self.backend.value)
-        if key not in self._sessions:
-            source = self._user_models.get(key[0], key[0])
-            self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step, **self._session_kwargs)
-        for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
-            if other_key[0] != key[0]:
-                other.close()
-        return self._sessions[key]
+        with self._session_lock:
+            if key not in self._sessions:
+                source = self._user_models.get(key[0], key[0])
+                self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step,
+                                                **self._session_kwargs)
+            for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
+                if other_key[0] != key[0]:
+                    other.close()
+            return self._sessions[key]
 
     def request(self) -> Future:
         """Compute and show the current selection (in the background unless background=False)."""
+        self._started = True
         with self._lock:
             self._generation += 1
             generation = self._generation
-        model, backend, config = self.model.value, self.backend.value, self.selection()
-        self._set_status(f"Computing {html.escape(config['precision'])} on {html.escape(model)} "
-                         f"({html.escape(backend)})…", busy=True)
+            model, backend, config = self.model.value, self.backend.value, self.selection()
+            self._set_status(f"Computing {html.escape(_config_text(config))} on {html.escape(model)} "
+                             f"({html.escape(backend)})…", busy=True)
         if self._background:
             self._future = self._executor.submit(self._compute, generation, model, backend, config)
         else:
@@ -140,82 +189,206 @@ class Explorer:
             self._future.set_result(self._compute(generation, model, backend, config))
         return self._future
 
+    def _start(self) -> None:
+        if not self._started:
+            self.request()
+
     def wait(self, timeout: float | None = 600) -> RunResult | None:
         """Block until the newest selection is computed and shown; returns its result (None on error)."""
+        self._start()
         future = self._future
         if future is not None:
             future.result(timeout=timeout)
         return self.current
 
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation
+
     def _compute(self, generation: int, model: str, backend: str, config: dict) -> RunResult | None:
-        if generation != self._generation:  # a newer selection arrived before this one started
+        if not self._current(generation):  # a newer selection arrived before this one started
             return None
+        self._running = generation
         start = time.perf_counter()
         try:
+            self._fill_choices()
             session = self.session(model, backend)
+            config = self._fit_calibration(session, generation, config)
             result = session.run(**config, runs=self._runs, drift=self._drift)
             self._results[result.cache_key or result.label] = result
-            if generation != self._generation:  # superseded while computing: keep it in the summary only
+            shown = self._prepare_views(session, result) if self._current(generation) else None
+            if shown is not None and self.mixed is not None:
+                self.mixed.show(session, result)
+        except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
+            self._show_error(generation, model, config, exc)
+            return None
+        with self._lock:
+            if not self._current(generation):  # superseded: keep it in the summary only
                 self._show_summary()
                 return None
-            self._show(session, result)
-        except WorkbenchError as exc:
-            if generation == self._generation:
-                self.current, self.error = None, str(exc)
-                self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
-            return None
-        warning = result.precision_warning
-        elsewhere = other_machine_note(result.machine)
-        self._set_status(f"{html.escape(result.label)}: {result.headline_latency.median:.3f} ms median at batch "
-                         f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
-                         + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
-                         + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>" if elsewhere else ""),
-                         error=bool(warning))
+            self._apply(result, shown)
+            warning = result.precision_warning
+            from ..machine import other_machine_note
+
+            elsewhere = other_machine_note(result.machine)
+            self._set_status(f"{html.escape(result.label)}: {_ms(result.headline_latency.median)} median at batch "
+                             f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
+                             + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
+                             + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>"
+                                if elsewhere else ""), error=bool(warning))
         return result
 
+    def _fill_choices(self) -> None:
+        """Offer every sample model and installed engine (looked up after display: it imports onnx and the engines)."""
+        if self._choices_filled:
+            return
+        from ..choices import explorer_backends
+        from .mixed import MixedPrecisionTab
+
+        self.mixed = MixedPrecisionTab(self)
+        self._mixed_panel.children = (self.mixed.widget,)
+        models = self._model_names if self._model_names is not None else _sample_names()
+        engines = explorer_backends()
+        with self._lock:
+            self._refreshing = True
+            try:
+                self.model.options = list(dict.fromkeys([*self.model.options, *models]))
+                self.backend.options = list(dict.fromkeys([*self.backend.options, *engines]))
+            finally:
+                self._refreshing = False
+        self._choices_filled = True
+
+    def _fit_calibration(self, session, generation: int, config: dict) -> dict:
+        """Offer the session's calibration sets; a set name from another model becomes this model's first set."""
+        names = list(session.calibration_sets)
+        with self._lock:
+            if self._current(generation) and tuple(names) != tuple(self.calibration.options):
+                self._refreshing = True
+                try:
+                    current = self.calibration.value
+                    self.calibration.options = names
+                    self.calibration.value = current if current in names else (names[0] if names else None)
+                finally:
+                    self._refreshing = False
+        if config["calibration"] is not None and config["calibration"] not in names:
+            config = {**config, "calibration": names[0] if names else None}
+        return config
+
+    def _show_error(self, generation: int, model: str, config: dict, exc: Exception) -> None:
+        """Status: a short message, the traceback behind a toggle; the views are hidden so none disagrees."""
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, WorkbenchError):
+            message = f"{type(exc).__name__}: {message}"
+        details = "".join(traceback.format_exception(exc))
+        with self._lock:
+            if not self._current(generation):
+                return
+            self.current, self.error = None, message
+            self.tabs.layout.display = "none"
+            self._set_status(
+                f"<b>Error</b> for {html.escape(_config_text(config))} on {html.escape(model)}: "
+                f"{html.escape(_shorten(message, 300))}<details><summary>details (traceback)</summary>"
+                f"<pre style='font-size:11px;white-space:pre-wrap;max-height:300px;overflow:auto'>"
+                f"{html.escape(details)}</pre></details>", error=True)
+
     # ---- rendering ----------------------------------------------------------------------------
-    def _show(self, session, result: RunResult) -> None:
+    def _prepare_views(self, session, result: RunResult) -> dict:
+        """Build (or reuse) every view of `result`; only widget assignment is left for `_apply`."""
         from .. import views
 
-        self.current, self.error = result, None
-        if result.engine is not None:
-            key = result.cache_key or result.label
-            if key not in self._fusion_html:  # graphviz layout of a large graph takes a while: once per result
-                try:
-                    self._fusion_html[key] = views.fusion_graph(session.variant_model(result),
-                                                                result.engine)._repr_html_()
-                except WorkbenchError as exc:
-                    self._fusion_html[key] = f"<p>Fusion graph not available: {html.escape(str(exc))}</p>"
-            self.fusion.value = self._fusion_html[key]
+        colors = views.config_colors(self.results)
+        key = result.cache_key or result.label
         baseline = self._baseline(result)
-        self.figures["latency"] = (views.layer_latency_comparison(baseline, result) if baseline is not None
-                                   else views.layer_latency_figure(result, order="graph"))
-        same_model = [r for r in self.results if r.model == result.model]
+        same_model = [r for r in self.results if r.model == result.model and r.backend == result.backend]
         drifting = [r for r in same_model if r.drift]
-        self.figures["drift"] = views.drift_figure(drifting) if drifting else _placeholder(
-            "No drift yet: FP32 is the reference. Pick FP16 or INT8 to see where precision is lost, layer by layer.")
-        self.figures["tradeoff"] = views.tradeoff_figure(same_model)
-        self.mixed.show(session, result)
-        for name, figure in self.figures.items():
-            target = self._figure_widgets[name]
-            with target.batch_update():
-                target.data = []
-                target.add_traces(figure.data)
-                target.layout = figure.layout
+        specs = {
+            "latency": (("latency", key, baseline.cache_key if baseline else None),
+                        lambda: views.layer_latency_comparison(baseline, result, colors=colors)
+                        if baseline is not None else views.layer_latency_figure(result, order="graph")),
+            "drift": (("drift", *(r.cache_key for r in drifting)),
+                      lambda: views.drift_figure(drifting, colors=colors) if drifting else _placeholder(
+                          "No drift yet: FP32 is the reference. Pick FP16 or INT8 to see where precision is lost, "
+                          "layer by layer.")),
+            "tradeoff": (("tradeoff", *(r.cache_key for r in same_model)),
+                         lambda: views.tradeoff_figure(same_model, colors=colors)),
+        }
+        shown = {}
+        for name, (view_key, build) in specs.items():
+            if view_key not in self._views:
+                figure = build()
+                self._views[view_key] = (figure, _figure_output(figure))
+            shown[name] = self._views[view_key]
+        shown["fusion"] = self._fusion(session, result, 0) if result.engine is not None else None
+        return shown
+
+    def _fusion(self, session, result: RunResult, page: int) -> tuple[str, int]:
+        """(HTML, page count) of one page of the result's fusion view; graphviz layout happens once per page."""
+        from .. import views
+
+        view_key = ("fusion", result.cache_key or result.label, page)
+        if view_key not in self._views:
+            try:
+                view = views.fusion_graph(session.variant_model(result), result.engine, page=page)
+                self._views[view_key] = (view._repr_html_(), view.pages)
+            except WorkbenchError as exc:
+                self._views[view_key] = (f"<p>Fusion graph not available: {html.escape(str(exc))}</p>", 1)
+        return self._views[view_key]
+
+    def show_fusion_page(self, page: int) -> None:
+        """Show page `page` (0-based) of the current result's fusion view."""
+        result = self.current
+        if result is None or result.engine is None:
+            return
+        session = self.session(result.model, result.backend)
+        _, pages = self._fusion(session, result, 0)
+        page = max(0, min(page, pages - 1))
+        markup, pages = self._fusion(session, result, page)
+        with self._lock:
+            if self.current is result:
+                self._show_fusion(markup, page, pages)
+
+    def _show_fusion(self, markup: str, page: int, pages: int) -> None:
+        self._fusion_page = page
+        self.fusion.value = markup
+        self._pager.layout.display = "flex" if pages > 1 else "none"
+        self._page_label.value = f"page {page + 1} of {pages}"
+        self._page_previous.disabled = page == 0
+        self._page_next.disabled = page >= pages - 1
+
+    def _apply(self, result: RunResult, shown: dict) -> None:
+        self.current, self.error = result, None
+        if shown["fusion"] is not None:
+            self._show_fusion(shown["fusion"][0], 0, shown["fusion"][1])
+        for name in ("latency", "drift", "tradeoff"):
+            figure, widget = shown[name]
+            self.figures[name], self._figure_widgets[name] = figure, widget
+            if self._panels[name].children != (widget,):
+                self._panels[name].children = (widget,)
+        self.tabs.layout.display = None
+        if not self._drift_note.value:
+            from ..views.figures import SQNR_COSINE_EXPLANATION
+
+            self._drift_note.value = (f"<div style='font-size:12px;color:#444'>{html.escape(SQNR_COSINE_EXPLANATION)}"
+                                      "</div>")
         self._show_summary()
 
     def _baseline(self, result: RunResult) -> RunResult | None:
+        from ..results import baseline_of
+
         return None if result.is_baseline else baseline_of(result, self.results)
 
     def _show_summary(self) -> None:
-        from .. import views
+        from ..views.tables import summary_html
 
-        self.summary.value = html_table(views.summary_table(self.results))
+        self.summary.value = summary_html(self.results) if self._results else ""
 
     def _on_step(self, name: str, done: int, total: int) -> None:
         """Session progress (one step: precision transform, build, latency, accuracy, profile, drift)."""
-        self.progress.max, self.progress.value, self.progress.description = total, done, name
-        self.progress.layout.visibility = "visible"
+        with self._lock:
+            if self._running != self._generation:  # a superseded computation: its progress is not news
+                return
+            self.progress.max, self.progress.value = total, done
+            self.progress.description = f"step {done + 1} of {total}: {name}"
+            self.progress.layout.visibility = "visible"
 
     def _set_status(self, text: str, *, busy: bool = False, error: bool = False) -> None:
         colour = "#b00020" if error else ("#555" if busy else "#1b5e20")
@@ -223,27 +396,68 @@ class Explorer:
             self.progress.layout.visibility = "hidden"
         self.status.value = f"<span style='color:{colour}'>{text}</span>"
 
-    def _on_setting(self, _change) -> None:
+    def _sync_int8_controls(self) -> None:
+        int8 = self.precision.value == "int8"
+        for name in INT8_CONTROLS:
+            getattr(self, name).disabled = not int8
+
+    def _on_setting(self, change) -> None:
+        if change["owner"] is self.precision:
+            self._sync_int8_controls()
+        elif change["owner"] in (self.calibration, self.method, self.qdq_style) and self.precision.value != "int8":
+            return  # INT8-only settings change nothing at FP32/FP16
         if not self._refreshing:
             self.request()
 
     def _on_model(self, _change) -> None:
-        self._refresh_calibration_options()
-        self.request()
+        if not self._refreshing:
+            self.request()  # the worker loads the model and refreshes the calibration sets
 
     def _refresh_calibration_options(self) -> None:
-        try:
-            names = list(self.session().calibration_sets)
-        except WorkbenchError as exc:
-            names = []
-            self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
-        # not unobserve_all(): that also drops ipywidgets' own handlers and breaks the Dropdown
-        self._refreshing = True
-        try:
-            self.calibration.options = names
-            self.calibration.value = names[0] if names else None
-        finally:
-            self._refreshing = False
+        """Offer the current session's calibration sets (e.g. after adding one to the session)."""
+        self._fit_calibration(self.session(), self._generation, {"calibration": None})
+
+
+def _sample_names() -> list[str]:
+    from .. import samples
+
+    return samples.names()
+
+
+def _calibration_names(model: str) -> list[str]:
+    """A sample's calibration set names without loading it (other models get theirs when their session loads)."""
+    from .. import samples
+
+    return next((info["calibration_sets"] for info in samples.describe() if info["name"] == model), [])
+
+
+def _config_text(config: dict) -> str:
+    text = config["precision"].upper()
+    if config["precision"] == "int8":
+        text += f" ({config['method']}, {config['qdq_style']} Q/DQ, {config['calibration']})"
+    return f"{text}, batch {config['batch']}"
+
+
+def _ms(value: float) -> str:
+    from ..views.tables import significant
+
+    return f"{significant(value)} ms"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _figure_output(figure):
+    """The figure as notebook output (plotly's JupyterLab renderer) in an Output widget. Not a FigureWidget: that
+    keeps plotly's default 700 px when drawn in a tab that is not showing; this one follows its panel's width."""
+    import ipywidgets as widgets
+    import plotly.io as pio
+
+    out = widgets.Output(layout=widgets.Layout(width="100%"))
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())},)
+    return out
 
 
 def _placeholder(text: str):
@@ -251,6 +465,6 @@ def _placeholder(text: str):
 
     figure = go.Figure()
     figure.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250)
+    figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250, autosize=True)
     return figure
 

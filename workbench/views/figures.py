@@ -18,6 +18,88 @@ PRECISION_COLORS = {
     "mixed": "#FFA15A", "unknown": "#9E9E9E",
 }
 _MAX_HOVER_NODES = 8
+MAX_ROWS = 40  # bar rows drawn before the rest is summed into one "other layers" row
+# Shades per precision family: the n-th configuration of a precision gets the n-th shade, so INT8 variants differ.
+_FAMILIES = {
+    "fp32": ("#1f5fbf", "#6f9be8", "#0b2f6b"), "fp16": ("#d62728", "#ff7f0e", "#9c1b1b"),
+    "bf16": ("#9467bd", "#c5a3e6", "#5b2d8a"),
+    "int8": ("#2ca02c", "#17becf", "#8c564b", "#bcbd22", "#e377c2", "#0f6b4f", "#7f7f7f", "#393b79", "#637939",
+             "#843c39", "#9edae5", "#c49c94"),
+    "mixed": ("#ff9f1c", "#b8860b", "#ffbf69"),
+}
+SQNR_COSINE_EXPLANATION = (
+    "SQNR: signal-to-quantisation-noise ratio of a tensor against FP32, 10·log10(‖FP32‖² / ‖FP32 − variant‖²) "
+    "in dB; higher is closer, every +6 dB halves the error. Cosine: how well the tensor's direction matches FP32 "
+    "(1 = identical).")
+
+
+def config_colors(results: Iterable[RunResult]) -> dict[str, str]:
+    """A distinct colour per configuration label, stable for a given list of results: pass the same mapping
+    to every figure of one explorer, notebook or report so a configuration keeps its colour across views."""
+    colors: dict[str, str] = {}
+    used: dict[str, int] = {}
+    for r in results:
+        if r.label in colors:
+            continue
+        family = "mixed" if r.keep_fp32 and r.precision != "fp32" else r.precision
+        shades = _FAMILIES.get(family, qualitative.Dark24)
+        colors[r.label] = shades[used.get(family, 0) % len(shades)]
+        used[family] = used.get(family, 0) + 1
+    return colors
+
+
+def _layout(fig: go.Figure, *, title: str, subtitle: str = "", rows: int = 0, row_px: int = 22,
+            min_height: int = 320, max_height: int = 1400, legend: bool = True, **layout) -> go.Figure:
+    """Common layout: width follows the container (autosize), height follows the rows (capped), the legend
+    sits right of the plot (the margin grows to fit it) so it never covers data."""
+    top = titled(fig, title, subtitle)
+    fig.update_layout(
+        autosize=True, height=min(max_height, max(min_height, row_px * rows + 94 + top)),
+        margin=dict(l=10, r=10, t=top, b=50),
+        legend=dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", title_text=""),
+        showlegend=legend, **layout)
+    for trace in fig.data:  # long configuration labels wrap in the legend instead of squeezing the plot
+        if trace.name and len(trace.name) > 30 and "<br>" not in trace.name:
+            trace.name = wrap_label(trace.name, 30)
+    fig.update_yaxes(automargin=True)
+    fig.update_xaxes(automargin=True)
+    return fig
+
+
+def wrap_label(text: str, width: int = 22) -> str:
+    """Break a long configuration label into lines of about `width` characters (plotly axis labels do not wrap)."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "<br>".join(lines + [line])
+
+
+def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
+    """Set a title with a smaller subtitle that wraps at about 90 characters; returns the top margin it needs (px).
+
+    The subtitle is an annotation sitting on the plot area and growing upwards, the title hangs from the top edge:
+    plotly's own subtitle does not wrap, and wrapped by hand it grows up into the title in a FigureWidget.
+    """
+    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 90).split("<br>")] \
+        if subtitle else []
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
+                                 yref="container", pad=dict(t=10)))
+    if lines:
+        fig.add_annotation(text="<br>".join(lines), xref="paper", x=0, xanchor="left", yref="paper", y=1,
+                           yanchor="bottom", yshift=6, showarrow=False, align="left", font=dict(size=12))
+    return 52 + 17 * len(lines)
+
+
+def _middle(text: str, limit: int = 34) -> str:
+    """Middle ellipsis keeps a name's start (scope) and end (op) readable."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[-(limit - 1 - head):]
 
 
 def _results(results: RunResult | Iterable[RunResult]) -> list[RunResult]:
@@ -68,10 +150,11 @@ def _layer_hover(layer: EngineLayer) -> str:
 
 # ---- per-layer latency -------------------------------------------------------------------------------------
 def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph", color_by: str = "type",
-                         top: int | None = None) -> go.Figure:
+                         top: int | None = None, max_rows: int = MAX_ROWS) -> go.Figure:
     """Horizontal bars of per-layer latency, in execution order ("graph") or slowest first ("sorted").
 
-    Colour by layer "type" or "precision"; `top` keeps only the N slowest layers. Untimed layers show as 0 ms.
+    Colour by layer "type" or "precision"; `top` keeps only the N slowest layers. With more than `max_rows`
+    layers the slowest `max_rows` are drawn and the rest summed into one "other layers" bar. Untimed: 0 ms.
     """
     if order not in ("graph", "sorted"):
         raise WorkbenchError(f"order={order!r} is not supported: use 'graph' or 'sorted'.")
@@ -79,9 +162,11 @@ def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph
         raise WorkbenchError(f"color_by={color_by!r} is not supported: use 'type' or 'precision'.")
     engine = _engine(result)
     rows = list(zip(_unique_labels([l.name for l in engine.layers]), engine.layers))
-    if top is not None:
-        keep = {id(l) for _, l in sorted(rows, key=lambda r: -(r[1].latency_ms or 0.0))[:top]}
-        rows = [r for r in rows if id(r[1]) in keep]
+    limit = min(top, max_rows) if top is not None else max_rows
+    slowest = sorted(rows, key=lambda r: -(r[1].latency_ms or 0.0))
+    keep = {id(l) for _, l in slowest[:limit]}
+    rest = [l for _, l in slowest[limit:]] if top is None else []
+    rows = [r for r in rows if id(r[1]) in keep]
     if order == "sorted":
         rows.sort(key=lambda r: -(r[1].latency_ms or 0.0))
 
@@ -98,18 +183,25 @@ def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph
             y=[label for label, _ in members], x=[layer.latency_ms or 0.0 for _, layer in members],
             hovertext=[_layer_hover(layer) for _, layer in members], hoverinfo="text",
         )
+    categories = [label for label, _ in rows]
+    if rest:
+        rest_label = f"other {len(rest)} layers (summed)"
+        fig.add_bar(name="other layers", orientation="h", marker_color=PRECISION_COLORS["unknown"],
+                    y=[rest_label], x=[sum(l.latency_ms or 0.0 for l in rest)], hoverinfo="text",
+                    hovertext=[f"<b>{len(rest)} faster layers</b><br>{_nodes_text([l.name for l in rest])}"])
+        categories.append(rest_label)
     ratio = result.layer_time_ratio if isinstance(result, RunResult) else None
-    subtitle = f"measured on: {engine.measured_graph}" + (
+    shown = f"slowest {len(rows)} of {len(engine.layers)} layers; " if rest or top is not None else ""
+    subtitle = f"{shown}measured on: {engine.measured_graph}" + (
         f"; layer times sum to {ratio:.0%} of end-to-end latency" if ratio is not None else "")
     if isinstance(result, RunResult) and result.layer_times_agree is False:
         low, high = LAYER_TIME_BAND
         subtitle += f" ⚠ outside {low:.0%}–{high:.0%}: the bars do not add up to the latency"
-    fig.update_layout(
-        title=dict(text=f"Per-layer latency: {_title(result)}", subtitle=dict(text=subtitle)),
-        xaxis_title="latency per inference (ms)", legend_title=color_by, barmode="overlay",
-        height=max(320, 22 * len(rows) + 160),
-        yaxis=dict(categoryorder="array", categoryarray=[label for label, _ in rows], autorange="reversed"),
-    )
+    _layout(fig, title=f"Per-layer latency: {_title(result)}", subtitle=subtitle, rows=len(categories),
+            xaxis_title="latency per inference (ms)", barmode="overlay")
+    fig.update_layout(legend_title_text=f"layer {color_by}:")
+    fig.update_yaxes(categoryorder="array", categoryarray=categories, autorange="reversed",
+                     tickvals=categories, ticktext=[_middle(c) for c in categories])
     return fig
 
 
@@ -140,7 +232,7 @@ class LayerMatch:
     def label(self) -> str:
         names = [l.name for l in (self.layers_a or self.layers_b)]
         text = " + ".join(names)
-        return text if len(text) <= 48 else f"{names[0]} (+{len(names) - 1} layers)"
+        return text if len(text) <= 48 or len(names) == 1 else f"{names[0]} (+{len(names) - 1} layers)"
 
 
 def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatch]:
@@ -177,87 +269,115 @@ def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatc
     return matches
 
 
-def layer_latency_comparison(result_a: RunResult, result_b: RunResult) -> go.Figure:
-    """Per-layer latency of two configurations side by side, matched by covered ONNX nodes, speed-up annotated."""
+def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors: dict[str, str] | None = None,
+                              names: tuple[str, str] | None = None, max_rows: int = MAX_ROWS) -> go.Figure:
+    """Per-layer latency of two configurations side by side, matched by covered ONNX nodes, speed-up annotated.
+
+    `names` labels the two sides (default: their configuration labels, e.g. to tell apart an unfused and a fused
+    run of one configuration). With more than `max_rows` matched groups, the slowest are drawn in graph order and
+    the rest summed in one row.
+    """
     matches = match_layers(_engine(result_a), _engine(result_b))
-    labels = _unique_labels([m.label for m in matches])
-    name_a, name_b = _title(result_a), _title(result_b)
-    if name_a == name_b:
-        name_a, name_b = f"A: {name_a}", f"B: {name_b}"
+    colors = colors or config_colors([result_a, result_b])
+    slowest = sorted(matches, key=lambda m: -max(m.latency_a_ms, m.latency_b_ms))
+    keep = {id(m) for m in slowest[:max_rows]}
+    rest = [m for m in matches if id(m) not in keep]
+    shown = [m for m in matches if id(m) in keep]
+    if rest:
+        other = LayerMatch(nodes=[n for m in rest for n in m.nodes],
+                           layers_a=[l for m in rest for l in m.layers_a], layers_b=[l for m in rest for l in m.layers_b])
+        shown.append(other)
+    labels = _unique_labels([m.label for m in shown])
+    if rest:
+        labels[-1] = f"other {len(rest)} layer groups (summed)"
+    name_a, name_b = names or (_title(result_a), _title(result_b))
+    color_a, color_b = colors.get(_title(result_a)), colors.get(_title(result_b))
+    if _title(result_a) == _title(result_b):  # one configuration measured twice (e.g. unfused vs fused)
+        family = _FAMILIES.get(result_b.precision, qualitative.Dark24)
+        color_b = family[1] if family[0] == color_a else family[0]
+        if names is None:
+            name_a, name_b = f"A: {name_a}", f"B: {name_b}"
 
     def hover(m: LayerMatch, side: str) -> str:
         layers = m.layers_a if side == "a" else m.layers_b
-        head = f"{len(layers)} layer(s): " + (", ".join(l.name for l in layers) or "none")
+        head = f"{len(layers)} layer(s): " + _nodes_text([l.name for l in layers])
         precisions = ", ".join(sorted({l.precision for l in layers})) or "-"
         return "<br>".join([head, f"precision: {precisions}", f"ONNX nodes: {_nodes_text(m.nodes)}"])
 
-    speedups = [m.speedup for m in matches]
+    speedups = [m.speedup for m in shown]
     fig = go.Figure()
-    fig.add_bar(name=name_a, orientation="h", y=labels, x=[m.latency_a_ms for m in matches],
-                hovertext=[hover(m, "a") for m in matches], hoverinfo="text+x")
-    fig.add_bar(name=name_b, orientation="h", y=labels, x=[m.latency_b_ms for m in matches],
-                customdata=speedups, text=["" if s is None else f"×{s:.2f}" for s in speedups],
-                textposition="outside", hovertext=[hover(m, "b") for m in matches], hoverinfo="text+x")
+    fig.add_bar(name=name_a, orientation="h", y=labels, x=[m.latency_a_ms for m in shown],
+                marker_color=color_a, hovertext=[hover(m, "a") for m in shown],
+                hoverinfo="text+x")
+    fig.add_bar(name=name_b, orientation="h", y=labels, x=[m.latency_b_ms for m in shown],
+                marker_color=color_b, customdata=speedups,
+                text=["" if s is None else f"×{s:.2f}" for s in speedups], textposition="outside", cliponaxis=False,
+                hovertext=[hover(m, "b") for m in shown], hoverinfo="text+x")
     total_a, total_b = sum(m.latency_a_ms for m in matches), sum(m.latency_b_ms for m in matches)
     overall = f"; summed layer time ×{total_a / total_b:.2f}" if total_a and total_b else ""
-    fig.update_layout(
-        title=dict(text="Per-layer latency comparison",
-                   subtitle=dict(text=f"layers matched by the ONNX nodes they cover; ×N = A/B speed-up{overall}")),
-        barmode="group", xaxis_title="latency per inference (ms)", height=max(360, 34 * len(matches) + 180),
-        yaxis=dict(categoryorder="array", categoryarray=labels, autorange="reversed"),
-    )
+    subset = f"slowest {len(shown) - 1} of {len(matches)} groups; " if rest else ""
+    _layout(fig, title="Per-layer latency comparison", rows=len(shown), row_px=30, barmode="group",
+            subtitle=f"{subset}layers matched by the ONNX nodes they cover; ×N = A/B speed-up{overall}",
+            xaxis_title="latency per inference (ms)")
+    longest = max([m.latency_a_ms for m in shown] + [m.latency_b_ms for m in shown] + [0.0])
+    fig.update_xaxes(range=[0, longest * 1.15 or 1])  # room for the ×N labels right of the longest bar
+    fig.update_yaxes(categoryorder="array", categoryarray=labels, autorange="reversed", tickvals=labels,
+                     ticktext=[_middle(c) for c in labels])
     return fig
 
 
 # ---- drift -------------------------------------------------------------------------------------------------
-def drift_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
-    """SQNR (dB, top) and cosine similarity (bottom) to FP32 per tensor in graph order, one line per configuration.
+def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, str] | None = None) -> go.Figure:
+    """SQNR (dB, top) and cosine similarity (bottom) to FP32 per tensor, one line per configuration.
 
-    Identical tensors (SQNR = inf) are drawn at a capped value with a star marker and an "identical" hover.
+    The x axis is the tensor's position in graph order (names and layers on hover), so the figure reads the same
+    for 10 tensors or 1,000. Identical tensors (SQNR = inf) are drawn at a capped value with a star marker.
     """
     items = [r for r in _results(results) if r.drift]
     if not items:
         raise WorkbenchError("None of these results has drift data: run a non-FP32 configuration with drift "
                              "measurement enabled (FP32 compared with itself has none).")
+    colors = colors or config_colors(items)
     order: list[str] = []
     for r in items:
         order.extend(p.tensor for p in r.drift if p.tensor not in order)
+    position = {t: i + 1 for i, t in enumerate(order)}
     finite = [p.sqnr_db for r in items for p in r.drift if math.isfinite(p.sqnr_db)]
     cap = (max(finite) if finite else 0.0) + 10.0
 
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.65, 0.35],
-                        subplot_titles=("SQNR vs FP32 (dB, higher is closer)", "cosine similarity vs FP32"))
-    palette = qualitative.Plotly
-    for i, r in enumerate(items):
-        color = palette[i % len(palette)]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.62, 0.38])
+    for r in items:
+        color = colors.get(r.label, PRECISION_COLORS["unknown"])
         identical = [p.sqnr_db == math.inf for p in r.drift]
         sqnr = [cap if same else (p.sqnr_db if math.isfinite(p.sqnr_db) else None)
                 for p, same in zip(r.drift, identical)]
-        hover = [f"<b>{p.tensor}</b><br>layer: {p.layer or '-'}<br>"
+        hover = [f"<b>{r.label}</b><br>tensor #{position[p.tensor]}: {p.tensor}<br>layer: {p.layer or '-'}<br>"
                  + ("SQNR: inf (identical to FP32)" if same else f"SQNR: {p.sqnr_db:.2f} dB")
                  + f"<br>cosine: {p.cosine:.6f}<br>max |diff|: {p.max_abs_diff:.4g}"
                  for p, same in zip(r.drift, identical)]
-        fig.add_scatter(row=1, col=1, x=[p.tensor for p in r.drift], y=sqnr, name=r.label, legendgroup=r.label,
+        x = [position[p.tensor] for p in r.drift]
+        fig.add_scatter(row=1, col=1, x=x, y=sqnr, name=r.label, legendgroup=r.label,
                         mode="lines+markers", line_color=color, hovertext=hover, hoverinfo="text",
                         customdata=["identical" if same else "" for same in identical],
                         marker=dict(symbol=["star" if same else "circle" for same in identical],
                                     size=[11 if same else 6 for same in identical]))
-        fig.add_scatter(row=2, col=1, x=[p.tensor for p in r.drift], y=[p.cosine for p in r.drift], name=r.label,
+        fig.add_scatter(row=2, col=1, x=x, y=[p.cosine for p in r.drift], name=r.label,
                         legendgroup=r.label, showlegend=False, mode="lines+markers", line_color=color,
                         hovertext=hover, hoverinfo="text")
-    fig.add_hline(y=cap, row=1, col=1, line_dash="dot", line_color="gray",
-                  annotation_text="identical to FP32 (SQNR = inf)", annotation_position="top left")
-    graphs = sorted({r.drift_graph for r in items if r.drift_graph})
-    fig.update_layout(title=dict(text="Numerical drift over depth",
-                                 subtitle=dict(text="measured on: " + (", ".join(graphs) or "model graph"))),
-                      height=620, hovermode="closest")
-    fig.update_xaxes(categoryorder="array", categoryarray=order, showticklabels=len(order) <= 60)
-    fig.update_xaxes(title_text="tensor (graph order)", row=2, col=1)
+    fig.add_hline(y=cap, row=1, col=1, line_dash="dot", line_color="gray")
+    # the first clause names the graph; the rest (how tensors were exposed) is in each point's result
+    graphs = sorted({r.drift_graph.split(" with ")[0].split(":")[0] for r in items if r.drift_graph})
+    _layout(fig, title="Numerical drift over depth", min_height=560, max_height=600, hovermode="closest",
+            subtitle=f"{len(order)} tensors in graph order (hover for names) · ★ on the dotted line: identical to "
+                     "FP32 (SQNR = ∞) · measured on: " + (", ".join(graphs) or "model graph"))
+    fig.update_yaxes(title_text="SQNR vs FP32 (dB)", row=1, col=1)
+    fig.update_yaxes(title_text="cosine vs FP32", row=2, col=1)
+    fig.update_xaxes(title_text="tensor position in graph order", row=2, col=1)
     return fig
 
 
 # ---- latency vs accuracy -----------------------------------------------------------------------------------
-def tradeoff_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
+def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, str] | None = None) -> go.Figure:
     """Median latency vs accuracy (top1, or agreement with FP32 when any result lacks labels), one point each.
 
     Hollow markers: precision not accelerated on that backend; diamonds: measured on synthetic data.
@@ -266,44 +386,45 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
     scored = [r for r in items if r.accuracy is not None]
     use_top1 = bool(scored) and all(r.accuracy.top1 is not None for r in scored)
     metric = "top1" if use_top1 else "top1_agreement"
+    colors = colors or config_colors(items)
+    several_batches = len({r.headline_latency.batch for r in scored}) > 1
     fig = go.Figure()
-    for r in scored:  # one trace per configuration: the legend names it, the colour says its precision
+    for r in scored:  # one trace per configuration: the legend names it, its colour is the configuration's
         notes = ([] if r.accelerated else ["not accelerated on this backend (runs no faster than FP32)"]) + \
                 (["synthetic data: accuracy is not meaningful"] if r.synthetic_data else [])
         value = getattr(r.accuracy, metric)
         hover = "<br>".join([f"<b>{r.label}</b>", f"median latency: {r.headline_latency.median:.3f} ms "
                              f"(batch {r.headline_latency.batch})",
                              f"{metric}: {'-' if value is None else f'{value:.4f}'}", *notes])
-        color = PRECISION_COLORS.get(r.precision, PRECISION_COLORS["unknown"])
+        color = colors.get(r.label, PRECISION_COLORS["unknown"])
         fig.add_scatter(
-            name=r.label, mode="markers", x=[r.headline_latency.median], y=[value], hovertext=[hover],
+            name=r.label + (f", batch {r.headline_latency.batch}" if several_batches else ""), mode="markers", x=[r.headline_latency.median], y=[value], hovertext=[hover],
             hoverinfo="text", marker=dict(size=13, color=color, line=dict(width=2, color=color),
                                           symbol=[("diamond" if r.synthetic_data else "circle")
                                                   + ("" if r.accelerated else "-open")]))
     missing = len(items) - len(scored)
     subtitle = "hollow: not accelerated on this backend · diamond: synthetic data" + (
         f" · {missing} result(s) without accuracy not shown" if missing else "")
-    fig.update_layout(title=dict(text="Latency vs accuracy", subtitle=dict(text=subtitle)),
-                      xaxis_title="median latency per batch (ms)",
-                      yaxis_title="top-1 accuracy" if use_top1 else "top-1 agreement with FP32", height=480)
+    _layout(fig, title="Latency vs accuracy", subtitle=subtitle, min_height=480, xaxis_title="median latency per batch (ms)",
+            yaxis_title="top-1 accuracy" if use_top1 else "top-1 agreement with FP32")
     values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
     if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
         low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02])
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02], tickformat=".0%")
     return fig
 
 
 # ---- summary -----------------------------------------------------------------------------------------------
-SUMMARY_COLUMNS = ("model", "precision", "method", "style", "calibration", "backend", "latency_median_ms",
-                   "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci", "speedup_verdict",
-                   "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
+SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
+                   "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
+                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
 
 
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
     FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
     [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
-    "baseline"."""
+    "baseline". `views.tables.summary_html` shows it as a table for people."""
     items = _results(results)
     rows = []
     for r in items:
@@ -312,8 +433,8 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
-            "model": r.model, "precision": r.precision, "method": r.method, "style": r.qdq_style,
-            "calibration": r.calibration, "backend": r.backend,
+            "label": r.label, "model": r.model, "precision": r.precision, "method": r.method, "style": r.qdq_style,
+            "calibration": r.calibration, "backend": r.backend, "batch": r.headline_latency.batch,
             "latency_median_ms": r.headline_latency.median, "latency_median_ci_ms": r.headline_latency.median_ci,
             "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
             "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,
@@ -325,30 +446,3 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "accelerated": r.accelerated, "notes": "; ".join(r.notes),
         })
     return rows
-
-
-def _fmt(key: str, value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):  # an interval
-        return "–".join(_fmt(key, v) for v in value)
-    if isinstance(value, float):
-        if key in ("speedup_vs_fp32", "speedup_ci"):
-            return f"×{value:.2f}"
-        if key in ("top1", "top1_drop", "agreement"):
-            return f"{value * 100:.2f}%"
-        return f"{value:.6f}" if key == "cosine" else f"{value:.3f}"
-    return str(value)
-
-
-def summary_figure(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> go.Figure:
-    """`summary_table` as a plotly Table."""
-    rows = summary_table(results, baseline)
-    fig = go.Figure(go.Table(
-        header=dict(values=[c.replace("_", " ") for c in SUMMARY_COLUMNS], align="left", fill_color="#E5ECF6"),
-        cells=dict(values=[[_fmt(c, row[c]) for row in rows] for c in SUMMARY_COLUMNS], align="left"),
-    ))
-    fig.update_layout(title="Configurations", height=120 + 30 * len(rows), margin=dict(l=10, r=10, t=50, b=10))
-    return fig

@@ -2,6 +2,8 @@
 
 Every multi-node engine layer (a fused group) gets one fill colour in both graphs, and a cluster outline
 around its nodes in the "before" graph. Big graphs are split into pages in the engine's execution order.
+Subgraphs of constants only (weights, weight Q/DQ) are drawn like weights (not at all), and exported shape
+arithmetic (Shape/Gather/Unsqueeze/Concat... chains feeding Reshape, Pad, Expand) is collapsed into one box.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from plotly.colors import qualitative, unlabel_rgb
 
 from .._optional import require
 from ..engine import EngineGraph, EngineLayer
+from ..graph import GraphIndex
 from ..errors import MissingDependencyError, WorkbenchError
 from ..models.spec import Model
 from ..output import atomic_write
@@ -31,7 +34,15 @@ _GROUP_COLORS = list(dict.fromkeys(
 SINGLE_COLOR = "#eeeeee"  # a layer built from exactly one ONNX node
 INSERTED_COLOR = "#fff3b0"  # reorder / cast / Q-DQ glue the engine added
 REMOVED_COLOR = "#ffffff"  # ONNX node no layer claims (folded or eliminated)
+GLUE_COLOR = "#f4f4f4"  # collapsed shape arithmetic
 _LABEL_CHARS = 34
+# Ops that compute on shapes when every input they read is a shape or a constant (Shape/Size start the chain).
+_SHAPE_SOURCES = frozenset({"Shape", "Size"})
+_SHAPE_OPS = frozenset({"Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Range", "ReduceProd",
+                        "ReduceMax", "ReduceMin", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Equal", "Where",
+                        "ConstantOfShape", "Identity", "Not", "Less", "Greater", "Max", "Min", "Neg", "Abs", "Mod",
+                        "Reshape", "Expand", "Tile", "Sqrt"})
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass
@@ -79,18 +90,51 @@ class FusionView:
             swatch.format(SINGLE_COLOR, "", "one node, one layer"),
             swatch.format(INSERTED_COLOR, ";border-style:dashed", "inserted by the engine"),
             swatch.format(REMOVED_COLOR, ";border-style:dotted", "removed (folded/eliminated)"),
+            swatch.format(GLUE_COLOR, ";border-style:dashed", "shape arithmetic (collapsed)"),
         ])
         counts = (f"{s['original_nodes']} ONNX nodes → {s['engine_layers']} engine layers; "
                   f"{s['fused_groups']} fused groups, {s['inserted_layers']} inserted, "
                   f"{s['removed_nodes']} removed · page {self.page + 1} of {self.pages}")
-        # the (wide) ONNX graph scrolls; the (narrow) engine graph keeps its size beside it
-        column = '<div style="flex:0 {} auto;min-width:0;overflow:auto"><div style="font-weight:bold">{}</div>{}</div>'
-        return (f'<div><div style="font-weight:bold;font-size:1.1em">{html.escape(self.title)}</div>'
+        # Both columns scroll inside themselves: the wide ONNX graph never pushes the engine layers off screen.
+        column = ('<div class="{}" style="flex:{};min-width:0;overflow:auto;max-height:75vh;border:1px solid #e4e4e4;'
+                  'border-radius:4px;padding:4px"><div style="font-weight:bold;position:sticky;top:0;left:0;'
+                  'background:#fff">{}</div>{}</div>')
+        return (f'<div class="workbench-fusion-view" style="max-width:100%">'
+                f'<div style="font-weight:bold;font-size:1.1em">{html.escape(self.title)}</div>'
                 f'<div style="font-size:0.9em;margin:2px 0 6px 0">{html.escape(counts)}</div>'
                 f'<div style="font-size:0.85em;margin-bottom:6px">{legend}</div>'
-                f'<div style="display:flex;flex-direction:row;gap:16px;align-items:flex-start">'
-                f'{column.format(1, "Before fusion (ONNX nodes)", _strip_prolog(self.before_svg))}'
-                f'{column.format(0, "After fusion (engine layers)", _strip_prolog(self.after_svg))}</div></div>')
+                f'<div style="display:flex;flex-direction:row;gap:12px;align-items:flex-start;width:100%">'
+                f'{column.format("workbench-fusion-before", "1 1 0", "Before fusion (ONNX nodes)", _inline(self.before_svg))}'
+                f'{column.format("workbench-fusion-after", "0 1 auto;max-width:48%", "After fusion (engine layers)", _inline(self.after_svg))}'
+                f'</div></div>')
+
+
+def fusion_pages_html(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult, *, max_nodes: int = 80,
+                      max_pages: int = 20) -> str:
+    """Every page of the fusion view in one HTML block with previous/next buttons (a few lines of inline JS, so
+    it works in a saved report); pages past `max_pages` are left out with a note."""
+    first = fusion_graph(model, engine, max_nodes=max_nodes)
+    shown = min(first.pages, max_pages)
+    views = [first] + [fusion_graph(model, engine, max_nodes=max_nodes, page=p) for p in range(1, shown)]
+    buttons = "" if shown < 2 else (
+        f'<div style="margin:4px 0"><button class="workbench-page-previous" disabled '
+        f'onclick="{html.escape(_turn_page_js(-1))}">◀ previous page</button> '
+        f'<button class="workbench-page-next" onclick="{html.escape(_turn_page_js(1))}">next page ▶</button></div>')
+    more = "" if shown == first.pages else (f"<p>Pages {shown + 1}-{first.pages} are not included here: open the "
+                                            "explorer or call views.fusion_graph(..., page=N).</p>")
+    hidden = ' style="display:none"'
+    pages = "".join(f'<div class="workbench-fusion-page"{hidden if k else ""}>{view._repr_html_()}</div>'
+                    for k, view in enumerate(views))
+    return f'<div class="workbench-fusion-pages">{buttons}{pages}{more}</div>'
+
+
+def _turn_page_js(step: int) -> str:
+    return ("var v=this.closest('.workbench-fusion-pages'),p=[...v.querySelectorAll('.workbench-fusion-page')],"
+            "i=p.findIndex(function(e){return e.style.display!=='none'}),"
+            f"n=Math.max(0,Math.min(p.length-1,i+({step})));"
+            "p.forEach(function(e,k){e.style.display=k===n?'':'none'});"
+            "v.querySelector('.workbench-page-previous').disabled=n===0;"
+            "v.querySelector('.workbench-page-next').disabled=n===p.length-1")
 
 
 def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult, *, max_nodes: int = 80,
@@ -110,7 +154,8 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
         raise WorkbenchError(f"max_nodes={max_nodes} is too small: give at least 1 (default 80).")
     keep = _layer_filter(filter)
 
-    nodes = list(proto.graph.node)
+    graph = GraphIndex(proto)
+    nodes = graph.nodes
     names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)]
     index = {name: i for i, name in enumerate(names)}
     known = [n for layer in engine.layers for n in layer.onnx_nodes if n in index]
@@ -135,18 +180,20 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
         "inserted_layers": sum(u.layer.inserted for u in units), "removed_nodes": len(removed),
     }
 
+    roles = _roles(graph)
+    undrawn = roles.hidden | set(roles.glue)
     shown = [u for u in units if keep(u)]
-    pages = _paginate(shown, removed if filter is None else [], max_nodes)
+    pages = _paginate(shown, [i for i in removed if i not in undrawn] if filter is None else [], max_nodes, undrawn)
     if not 0 <= page < len(pages):
         raise WorkbenchError(f"page={page} is out of range: this view has {len(pages)} page(s), "
                              f"use 0..{len(pages) - 1} (or raise max_nodes).")
     page_units, page_removed = pages[page]
     shapes = _shapes(proto)
-    before = _before_graph(proto, names, page_units, page_removed, shapes)
+    before = _before_graph(graph, names, page_units, page_removed, shapes, roles)
     # Weights of the optimised graph show up as layer inputs; only tensors some layer makes, or the
     # model's inputs, get edges.
     data_tensors = {t for layer in engine.layers for t in layer.outputs} | {i.name for i in proto.graph.input}
-    after = _after_graph(page_units, shapes, data_tensors)
+    after = _after_graph(page_units, shapes, data_tensors, nodes, undrawn)
     title = f"Fusion: {getattr(model, 'name', proto.graph.name) or 'model'} on {engine.backend}"
     if filter is not None:
         title += f" (filter: {filter if isinstance(filter, str) else getattr(filter, '__name__', 'custom')})"
@@ -164,10 +211,11 @@ def _layer_filter(filter) -> Callable[[_Unit], bool]:
     raise WorkbenchError(f"filter={filter!r} is not supported: use None, 'fused', or a function EngineLayer -> bool.")
 
 
-def _paginate(units: list[_Unit], removed: list[int], max_nodes: int) -> list[tuple[list[_Unit], list[int]]]:
-    """Cut the execution order into pages of at most `max_nodes` ONNX nodes (a fused group is never split,
-    so one group larger than `max_nodes` gets a page of its own). Removed nodes go with the unit holding the
-    closest earlier node in ONNX order."""
+def _paginate(units: list[_Unit], removed: list[int], max_nodes: int,
+              undrawn: set[int]) -> list[tuple[list[_Unit], list[int]]]:
+    """Cut the execution order into pages of at most `max_nodes` drawn ONNX nodes (a fused group is never split,
+    so one group larger than `max_nodes` gets a page of its own; constants and collapsed shape arithmetic do not
+    count). Removed nodes go with the unit holding the closest earlier node in ONNX order."""
     attached: dict[int, list[int]] = {}
     owner_of = {n: k for k, unit in enumerate(units) for n in unit.nodes}
     for node in removed:
@@ -176,7 +224,7 @@ def _paginate(units: list[_Unit], removed: list[int], max_nodes: int) -> list[tu
     pages: list[tuple[list[_Unit], list[int]]] = [([], [])]
     used = 0
     for k, unit in enumerate(units):
-        weight = max(len(unit.nodes), 1) + len(attached.get(k, []))
+        weight = max(sum(n not in undrawn for n in unit.nodes), 1) + len(attached.get(k, []))
         if pages[-1][0] and used + weight > max_nodes:
             pages.append(([], []))
             used = 0
@@ -199,13 +247,74 @@ def _shapes(proto: onnx.ModelProto) -> dict[str, str]:
     for info in list(graph.value_info) + list(graph.input) + list(graph.output):
         dims = info.type.tensor_type.shape.dim
         if info.type.tensor_type.HasField("shape"):
-            shapes[info.name] = "×".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
-                                         for d in dims) or "scalar"
+            shapes[info.name] = _dims_text([d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims])
     return shapes
 
 
+def _dims_text(dims) -> str:
+    """Readable shape: "batch×32×?×?" (axis 0 is the sample axis; exporter placeholders like unk__5 are "?")."""
+    if not dims:
+        return "scalar"
+    parts = []
+    for axis, dim in enumerate(dims):
+        if isinstance(dim, int) and dim > 0:
+            parts.append(str(dim))
+        elif axis == 0:
+            parts.append("batch")
+        else:
+            text = str(dim or "")
+            parts.append("?" if not text or text.startswith("unk__") or text.isdigit() or text == "-1" else text)
+    return "×".join(parts)
+
+
 def _short(text: str) -> str:
-    return text if len(text) <= _LABEL_CHARS else "…" + text[-(_LABEL_CHARS - 1):]
+    """Middle ellipsis: the start (scope) and end (op) of a long name stay readable; the tooltip has it whole."""
+    if len(text) <= _LABEL_CHARS:
+        return text
+    head = (_LABEL_CHARS - 1) // 2
+    return text[:head] + "…" + text[-(_LABEL_CHARS - 1 - head):]
+
+
+@dataclass
+class _Roles:
+    """Nodes not drawn one by one: constant-only subgraphs (like weights) and shape arithmetic (one box each)."""
+
+    hidden: set[int]
+    glue: dict[int, int]  # node -> id of its shape-arithmetic box (the first node of its connected chain)
+    boxes: dict[int, list[int]]
+
+
+def _roles(graph: GraphIndex) -> _Roles:
+    constant = set(graph.initializers)
+    shape_tensors: set[str] = set()
+    hidden, glue = set(), []
+    for i in graph.topological_order():
+        node = graph.nodes[i]
+        inputs = [t for t in node.input if t]
+        if all(t in constant for t in inputs):
+            hidden.add(i)
+            constant.update(t for t in node.output if t)
+        elif node.op_type in _SHAPE_SOURCES or (
+                node.op_type in _SHAPE_OPS and all(t in constant or t in shape_tensors for t in inputs)):
+            glue.append(i)
+            shape_tensors.update(t for t in node.output if t)
+    parent = {i: i for i in glue}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in glue:
+        for j in graph.predecessors(i):
+            if j in parent:
+                parent[find(i)] = find(j)
+    roots = {i: find(i) for i in glue}
+    boxes: dict[int, list[int]] = {}
+    for i, root in roots.items():
+        boxes.setdefault(root, []).append(i)
+    return _Roles(hidden, roots, boxes)
 
 
 def _label(*parts: str) -> str:
@@ -237,54 +346,62 @@ def _stub(g, key: str, tensor: str, shapes: dict[str, str], stubs: dict[str, str
     return stubs[key]
 
 
-def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], removed: list[int],
-                  shapes: dict[str, str]):
+def _before_graph(graph: GraphIndex, names: list[str], units: list[_Unit], removed: list[int],
+                  shapes: dict[str, str], roles: _Roles):
     g = _digraph("before")
-    nodes = proto.graph.node
+    nodes = graph.nodes
     layer_of = {n: unit for unit in units for n in unit.nodes}
-    # Constant nodes are drawn like weights (not at all): exported shape arithmetic would bury the real graph
-    hidden = {i for i in layer_of if nodes[i].op_type == "Constant"}
-    weights = {init.name for init in proto.graph.initializer} | {t for i in hidden for t in nodes[i].output}
-    on_page = sorted(set(layer_of) | set(removed))
-    producer = {out: i for i in on_page for out in nodes[i].output}
+    undrawn = roles.hidden | set(roles.glue)
+    on_page = [i for i in sorted(set(layer_of) | set(removed)) if i not in undrawn]
+    drawn = set(on_page)
 
     def add(i: int, target) -> None:
-        if i in hidden:
-            return
         node, unit = nodes[i], layer_of.get(i)
         out_shape = shapes.get(node.output[0], "") if node.output else ""
+        label = _label(node.op_type, _short(names[i]), out_shape)
         if unit is None:
             tip = f"{names[i]} ({node.op_type}): no engine layer (constant-folded or eliminated)"
-            target.node(f"b{i}", label=_label(_short(names[i]), node.op_type, out_shape), fillcolor=REMOVED_COLOR,
-                        style="rounded,dotted", tooltip=_text(tip))
+            target.node(f"b{i}", label=label, fillcolor=REMOVED_COLOR, style="rounded,dotted", tooltip=_text(tip))
             return
         ms = "" if unit.layer.latency_ms is None else f", {unit.layer.latency_ms:.4f} ms"
         tip = f"{names[i]} ({node.op_type}) → layer {unit.layer.name} [{unit.layer.precision}{ms}]"
-        target.node(f"b{i}", label=_label(_short(names[i]), node.op_type, out_shape), fillcolor=unit.color,
-                    tooltip=_text(tip))
+        target.node(f"b{i}", label=label, fillcolor=unit.color, tooltip=_text(tip))
 
     for k, unit in enumerate(units):
-        if len(unit.nodes) > 1:
+        members = [i for i in unit.nodes if i in drawn]
+        if len(members) > 1:
             with g.subgraph(name=f"cluster_{k}") as c:
                 c.attr(label=_label(_short(unit.layer.name)), style="rounded,dashed", color="#444444",
                        fontsize="8", tooltip=_text(f"fused into layer {unit.layer.name}"))
-                for i in unit.nodes:
+                for i in members:
                     add(i, c)
         else:
-            for i in unit.nodes:
+            for i in members:
                 add(i, g)
     for i in removed:
-        add(i, g)
+        if i in drawn:
+            add(i, g)
 
     stubs: dict[str, str] = {}
-    graph_outputs = {o.name for o in proto.graph.output}
+    boxes: set[int] = set()
+    graph_outputs = set(graph.graph_outputs)
     for i in on_page:
-        if i in hidden:
-            continue
-        for tensor in nodes[i].input:
-            if not tensor or tensor in weights:
+        for tensor in dict.fromkeys(nodes[i].input):
+            source = graph.producer_index.get(tensor)
+            if not tensor or tensor in graph.initializers or source in roles.hidden:
                 continue
-            src = f"b{producer[tensor]}" if tensor in producer else _stub(g, f"t_in_{tensor}", tensor, shapes, stubs)
+            if source in roles.glue:
+                box = roles.glue[source]
+                if box not in boxes:
+                    boxes.add(box)
+                    members = roles.boxes[box]
+                    ops = ", ".join(dict.fromkeys(nodes[j].op_type for j in members))
+                    g.node(f"g{box}", label=_label("shape arithmetic", f"{len(members)} nodes"), fillcolor=GLUE_COLOR,
+                           style="rounded,filled,dashed", fontsize="8",
+                           tooltip=_text(f"{len(members)} exported shape-arithmetic nodes collapsed: {ops}"))
+                g.edge(f"g{box}", f"b{i}", style="dashed", color="#999999")
+                continue
+            src = f"b{source}" if source in drawn else _stub(g, f"t_in_{tensor}", tensor, shapes, stubs)
             g.edge(src, f"b{i}")
         for tensor in nodes[i].output:
             if tensor in graph_outputs:
@@ -292,21 +409,32 @@ def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], 
     return g
 
 
-def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str]):
+def _computes(unit: _Unit, nodes, undrawn: set[int]) -> str:
+    """What a layer computes, from the ONNX ops it covers: "Conv+Relu" (Q/DQ, constants and shape arithmetic left
+    out), else the engine's type."""
+    ops = [nodes[i].op_type for i in unit.nodes if i not in undrawn] or [nodes[i].op_type for i in unit.nodes]
+    core = [op for op in ops if op not in _QDQ] or ops
+    core = [op for k, op in enumerate(core) if k == 0 or op != core[k - 1]]
+    if not core:
+        return unit.layer.type
+    return "+".join(core) if len(core) <= 4 else "+".join(core[:3]) + f"+… ({len(core)} ops)"
+
+
+def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str], nodes, undrawn: set[int]):
     g = _digraph("after")
     producer = {out: unit.index for unit in units for out in unit.layer.outputs}
     consumed = {t for unit in units for t in unit.layer.inputs}
     stubs: dict[str, str] = {}
     for unit in units:
         layer, k = unit.layer, unit.index
-        shape = "×".join(str(d) for d in layer.output_shapes[0]) if layer.output_shapes and layer.output_shapes[0] else \
+        shape = _dims_text(layer.output_shapes[0]) if layer.output_shapes and layer.output_shapes[0] else \
             (shapes.get(layer.outputs[0], "") if layer.outputs else "")
         ms = "" if layer.latency_ms is None else f"{layer.latency_ms:.4f} ms"
         tip = "\n".join(filter(None, [
-            f"{layer.name} ({layer.type}, {layer.precision})", ms and f"latency {ms}",
+            f"{layer.name}", f"engine op {layer.type}, {layer.precision}", ms and f"latency {ms}",
             f"kernel {layer.kernel}" if layer.kernel else "",
             "inserted by the engine" if layer.inserted else f"ONNX nodes: {', '.join(layer.onnx_nodes)}"]))
-        g.node(f"a{k}", label=_label(_short(layer.name), f"{layer.type} · {layer.precision}", shape, ms),
+        g.node(f"a{k}", label=_label(_computes(unit, nodes, undrawn), _short(layer.name), " · ".join(filter(None, [layer.precision, shape])), ms),
                fillcolor=unit.color, style="rounded,filled,dashed" if layer.inserted else "rounded,filled",
                penwidth="2" if len(unit.nodes) > 1 else "1", tooltip=_text(tip))
         for tensor in layer.inputs:
@@ -335,6 +463,11 @@ def _strip_prolog(svg: str) -> str:
     """Drop the XML declaration, DOCTYPE and comments so the SVG can be inlined in HTML or another SVG."""
     start = svg.find("<svg")
     return svg[start:] if start >= 0 else svg
+
+
+def _inline(svg: str) -> str:
+    """The SVG at its natural size inside HTML (notebook CSS would otherwise shrink it to the column width)."""
+    return _strip_prolog(svg).replace("<svg ", '<svg style="max-width:none;height:auto" ', 1)
 
 
 _SIZE = re.compile(r'width="([\d.]+)pt"\s+height="([\d.]+)pt"')

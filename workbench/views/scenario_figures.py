@@ -10,6 +10,7 @@ from ..results import RunResult
 from ..scenarios.cost import DEFAULT_VOLUMES, cost_table
 from ..scenarios.mismatch import MismatchMatrix
 from ..scenarios.policy import RegionChoice
+from .figures import titled, wrap_label
 
 VIOLATES, ALLOWED, CHOSEN = 0, 1, 2
 _POLICY_COLORS = {VIOLATES: "#F4B6B6", ALLOWED: "#B7E4C7", CHOSEN: "#2D9D5B"}
@@ -54,13 +55,13 @@ def policy_matrix_figure(choices: Sequence[RegionChoice], results: Sequence[RunR
         hovertemplate="%{customdata}<extra></extra>", zmin=0, zmax=2, colorscale=_discrete_scale(_POLICY_COLORS),
         showscale=False, xgap=2, ygap=2))
     batch = choices[0].batch
-    fig.update_layout(
-        title=f"Regional precision policies: ★ fastest allowed configuration (median latency, batch {batch})",
-        xaxis_title="configuration", yaxis_title="region", yaxis_autorange="reversed",
-        height=220 + 70 * len(choices), margin=dict(b=150))
-    fig.add_annotation(text="green: allowed · red: violates the policy (hover for why) · drop vs FP32 in "
-                            "percentage points", xref="paper", yref="paper", x=0, y=-0.25, showarrow=False,
-                       xanchor="left")
+    # the key goes in the subtitle, never under the axis where it would collide with its title
+    top = titled(fig, f"Regional precision policies: ★ fastest allowed configuration (median latency, batch {batch})",
+                 "green: allowed · red: violates the policy (hover for why) · drop vs FP32 in percentage points")
+    fig.update_layout(xaxis_title="configuration", yaxis_title="region", yaxis_autorange="reversed",
+                      autosize=True, height=220 + top + 70 * len(choices), margin=dict(t=top))
+    fig.update_xaxes(tickvals=columns, ticktext=[wrap_label(c) for c in columns], tickangle=0, automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -80,8 +81,9 @@ def mismatch_figure(matrix: MismatchMatrix) -> go.Figure:
                                hovertemplate="%{y}<br>evaluated on %{x}<br>%{text}<extra></extra>"))
     fig.update_layout(
         title=f"Calibration mismatch: {matrix.model}, INT8 ({matrix.method}, {matrix.qdq_style}) @ {matrix.backend}",
-        xaxis_title="evaluated on", yaxis_title="calibrated on", yaxis_autorange="reversed",
+        xaxis_title="evaluated on", yaxis_title="calibrated on", yaxis_autorange="reversed", autosize=True,
         height=200 + 60 * len(rows))
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -111,11 +113,11 @@ def cost_figure(results: Iterable[RunResult], volumes: Sequence[float] = DEFAULT
                            "%{customdata[0]:.2f} engine-hours/day, %{customdata[1]} instance(s)<br>"
                            "%{customdata[2]}<extra></extra>")))
     caption = COST_CAPTION.format(provisioned=" (provisioned: whole instances × 24 h)" if provisioned else "")
+    # the formula goes in the subtitle (two lines), never under the axis where it would collide with its title
+    top = titled(fig, f"Serving cost per month at batch {rows[0]['batch']}, utilisation {utilisation:g}, "
+                      f"{currency}{price_per_hour:g}/engine-hour", caption.replace(". Latency", ".<br>Latency"))
     fig.update_layout(
-        title=f"Serving cost per month at batch {rows[0]['batch']}, utilisation {utilisation:g}, "
-              f"{currency}{price_per_hour:g}/engine-hour",
-        xaxis=dict(type="log", title="requests per day"), yaxis=dict(type="log", title=f"cost per month ({currency})"),
-        margin=dict(b=120))
-    fig.add_annotation(text=caption, xref="paper", yref="paper", x=0, y=-0.28, showarrow=False, xanchor="left",
-                       font=dict(size=11))
+        xaxis=dict(type="log", title="requests per day"),
+        yaxis=dict(type="log", title=f"cost per month ({currency})"), autosize=True, height=420 + top,
+        margin=dict(t=top))
     return fig
