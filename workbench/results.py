@@ -25,6 +25,21 @@ class LatencyStats:
 
 
 @dataclass
+class OutputAgreement:
+    """Agreement of one model output with FP32: mean per-sample cosine, max-abs error, and top-1 agreement only
+    where the output is a class score ([samples, classes])."""
+
+    name: str
+    shape: list[int]
+    cosine: float
+    max_abs_diff: float
+    top1_agreement: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class AccuracyStats:
     """Accuracy against labels (top1) and agreement with the FP32 reference."""
 
@@ -33,9 +48,15 @@ class AccuracyStats:
     cosine: float | None  # mean cosine similarity of outputs to FP32
     max_abs_diff: float | None
     samples: int
+    outputs: list[OutputAgreement] = field(default_factory=list)  # every output, in graph order
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AccuracyStats":
+        outputs = [OutputAgreement(**o) for o in data.get("outputs", [])]
+        return cls(**{k: v for k, v in data.items() if k != "outputs"}, outputs=outputs)
 
 
 @dataclass
@@ -133,7 +154,7 @@ class RunResult:
             versions=dict(data.get("versions", {})),
             synthetic_data=bool(data.get("synthetic_data", False)),
             latency=[LatencyStats(**d) for d in data["latency_by_batch"]],
-            accuracy=AccuracyStats(**acc) if acc and acc.get("samples") else None,
+            accuracy=AccuracyStats.from_json(acc) if acc and acc.get("samples") else None,
             engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
             layer_time_ratio=data.get("layer_time_ratio"),
             drift=[_drift_point(d) for d in data.get("drift", [])],

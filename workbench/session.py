@@ -6,7 +6,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -20,6 +20,7 @@ from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models import load_model
+from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
 from .models.spec import Model
 from .precision.plan import PrecisionPlan
 from .results import RunResult
@@ -54,13 +55,16 @@ class Workbench:
     `synthetic_data=True`). `optimization_level` is the engine's graph optimisation (ONNX Runtime: disable, basic,
     extended, layout, all): "disable" shows the unfused graph. `shape_range` states, once, the range of each dynamic
     axis by its symbolic name, e.g. {"sequence": (8, 64, 128)} as (min, opt, max): engines that build for a range
-    (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it.
+    (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it. `inputs` overrides, per
+    input name, the shape synthetic data is drawn at (e.g. {"images": (1, 3, 640, 640)}) or, for a scalar input,
+    its value (e.g. {"sr": 16000}); without it dynamic axes get stated default sizes that the model runs with.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
                  optimization_level: str = "all", shape_range: dict[str, tuple[int, int, int]] | None = None,
                  progress: bool = True, eval_limit: int | None = None,
-                 on_step: Callable[[str, int, int], None] | None = None) -> None:
+                 on_step: Callable[[str, int, int], None] | None = None,
+                 inputs: dict[str, Override] | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
@@ -71,6 +75,7 @@ class Workbench:
         self.on_step = on_step  # called as on_step(step_name, steps_done, steps_total) while measuring (widgets)
         self.cache = ResultCache(cache_dir)
         self.sample: Sample | None = None
+        self.input_plans: list[InputPlan] = []  # how synthetic inputs were drawn (empty for samples)
         if isinstance(model, Sample):
             self.sample = model
             self.model = model.model
@@ -86,14 +91,14 @@ class Workbench:
             self.eval = self.sample.eval.head(eval_limit) if eval_limit else self.sample.eval
             self.task = self.sample.task
         else:
-            # axis 0 is the sample axis even when the model fixes its batch size
-            specs = [replace(spec, shape=("batch", *spec.shape[1:])) if spec.shape else spec
-                     for spec in self.model.inputs]
-            synthetic = CalibrationSet.synthetic_for(specs, size=SYNTHETIC_SIZE)
+            self.input_plans = plan_inputs(self.model.inputs, self.model.proto, overrides=inputs, probe=True)
+            synthetic = CalibrationSet.synthetic_for(self.model.inputs, size=SYNTHETIC_SIZE, plans=self.input_plans)
             self.calibration_sets = {synthetic.name: synthetic}
-            data = CalibrationSet.synthetic_for(specs, size=eval_limit or SYNTHETIC_SIZE, seed=1)
+            data = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
+                                                plans=self.input_plans)
             self.eval = EvalData(data.arrays, None, data.description)
             self.task = "classification"
+        self._to_feeds = feeder(self.model.inputs)
         self.results: list[RunResult] = []
         self._eval_hash = CalibrationSet("eval", self.eval.arrays).content_hash + _labels_hash(self.eval.labels)
         self._backends: dict[str, Backend] = {}
@@ -155,7 +160,7 @@ class Workbench:
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
         (default: the result's headline batch)."""
-        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch)
+        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds)
 
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
@@ -237,11 +242,12 @@ class Workbench:
             bar.update()
             step("accuracy")
             headline = job.batches[0]
-            outputs = _run_all(engine, self.eval.arrays, headline)
+            outputs = _run_all(engine, self.eval.arrays, headline, self._to_feeds)
             if plan.precision == "fp32":
                 self._references.setdefault((job.backend, headline), outputs)
             reference = self._reference(job.backend, headline)
-            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task)
+            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task,
+                                        output_names=[spec.name for spec in self.model.outputs])
             bar.update()
             graph, ratio = engine.layers(), None
             if job.profile:
@@ -308,7 +314,8 @@ class Workbench:
         outputs = _load_arrays(self.cache.get_bytes(key, "npz"))
         if outputs is None:
             self.cache.discard(key, "npz")
-            outputs = _run_all(backend.build(self.model.proto, self._options()), self.eval.arrays, batch)
+            outputs = _run_all(backend.build(self.model.proto, self._options()), self.eval.arrays, batch,
+                               self._to_feeds)
             buffer = io.BytesIO()
             np.savez(buffer, *outputs)
             try:
@@ -356,17 +363,20 @@ class Workbench:
     def _feeds(self, batch: int, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
         """The first `batch` eval samples (repeated when the eval data is smaller), with dynamic axes named in
         `dims` repeated or cut to that size."""
-        feeds = {name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()}
+        feeds = self._to_feeds({name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()})
+        axes = batch_axes(self.model.inputs)
         for spec in self.model.inputs:
             for axis, dim in enumerate(spec.shape):
-                if axis and isinstance(dim, str) and dim in (dims or {}):
+                if axis != axes[spec.name] and isinstance(dim, str) and dim in (dims or {}):
                     array = feeds[spec.name]
                     feeds[spec.name] = np.take(array, np.arange(dims[dim]) % array.shape[axis], axis=axis)
         return feeds
 
     def _check_dims(self, dims: dict[str, int]) -> dict[str, int]:
         """Dynamic-axis sizes must name symbolic axes of the model and stay inside the declared shape_range."""
-        symbolic = {d for spec in self.model.inputs for d in spec.shape[1:] if isinstance(d, str)}
+        axes = batch_axes(self.model.inputs)
+        symbolic = {d for spec in self.model.inputs for axis, d in enumerate(spec.shape)
+                    if isinstance(d, str) and axis != axes[spec.name]}
         for name, size in dims.items():
             if name not in symbolic:
                 raise InputSpecError(f"dims names axis {name!r}, but the model's dynamic axes (besides batch) are "
@@ -384,6 +394,7 @@ class Workbench:
             notes.append("int8 tensorrt-style Q/DQ: CPU speed not representative of TensorRT")
         if self.synthetic:
             notes.append("synthetic inputs from the model's input specs: accuracy is agreement with FP32 only")
+            notes += [choice for plan in self.input_plans for choice in plan.choices]
         return notes
 
     def _versions(self, backend: Backend) -> dict[str, str]:
@@ -428,12 +439,16 @@ class Workbench:
         return job
 
     def _fixed_batch(self) -> int | None:
-        fixed = [spec.shape[0] for spec in self.model.inputs if spec.shape and isinstance(spec.shape[0], int)]
+        axes = batch_axes(self.model.inputs)
+        fixed = [spec.shape[0] for spec in self.model.inputs
+                 if axes[spec.name] == 0 and isinstance(spec.shape[0], int)]
         return min(fixed) if fixed else None
 
 
-def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
-    """Run every sample through `engine` in batches of `batch`; outputs concatenated along axis 0."""
+def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int,
+             to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Run every sample (samples on axis 0) through `engine` in batches of `batch`, each made into feeds by
+    `to_feeds`; outputs concatenated along axis 0."""
     total = len(next(iter(arrays.values())))
     chunks: list[list[np.ndarray]] = []
     for start in range(0, total, batch):
@@ -441,7 +456,7 @@ def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int) -> list[
         count = len(next(iter(part.values())))
         if count < batch:  # pad the last batch (fixed-batch engines need full batches), then drop the padding
             part = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in part.items()}
-        chunks.append([out[:count] for out in engine.run(part)])
+        chunks.append([out[:count] for out in engine.run(to_feeds(part))])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
