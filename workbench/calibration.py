@@ -88,7 +88,7 @@ class CalibrationSet:
                 values = batch if isinstance(batch, (tuple, list)) else [batch]
                 parts = dict(zip(input_names, values))
             for n, value in parts.items():
-                collected[n].append(_to_numpy(value))
+                collected[n].append(as_numpy(value))
             count += len(collected[input_names[0]][-1])
             if limit and count >= limit:
                 break
@@ -138,7 +138,7 @@ class CalibrationSet:
                 where = ("one value shared by every sample" if axes[spec.name] is None
                          else f"samples on axis {axes[spec.name]}")
                 raise CalibrationError(
-                    f"Calibration set {self.name!r}: input {spec.name!r} holds samples of shape {list(arr.shape[1:])} "
+                    f"Calibration set {self.name!r}: input {spec.name!r} has sample shape {list(arr.shape[1:])} "
                     f"(array {list(arr.shape)}, samples on axis 0); the model's input is {list(spec.shape)} "
                     f"({where}), so each sample must be {list(declared)}. Reshape or preprocess the data.")
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -159,7 +159,7 @@ class CalibrationSet:
                 "synthetic": self.synthetic, "sha256": self.content_hash}
 
 
-def _to_numpy(value) -> np.ndarray:
+def as_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):  # torch tensor, without importing torch
         value = value.detach().cpu().numpy()
     return np.asarray(value)

@@ -97,6 +97,9 @@ class RunResult:
     keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
+    # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
+    # "calibration": the same for the INT8 calibration set, or None}
+    data_source: dict | None = None
 
     @property
     def label(self) -> str:
@@ -138,6 +141,7 @@ class RunResult:
             "drift_graph": self.drift_graph,
             "notes": list(self.notes),
             "cache_key": self.cache_key,
+            "data_source": self.data_source,
         }
 
     @classmethod
@@ -163,6 +167,7 @@ class RunResult:
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
+            data_source=data.get("data_source"),
         )
 
 

@@ -6,7 +6,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -21,6 +21,7 @@ from .errors import CalibrationError, InputSpecError
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models import load_model
 from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
+from .userdata import ImagePreprocessing, load_data, split
 from .models.spec import Model
 from .precision.plan import PrecisionPlan
 from .results import RunResult
@@ -58,13 +59,18 @@ class Workbench:
     (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it. `inputs` overrides, per
     input name, the shape synthetic data is drawn at (e.g. {"images": (1, 3, 640, 640)}) or, for a scalar input,
     its value (e.g. {"sr": 16000}); without it dynamic axes get stated default sizes that the model runs with.
+    `data`: your own data (an .npz by input name with optional `labels`, a folder of images with labels from
+    sub-folder names and `image_preprocessing`, a dict of arrays, or any iterable of batches such as a torch
+    DataLoader), validated against the model's inputs, and split into calibration and evaluation halves with a fixed
+    seed; or give them separately as `calibration_data` / `eval_data`.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
                  optimization_level: str = "all", shape_range: dict[str, tuple[int, int, int]] | None = None,
                  progress: bool = True, eval_limit: int | None = None,
                  on_step: Callable[[str, int, int], None] | None = None,
-                 inputs: dict[str, Override] | None = None) -> None:
+                 inputs: dict[str, Override] | None = None, data=None, calibration_data=None, eval_data=None,
+                 image_preprocessing: ImagePreprocessing | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
@@ -91,7 +97,8 @@ class Workbench:
             self.eval = self.sample.eval.head(eval_limit) if eval_limit else self.sample.eval
             self.task = self.sample.task
         else:
-            self.input_plans = plan_inputs(self.model.inputs, self.model.proto, overrides=inputs, probe=True)
+            own_eval = data is not None or eval_data is not None  # no need to find sizes the model runs at
+            self.input_plans = plan_inputs(self.model.inputs, self.model.proto, overrides=inputs, probe=not own_eval)
             synthetic = CalibrationSet.synthetic_for(self.model.inputs, size=SYNTHETIC_SIZE, plans=self.input_plans)
             self.calibration_sets = {synthetic.name: synthetic}
             data = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
@@ -99,6 +106,7 @@ class Workbench:
             self.eval = EvalData(data.arrays, None, data.description)
             self.task = "classification"
         self._to_feeds = feeder(self.model.inputs)
+        self._use_data(data, calibration_data, eval_data, image_preprocessing, eval_limit)
         self.results: list[RunResult] = []
         self._eval_hash = CalibrationSet("eval", self.eval.arrays).content_hash + _labels_hash(self.eval.labels)
         self._backends: dict[str, Backend] = {}
@@ -110,7 +118,38 @@ class Workbench:
 
     @property
     def synthetic(self) -> bool:
-        return self.sample is None
+        return self.data_source["eval"]["kind"] == "synthetic"
+
+    def _use_data(self, data, calibration_data, eval_data, preprocessing, eval_limit) -> None:
+        """Where eval and calibration data come from: the sample's, synthetic, or the user's (validated first)."""
+        kind = "sample" if self.sample is not None else "synthetic"
+        self.data_source = {"eval": {"kind": kind, "description": self.eval.description}}
+        self._calibration_sources = {name: {"kind": "synthetic" if cal.synthetic and self.sample is None else kind,
+                                            "description": cal.description}
+                                     for name, cal in self.calibration_sets.items()}
+        if data is None and calibration_data is None and eval_data is None:
+            return
+        inputs = self.model.inputs
+        calibration = evaluation = None
+        if data is not None:
+            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing))
+        if calibration_data is not None:
+            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing)
+        if eval_data is not None:
+            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing)
+        if evaluation is not None:
+            self.eval = EvalData(evaluation.arrays, evaluation.labels, f"{evaluation.size} samples from "
+                                 f"{evaluation.source.get('path', 'user data')}")
+            if eval_limit:
+                self.eval = self.eval.head(eval_limit)
+            self.data_source = {"eval": evaluation.source}
+        if calibration is None:  # only eval data given: calibrate on it (and say so)
+            calibration = replace(evaluation, source={**evaluation.source, "part": "evaluation (also calibration)"})
+        name = f"{calibration.source.get('name', 'user data')} ({calibration.source.get('part', 'calibration')})"
+        user_set = calibration.calibration_set(name)
+        self.calibration_sets = {name: user_set, **{k: v for k, v in self.calibration_sets.items()
+                                                    if self.sample is not None}}
+        self._calibration_sources[name] = calibration.source
 
     def add_calibration_set(self, calibration: CalibrationSet) -> CalibrationSet:
         """Validate `calibration` against the model inputs and make it selectable by name."""
@@ -269,6 +308,9 @@ class Workbench:
             calibration_hash=job.calibration.content_hash if job.calibration else None,
             backend=job.backend, versions=self._versions(backend),
             synthetic_data=self.synthetic,
+            data_source={"eval": self.data_source["eval"],
+                         "calibration": self._calibration_sources.get(job.calibration.name) if job.calibration
+                         else None},
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
             drift_graph=drift_graph, accelerated=bool(backend.accelerated_precisions().get(plan.precision, False)),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)

@@ -13,6 +13,8 @@ Two Q/DQ styles:
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -85,7 +87,9 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
 
         def attempt(excluded: list[str], op_types: list[str] | None = None) -> onnx.ModelProto:
             out_path = Path(tmp) / f"int8-{next(attempts)}.onnx"
-            with np.errstate(all="ignore"):  # a zero range divides by zero: caught below as non-finite scales
+            # a zero range divides by zero (caught below as a non-finite scale); the quantiser logs per-weight
+            # warnings on the root logger ("Axis 1 is out-of-range ...") that say nothing to the user
+            with np.errstate(all="ignore"), _quiet_root_logger():
                 quantize_static(target_path, out_path, None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                 calibrate_method=CALIBRATION_METHODS[plan.method],
                                 calibration_cache_path=ranges_path, nodes_to_exclude=excluded,
@@ -210,6 +214,17 @@ def _all_nodes(graph: onnx.GraphProto):
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                 yield from _all_nodes(sub)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _check_scales(graph: onnx.GraphProto) -> None:
