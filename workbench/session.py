@@ -101,9 +101,9 @@ class Workbench:
             self.input_plans = plan_inputs(self.model.inputs, self.model.proto, overrides=inputs, probe=not own_eval)
             synthetic = CalibrationSet.synthetic_for(self.model.inputs, size=SYNTHETIC_SIZE, plans=self.input_plans)
             self.calibration_sets = {synthetic.name: synthetic}
-            data = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
-                                                plans=self.input_plans)
-            self.eval = EvalData(data.arrays, None, data.description)
+            drawn = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
+                                                 plans=self.input_plans)
+            self.eval = EvalData(drawn.arrays, None, drawn.description)
             self.task = "classification"
         self._to_feeds = feeder(self.model.inputs)
         self._use_data(data, calibration_data, eval_data, image_preprocessing, eval_limit)
