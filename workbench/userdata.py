@@ -108,7 +108,7 @@ def load_data(data, inputs: list[TensorSpec], *, preprocessing: ImagePreprocessi
     elif isinstance(data, Mapping):
         arrays = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
         labels = np.asarray(data["labels"]) if "labels" in data else None
-        loaded = UserData(arrays, labels, {"kind": "user", "format": "arrays", "sha256": _arrays_hash(arrays)})
+        loaded = UserData(arrays, labels, {"kind": "user", "format": "arrays", "name": "arrays"})
     elif isinstance(data, Iterable):
         loaded = load_batches(data, inputs)
     else:
@@ -117,6 +117,7 @@ def load_data(data, inputs: list[TensorSpec], *, preprocessing: ImagePreprocessi
     if name:
         loaded.source["name"] = name
     validate(loaded, inputs)
+    loaded.source.setdefault("sha256", _arrays_hash(loaded.arrays))
     return loaded
 
 
@@ -207,12 +208,12 @@ def load_batches(batches: Iterable, inputs: list[TensorSpec]) -> UserData:
         raise InputSpecError("The data iterable gave no batches: give at least one batch of samples.")
     arrays = {n: np.concatenate(v) for n, v in collected.items()}
     label_array = np.concatenate(labels) if labels and len(labels) == len(collected[names[0]]) else None
-    return UserData(arrays, label_array, {"kind": "user", "format": "iterable", "sha256": _arrays_hash(arrays)})
+    return UserData(arrays, label_array, {"kind": "user", "format": "iterable", "name": "batches"})
 
 
 def validate(data: UserData, inputs: list[TensorSpec]) -> None:
     """Names, dtypes, shapes, NaN/Inf, empty and labels: an error naming the input and what was expected."""
-    where = data.source.get("path", "the data")
+    where = data.source.get("path", data.source.get("name", "the data"))
     if not data.arrays:
         raise InputSpecError(f"{where} holds no input arrays; the model expects {[s.name for s in inputs]}.")
     axes = batch_axes(inputs)
