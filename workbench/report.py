@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import json
 import platform
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -98,6 +99,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.figure(views.tradeoff_figure(results))
     for note in sorted({n for r in results for n in r.notes}):
         doc.text(note, "note")
+    _outputs_and_data(doc, results)
 
     def fusion() -> None:
         for result in results:
@@ -151,6 +153,27 @@ def build_report(sessions, results, *, command: str = "") -> str:
 
     _provenance(doc, command, results)
     return doc.render()
+
+
+def _outputs_and_data(doc: _Html, results) -> None:
+    """Agreement with FP32 for every output (detection maps, sequences, states: not only class scores) and where
+    each result's data came from."""
+    rows = [{"configuration": r.label, "output": o.name, "shape": "x".join(map(str, o.shape)),
+             "cosine": f"{o.cosine:.5f}", "max-abs error": f"{o.max_abs_diff:.3g}",
+             "top-1 agreement": "n/a (not class scores)" if o.top1_agreement is None else f"{o.top1_agreement:.2%}"}
+            for r in results if r.precision != "fp32" and r.accuracy for o in r.accuracy.outputs]
+    if rows:
+        doc.heading("Every output: agreement with FP32", "outputs")
+        doc.table(rows)
+    rows = {}
+    for result in results:
+        for part, source in (result.data_source or {}).items():
+            if source:
+                row = {"used for": part, **{k: v for k, v in source.items() if k != "classes"}}
+                rows.setdefault(json.dumps(row, sort_keys=True), row)
+    if rows:
+        doc.heading("Data", "data")
+        doc.table(list(rows.values()))
 
 
 def build_plan_report(plans, *, command: str = "") -> str:

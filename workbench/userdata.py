@@ -176,7 +176,8 @@ def load_image_folder(path: Path, inputs: list[TensorSpec], preprocessing: Image
         images.append(pixels if layout[0] == len(spec.shape) - 1 else np.moveaxis(pixels, -1, 0))
     array = np.stack(images).astype(spec.dtype)
     labels = np.asarray([label for _, label in files], np.int64) if classes else None
-    stated = replace(preprocessing, size=tuple(size))
+    stated = replace(preprocessing, size=tuple(size), mean=preprocessing.mean[:channels],
+                     std=preprocessing.std[:channels])
     return UserData({spec.name: array}, labels, {
         "kind": "user", "format": "images", "path": str(path), "sha256": digest.hexdigest(), "name": path.name,
         "preprocessing": stated.describe(), "classes": classes}, classes)
