@@ -17,6 +17,7 @@ from ..backends import backend_names
 from ..errors import WorkbenchError
 from ..results import RunResult
 from ..views.tables import html_table
+from .loader import Loader
 
 BATCH_SIZES = (1, 8, 32)
 
@@ -79,8 +80,9 @@ class Explorer:
         for i, title in enumerate(("Fusion", "Per-layer latency", "Drift", "Latency vs accuracy", "Summary")):
             tabs.set_title(i, title)
         int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
+        self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            widgets.HBox([self.model, self.backend, self.batch]), self.precision, int8_box,
+            self.loader.widget, widgets.HBox([self.model, self.backend, self.batch]), self.precision, int8_box,
             widgets.HBox([self.progress, self.status]), tabs])
 
         self._refresh_calibration_options()
