@@ -141,6 +141,7 @@ def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | 
     import onnx
 
     from workbench.errors import PrecisionError
+    from workbench.precision.int8 import all_nodes
     from workbench.report import write_report
     from workbench.session import Workbench
 
@@ -168,18 +169,24 @@ def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | 
         "int8_cosine": int8.accuracy.cosine, "fp16_cosine": results["fp16"].accuracy.cosine if "fp16" in results
         else None, "fp16_refused": refused.get("fp16"),
         "int8_outputs": [o.to_json() for o in int8.accuracy.outputs],
+        "int8_qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                              for n in all_nodes(wb.variant_model(int8).proto.graph)),
+        "int8_steps": [n for n in int8.notes if "opset" in n or "quantiser fails" in n],
         "notes": {precision: r.notes for precision, r in results.items()},
     }
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| model | source | opset | nodes | FP32 ms | FP16 | INT8 speed-up | INT8 cosine (first output) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | source | opset | nodes | FP32 ms (b1) | FP16 agreement | INT8 speed-up | INT8 agreement "
+             "(cosine, first output) | Q/DQ nodes | INT8 steps taken |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        fp16 = "refused (converter)" if r["fp16_refused"] else f"cosine {r['fp16_cosine']:.4f}"
+        fp16 = "refused by the FP16 converter" if r["fp16_refused"] else f"{r['fp16_cosine']:.4f}"
+        steps = "; ".join("opset converted to 13" if "opset" in n else n.split(":")[0] for n in r["int8_steps"])
         lines.append(f"| {r['model']} | `{r['package']}` ({r['framework']}) | {r['opset']} | {r['nodes']} | "
-                     f"{r['fp32_ms']:.2f} | {fp16} | {r['int8_speedup']:.2f}x | {r['int8_cosine']:.4f} |")
+                     f"{r['fp32_ms']:.2f} | {fp16} | {r['int8_speedup']:.2f}x | {r['int8_cosine']:.4f} | "
+                     f"{r['int8_qdq_nodes']} | {steps or '-'} |")
     return "\n".join(lines)
+
 
 
 def main(argv: list[str] | None = None) -> int:

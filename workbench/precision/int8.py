@@ -145,7 +145,7 @@ def _failing_nodes(proto: onnx.ModelProto, exclude: list[str], op_types: list[st
                    attempt: Callable[..., onnx.ModelProto]) -> list[str]:
     """The nodes ONNX Runtime's quantiser fails on: first the op types that fail when quantised alone, then,
     bisecting within each, the nodes (a group that fails only as a whole is kept whole)."""
-    nodes = [n for n in _all_nodes(proto.graph) if n.name and n.name not in exclude]
+    nodes = [n for n in all_nodes(proto.graph) if n.name and n.name not in exclude]
     types = sorted({n.op_type for n in nodes if op_types is None or n.op_type in op_types})
 
     def fails(excluded: list[str], types_: list[str]) -> bool:
@@ -188,7 +188,7 @@ def _sort_with_subgraph_inputs(graph: onnx.GraphProto) -> None:
         needed = set(node.input)
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                needed |= {name for inner in _all_nodes(sub) for name in inner.input}
+                needed |= {name for inner in all_nodes(sub) for name in inner.input}
         for j in {producer[name] for name in needed if name in producer} - {i}:
             users[j].append(i)
             waiting[i] += 1
@@ -207,13 +207,13 @@ def _sort_with_subgraph_inputs(graph: onnx.GraphProto) -> None:
         graph.node.extend(nodes)
 
 
-def _all_nodes(graph: onnx.GraphProto):
+def all_nodes(graph: onnx.GraphProto):
     """Every node, those inside If/Loop/Scan bodies included."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _all_nodes(sub)
+                yield from all_nodes(sub)
 
 
 @contextlib.contextmanager
