@@ -5,6 +5,7 @@ used). Set WORKBENCH_SCREENSHOTS=docs/images to refresh the README screenshots (
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -131,11 +132,9 @@ def _new_context(pw, user_data: Path):
         viewport={"width": 1280, "height": 900})
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    home = tmp_path_factory.mktemp("jupyterlab")
-    (home / "root").mkdir()
-    _write_notebook(home / "root" / "explorer.ipynb", NOTEBOOK_CODE.format(cache=str(home / "cache")))
+@contextlib.contextmanager
+def running_lab(home: Path):
+    """A started JupyterLab serving `home`/root (create the notebooks there first); stopped, nothing left, after."""
     server = _JupyterLab(home)
     try:
         server.wait_ready(timeout=60)
@@ -143,6 +142,15 @@ def lab(tmp_path_factory):
     finally:
         server.stop()
     assert not server.leftovers, f"processes left after JupyterLab shut down: {server.leftovers}"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    home = tmp_path_factory.mktemp("jupyterlab")
+    (home / "root").mkdir()
+    _write_notebook(home / "root" / "explorer.ipynb", NOTEBOOK_CODE.format(cache=str(home / "cache")))
+    with running_lab(home) as server:
+        yield server
 
 
 def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):

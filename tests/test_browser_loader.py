@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from tests.conftest import make_tiny_cnn
-from tests.test_browser import WIDGET_ERRORS, _JupyterLab, _new_context, _screenshot_dirs, _write_notebook
+from tests.test_browser import WIDGET_ERRORS, _new_context, _screenshot_dirs, _write_notebook, running_lab
 
 NOTEBOOK_CODE = """\
 from workbench.ui import Explorer
@@ -34,14 +34,9 @@ def lab(tmp_path_factory):
     onnx.save(make_tiny_cnn(), root / "my-cnn.onnx")
     rng = np.random.default_rng(0)
     np.savez(root / "my-calibration.npz", input=rng.standard_normal((16, 1, 8, 8)).astype(np.float32))
-    server = _JupyterLab(home)
-    server.root = root
-    try:
-        server.wait_ready(timeout=60)
+    with running_lab(home) as server:
+        server.root = root
         yield server
-    finally:
-        server.stop()
-    assert not server.leftovers, f"processes left after JupyterLab shut down: {server.leftovers}"
 
 
 def test_load_a_model_and_a_calibration_set_from_the_explorer(lab, pw, tmp_path):
@@ -71,7 +66,9 @@ def test_load_a_model_and_a_calibration_set_from_the_explorer(lab, pw, tmp_path)
         page.locator(".workbench-status", has_text=re.compile(r"fp32 @ onnxruntime: .* median")).wait_for(
             timeout=60_000)
 
-        loader.locator("input[type=file]").nth(1).set_input_files(str(lab.root / "my-calibration.npz"))
+        with page.expect_file_chooser() as chooser:  # the upload button opens the browser's file picker
+            loader.locator(".widget-upload", has_text="Calibration .npz").click()
+        chooser.value.set_files(str(lab.root / "my-calibration.npz"))
         message.filter(has_text="my-calibration.npz added (16 samples)").wait_for(timeout=30_000)
         page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$")).click()
         page.locator(".workbench-status", has_text=re.compile(r"int8 .*my-calibration\.npz.*median")).wait_for(

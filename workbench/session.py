@@ -82,6 +82,9 @@ class Workbench:
         self.cache = ResultCache(cache_dir)
         self.sample: Sample | None = None
         self.input_plans: list[InputPlan] = []  # how synthetic inputs were drawn (empty for samples)
+        if inputs and (isinstance(model, Sample) or (isinstance(model, str) and model in samples.names())):
+            raise InputSpecError("inputs= sets the shapes of synthetic data for a model without data; a sample "
+                                 "comes with its own data: pass the model file (or give data=) instead.")
         if isinstance(model, Sample):
             self.sample = model
             self.model = model.model

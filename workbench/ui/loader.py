@@ -24,8 +24,10 @@ class Loader:
         self.path = widgets.Text(placeholder="path/to/model.onnx or torchvision:resnet18", description="Load model",
                                  layout=widgets.Layout(width="420px"))
         self.load = widgets.Button(description="Load", button_style="primary", layout=widgets.Layout(width="80px"))
-        self.model_upload = widgets.FileUpload(accept=".onnx", multiple=False, description="Upload .onnx")
-        self.data_upload = widgets.FileUpload(accept=".npz", multiple=False, description="Calibration .npz")
+        self.model_upload = widgets.FileUpload(accept=".onnx", multiple=False, description="Upload .onnx",
+                                               layout=widgets.Layout(width="auto"))
+        self.data_upload = widgets.FileUpload(accept=".npz", multiple=False, description="Calibration .npz",
+                                              layout=widgets.Layout(width="auto"))
         self.message = widgets.HTML()
         self.message.add_class("workbench-loader-status")
         self.widget = widgets.HBox([self.path, self.load, self.model_upload, self.data_upload, self.message],
