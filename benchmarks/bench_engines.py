@@ -1,7 +1,9 @@
 """Benchmark: latency (batch 1 and 8), speed-up over FP32 and accuracy for each model, precision and engine.
 
 Writes a JSON file and prints a Markdown table (pasted into README.md). Run: `make bench`, or
-`python benchmarks/bench_engines.py --out benchmarks/results.json [--models ...] [--backends ...]`.
+`python benchmarks/bench_engines.py --out benchmarks/results.json [--models ...] [--backends ...]`;
+`--table benchmarks/results.json` prints the table of an earlier run again. `*` marks configurations the engine does
+not accelerate (`RunResult.accelerated`).
 Figures hold for the machine they were measured on (its CPU model and instruction set are recorded).
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from workbench.backends.cpu_features import has_flag
 from workbench.errors import MissingDependencyError
-from workbench.results import strict_json
+from workbench.results import baseline_of, strict_json
 from workbench.session import Workbench
 
 DEFAULT_MODELS = ("digits-cnn", "fashion-cnn", "efficientnet-lite0-fashion", "torchvision:resnet18")
@@ -38,12 +40,11 @@ def run(models, backends, runs: int, cache_dir: str | None) -> list[dict]:
             except MissingDependencyError as exc:
                 print(f"skip {backend}: {exc}", file=sys.stderr)
                 continue
-            fp32 = None
             for config in CONFIGS:
                 start = time.perf_counter()
                 result = wb.run(**config, batch=8, batches=(1,), runs=runs, drift=False)
                 by_batch = {s.batch: s for s in result.latency}
-                fp32 = fp32 or result
+                fp32 = baseline_of(result, wb.results)
                 base = {s.batch: s for s in fp32.latency}
                 acc = result.accuracy
                 rows.append({
@@ -79,10 +80,15 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS))
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--table", metavar="JSON", help="print the Markdown table of an earlier run and exit")
     args = parser.parse_args()
     print("| model | engine | precision | b1 median ms | b8 median ms | speed-up b1 | speed-up b8 | top-1 | "
           "drop (points) | agreement |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    if args.table:
+        for row in json.loads(Path(args.table).read_text())["rows"]:
+            print(_row(row))
+        return 0
     rows = run(args.models, args.backends, args.runs, args.cache_dir)
     machine = {"cpu": platform.processor() or platform.machine(), "flags": {f: has_flag(f) for f in INSTRUCTION_SETS},
                "python": platform.python_version()}

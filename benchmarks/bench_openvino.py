@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
-from workbench.backends import BuildOptions, get_backend
+from workbench.backends import get_backend
+from workbench.backends.onnxruntime import OnnxRuntimeOptions
+from workbench.backends.openvino import OpenVinoOptions
 from workbench.backends.cpu_features import cpu_flags
 from workbench.calibration import CalibrationSet
 from workbench.models import load_model
@@ -68,14 +70,15 @@ def main() -> None:
                                           progress=False),
     }
     openvino, onnxruntime = get_backend("openvino"), get_backend("onnxruntime")
-    options = BuildOptions(threads=args.threads)
+    ov_options, ort_options = OpenVinoOptions(threads=args.threads), OnnxRuntimeOptions(threads=args.threads)
+    options = {openvino: ov_options, onnxruntime: ort_options}
     configs = [  # (label, graph, backend, options)
-        ("openvino f32 hint", "fp32", openvino, options),
-        ("openvino bf16 hint", "fp32", openvino, BuildOptions(threads=args.threads, inference_precision="bf16")),
-        ("openvino f16 hint", "fp32", openvino, BuildOptions(threads=args.threads, inference_precision="f16")),
-        ("openvino fp16 graph", "fp16", openvino, options),
-        ("onnxruntime", "fp32", onnxruntime, options),
-    ] + [(f"{backend.name} {key}", key, backend, options)
+        ("openvino f32 hint", "fp32", openvino, ov_options),
+        ("openvino bf16 hint", "fp32", openvino, OpenVinoOptions(threads=args.threads, inference_precision="bf16")),
+        ("openvino f16 hint", "fp32", openvino, OpenVinoOptions(threads=args.threads, inference_precision="f16")),
+        ("openvino fp16 graph", "fp16", openvino, ov_options),
+        ("onnxruntime", "fp32", onnxruntime, ort_options),
+    ] + [(f"{backend.name} {key}", key, backend, options[backend])
          for key in ("int8 onnxruntime-style", "int8 tensorrt-style") for backend in (openvino, onnxruntime)]
 
     print(f"{args.model}, openvino {openvino.version()}, onnxruntime {onnxruntime.version()}, "
@@ -85,7 +88,7 @@ def main() -> None:
         spec = model.inputs[0]
         feeds = {spec.name: np.random.default_rng(batch).standard_normal(spec.concrete_shape(batch))
                  .astype(spec.dtype)}
-        reference = onnxruntime.build(model.proto, options).run(feeds)[0]
+        reference = onnxruntime.build(model.proto, ort_options).run(feeds)[0]
         engines = [(label, backend, backend.build(graphs[key].proto, opts)) for label, key, backend, opts in configs]
         times = interleaved_times([engine for _, _, engine in engines], feeds, args.runs)
         for (label, backend, engine), ms in zip(engines, times):

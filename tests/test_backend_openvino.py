@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from workbench._optional import available
-from workbench.backends import BuildOptions, get_backend
+from workbench.backends import get_backend
+from workbench.backends.openvino import OpenVinoOptions
 from workbench.backends import cpu_features
 from workbench.calibration import CalibrationSet
 from workbench.errors import BackendError, InputSpecError, MissingDependencyError
@@ -40,7 +41,7 @@ def onnxruntime_outputs(proto: onnx.ModelProto, feeds: dict[str, np.ndarray]) ->
 def backend():
     if not available("openvino"):
         pytest.skip("openvino is not installed")
-    return get_backend("openvino", threads=2)
+    return get_backend("openvino")
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_resnet18_fp32_matches_onnxruntime(resnet18, resnet_fp32_engine, resnet_
 
 @needs_bf16
 def test_bf16_hint_runs_bf16_and_stays_close_to_fp32(backend, resnet18, resnet_fp32_engine, resnet_input):
-    engine = backend.build(resnet18.proto, BuildOptions(inference_precision="bf16"))
+    engine = backend.build(resnet18.proto, OpenVinoOptions(inference_precision="bf16"))
     assert engine.inference_precision == "bf16"
     convs = [layer for layer in engine.layers().layers if layer.type == "Convolution"]
     assert convs and all(layer.precision == "bf16" for layer in convs)
@@ -107,7 +108,7 @@ def test_fp16_plan_runs_the_fp16_graph_with_bf16_compute(backend, resnet_plans, 
 
 def test_reported_precision_is_what_the_layers_ran(backend, tiny_cnn, tiny_inputs):
     # OpenVINO may run another precision than the hint asks for (f16 -> bf16 on CPUs without AVX-512 FP16).
-    engine = backend.build(tiny_cnn.proto, BuildOptions(inference_precision="f16"))
+    engine = backend.build(tiny_cnn.proto, OpenVinoOptions(inference_precision="f16"))
     engine.run(tiny_inputs)
     ran = {"f16": "fp16", "bf16": "bf16", "f32": "fp32"}[engine.inference_precision]
     assert engine.layers().layer_of("conv1").precision == ran
@@ -201,8 +202,8 @@ def test_wrong_feeds_raise_input_spec_error(backend, tiny_cnn, tiny_inputs):
 
 def test_bad_build_inputs_raise_backend_error(backend, tiny_cnn):
     with pytest.raises(BackendError, match="inference precision"):
-        backend.build(tiny_cnn.proto, BuildOptions(inference_precision="int4"))
-    with pytest.raises(BackendError, match="ModelProto"):
+        backend.build(tiny_cnn.proto, OpenVinoOptions(inference_precision="int4"))
+    with pytest.raises(BackendError, match="needs a workbench Model"):
         backend.build(b"not a model")
     broken = onnx.ModelProto()
     broken.CopyFrom(tiny_cnn.proto)
@@ -216,9 +217,11 @@ def test_backend_reports_version_and_cpu_based_precisions(backend, monkeypatch):
     assert backend.name == "openvino"
     assert backend.version() == openvino.get_version()
     monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"avx2"}))
-    assert backend.accelerated_precisions() == {"fp32": True, "fp16": False, "bf16": False, "int8": False}
+    precisions = ("fp32", "fp16", "bf16", "int8")
+    assert [backend.accelerated(p) for p in precisions] == [True, False, False, False]
     monkeypatch.setattr(cpu_features, "cpu_flags", lambda: frozenset({"amx_bf16", "avx512_vnni"}))
-    assert backend.accelerated_precisions() == {"fp32": True, "fp16": True, "bf16": True, "int8": True}
+    assert [backend.accelerated(p) for p in precisions] == [True, True, True, True]
+    assert backend.accelerated("int8", "tensorrt")  # OpenVINO folds either Q/DQ placement into INT8 kernels
 
 
 def test_cpu_flags_parse_proc_cpuinfo(tmp_path, monkeypatch):

@@ -6,14 +6,15 @@ engine cache with its sidecar metadata, and the errors without TensorRT or witho
 """
 from __future__ import annotations
 
-import enum
 import json
 import sys
 import types
 
 import pytest
+from tensorrt_double import tensorrt_module
 
-from workbench.backends import BuildOptions, get_backend
+from workbench.backends import engine_options, get_backend
+from workbench.backends.tensorrt import TensorRTOptions
 from workbench.backends import tensorrt as trt_backend
 from workbench.errors import BackendError, InputSpecError, MissingDependencyError
 
@@ -38,15 +39,8 @@ class _Recorder:
 
 def fake_tensorrt(version: str = "10.3.0", *, parse_ok: bool = True, build_ok: bool = True):
     """A stand-in for the `tensorrt` module with just the API the backend uses; it records calls."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
+    trt = tensorrt_module(version)
     log = trt.log = _Recorder()
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag",
-                                                     {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
-    trt.MemoryPoolType = enum.Enum("MemoryPoolType", ["WORKSPACE"])
-    trt.ProfilingVerbosity = enum.Enum("ProfilingVerbosity", ["LAYER_NAMES_ONLY", "DETAILED"])
-    trt.LayerInformationFormat = enum.Enum("LayerInformationFormat", ["ONELINE", "JSON"])
-    trt.TensorIOMode = enum.Enum("TensorIOMode", ["INPUT", "OUTPUT"])
 
     class Logger:
         WARNING = "warning"
@@ -281,18 +275,19 @@ def test_build_uses_the_engine_cache_and_the_plan_parser(monkeypatch, tmp_path, 
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "torch", fake_torch(gpu=True))
     backend = get_backend("tensorrt", cache_dir=tmp_path)
-    assert backend.version() == "11.0.0" and backend.accelerated_precisions()["bf16"]
-    engine = backend.build(tiny_cnn.proto, BuildOptions(workspace_mb=128, threads=2))
+    assert backend.version() == "11.0.0" and backend.accelerated("bf16")
+    with pytest.raises(BackendError, match="no option 'threads' .it is an option of onnxruntime, openvino"):
+        engine_options(backend, workspace_mb=128, threads=2)
+    engine = backend.build(tiny_cnn.proto, engine_options(backend, workspace_mb=128))
     assert [c for c in trt.log.calls if c[0] == "network flags"] == [("network flags", 0)]
-    assert any("ignores BuildOptions.threads" in n for n in engine.notes)
     assert engine.input_names == ["input"] and engine.output_names == ["probs"]
     assert engine.layers().layers[0].onnx_nodes == ["conv1", "bn1", "relu1"]
     sidecars = list((tmp_path / "tensorrt").glob("*.engine.json"))
     assert len(sidecars) == 1 and json.loads(sidecars[0].read_text())["device"] == "NVIDIA A100 80GB PCIe"
-    again = backend.build(tiny_cnn.proto, BuildOptions(workspace_mb=128))
+    again = backend.build(tiny_cnn.proto, TensorRTOptions(workspace_mb=128))
     assert sum(c[0] == "builder" for c in trt.log.calls) == 1  # second build came from the cache
     assert any("loaded from the cache" in n for n in again.notes)
-    backend.build(tiny_cnn.proto, BuildOptions(workspace_mb=256))  # another workspace is another engine
+    backend.build(tiny_cnn.proto, TensorRTOptions(workspace_mb=256))  # another workspace is another engine
     assert sum(c[0] == "builder" for c in trt.log.calls) == 2
-    with pytest.raises(BackendError, match="needs an onnx.ModelProto"):
-        backend.build(tiny_cnn)
+    with pytest.raises(BackendError, match="needs a workbench Model"):
+        backend.build("model.onnx")

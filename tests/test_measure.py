@@ -99,7 +99,7 @@ def ort():
 
 
 def test_drift_fp32_against_itself_is_identical(tiny_cnn, tiny_inputs, ort):
-    points, note = measure_drift(tiny_cnn, tiny_cnn, tiny_inputs, "onnxruntime", backend=ort)
+    points, note = measure_drift(tiny_cnn, tiny_cnn, tiny_inputs, ort)
     assert [p.tensor for p in points] == [t for n in tiny_cnn.proto.graph.node for t in n.output]
     assert [p.layer for p in points] == tiny_cnn.node_names
     assert all(p.sqnr_db == math.inf and p.cosine == pytest.approx(1.0) and p.max_abs_diff == 0.0 for p in points)
@@ -109,7 +109,7 @@ def test_drift_fp32_against_itself_is_identical(tiny_cnn, tiny_inputs, ort):
 def test_drift_int8_is_finite_and_sane(tiny_cnn, tiny_inputs, ort):
     calibration = CalibrationSet.from_arrays("cal", tiny_inputs)
     variant = apply_plan(tiny_cnn, PrecisionPlan("int8"), calibration, progress=False)
-    points, note = measure_drift(tiny_cnn, variant, tiny_inputs, "onnxruntime", backend=ort)
+    points, note = measure_drift(tiny_cnn, variant, tiny_inputs, ort)
     assert points, "no tensors matched between the FP32 and INT8 graphs"
     assert points[-1].tensor == "probs" and points[-1].layer == "softmax"
     order = {name: i for i, name in enumerate(t for n in tiny_cnn.proto.graph.node for t in n.output)}
@@ -122,7 +122,7 @@ def test_drift_int8_is_finite_and_sane(tiny_cnn, tiny_inputs, ort):
 
 def test_drift_fp16_matches_cast_wrapped_tensors(tiny_cnn, tiny_inputs, ort):
     variant = apply_plan(tiny_cnn, PrecisionPlan("fp16", keep_fp32=("conv2",)), progress=False)
-    points, _ = measure_drift(tiny_cnn, variant, tiny_inputs, "onnxruntime", backend=ort)
+    points, _ = measure_drift(tiny_cnn, variant, tiny_inputs, ort)
     by_tensor = {p.tensor: p for p in points}
     # every original tensor has a counterpart (c2 and probs are written through Casts in the FP16 graph)
     assert set(by_tensor) == {t for n in tiny_cnn.proto.graph.node for t in n.output}

@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from workbench import samples
-from workbench.backends import BuildOptions, get_backend
+from workbench.backends import get_backend
+from workbench.backends.onnxruntime import OnnxRuntimeOptions
 from workbench.calibration import CalibrationSet
 from workbench.precision import PrecisionPlan, apply_plan
 
@@ -34,7 +35,7 @@ def test_every_original_node_maps_to_exactly_one_layer(variants, level):
     sample, models = variants
     backend = get_backend("onnxruntime")
     for plan, model in models.items():
-        graph = backend.build(model.proto, BuildOptions(optimization_level=level)).layers()
+        graph = backend.build(model.proto, OnnxRuntimeOptions(optimization_level=level)).layers()
         claims = Counter(node for layer in graph.layers for node in layer.onnx_nodes)
         assert set(claims) == set(graph.source_nodes), (sample, plan, level, graph.unmapped_nodes()[:5])
         assert all(count == 1 for count in claims.values()), (sample, plan, level,

@@ -84,7 +84,7 @@ def test_fashion_cnn_accuracy_batchnorm_and_data():
 
 
 def test_default_sample_loads_through_load_model():
-    from workbench.models import load_model
+    from workbench import load_model
     assert load_model(samples.DEFAULT_SAMPLE).content_hash == samples.load(samples.DEFAULT_SAMPLE).model.content_hash
 
 

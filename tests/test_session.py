@@ -215,7 +215,55 @@ def test_dims_choose_dynamic_axis_sizes_within_the_stated_range(env):
         wb.run("fp32", dims={"sequence": 65})
     with pytest.raises(InputSpecError, match="dynamic axes"):
         wb.run("fp32", dims={"tokens": 8})
-    ranges = wb._options().shape_range
+    ranges = wb._profile_ranges()
     assert ranges == (("tokens", (1, 4), (8, 16), (32, 64)),)
     shapes = profile_shapes(wb.model.inputs, ranges)  # what the TensorRT backend turns into an optimisation profile
     assert shapes["tokens"] == ((1, 4), (8, 16), (32, 64))
+
+
+# ---- the engine contract as the session uses it ------------------------------------------------------------------
+def test_results_carry_the_precision_steps_notes(runs):
+    assert any("from minmax calibration on 'noise'" in note for note in runs["int8"].notes)
+    assert any("FP16" in note or "fp16" in note for note in runs["fp16"].notes)
+    assert runs["int8"].calibration_size == 32 and "noise×32" in runs["int8"].label
+
+
+def test_accelerated_needs_fast_kernels_and_a_reduced_precision_graph(session, runs):
+    from workbench.backends.onnxruntime import int8_kernels
+    from workbench.engine import EngineGraph, EngineLayer
+    from workbench.precision.plan import PrecisionPlan
+    from workbench.session import runs_accelerated
+
+    assert runs["fp32"].accelerated and not runs["fp16"].accelerated  # ORT's CPU provider runs FP16 in FP32
+    assert runs["int8"].accelerated == int8_kernels()
+    trt_style = session.run("int8", qdq_style="tensorrt", **FAST, profile=False, drift=False)
+    assert trt_style.accelerated is False  # TensorRT-placed Q/DQ does not fuse into ORT's integer kernels
+    backend = OnnxRuntimeBackend()
+    plan = PrecisionPlan("int8")
+    all_fp32 = EngineGraph("onnxruntime", [EngineLayer("conv", "Conv", "fp32", ["conv"]),
+                                           EngineLayer("q", "QuantizeLinear", "int8", [], inserted=True)], ["conv"])
+    assert runs_accelerated(backend, plan, all_fp32) is False  # a plan that ended up all FP32 is not accelerated
+    some_int8 = EngineGraph("onnxruntime", [EngineLayer("conv", "QLinearConv", "int8", ["conv"])], ["conv"])
+    assert runs_accelerated(backend, plan, some_int8) == int8_kernels()
+
+
+def test_session_keeps_a_few_engines_and_closes_the_rest(env, labelled_sample):
+    from workbench.session import OPEN_ENGINES
+
+    with Workbench(labelled_sample, progress=False) as wb:
+        results = [wb.run("int8", method=m, **FAST, profile=False, drift=False)
+                   for m in ("minmax", "entropy", "percentile")] + [wb.run("fp32", **FAST, profile=False)]
+        engines = [wb.engine(r) for r in results]
+        assert len(wb._engines) == OPEN_ENGINES
+        assert engines[0].closed and not engines[-1].closed  # least recently used first
+        again = wb.engine(results[0])  # a closed engine is rebuilt on demand
+        assert not again.closed and again is not engines[0]
+    assert all(engine.closed for engine in wb._engines.values()) and not wb._engines
+
+
+def test_an_option_an_engine_lacks_is_an_error_naming_who_has_it(env, labelled_sample):
+    from workbench.errors import BackendError
+
+    wb = Workbench(labelled_sample, progress=False, engine_options={"onnxruntime": {"inference_precision": "f16"}})
+    with pytest.raises(BackendError, match="no option 'inference_precision' .it is an option of openvino"):
+        wb.run("fp32", **FAST)

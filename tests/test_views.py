@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from conftest import make_tiny_cnn
 from workbench.backends import get_backend
-from workbench.backends.base import EngineGraph, EngineLayer
+from workbench.engine import EngineGraph, EngineLayer
 from workbench.errors import MissingDependencyError, WorkbenchError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
@@ -175,7 +175,8 @@ def test_summary_table_speedup_and_drop(results):
     assert rows[1]["accelerated"] is False and rows[1]["notes"] == "a note"
     assert summary_table(results[2:])[0]["speedup_vs_fp32"] is None  # no FP32 to compare with
     table = summary_figure(results).data[0]
-    assert len(table.cells.values[0]) == 3 and "×2.00" in table.cells.values[8]
+    column = list(table.header.values).index("speedup vs fp32")
+    assert len(table.cells.values[0]) == 3 and "×2.00" in table.cells.values[column]
 
 
 def test_every_figure_builds_from_json_roundtrip(results, model):

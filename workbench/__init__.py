@@ -1,21 +1,34 @@
-"""TensorRT Workbench: see what inference optimisation (fusion, FP16, INT8) does to a model."""
-from importlib.metadata import PackageNotFoundError, version
+"""TensorRT Workbench: see what inference optimisation (fusion, FP16, INT8) does to a model.
 
-try:
-    __version__ = version("tensorrt-workbench")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.1.0"
+The package imports lazily: `import workbench.trtplan` (or `workbench.engine`) loads neither onnxruntime nor torch;
+`workbench.Workbench` and the other names below are imported on first use.
+"""
+from __future__ import annotations
 
-# __version__ is set before these imports: workbench.cache reads it while the package is still importing.
-from .calibration import CalibrationSet  # noqa: E402
-from .errors import (BackendError, CalibrationError, InputSpecError, MissingDependencyError,  # noqa: E402
-                     ModelLoadError, PlanImportError, PolicyError, PrecisionError, WorkbenchError)
-from .models import load_model  # noqa: E402
-from .precision.plan import PrecisionPlan  # noqa: E402
-from .session import Workbench  # noqa: E402
+import importlib
 
-__all__ = [
-    "__version__", "Workbench", "load_model", "PrecisionPlan", "CalibrationSet",
-    "WorkbenchError", "ModelLoadError", "InputSpecError", "CalibrationError", "PrecisionError", "BackendError",
-    "MissingDependencyError", "PolicyError", "PlanImportError",
-]
+from ._version import __version__
+
+_LAZY = {
+    "Workbench": "workbench.session",
+    "load_model": "workbench.samples",
+    "PrecisionPlan": "workbench.precision.plan",
+    "CalibrationSet": "workbench.calibration",
+    **{name: "workbench.errors" for name in (
+        "WorkbenchError", "ModelLoadError", "InputSpecError", "CalibrationError", "PrecisionError", "BackendError",
+        "MissingDependencyError", "PolicyError", "PlanImportError")},
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 ENV_VAR = "WORKBENCH_CACHE"
 DEFAULT_DIR = Path("~/.cache/tensorrt-workbench")

@@ -15,6 +15,7 @@ from .backends import get_backend
 from .cache import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
+from .results import RunResult, baseline_of, speedup_over
 from .views.tables import html_table
 
 _STYLE = """
@@ -24,6 +25,7 @@ table.meta{border-collapse:collapse;font-size:.9rem;margin:.8rem 0} table.meta t
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.5rem 0}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto}
 .fusion{overflow-x:auto}
+.headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem}
 """
 
 
@@ -85,6 +87,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
 
     model = sessions[0].model
     doc = _Html(f"TensorRT Workbench report: {model.name}")
+    doc.text(headline(results), "headline")
     doc.text(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Model source: {model.source}.")
     if any(r.synthetic_data for r in results):
         doc.text("These results were measured on synthetic inputs generated from the model's input specs: "
@@ -93,8 +96,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.heading("Summary", "summary")
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
-    doc.table([{"engine": name, **get_backend(name).accelerated_precisions()}
-               for name in dict.fromkeys(r.backend for r in results)])
+    doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
     doc.table([{k: v for k, v in row.items() if k != "notes"} for row in views.summary_table(results)])
     doc.figure(views.tradeoff_figure(results))
     for note in sorted({n for r in results for n in r.notes}):
@@ -118,8 +120,8 @@ def build_report(sessions, results, *, command: str = "") -> str:
     for result in results:
         by_backend.setdefault(result.backend, []).append(result)
     for group in by_backend.values():
-        base = next((r for r in group if r.precision == "fp32"), None)
         for other in group:
+            base = baseline_of(other, group)
             if base is not None and other is not base and other.engine and base.engine:
                 doc.figure(views.layer_latency_comparison(base, other))
 
@@ -140,6 +142,9 @@ def build_report(sessions, results, *, command: str = "") -> str:
         doc.text("Measured graph: " + "; ".join(sorted({r.drift_graph or "" for r in drifting})))
     else:
         doc.text("No reduced-precision configuration with drift measurements in this run.")
+
+    doc.heading("Why is it not faster? Engine lint", "lint")
+    lint_section(doc, sessions, results)
 
     doc.heading("Regional precision policies", "policy")
     policies = policy.default_policies()
@@ -174,6 +179,85 @@ def _outputs_and_data(doc: _Html, results) -> None:
     if rows:
         doc.heading("Data", "data")
         doc.table(list(rows.values()))
+
+
+ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)
+
+
+def headline(results: Sequence[RunResult]) -> str:
+    """One or two sentences opening the report: the fastest configuration (highest throughput) within
+    ACCURACY_MARGIN of its FP32 baseline's accuracy, its speed-up over that baseline with the interval (or "no
+    measurable difference"), and what its engine fused."""
+    candidates = []
+    for result in results:
+        base = baseline_of(result, results)
+        if base is not None and _within_margin(result, base):
+            candidates.append((result, base))
+    if not candidates:
+        return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
+                "run FP32 too to see what reduced precision changes.")
+    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
+    head = result.headline_latency
+    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy: {result.label}, "
+            f"{head.median:.3f} ms per batch of {head.batch}")
+    if result is base:
+        reduced = any(r is not b for r, b in candidates)
+        text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
+                 ": FP32 itself, no reduced-precision result is within that margin.")
+    else:
+        gain = speedup_over(result, base)
+        relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
+        text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
+                 f"(FP32 {_accuracy_text(base)}).")
+    return text + _fused_text(result)
+
+
+def _metric(result: RunResult) -> tuple[str, float | None]:
+    acc = result.accuracy
+    if acc is None:
+        return "agreement", None
+    return ("top-1", acc.top1) if acc.top1 is not None else ("agreement", acc.top1_agreement)
+
+
+def _within_margin(result: RunResult, base: RunResult) -> bool:
+    (name, value), (base_name, base_value) = _metric(result), _metric(base)
+    return value is not None and base_value is not None and name == base_name and \
+        value >= base_value - ACCURACY_MARGIN
+
+
+def _accuracy_text(result: RunResult) -> str:
+    name, value = _metric(result)
+    return f"{name} {value * 100:.2f}%"
+
+
+def _fused_text(result: RunResult) -> str:
+    fused = [layer for layer in (result.engine.layers if result.engine else []) if len(layer.onnx_nodes) > 1]
+    if not fused:
+        return "" if result.engine is None else " Its engine fused no ONNX nodes together."
+    types: dict[str, int] = {}
+    for layer in fused:
+        types[layer.type] = types.get(layer.type, 0) + 1
+    common = ", ".join(f"{name} ×{count}" for name, count in sorted(types.items(), key=lambda t: -t[1])[:3])
+    return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {len(fused)} layers ({common}"
+            + (", …" if len(types) > 3 else "") + ").")
+
+
+def lint_section(doc: _Html, sessions, results) -> None:
+    """Lint findings (workbench.lint) of each reduced-precision result: what costs time and what to change."""
+    from .lint import findings_table, lint_result, op_types_of
+
+    reduced = [r for r in results if r.precision != "fp32" and r.engine is not None]
+    if not reduced:
+        doc.text("No reduced-precision configuration in this run.")
+    for result in reduced:
+        session = next((s for s in sessions if s.backend_name == result.backend), None)
+        op_types = op_types_of(session.variant_model(result)) if session is not None else None
+        findings = lint_result(result, op_types)
+        doc.raw(f"<h3>{html.escape(result.label)}</h3>")
+        if findings:
+            doc.table(findings_table(findings))
+        else:
+            doc.text("Nothing to flag: no rule found time lost to conversions, misaligned channels or layer shape.")
 
 
 def build_plan_report(plans, *, command: str = "") -> str:
@@ -211,3 +295,13 @@ def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:
 
 def _write(path: str | Path, text: str) -> Path:
     return atomic_write(path, text.encode("utf-8"))
+
+
+def accelerated_row(backend) -> dict:
+    """Which precisions (and INT8 Q/DQ styles) `backend` runs faster than FP32 on this machine."""
+    row = {"engine": backend.name}
+    for precision in ("fp16", "bf16"):
+        row[precision] = backend.accelerated(precision)
+    for style in ("onnxruntime", "tensorrt"):
+        row[f"int8 ({style} Q/DQ)"] = backend.accelerated("int8", style)
+    return row

@@ -1,10 +1,22 @@
 """Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see README, 'JSON keys')."""
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
-from .backends.base import EngineGraph
+import numpy as np
+
+from .engine import EngineGraph
+
+CONFIDENCE = 0.95  # of every latency and speed-up interval
+BOOTSTRAP_RESAMPLES = 2000
+# Smallest speed-up reported as a difference. The bootstrap treats runs as independent; on a shared machine the load
+# also drifts between the timing windows of two configurations, which no within-window interval sees.
+MIN_EFFECT = 0.05
+NO_DIFFERENCE = "no measurable difference"
+LAYER_TIME_BAND = (0.9, 1.1)  # summed per-layer time / end-to-end median inside which the per-layer bars add up
 
 
 @dataclass
@@ -19,9 +31,78 @@ class LatencyStats:
     runs: int
     throughput: float  # samples per second at the median
     dims: dict[str, int] = field(default_factory=dict)  # sizes of other dynamic axes (e.g. sequence) when timed
+    times_ms: list[float] = field(default_factory=list)  # every timed run, in order (empty in old results)
+    median_ci: list[float] | None = None  # [low, high] bootstrap CONFIDENCE interval of the median
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def median_interval(times_ms: Sequence[float], *, seed: int = 0) -> list[float] | None:
+    """[low, high] bootstrap (percentile) CONFIDENCE interval of the median of `times_ms`; None for < 2 runs."""
+    if len(times_ms) < 2:
+        return None
+    medians = _bootstrap_medians(times_ms, np.random.default_rng(seed))
+    return [float(v) for v in np.quantile(medians, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])]
+
+
+def _bootstrap_medians(times_ms: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    times = np.asarray(times_ms, dtype=float)
+    return np.median(times[rng.integers(0, len(times), size=(BOOTSTRAP_RESAMPLES, len(times)))], axis=1)
+
+
+@dataclass
+class Speedup:
+    """Median latency of the baseline / median latency of a result (>1: the result is faster), with its
+    bootstrap CONFIDENCE interval (None when either side kept no run times) and the within-noise verdict."""
+
+    ratio: float
+    low: float | None
+    high: float | None
+    verdict: str  # "faster", "slower" or NO_DIFFERENCE
+
+    @property
+    def measurable(self) -> bool:
+        return self.verdict != NO_DIFFERENCE
+
+    def text(self) -> str:
+        """E.g. "×1.52 (95% CI ×1.41–1.63)", or "no measurable difference (×0.97, 95% CI ×0.90–1.05)"."""
+        interval = "" if self.low is None else f"{CONFIDENCE:.0%} CI ×{self.low:.2f}–{self.high:.2f}"
+        if self.measurable:
+            return f"×{self.ratio:.2f}" + (f" ({interval})" if interval else "")
+        return f"{NO_DIFFERENCE} (×{self.ratio:.2f}" + (f", {interval})" if interval else ")")
+
+    def to_json(self) -> dict:
+        return {"ratio": self.ratio, "ci": None if self.low is None else [self.low, self.high],
+                "verdict": self.verdict}
+
+
+def speedup_verdict(ratio: float, low: float | None, high: float | None) -> str:
+    """THE within-noise rule: NO_DIFFERENCE when the interval contains 1.0 or the speed-up is under MIN_EFFECT
+    either way; otherwise "faster" or "slower"."""
+    if (low is not None and low <= 1.0 <= high) or abs(math.log(ratio)) < math.log1p(MIN_EFFECT):
+        return NO_DIFFERENCE
+    return "faster" if ratio > 1.0 else "slower"
+
+
+def speedup(result_stats: LatencyStats, baseline_stats: LatencyStats, *, seed: int = 0) -> Speedup:
+    """Speed-up of `result_stats` over `baseline_stats` (same batch): the ratio of medians, its interval from
+    bootstrapping both samples of run times independently, and `speedup_verdict`."""
+    ratio = baseline_stats.median / result_stats.median
+    low = high = None
+    if len(result_stats.times_ms) >= 2 and len(baseline_stats.times_ms) >= 2:
+        rng = np.random.default_rng(seed)
+        ratios = _bootstrap_medians(baseline_stats.times_ms, rng) / _bootstrap_medians(result_stats.times_ms, rng)
+        low, high = (float(v) for v in np.quantile(ratios, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2]))
+    return Speedup(ratio, low, high, speedup_verdict(ratio, low, high))
+
+
+def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
+    """`speedup` of `result`'s headline latency over `baseline`'s latency at the same batch and dims (None if the
+    baseline was not timed there). Find the baseline with `baseline_of`."""
+    head = result.headline_latency
+    same = next((s for s in baseline.latency if s.batch == head.batch and s.dims == head.dims), None)
+    return None if same is None else speedup(head, same)
 
 
 @dataclass
@@ -90,25 +171,45 @@ class RunResult:
     latency: list[LatencyStats]  # one per batch size; the first is the headline
     accuracy: AccuracyStats | None
     engine: EngineGraph | None = None  # layers with provenance and joined per-layer latency
-    layer_time_ratio: float | None = None  # summed per-layer time / end-to-end time
+    layer_time_ratio: float | None = None  # summed per-layer time / end-to-end median (timed around the profile)
     drift: list[DriftPoint] = field(default_factory=list)
     drift_graph: str | None = None  # which graph the drift was measured on
     accelerated: bool = True  # False when the backend runs this precision no faster than FP32
     keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
+    calibration_size: int | None = None  # samples of the calibration set used
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
 
     @property
     def label(self) -> str:
-        parts = [p for p in (self.method, self.qdq_style, self.calibration) if p]
+        """Names the configuration uniquely: precision, method, Q/DQ style, calibration set and size, the nodes kept
+        in FP32 (a few by name, more by count and a short digest) and engine. Batch sizes are shown beside it."""
+        calibration = self.calibration and (f"{self.calibration}×{self.calibration_size}" if self.calibration_size
+                                            else self.calibration)
+        parts = [p for p in (self.method, self.qdq_style, calibration) if p]
+        if self.keep_fp32:
+            parts.append(_kept_text(self.keep_fp32))
         return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"
+
+    @property
+    def is_baseline(self) -> bool:
+        """A plain FP32 configuration: what reduced-precision results are compared with."""
+        return self.precision == "fp32" and not self.keep_fp32
 
     @property
     def headline_latency(self) -> LatencyStats:
         return self.latency[0]
+
+    @property
+    def layer_times_agree(self) -> bool | None:
+        """Whether the per-layer times add up to the end-to-end time (ratio inside LAYER_TIME_BAND); None if
+        not profiled."""
+        if self.layer_time_ratio is None:
+            return None
+        return LAYER_TIME_BAND[0] <= self.layer_time_ratio <= LAYER_TIME_BAND[1]
 
     def to_json(self) -> dict:
         head = self.headline_latency
@@ -120,13 +221,14 @@ class RunResult:
             "calibration_hash": self.calibration_hash,
             "method": self.method,
             "qdq_style": self.qdq_style,
+            "calibration_size": self.calibration_size,
             "keep_fp32": list(self.keep_fp32),
             "backend": self.backend,
             "versions": dict(self.versions),
             "synthetic_data": self.synthetic_data,
             "accelerated": self.accelerated,
             "latency_ms": {"median": head.median, "p90": head.p90, "min": head.min, "batch": head.batch,
-                           "throughput": head.throughput},
+                           "throughput": head.throughput, "median_ci": head.median_ci},
             "latency_by_batch": [stats.to_json() for stats in self.latency],
             "accuracy": self.accuracy.to_json() if self.accuracy else
             {"top1": None, "top1_agreement": None, "cosine": None, "max_abs_diff": None, "samples": 0},
@@ -167,8 +269,29 @@ class RunResult:
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
+            calibration_size=data.get("calibration_size"),
             data_source=data.get("data_source"),
         )
+
+
+def baseline_of(result: RunResult, candidates: Iterable[RunResult], *, batch: int | None = None) -> RunResult | None:
+    """THE rule for the FP32 baseline of `result`: the first plain FP32 result among `candidates` of the same model
+    and engine, timed at `batch` (default: `result`'s headline batch) with the same dynamic-axis sizes; a plain FP32
+    result is its own baseline. None if there is none."""
+    batch = batch or result.headline_latency.batch
+    dims = result.headline_latency.dims
+    for other in candidates:
+        if (other.is_baseline and other.model == result.model and other.backend == result.backend
+                and any(s.batch == batch and s.dims == dims for s in other.latency)):
+            return other
+    return None
+
+
+def _kept_text(nodes: list[str]) -> str:
+    if len(nodes) <= 2:
+        return "FP32: " + ", ".join(nodes)
+    digest = hashlib.sha256("\n".join(sorted(nodes)).encode()).hexdigest()[:6]
+    return f"{len(nodes)} nodes FP32 #{digest}"
 
 
 def _drift_point(data: dict) -> DriftPoint:

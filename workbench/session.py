@@ -1,10 +1,10 @@
 """The session API: one model, one backend, many precision configurations, each measured once and cached."""
 from __future__ import annotations
 
-import inspect
 import io
 import math
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -12,24 +12,27 @@ import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
-from . import __version__
-from .backends import DEFAULT_BACKEND, get_backend
-from .backends.base import Backend, BuildOptions, Engine, EngineGraph, LayerTiming
+from ._version import __version__
+from .backends import DEFAULT_BACKEND, engine_options, get_backend, option_names
 from .cache import ResultCache
 from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
+from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
 from .measure import measure_accuracy, measure_drift, measure_latency
-from .models import load_model
 from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
-from .userdata import ImagePreprocessing, load_data, split
 from .models.spec import Model
+from .precision.apply import precision_notes
 from .precision.plan import PrecisionPlan
-from .results import RunResult
+from .results import LAYER_TIME_BAND, RunResult
+from .samples import load_model
 from .samples.base import EvalData, Sample
+from .userdata import ImagePreprocessing, load_data, split
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
-PROFILE_RUNS = 10
+PROFILE_RUNS = 20
+LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
+OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
 
 
 @dataclass
@@ -53,8 +56,11 @@ class Workbench:
 
     `model`: a sample name or `Sample` (its eval data and calibration sets come along), a `Model`, or anything
     `load_model` accepts (then inputs are synthetic, drawn from the input specs, and every result says
-    `synthetic_data=True`). `optimization_level` is the engine's graph optimisation (ONNX Runtime: disable, basic,
-    extended, layout, all): "disable" shows the unfused graph. `shape_range` states, once, the range of each dynamic
+    `synthetic_data=True`). `threads` and `optimization_level` (ONNX Runtime: disable, basic, extended, layout,
+    all; "disable" shows the unfused graph) are engine options, given to the engines that have them (None: the
+    engine's default); `engine_options` gives any engine's own options by engine name, e.g.
+    {"openvino": {"inference_precision": "f16"}}; an option an engine does not have is a BackendError.
+    `shape_range` states, once, the range of each dynamic
     axis by its symbolic name, e.g. {"sequence": (8, 64, 128)} as (min, opt, max): engines that build for a range
     (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it. `inputs` overrides, per
     input name, the shape synthetic data is drawn at (e.g. {"images": (1, 3, 640, 640)}) or, for a scalar input,
@@ -66,8 +72,8 @@ class Workbench:
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
-                 optimization_level: str = "all", shape_range: dict[str, tuple[int, int, int]] | None = None,
-                 progress: bool = True, eval_limit: int | None = None,
+                 optimization_level: str | None = None, shape_range: dict[str, tuple[int, int, int]] | None = None,
+                 engine_options: dict[str, dict] | None = None, progress: bool = True, eval_limit: int | None = None,
                  on_step: Callable[[str, int, int], None] | None = None,
                  inputs: dict[str, Override] | None = None, data=None, calibration_data=None, eval_data=None,
                  image_preprocessing: ImagePreprocessing | None = None) -> None:
@@ -76,6 +82,7 @@ class Workbench:
         self.backend_name = backend
         self.threads = threads
         self.optimization_level = optimization_level
+        self.engine_options = {name: dict(options) for name, options in (engine_options or {}).items()}
         self.shape_range = dict(shape_range or {})
         self.progress = progress
         self.on_step = on_step  # called as on_step(step_name, steps_done, steps_total) while measuring (widgets)
@@ -114,7 +121,7 @@ class Workbench:
         self._eval_hash = CalibrationSet("eval", self.eval.arrays).content_hash + _labels_hash(self.eval.labels)
         self._backends: dict[str, Backend] = {}
         self._variants: dict[str, Model] = {}
-        self._engines: dict[str, Engine] = {}
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._jobs: dict[str, _Job] = {}
         self._references: dict[tuple[str, int], list[np.ndarray]] = {}
         self._subsets: dict[tuple[str, int], tuple[CalibrationSet, CalibrationSet]] = {}
@@ -183,6 +190,21 @@ class Workbench:
         jobs = [self._prepare(**config) for config in configs]
         return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
 
+    def tune(self, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
+             budget: int = 8, **options):
+        """The fastest `precision` configuration (mixed with FP32 where needed) whose `metric` (top1 | agreement |
+        cosine) drops at most `max_drop` below FP32, measuring at most `budget` configurations; returns a
+        `workbench.tune.TuneResult` with every configuration measured. See `workbench.tune.tune` for options."""
+        from .tune import tune
+
+        return tune(self, precision, max_drop=max_drop, metric=metric, budget=budget, **options)
+
+    def sensitivity(self, result: RunResult, *, metric: str = "agreement", confirm: int = 3, **run_options):
+        """Units of a reduced-precision result ranked by harm (`workbench.tune.sensitivity`)."""
+        from .tune import sensitivity
+
+        return sensitivity(self, result, metric=metric, confirm=confirm, **run_options)
+
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
         """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""
@@ -192,12 +214,33 @@ class Workbench:
         return self._variants[key]
 
     def engine(self, result: RunResult) -> Engine:
-        """The engine a result was measured on (rebuilt lazily when the result came from the cache)."""
+        """The engine a result was measured on (rebuilt lazily when the result came from the cache or was closed).
+
+        The session keeps the last OPEN_ENGINES engines built and closes older ones."""
         job = self._job_of(result)
-        if job.key not in self._engines:
-            self._engines[job.key] = self._backend(job.backend).build(self.variant_model(result).proto,
-                                                                      self._options())
-        return self._engines[job.key]
+        engine = self._engines.get(job.key)
+        if engine is None or engine.closed:
+            backend = self._backend(job.backend)
+            engine = backend.build(self.variant_model(result), self._options(backend))
+        self._keep_engine(job.key, engine)
+        return engine
+
+    def close(self) -> None:
+        """Close every engine this session holds (they are rebuilt on demand)."""
+        while self._engines:
+            self._engines.popitem(last=False)[1].close()
+
+    def __enter__(self) -> "Workbench":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _keep_engine(self, key: str, engine: Engine) -> None:
+        self._engines[key] = engine
+        self._engines.move_to_end(key)
+        while len(self._engines) > OPEN_ENGINES:
+            self._engines.popitem(last=False)[1].close()
 
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
@@ -206,8 +249,7 @@ class Workbench:
 
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
-        optimized = getattr(self.engine(result), "optimized_model", None)
-        return optimized() if callable(optimized) else optimized
+        return self.engine(result).optimized_model()
 
     # ---- internals ------------------------------------------------------------------------------
     def _prepare(self, precision: str = "fp32", *, calibration=None, calibration_size: int = DEFAULT_SIZE,
@@ -227,10 +269,10 @@ class Workbench:
         backend_obj = self._backend(backend_name)
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
-                             backend_version=backend_obj.version(), batches=sizes, runs=runs, threads=self.threads,
-                             optimization_level=self.optimization_level,
+                             backend_version=backend_obj.version(), batches=sizes, runs=runs,
+                             options=self._options(backend_obj).to_json(),
                              eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
-                             shape_range=self.shape_range or None)
+                             latency_stats=LATENCY_STATS)
         job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         self._jobs[key] = job
         return job
@@ -273,8 +315,8 @@ class Workbench:
             self._variants[job.key] = variant
             bar.update()
             step("build")
-            engine = backend.build(variant.proto, self._options())
-            self._engines[job.key] = engine
+            engine = backend.build(variant, self._options(backend))
+            self._keep_engine(job.key, engine)
             bar.update()
             step("latency")
             latency = [measure_latency(engine, self._feeds(size, job.dims), batch=size, runs=job.runs)
@@ -294,35 +336,38 @@ class Workbench:
             graph, ratio = engine.layers(), None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, self._profile(engine, self._feeds(headline, job.dims)),
-                                      latency[0].median)
+                ratio = _join_timings(graph, *self._profile(engine, self._feeds(headline, job.dims), headline))
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
                 step("drift")
                 feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
-                drift, drift_graph = measure_drift(self.model, variant, feeds, job.backend, threads=self.threads,
-                                                   backend=backend)
+                drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend))
                 bar.update()
-        notes = list(dict.fromkeys([*engine.notes, *job.notes, *self._notes(plan)]))
+        step_notes = precision_notes(variant) if plan.precision != "fp32" else []
+        notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan),
+                                    *_layer_time_notes(ratio)]))
         return RunResult(
             model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
             calibration=job.calibration.name if job.calibration else None,
             calibration_hash=job.calibration.content_hash if job.calibration else None,
+            calibration_size=job.calibration.size if job.calibration else None,
             backend=job.backend, versions=self._versions(backend),
             synthetic_data=self.synthetic,
             data_source={"eval": self.data_source["eval"],
                          "calibration": self._calibration_sources.get(job.calibration.name) if job.calibration
                          else None},
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
-            drift_graph=drift_graph, accelerated=bool(backend.accelerated_precisions().get(plan.precision, False)),
+            drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)
 
-    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray]) -> list[LayerTiming]:
-        # `progress` is not part of the Engine protocol; pass it to the engines that take it.
-        takes_progress = "progress" in inspect.signature(engine.profile).parameters
-        extra = {"progress": self.progress} if takes_progress else {}
-        return engine.profile(feeds, runs=PROFILE_RUNS, **extra)
+    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
+        """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
+        layer times are compared with an end-to-end time taken under the same load."""
+        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS)
+        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
+        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS)
+        return timings, float(np.median(before.times_ms + after.times_ms))
 
     def _variant(self, job: _Job) -> Model:
         """Apply the plan; reduced-precision models are kept on disk too, so the fusion view rebuilds them fast."""
@@ -354,13 +399,13 @@ class Workbench:
             return self._references[(backend_name, batch)]
         backend = self._backend(backend_name)
         key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
-                             backend_version=backend.version(), batch=batch, threads=self.threads,
-                             optimization_level=self.optimization_level, eval=self._eval_hash)
+                             backend_version=backend.version(), batch=batch,
+                             options=self._options(backend).to_json(), eval=self._eval_hash)
         outputs = _load_arrays(self.cache.get_bytes(key, "npz"))
         if outputs is None:
             self.cache.discard(key, "npz")
-            outputs = _run_all(backend.build(self.model.proto, self._options()), self.eval.arrays, batch,
-                               self._to_feeds)
+            with backend.build(self.model, self._options(backend)) as engine:
+                outputs = _run_all(engine, self.eval.arrays, batch, self._to_feeds)
             buffer = io.BytesIO()
             np.savez(buffer, *outputs)
             try:
@@ -453,10 +498,22 @@ class Workbench:
             self._backends[name] = get_backend(name)
         return self._backends[name]
 
-    def _options(self) -> BuildOptions:
-        ranges = tuple((spec.name, *self._shape_range_of(spec)) for spec in self.model.inputs
-                       if any(isinstance(d, str) and d in self.shape_range for d in spec.shape))
-        return BuildOptions(threads=self.threads, optimization_level=self.optimization_level, shape_range=ranges)
+    def _options(self, backend: Backend) -> EngineOptions:
+        """`backend`'s options: the session-wide settings that were given, then `engine_options[backend.name]`.
+
+        Session-wide settings go to every engine that has them; the session's own engine must have them all."""
+        settings = {name: value for name, value in (("threads", self.threads),
+                                                    ("optimization_level", self.optimization_level))
+                    if value is not None and (backend.name == self.backend_name
+                                              or name in option_names(backend.name))}
+        if backend.name == "tensorrt":  # optimisation profiles come from the session's shape_range
+            settings["shape_range"] = self._profile_ranges()
+        return engine_options(backend, **{**settings, **self.engine_options.get(backend.name, {})})
+
+    def _profile_ranges(self) -> tuple:
+        """((input, min_shape, opt_shape, max_shape), ...) for the inputs with an axis named in shape_range."""
+        return tuple((spec.name, *self._shape_range_of(spec)) for spec in self.model.inputs
+                     if any(isinstance(d, str) and d in self.shape_range for d in spec.shape))
 
     def _shape_range_of(self, spec) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """(min, opt, max) shapes of one input from shape_range; an unnamed batch axis gets 1 / 8 / 32."""
@@ -490,6 +547,16 @@ class Workbench:
         return min(fixed) if fixed else None
 
 
+def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) -> bool:
+    """True only where the engine has fast kernels for the plan's precision and Q/DQ style on this machine and its
+    built graph really runs compute layers in reduced precision (not everything left in FP32)."""
+    if plan.precision == "fp32":
+        return True
+    if not backend.accelerated(plan.precision, plan.qdq_style):
+        return False
+    return any(layer.precision in REDUCED_PRECISIONS for layer in graph.layers if not layer.inserted)
+
+
 def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int,
              to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> list[np.ndarray]:
     """Run every sample (samples on axis 0) through `engine` in batches of `batch`, each made into feeds by
@@ -513,6 +580,15 @@ def _join_timings(graph: EngineGraph, timings: list[LayerTiming], end_to_end_ms:
     total = sum(layer.latency_ms for layer in graph.layers if layer.latency_ms is not None)
     matched = any(layer.latency_ms is not None for layer in graph.layers)
     return total / end_to_end_ms if matched and end_to_end_ms > 0 and math.isfinite(total) else None
+
+
+def _layer_time_notes(ratio: float | None) -> list[str]:
+    low, high = LAYER_TIME_BAND
+    if ratio is None or low <= ratio <= high:
+        return []
+    return [f"per-layer times sum to {ratio:.0%} of the end-to-end median timed around the profile (outside "
+            f"{low:.0%}-{high:.0%}): the per-layer bars do not add up to the latency (a busy machine while "
+            "profiling, or time the engine spends outside its layers)"]
 
 
 def _labels_hash(labels: np.ndarray | None) -> str:

@@ -1,15 +1,20 @@
-"""Backends: ONNX Runtime (default, CPU), OpenVINO (CPU), TensorRT (NVIDIA GPU). Imported lazily."""
+"""Engines: ONNX Runtime (default, CPU), OpenVINO (CPU), TensorRT (NVIDIA GPU). Each module is imported on first use.
+
+Every engine subclasses `workbench.engine.Backend` / `Engine` and has its own options dataclass; the shared types
+(layer graph, timings) live in `workbench.engine`.
+"""
 from __future__ import annotations
 
 import importlib
+from dataclasses import fields
 
+from ..engine import Backend, EngineOptions
 from ..errors import BackendError
-from .base import Backend, BuildOptions, Engine, EngineGraph, EngineLayer, LayerTiming
 
 _BACKENDS = {
-    "onnxruntime": ("workbench.backends.onnxruntime", "OnnxRuntimeBackend"),
-    "openvino": ("workbench.backends.openvino", "OpenVinoBackend"),
-    "tensorrt": ("workbench.backends.tensorrt", "TensorRTBackend"),
+    "onnxruntime": ("workbench.backends.onnxruntime", "OnnxRuntimeBackend", "OnnxRuntimeOptions"),
+    "openvino": ("workbench.backends.openvino", "OpenVinoBackend", "OpenVinoOptions"),
+    "tensorrt": ("workbench.backends.tensorrt", "TensorRTBackend", "TensorRTOptions"),
 }
 DEFAULT_BACKEND = "onnxruntime"
 
@@ -18,13 +23,41 @@ def backend_names() -> list[str]:
     return list(_BACKENDS)
 
 
-def get_backend(name: str = DEFAULT_BACKEND, **kwargs) -> Backend:
-    """Instantiate a backend by name; a missing optional package raises MissingDependencyError."""
+def _check_name(name: str) -> tuple[str, str, str]:
     if name not in _BACKENDS:
         raise BackendError(f"Unknown backend {name!r}: choose one of {', '.join(_BACKENDS)}.")
-    module_name, class_name = _BACKENDS[name]
+    return _BACKENDS[name]
+
+
+def get_backend(name: str = DEFAULT_BACKEND, **kwargs) -> Backend:
+    """Instantiate a backend by name; a missing optional package raises MissingDependencyError."""
+    module_name, class_name, _ = _check_name(name)
     return getattr(importlib.import_module(module_name), class_name)(**kwargs)
 
 
-__all__ = ["Backend", "BuildOptions", "Engine", "EngineGraph", "EngineLayer", "LayerTiming",
-           "backend_names", "get_backend", "DEFAULT_BACKEND"]
+def option_names(name: str) -> list[str]:
+    """The build options of engine `name` (importing its module, never its engine library)."""
+    module_name, _, options_name = _check_name(name)
+    return [f.name for f in fields(getattr(importlib.import_module(module_name), options_name))]
+
+
+def engines_with_option(option: str) -> list[str]:
+    """Names of the engines that have build option `option`."""
+    return [name for name in _BACKENDS if option in option_names(name)]
+
+
+def engine_options(backend: Backend, **settings) -> EngineOptions:
+    """`backend`'s own options from keyword settings; a setting it does not have is a BackendError that names the
+    engines which have it."""
+    known = [f.name for f in fields(backend.options_type)]
+    for option in settings:
+        if option not in known:
+            others = [n for n in engines_with_option(option) if n != backend.name]
+            where = f"it is an option of {', '.join(others)}" if others else "no engine has it"
+            raise BackendError(f"The {backend.name} engine has no option {option!r} ({where}); its options are "
+                               f"{', '.join(known) or 'none'}.")
+    return backend.options_type(**settings)
+
+
+__all__ = ["DEFAULT_BACKEND", "backend_names", "engine_options", "engines_with_option", "get_backend",
+           "option_names"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,11 @@ import onnx
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
+from ..engine import Backend, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
-from ..models.spec import TensorSpec
-from .cpu_features import has_flag, has_int8_dot
-from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming, check_feeds
 from ..models.onnx_source import with_unique_node_names
+from ..models.spec import Model, TensorSpec
+from .cpu_features import has_flag, has_int8_dot
 from .provenance import declared_types, element_types, qualified_op, trace
 
 _LEVELS = {
@@ -31,32 +32,45 @@ _BF16 = {onnx.TensorProto.BFLOAT16}
 _ERRORS_ONLY = 3  # ORT log severity: hide the "optimised model is hardware specific" warning we already note
 
 
-class OnnxRuntimeBackend:
+@dataclass(frozen=True)
+class OnnxRuntimeOptions(EngineOptions):
+    """`threads`: intra-op threads (None: ONNX Runtime's default); `optimization_level`: graph optimisation
+    (disable, basic, extended, layout, all; "disable" shows the unfused graph)."""
+
+    threads: int | None = None
+    optimization_level: str = "all"
+
+
+def int8_kernels() -> bool:
+    """MLAS has u8s8 GEMM kernels from AVX2 up (VNNI makes them faster)."""
+    return has_int8_dot() or has_flag("avx2")
+
+
+class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU execution provider (the default backend)."""
 
     name = "onnxruntime"
-
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
+    options_type = OnnxRuntimeOptions
 
     def version(self) -> str:
         return ort.__version__
 
-    def accelerated_precisions(self) -> dict[str, bool]:
-        int8 = has_int8_dot() or has_flag("avx2")  # MLAS has u8s8 GEMM kernels from AVX2 up
-        # FP16/BF16 graphs run through FP32 kernels (ORT inserts casts) on the x86 CPU provider.
-        return {"fp32": True, "fp16": False, "bf16": False, "int8": int8}
+    def accelerated(self, precision: str, qdq_style: str | None = None) -> bool:
+        # FP16/BF16 graphs run through FP32 kernels (ORT inserts casts) on the x86 CPU provider. Q/DQ placed for
+        # TensorRT (symmetric int8 on inputs and residual Adds) does not fuse into ORT's integer kernels: its DQ
+        # nodes run standalone and the convolutions stay FP32 (measured 2-5x slower than FP32).
+        if precision == "int8":
+            return qdq_style != "tensorrt" and int8_kernels()
+        return precision == "fp32"
 
-    def build(self, model: onnx.ModelProto, options: BuildOptions = BuildOptions()) -> "OnnxRuntimeEngine":
+    def build(self, model: Model, options: OnnxRuntimeOptions | None = None) -> "OnnxRuntimeEngine":
         """Create a CPU InferenceSession at `options.optimization_level`; keep the optimised graph for inspection."""
-        if not isinstance(model, onnx.ModelProto):
-            raise BackendError(f"OnnxRuntimeBackend.build needs an onnx.ModelProto, got {type(model).__name__}: "
-                               "pass `model.proto` for a workbench Model.")
+        options = options or OnnxRuntimeOptions()
+        proto = self.graph_of(model)
         if options.optimization_level not in _LEVELS:
             raise BackendError(f"Unknown ONNX Runtime optimization level {options.optimization_level!r}: "
                                f"choose one of {', '.join(_LEVELS)}.")
-        threads = options.threads if options.threads is not None else self.threads
-        return OnnxRuntimeEngine(with_unique_node_names(model), options.optimization_level, threads)
+        return OnnxRuntimeEngine(with_unique_node_names(proto), options.optimization_level, options.threads)
 
 
 def _session_options(level: str, threads: int | None) -> ort.SessionOptions:
@@ -68,12 +82,14 @@ def _session_options(level: str, threads: int | None) -> ort.SessionOptions:
     return so
 
 
-class OnnxRuntimeEngine:
-    """A built ONNX Runtime CPU session plus its optimised graph (`optimized_model`) and caveats (`notes`)."""
+class OnnxRuntimeEngine(Engine):
+    """A built ONNX Runtime CPU session plus its optimised graph (`optimized_model()`) and caveats (`notes`)."""
 
     backend = "onnxruntime"
 
     def __init__(self, model: onnx.ModelProto, level: str, threads: int | None) -> None:
+        initializers = {init.name for init in model.graph.initializer}
+        super().__init__([TensorSpec.from_value_info(v) for v in model.graph.input if v.name not in initializers])
         self.source_model = model
         self.level = level
         self.threads = threads
@@ -86,9 +102,7 @@ class OnnxRuntimeEngine:
                 raise BackendError(f"ONNX Runtime could not build an engine from this model: {exc}. "
                                    "Check it with onnx.checker.check_model, or re-export it.") from exc
             # Names made unique so profiler events ("<node>_kernel_time") identify exactly one layer.
-            self.optimized_model = with_unique_node_names(onnx.load(so.optimized_model_filepath))
-        self.input_specs = [TensorSpec.from_value_info(v) for v in model.graph.input
-                            if v.name not in {init.name for init in model.graph.initializer}]
+            self._optimized = with_unique_node_names(onnx.load(so.optimized_model_filepath))
         self.notes = self._notes()
         self._graph: EngineGraph | None = None
 
@@ -100,21 +114,19 @@ class OnnxRuntimeEngine:
                          "latency is not accelerated.")
         if types & _BF16:
             notes.append("bf16: runs in FP32 inside ONNX Runtime's CPU provider; latency is not accelerated.")
-        if types & _INT8 and not OnnxRuntimeBackend().accelerated_precisions()["int8"]:
+        if types & _INT8 and not int8_kernels():
             notes.append("int8: this CPU has neither VNNI nor AVX2, so INT8 kernels are not faster than FP32.")
-        if self.level in ("layout", "all"):
-            notes.append("The optimised graph holds layout-specific ops (e.g. NCHWc) for this CPU: "
-                         "use `optimized_model` for inspection only.")
         return notes
 
-    # ---- running -------------------------------------------------------------------------------
-    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """Raise InputSpecError unless `feeds` has exactly the model's inputs with matching dtype and shape."""
-        check_feeds(feeds, self.input_specs)
+    def optimized_model(self) -> onnx.ModelProto:
+        """ONNX Runtime's optimised graph (at levels "layout"/"all" it holds ops for this CPU, e.g. NCHWc)."""
+        return self._optimized
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one batch; outputs in the model's output order."""
-        self.check_feeds(feeds)
+    def _close(self) -> None:
+        del self.session
+
+    # ---- running -------------------------------------------------------------------------------
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return self.session.run(None, feeds)
         except Exception as exc:
@@ -124,9 +136,9 @@ class OnnxRuntimeEngine:
     def layers(self) -> EngineGraph:
         """One layer per node of the optimised graph (execution order) with the original nodes it covers."""
         if self._graph is None:
-            graph = self.optimized_model.graph
+            graph = self._optimized.graph
             covers = trace(self.source_model.graph, graph)
-            types = element_types(self.optimized_model)
+            types = element_types(self._optimized)
             layers = [
                 EngineLayer(
                     name=node.name,
@@ -149,27 +161,24 @@ class OnnxRuntimeEngine:
             )
         return self._graph
 
-    def profile(self, feeds: dict[str, np.ndarray], runs: int = 20, *, warmup: int = 3,
-                progress: bool = True) -> list[LayerTiming]:
+    def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
+                 progress: bool) -> list[LayerTiming]:
         """Median time per inference of each layer over `runs` runs (after `warmup`), from ORT's profiler.
 
         Profiling needs its own session; it loads the optimised graph with optimisations off, so its nodes
         and names are exactly those of `layers()` (checked; a mismatch raises BackendError).
         """
-        self.check_feeds(feeds)
-        if runs < 1:
-            raise BackendError(f"profile needs runs >= 1, got {runs}: ask for at least one timed run.")
         with tempfile.TemporaryDirectory(prefix="workbench-ort-profile-") as tmp:
             so = _session_options("disable", self.threads)
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "profile")
             so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")
             try:
-                session = ort.InferenceSession(self.optimized_model.SerializeToString(), so, providers=_PROVIDERS)
+                session = ort.InferenceSession(self._optimized.SerializeToString(), so, providers=_PROVIDERS)
             except Exception as exc:
                 raise BackendError(f"ONNX Runtime could not reload the optimised graph for profiling: {exc}") from exc
             profiled = [(n.name, n.op_type) for n in onnx.load(so.optimized_model_filepath).graph.node]
-            if sorted(profiled) != sorted((n.name, n.op_type) for n in self.optimized_model.graph.node):
+            if sorted(profiled) != sorted((n.name, n.op_type) for n in self._optimized.graph.node):
                 raise BackendError("The profiling session's graph differs from the engine's optimised graph, so "
                                    "its timings would not match the layers: rebuild at optimization_level='disable'.")
             for _ in tqdm(range(warmup + runs), desc="profiling (onnxruntime)", disable=not progress, leave=False):

@@ -7,17 +7,18 @@ shape arithmetic, a bias folded into BatchNorm) are assigned to the layer of the
 """
 from __future__ import annotations
 
-from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from tqdm.auto import tqdm
 
 from .._optional import require
+from ..engine import Backend, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
+from ..graph import GraphIndex
 from ..models.onnx_source import with_unique_node_names
 from ..models.spec import Model, TensorSpec
-from .base import BuildOptions, EngineGraph, EngineLayer, LayerTiming, check_feeds
 from .cpu_features import has_bf16, has_int8_dot
 
 _TAG = "onnx#"  # prefix of our provenance tags inside rt_info "originalLayersNames"
@@ -44,49 +45,58 @@ def _ov_precision_name(value) -> str:
     return value.get_type_name() if hasattr(value, "get_type_name") else str(value).lower()
 
 
-class OpenVinoBackend:
-    """OpenVINO on the CPU; `threads` caps INFERENCE_NUM_THREADS unless BuildOptions.threads is set."""
+@dataclass(frozen=True)
+class OpenVinoOptions(EngineOptions):
+    """`threads`: INFERENCE_NUM_THREADS (None: OpenVINO's default); `inference_precision`: "f32", "bf16" or "f16"
+    (None: derived from the precision-baked graph: BF16 arithmetic for an FP16 graph where the CPU has it)."""
+
+    threads: int | None = None
+    inference_precision: str | None = None
+
+
+class OpenVinoBackend(Backend):
+    """OpenVINO on the CPU."""
 
     name = "openvino"
+    options_type = OpenVinoOptions
 
-    def __init__(self, device: str = "CPU", threads: int | None = None) -> None:
+    def __init__(self, device: str = "CPU") -> None:
         self._ov = require("openvino", extra="openvino", purpose="the OpenVINO backend")
         self._core = self._ov.Core()
         if device not in self._core.available_devices:
             raise BackendError(f"OpenVINO device {device!r} is not available here "
                                f"(available: {', '.join(self._core.available_devices)}): use device='CPU'.")
         self.device = device
-        self.threads = threads
 
     def version(self) -> str:
         return self._ov.get_version()
 
-    def accelerated_precisions(self) -> dict[str, bool]:
-        bf16 = has_bf16()
-        return {"fp32": True, "fp16": bf16, "bf16": bf16, "int8": has_int8_dot()}
+    def accelerated(self, precision: str, qdq_style: str | None = None) -> bool:
+        # OpenVINO folds Q/DQ of either placement into its INT8 kernels (VNNI/AMX); FP16 graphs run as BF16.
+        if precision in ("fp16", "bf16"):
+            return has_bf16()
+        if precision == "int8":
+            return has_int8_dot()
+        return precision == "fp32"
 
-    def build(self, model: onnx.ModelProto | Model, options: BuildOptions = BuildOptions()) -> "OpenVinoEngine":
-        proto = model.proto if isinstance(model, Model) else model
-        if not isinstance(proto, onnx.ModelProto):
-            raise BackendError(f"OpenVinoBackend.build needs an onnx.ModelProto or a workbench Model, got "
-                               f"{type(model).__name__}: load it with workbench.load_model first.")
-        if options.threads is None and self.threads is not None:
-            options = BuildOptions(**{**options.__dict__, "threads": self.threads})
-        return OpenVinoEngine(self._ov, self._core, self.device, proto, options)
+    def build(self, model: Model, options: OpenVinoOptions | None = None) -> "OpenVinoEngine":
+        proto = self.graph_of(model)
+        return OpenVinoEngine(self._ov, self._core, self.device, proto, options or OpenVinoOptions())
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(Engine):
     """A compiled OpenVINO model; `inference_precision` is what OpenVINO reports it runs ("f32", "bf16", "f16")."""
 
     backend = "openvino"
 
-    def __init__(self, ov, core, device: str, proto: onnx.ModelProto, options: BuildOptions) -> None:
-        self.notes: list[str] = []
-        self._ov = ov
-        self._proto = proto = with_unique_node_names(proto)  # same node names as the ONNX Runtime backend
-        self._node_names = [node.name for node in proto.graph.node]
+    def __init__(self, ov, core, device: str, proto: onnx.ModelProto, options: OpenVinoOptions) -> None:
+        proto = with_unique_node_names(proto)  # same node names as the ONNX Runtime backend
         initializers = {init.name for init in proto.graph.initializer}
-        self.input_specs = [TensorSpec.from_value_info(v) for v in proto.graph.input if v.name not in initializers]
+        super().__init__([TensorSpec.from_value_info(v) for v in proto.graph.input if v.name not in initializers])
+        self._ov = ov
+        self._proto = proto
+        self._index = GraphIndex(proto)
+        self._node_names = self._index.names
         self.graph_precision = baked_precision(proto)
         self.requested_precision = self._choose_hint(options.inference_precision)
         config = {
@@ -100,12 +110,9 @@ class OpenVinoEngine:
         }
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = int(options.threads)
-        if options.optimization_level != "all":
-            self.notes.append(f"optimization_level={options.optimization_level!r} is an ONNX Runtime setting; "
-                              "OpenVINO always applies its full CPU pipeline.")
         try:
             ov_model = core.read_model(proto.SerializeToString(), b"")
-            self._op_nodes = _tag_with_onnx_nodes(ov_model, proto)
+            self._op_nodes = _tag_with_onnx_nodes(ov_model, self._index)
             self._compiled = core.compile_model(ov_model, device, config)
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not build this model: {exc}. Check that every op is supported "
@@ -123,7 +130,7 @@ class OpenVinoEngine:
                                    f"use one of {', '.join(_HINTS)}.")
             if override != "f32" and self.graph_precision != "fp16":
                 self.notes.append(f"{self.graph_precision.upper()} graph run with inference precision {override!r} "
-                                  "(BuildOptions.inference_precision): accuracy is that of the reduced arithmetic.")
+                                  "(OpenVinoOptions.inference_precision): accuracy is that of the reduced arithmetic.")
             return override
         if self.graph_precision != "fp16":
             return "f32"
@@ -132,19 +139,16 @@ class OpenVinoEngine:
             # FP32 on a Sapphire Rapids Xeon, so the fast reduced-precision path is BF16.
             self.notes.append("FP16 graph run with BF16 arithmetic, OpenVINO's fast reduced-precision path on this "
                               "CPU: accuracy is that of the FP16 weights plus BF16 arithmetic (a little below true "
-                              "FP16). BuildOptions(inference_precision='f16') runs true FP16 arithmetic where the CPU "
+                              "FP16). OpenVinoOptions(inference_precision='f16') runs true FP16 arithmetic where the CPU "
                               "has AVX-512 FP16, without a speed-up.")
             return "bf16"
         self.notes.append("FP16 graph runs in FP32 on this CPU (no AVX-512 BF16 or AMX): not accelerated.")
         return "f32"
 
-    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """Raise InputSpecError unless `feeds` has exactly the model's inputs with matching dtype and shape."""
-        check_feeds(feeds, self.input_specs)
+    def _close(self) -> None:
+        del self._request, self._compiled
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run one batch; outputs (copies) in the model's output order."""
-        self.check_feeds(feeds)
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         results = _infer(self._request, feeds)
         return [np.array(results[port], copy=True) for port in self._compiled.outputs]
 
@@ -176,21 +180,18 @@ class OpenVinoEngine:
                 output_shapes=[_shape(out.get_partial_shape()) for out in op.outputs()],
                 kernel=None if kernel.startswith(("undef", "unknown")) else kernel,
             ))
-        _claim_once(layers, self._proto, self._node_names, self._op_nodes)
+        _claim_once(layers, self._index, self._op_nodes)
         return EngineGraph(backend=self.backend, layers=layers, source_nodes=list(self._node_names),
                            measured_graph=f"OpenVINO CPU runtime model ({self.inference_precision})")
 
-    def profile(self, feeds: dict[str, np.ndarray], runs: int = 20, *, warmup: int = 3,
-                progress: bool = True) -> list[LayerTiming]:
+    def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
+                 progress: bool) -> list[LayerTiming]:
         """Per-layer mean time over `runs` inferences after `warmup` (OpenVINO's PERF_COUNT counters).
 
         OpenVINO reports, per infer request, a running mean (whole microseconds) over every inference on it. A
         fresh request keeps earlier runs out, and differencing its totals before and after the timed runs keeps
         warm-up out. Mean, not median: OpenVINO gives no per-run figures.
         """
-        if runs < 1:
-            raise BackendError(f"profile(runs={runs}) needs at least one run: pass runs >= 1.")
-        self.check_feeds(feeds)
         request = self._compiled.create_infer_request()
         with tqdm(total=warmup + runs, desc="profiling (openvino)", disable=not progress, leave=False) as bar:
             for _ in range(warmup):
@@ -218,7 +219,7 @@ def _infer(request, feeds: dict[str, np.ndarray]):
         raise BackendError(f"OpenVINO inference failed: {exc}. Check the input shapes against the model.") from exc
 
 
-def _tag_with_onnx_nodes(ov_model, proto: onnx.ModelProto) -> dict[str, set[int]]:
+def _tag_with_onnx_nodes(ov_model, index: GraphIndex) -> dict[str, set[int]]:
     """Write "onnx#<node index>" tags into each op's rt_info "originalLayersNames" (before compiling).
 
     Returns op friendly name -> ONNX node indices, for the plugin passes that drop rt_info and name the new
@@ -228,7 +229,7 @@ def _tag_with_onnx_nodes(ov_model, proto: onnx.ModelProto) -> dict[str, set[int]
     it creates on the way (bias reshapes, ShapeOf, weight decompression) carry no names and inherit the tags
     of the ops they feed.
     """
-    producer = {out: i for i, node in enumerate(proto.graph.node) for out in node.output if out}
+    producer = index.producer_index
     ops = ov_model.get_ordered_ops()
     tags: dict[int, set[int]] = {}
     by_name: dict[str, set[int]] = {}
@@ -257,14 +258,14 @@ def _original_nodes(original_names: str, op_nodes: dict[str, set[int]]) -> list[
     return list(seen)
 
 
-def _claim_once(layers: list[EngineLayer], proto: onnx.ModelProto, names: list[str],
-                op_nodes: dict[str, set[int]]) -> None:
+def _claim_once(layers: list[EngineLayer], index: GraphIndex, op_nodes: dict[str, set[int]]) -> None:
     """Give every ONNX node exactly one layer.
 
     Among the layers that list a node, the one named after an op translated from that node wins, else the
     first in execution order; a node no layer lists (folded into constants) goes to the layer of the nearest
     node it feeds, else the nearest node that feeds it.
     """
+    names = index.names
     owner: dict[str, EngineLayer] = {}
     for layer in layers:
         for node in layer.onnx_nodes:
@@ -273,35 +274,16 @@ def _claim_once(layers: list[EngineLayer], proto: onnx.ModelProto, names: list[s
         for i in op_nodes.get(layer.name, ()):
             if names[i] in layer.onnx_nodes:
                 owner[names[i]] = layer
-    graph = proto.graph.node
-    producer = {out: i for i, node in enumerate(graph) for out in node.output if out}
-    consumers: dict[int, list[int]] = {i: [] for i in range(len(graph))}
-    for i, node in enumerate(graph):
-        for inp in node.input:
-            if inp in producer:
-                consumers[producer[inp]].append(i)
-    feeders = {i: [producer[x] for x in node.input if x in producer] for i, node in enumerate(graph)}
+    owned = lambda i: names[i] in owner  # noqa: E731
     for i, name in enumerate(names):
         if name not in owner:
-            found = _nearest_owned(i, consumers, names, owner) or _nearest_owned(i, feeders, names, owner)
+            found = index.nearest(i, owned)
+            found = found if found is not None else index.nearest(i, owned, downstream=False)
             if found is not None:
-                owner[name] = found
+                owner[name] = owner[names[found]]
     for layer in layers:
         layer.onnx_nodes = [n for n in names if owner.get(n) is layer]
         layer.inserted = not layer.onnx_nodes  # reorders, converts, Q/DQ glue the plugin made itself
-
-
-def _nearest_owned(start: int, edges: dict[int, list[int]], names: list[str], owner: dict) -> EngineLayer | None:
-    queue, seen = deque(edges[start]), {start}
-    while queue:
-        i = queue.popleft()
-        if i in seen:
-            continue
-        seen.add(i)
-        if names[i] in owner:
-            return owner[names[i]]
-        queue.extend(edges[i])
-    return None
 
 
 def _port_id(output) -> str:

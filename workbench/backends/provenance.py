@@ -9,10 +9,11 @@ pass-through nodes and its naming conventions. No library does this matching, he
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 
 import onnx
 from onnx import helper
+
+from ..graph import GraphIndex
 
 # Tensor-name decorations ONNX Runtime adds when it copies a tensor (FP16 cast insertion, DQ duplication,
 # Q/DQ pairs it inserts after a fused activation).
@@ -51,18 +52,11 @@ def trace(original: onnx.GraphProto, optimized: onnx.GraphProto) -> list[list[st
     Every original node appears in exactly one list; an empty list means the engine inserted the node itself.
     Both graphs need unique node names (see `workbench.models.onnx_source.with_unique_node_names`).
     """
-    orig_nodes = list(original.node)
-    orig_index = {node.name: i for i, node in enumerate(orig_nodes)}
-    orig_inits = {init.name for init in original.initializer}
-    producer: dict[str, int] = {}
-    consumers: dict[str, list[int]] = defaultdict(list)
-    for i, node in enumerate(orig_nodes):
-        for out in node.output:
-            if out:
-                producer[out] = i
-        for inp in node.input:
-            consumers[inp].append(i)
-    orig_tensors = set(producer) | {v.name for v in original.input if v.name not in orig_inits}
+    index = GraphIndex(original)
+    orig_nodes = index.nodes
+    orig_index = {name: i for i, name in enumerate(index.names)}
+    producer = index.producer_index
+    orig_tensors = set(producer) | set(index.graph_inputs)
 
     opt_nodes = list(optimized.node)
     opt_activations = {v.name for v in optimized.input} - {init.name for init in optimized.initializer}
@@ -79,7 +73,7 @@ def trace(original: onnx.GraphProto, optimized: onnx.GraphProto) -> list[list[st
         claims.append(_cover(own - ins, stop, producer, orig_nodes))
 
     owner = _assign(claims, opt_nodes, orig_index)
-    _attach_leftovers(owner, orig_nodes, producer, consumers, len(opt_nodes))
+    _attach_leftovers(owner, index, len(opt_nodes))
 
     covers: list[list[str]] = [[] for _ in opt_nodes]
     for orig, layer in sorted(owner.items()):
@@ -173,20 +167,20 @@ def _assign(claims: list[set[int]], opt_nodes, orig_index) -> dict[int, int]:
     return owner
 
 
-def _attach_leftovers(owner: dict[int, int], orig_nodes, producer, consumers, n_layers: int) -> None:
+def _attach_leftovers(owner: dict[int, int], index: GraphIndex, n_layers: int) -> None:
     """Original nodes no optimised node reached (dead code the engine removed): attach to a neighbour's layer."""
     if not n_layers:
         return
-    leftovers = [i for i in range(len(orig_nodes)) if i not in owner]
-    for index in leftovers:  # topological order: chains of removed nodes follow their producer
-        parents = [owner[producer[t]] for t in orig_nodes[index].input if t in producer and producer[t] in owner]
+    leftovers = [i for i in range(len(index.nodes)) if i not in owner]
+    for i in leftovers:  # topological order: chains of removed nodes follow their producer
+        parents = [owner[p] for p in index.predecessors(i) if p in owner]
         if parents:
-            owner[index] = parents[0]
-    for index in reversed(leftovers):
-        if index in owner:
+            owner[i] = parents[0]
+    for i in reversed(leftovers):
+        if i in owner:
             continue
-        children = [owner[c] for t in orig_nodes[index].output for c in consumers.get(t, []) if c in owner]
-        owner[index] = children[0] if children else 0
+        children = [owner[c] for c in index.successors(i) if c in owner]
+        owner[i] = children[0] if children else 0
 
 
 def element_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:

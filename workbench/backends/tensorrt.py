@@ -3,7 +3,7 @@
 Written against the documented TensorRT 10.x/11.x Python API: `trt.Builder`, `create_network` (10.x with
 `NetworkDefinitionCreationFlag.STRONGLY_TYPED`; 11.x networks are always strongly typed), `trt.OnnxParser`,
 a WORKSPACE memory-pool limit, a timing cache persisted in the workbench cache dir, one optimisation profile
-from `BuildOptions.shape_range` (default: batch 1 / opt / max), DETAILED profiling verbosity, the engine
+from `TensorRTOptions.shape_range` (default: batch 1 / opt / max), DETAILED profiling verbosity, the engine
 inspector's JSON read by `workbench.trtplan.parse` (the same code that imports plans built elsewhere), per-layer
 times from an `IProfiler` subclass and device time from CUDA events. GPU buffers, streams and events come from
 torch.cuda. The serialised engine is cached with a sidecar JSON (TensorRT engines have no metadata field).
@@ -17,19 +17,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import onnx
 
-from .. import __version__
+from .._version import __version__
 from .._optional import require
 from ..cache import ResultCache, atomic_write
 from ..errors import BackendError, InputSpecError
 from ..models.spec import Model, TensorSpec
+from ..engine import Backend, Engine, EngineGraph, EngineOptions, LayerTiming
 from ..trtplan.parse import engine_graph, parse_graph
-from .base import BuildOptions, EngineGraph, LayerTiming
 
 NAME = "tensorrt"
 NO_GPU = ("TensorRT needs an NVIDIA GPU with a working driver, and torch.cuda finds none on this machine. "
@@ -95,7 +96,8 @@ def profile_shapes(inputs: Sequence[TensorSpec], shape_range: Sequence = (), *, 
                 lo.append(1), opt.append(min(opt_batch, max_batch)), hi.append(max_batch)
             else:
                 raise InputSpecError(f"Input {spec.name!r} has a dynamic axis {axis} ({dim!r}): give its range as "
-                                     f"BuildOptions(shape_range=(({spec.name!r}, min_shape, opt_shape, max_shape),)).")
+                                     f"TensorRTOptions(shape_range=(({spec.name!r}, min_shape, opt_shape, max_shape),)) (or "
+                                     "Workbench(shape_range={axis_name: (min, opt, max)})).")
         shapes[spec.name] = (tuple(lo), tuple(opt), tuple(hi))
     return shapes
 
@@ -140,7 +142,7 @@ def build_serialized_engine(trt, model_bytes: bytes, shapes: dict, *, workspace_
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError("TensorRT could not build an engine (build_serialized_network returned None): see the "
-                           "TensorRT log above; a larger BuildOptions.workspace_mb or smaller shape_range may help.")
+                           "TensorRT log above; a larger TensorRTOptions.workspace_mb or smaller shape_range may help.")
     if timing_cache is not None:
         atomic_write(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))
@@ -209,10 +211,21 @@ def _cuda(device: int):
                    "compute_capability": list(torch.cuda.get_device_capability(device))}
 
 
-class TensorRTBackend:
+@dataclass(frozen=True)
+class TensorRTOptions(EngineOptions):
+    """`workspace_mb`: the builder's workspace pool limit; `shape_range`: ((input_name, min_shape, opt_shape,
+    max_shape), ...) for the optimisation profile of inputs with dynamic axes (the session fills it from its
+    `shape_range`). There is no precision option: engines are strongly typed, precision comes from the ONNX graph."""
+
+    workspace_mb: int = 1024
+    shape_range: tuple = ()
+
+
+class TensorRTBackend(Backend):
     """NVIDIA TensorRT on the local GPU. Engines are strongly typed: precision comes from the ONNX model."""
 
     name = NAME
+    options_type = TensorRTOptions
 
     def __init__(self, cache_dir: str | Path | None = None, device: int = 0, opt_batch: int = 8,
                  max_batch: int = 32) -> None:
@@ -227,24 +240,21 @@ class TensorRTBackend:
     def version(self) -> str:
         return str(self.trt.__version__)
 
-    def accelerated_precisions(self) -> dict[str, bool]:
-        return accelerated_for_capability(tuple(self.gpu["compute_capability"]))
+    def accelerated(self, precision: str, qdq_style: str | None = None) -> bool:
+        # Q/DQ of either style fuses into INT8 kernels; the naive QAT placement costs reformats (see the linter).
+        return accelerated_for_capability(tuple(self.gpu["compute_capability"])).get(precision, False)
 
-    def build(self, model: onnx.ModelProto, options: BuildOptions = BuildOptions()) -> "TensorRTEngine":
+    def build(self, model: Model, options: TensorRTOptions | None = None) -> "TensorRTEngine":
         """Build (or load from the cache dir) an engine for `model`; raise BackendError with the parser's errors."""
-        if not isinstance(model, onnx.ModelProto):
-            raise BackendError(f"TensorRTBackend.build needs an onnx.ModelProto, got {type(model).__name__}: "
-                               "pass `model.proto` for a workbench Model.")
-        spec = Model.from_proto(model, name=model.graph.name or "model", source="TensorRTBackend.build")
+        options = options or TensorRTOptions()
+        proto = self.graph_of(model)
+        spec = Model.from_proto(proto, name=proto.graph.name or "model", source="TensorRTBackend.build")
         shapes = profile_shapes(spec.inputs, options.shape_range, opt_batch=self.opt_batch, max_batch=self.max_batch)
         model_bytes = spec.serialized()
         expect = {"tensorrt_version": self.version(), **self.gpu}
         key = ResultCache.key(model_sha256=spec.content_hash, shapes=shapes, workspace_mb=options.workspace_mb,
                               **expect)
         notes = []
-        if options.threads is not None or options.inference_precision is not None:
-            notes.append("TensorRT ignores BuildOptions.threads and inference_precision: engines are strongly "
-                         "typed, so each layer's precision comes from the ONNX casts and Q/DQ nodes.")
         engine_bytes = read_engine(self.directory, key, expect)
         if engine_bytes is None:
             engine_bytes = build_serialized_engine(self.trt, model_bytes, shapes, workspace_mb=options.workspace_mb,
@@ -260,41 +270,57 @@ class TensorRTBackend:
         if engine is None:
             raise BackendError("TensorRT could not deserialise the engine it built; delete "
                                f"{self.directory} and build again.")
-        return TensorRTEngine(self, engine, [n.name for n in model.graph.node], [s.name for s in spec.outputs],
-                              notes)
+        return TensorRTEngine(self, engine, spec, notes)
 
 
-class TensorRTEngine:
-    """A deserialised TensorRT engine with torch.cuda buffers."""
+class TensorRTEngine(Engine):
+    """A deserialised TensorRT engine. Device buffers are allocated once per input shape and reused, so `run`
+    times host-to-device copy, execution and device-to-host copy, never allocation; `device_latency_ms` times the
+    GPU work alone."""
 
     backend = NAME
 
-    def __init__(self, owner: TensorRTBackend, engine, source_nodes: list[str], output_names: list[str],
-                 notes: list[str]) -> None:
+    def __init__(self, owner: TensorRTBackend, engine, model: Model, notes: list[str]) -> None:
+        super().__init__(model.inputs, notes)
         self.trt, self.torch, self.engine = owner.trt, owner.torch, engine
-        self.source_nodes, self.output_names, self.notes = source_nodes, output_names, notes
+        self.source_nodes = model.node_names
+        self.output_names = [s.name for s in model.outputs]
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT]
         self.context = engine.create_execution_context()
+        self._profiling_context = None
+        self._buffers: dict[tuple, dict] = {}  # (context id, input shapes) -> device tensors bound to it
 
-    def _bind(self, context, feeds: dict[str, np.ndarray]) -> dict:
-        missing = [n for n in self.input_names if n not in feeds]
-        if missing:
-            raise InputSpecError(f"Missing inputs {missing}: the engine needs {self.input_names}.")
-        buffers = {}
-        for name in self.input_names:
-            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
-            array = np.ascontiguousarray(feeds[name], dtype=dtype)
-            if not context.set_input_shape(name, array.shape):
-                raise InputSpecError(f"Input {name!r} shape {array.shape} is outside the engine's optimisation "
-                                     "profile: rebuild with a BuildOptions.shape_range that covers it.")
-            buffers[name] = self.torch.from_numpy(array).cuda()
-        for name in self.output_names:
-            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
-            buffers[name] = self.torch.empty(tuple(context.get_tensor_shape(name)), device="cuda",
-                                             dtype=self.torch.from_numpy(np.empty(0, dtype)).dtype)
+    def _device_buffers(self, context, feeds: dict[str, np.ndarray]) -> dict:
+        """The device tensors for these input shapes on `context` (allocated and bound on first use)."""
+        shapes = tuple((name, tuple(feeds[name].shape)) for name in self.input_names)
+        key = (id(context), shapes)
+        if key not in self._buffers:
+            buffers = {}
+            for name, shape in shapes:
+                if not context.set_input_shape(name, shape):
+                    raise InputSpecError(f"Input {name!r} shape {shape} is outside the engine's optimisation "
+                                         "profile: rebuild with a shape_range that covers it.")
+                buffers[name] = self._empty(name, shape)
+            for name in self.output_names:
+                buffers[name] = self._empty(name, tuple(context.get_tensor_shape(name)))
+            self._buffers[key] = buffers
+        buffers = self._buffers[key]
+        for name, shape in shapes:  # a context holds one shape per input: rebind when it alternates
+            context.set_input_shape(name, shape)
         for name, tensor in buffers.items():
             context.set_tensor_address(name, tensor.data_ptr())
+        return buffers
+
+    def _empty(self, name: str, shape: tuple):
+        dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+        return self.torch.empty(shape, device="cuda", dtype=self.torch.from_numpy(np.empty(0, dtype)).dtype)
+
+    def _upload(self, context, feeds: dict[str, np.ndarray]) -> dict:
+        buffers = self._device_buffers(context, feeds)
+        for name in self.input_names:
+            array = np.ascontiguousarray(feeds[name], dtype=np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))))
+            buffers[name].copy_(self.torch.from_numpy(array))
         return buffers
 
     def _execute(self, context) -> None:
@@ -303,14 +329,16 @@ class TensorRTEngine:
             raise BackendError("TensorRT execute_async_v3 failed: see the TensorRT log above.")
         stream.synchronize()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        buffers = self._bind(self.context, feeds)
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        buffers = self._upload(self.context, feeds)
         self._execute(self.context)
         return [buffers[name].cpu().numpy() for name in self.output_names]
 
     def device_latency_ms(self, feeds: dict[str, np.ndarray], runs: int = 20, warmup: int = 3) -> list[float]:
         """GPU time per inference from CUDA events (inputs already on the device; no host copies timed)."""
-        buffers = self._bind(self.context, feeds)  # noqa: F841  (device memory must outlive the runs)
+        self._check_open()
+        self.check_feeds(feeds)
+        self._upload(self.context, feeds)
         for _ in range(warmup):
             self._execute(self.context)
         times = []
@@ -328,12 +356,24 @@ class TensorRTEngine:
         info = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
         return engine_graph_from_inspector(info, self.source_nodes)
 
-    def profile(self, feeds: dict[str, np.ndarray], runs: int = 20) -> list[LayerTiming]:
-        """Per-layer mean ms over `runs` inferences, from an IProfiler on a separate execution context."""
-        context = self.engine.create_execution_context()
+    def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
+                 progress: bool) -> list[LayerTiming]:
+        """Per-layer mean ms over `runs` inferences after `warmup`, from an IProfiler on a second execution context
+        (profiling slows every layer; the timing context stays unprofiled)."""
+        if self._profiling_context is None:
+            self._profiling_context = self.engine.create_execution_context()
+        context = self._profiling_context
+        self._upload(context, feeds)
+        context.profiler = None
+        for _ in range(warmup):
+            self._execute(context)
         profiler = make_layer_profiler(self.trt)
         context.profiler = profiler
-        buffers = self._bind(context, feeds)  # noqa: F841  (device memory must outlive the runs)
         for _ in range(runs):
             self._execute(context)
+        context.profiler = None
         return profiler.timings()
+
+    def _close(self) -> None:
+        self._buffers.clear()
+        self.context = self._profiling_context = self.engine = None

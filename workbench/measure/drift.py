@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..backends import get_backend
-from ..backends.base import Backend, BuildOptions
+from ..engine import Backend, EngineOptions
+from ..graph import GraphIndex
 from ..models.spec import Model
 from ..results import DriftPoint
 from .accuracy import cosine
@@ -31,8 +31,8 @@ class _Match:
 
 
 def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model | onnx.ModelProto,
-                  feeds: dict[str, np.ndarray], backend_name: str = "onnxruntime", *, threads: int | None = None,
-                  optimization_level: str = "all", backend: Backend | None = None) -> tuple[list[DriftPoint], str]:
+                  feeds: dict[str, np.ndarray], backend: Backend, options: EngineOptions | None = None
+                  ) -> tuple[list[DriftPoint], str]:
     """Compare every float tensor produced by an FP32 node with its counterpart in `variant_model`.
 
     Tensors are matched by name, else by the producing node's name, op type and output index (a Cast-wrapped output
@@ -47,8 +47,6 @@ def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model
     var_types = _tensor_types(var)
     matches = [m for m in _match_tensors(ref, var) if ref_types.get(m.reference) in _FLOAT_TYPES
                and var_types.get(m.variant) in _FLOAT_TYPES]
-    backend = backend or get_backend(backend_name)
-    options = BuildOptions(threads=threads, optimization_level=optimization_level)
     ref_values = _run_exposed(backend, ref, [m.reference for m in matches], ref_types, feeds, options)
     var_values = _run_exposed(backend, var, [m.variant for m in matches], var_types, feeds, options)
     points = []
@@ -59,7 +57,8 @@ def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model
             continue  # same name, different meaning (e.g. a layout change): not comparable
         points.append(DriftPoint(tensor=m.reference, layer=m.layer, sqnr_db=sqnr_db(a, b), cosine=cosine(a, b),
                                  max_abs_diff=float(np.max(np.abs(a - b), initial=0.0))))
-    note = (f"{backend.name} graphs (optimisation level {optimization_level!r}) with {len(points)} intermediate "
+    settings = ", ".join(f"{k}={v!r}" for k, v in (options.to_json() if options else {}).items() if v)
+    note = (f"{backend.name} graphs ({settings or 'default options'}) with {len(points)} intermediate "
             "tensors exposed as outputs: exposed tensors cannot be fused away, so this is close to the node-by-node "
             "graph, not the engine timed for latency.")
     if any(node.op_type == "DequantizeLinear" for node in var.graph.node):
@@ -81,19 +80,15 @@ def sqnr_db(reference: np.ndarray, value: np.ndarray) -> float:
 
 
 def _match_tensors(ref: onnx.ModelProto, var: onnx.ModelProto) -> list[_Match]:
-    produced = {out for node in var.graph.node for out in node.output if out}
     ref_tensors = {out for node in ref.graph.node for out in node.output}
     by_node = {node.name: node for node in var.graph.node if node.name}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in var.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    links = GraphIndex(var)
     matches, seen = [], set()
     for node in ref.graph.node:
         for index, name in enumerate(node.output):
             if not name:
                 continue
-            found = name if name in produced else None
+            found = name if name in links.producer_index else None
             twin = by_node.get(node.name)
             if (found is None and twin is not None and twin.op_type == node.op_type and index < len(twin.output)
                     and twin.output[index] and twin.output[index] not in ref_tensors):
@@ -102,18 +97,18 @@ def _match_tensors(ref: onnx.ModelProto, var: onnx.ModelProto) -> list[_Match]:
                 found = twin.output[index]
             if found is None:
                 continue
-            found = _after_qdq(found, consumers)
+            found = _after_qdq(found, links)
             if found not in seen:
                 seen.add(found)
                 matches.append(_Match(name, found, node.name or None))
     return matches
 
 
-def _after_qdq(name: str, consumers: dict[str, list[onnx.NodeProto]]) -> str:
+def _after_qdq(name: str, index: GraphIndex) -> str:
     """The DequantizeLinear output when `name` only feeds a QuantizeLinear -> DequantizeLinear pair."""
-    users = consumers.get(name, [])
+    users = index.consumers(name)
     if len(users) == 1 and users[0].op_type == "QuantizeLinear":
-        dq_users = consumers.get(users[0].output[0], [])
+        dq_users = index.consumers(users[0].output[0])
         if len(dq_users) == 1 and dq_users[0].op_type == "DequantizeLinear":
             return dq_users[0].output[0]
     return name
@@ -127,7 +122,7 @@ def _tensor_types(proto: onnx.ModelProto) -> dict[str, int]:
 
 
 def _run_exposed(backend: Backend, proto: onnx.ModelProto, names: list[str], types: dict[str, int],
-                 feeds: dict[str, np.ndarray], options: BuildOptions) -> dict[str, np.ndarray]:
+                 feeds: dict[str, np.ndarray], options: EngineOptions | None) -> dict[str, np.ndarray]:
     augmented = onnx.ModelProto()
     augmented.CopyFrom(proto)
     existing = {out.name for out in augmented.graph.output}
@@ -135,6 +130,6 @@ def _run_exposed(backend: Backend, proto: onnx.ModelProto, names: list[str], typ
         if name not in existing:
             augmented.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
             existing.add(name)
-    engine = backend.build(augmented, options)
-    outputs = engine.run(feeds)
+    with backend.build(Model.from_proto(augmented, name="drift", source="tensor-exposing graph"), options) as engine:
+        outputs = engine.run(feeds)
     return dict(zip([out.name for out in augmented.graph.output], outputs))

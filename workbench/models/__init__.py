@@ -1,9 +1,9 @@
-"""Model sources: ONNX files/bytes/protos, PyTorch modules, torchvision architectures and bundled samples."""
+"""Model sources: ONNX files/bytes/protos, PyTorch modules and torchvision architectures (samples sit above, in
+`workbench.samples`, and resolve their names there)."""
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import onnx
 
@@ -19,8 +19,8 @@ def load_model(source, *, name: str | None = None, example_input=None, opset: in
 
     `source`: an ONNX path (str/Path; external data next to it is loaded), ONNX bytes, an `onnx.ModelProto`,
     a `torch.nn.Module` (needs `example_input`; exported with a dynamic "batch" axis, BatchNorm kept),
-    "torchvision:NAME" (random weights, or `weights=` a state-dict path or "DEFAULT" from the local hub cache),
-    or a sample name (see `workbench.samples.names()`). Raises ModelLoadError naming the source and the cause.
+    "torchvision:NAME" (random weights, or `weights=` a state-dict path or "DEFAULT" from the local hub cache).
+    Raises ModelLoadError naming the source and the cause. (`workbench.load_model` also takes sample names.)
     """
     if isinstance(source, Model):
         return source
@@ -35,9 +35,6 @@ def load_model(source, *, name: str | None = None, example_input=None, opset: in
         from .torch_source import load_torchvision
         return load_torchvision(source[len(TORCHVISION_PREFIX):], weights=weights, name=name, opset=opset)
     if isinstance(source, (str, os.PathLike)):
-        from .. import samples
-        if isinstance(source, str) and source in samples.names() and not Path(source).exists():
-            return samples.load(source).model
         return load_onnx_file(source, name=name)
     raise ModelLoadError(f"Cannot load a model from a {type(source).__name__}: pass an ONNX path, bytes, an "
                          "onnx.ModelProto, a torch.nn.Module with example_input, 'torchvision:NAME' or a sample name.")

@@ -17,6 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import InputSpecError
+from ..graph import GraphIndex
 from .spec import Dim, TensorSpec
 
 IMAGE_SIZES = (224, 320, 256, 192, 160, 128, 96, 64, 48, 32, 640)  # tried in order for dynamic height/width
@@ -287,13 +288,9 @@ class _GraphFacts:
     compared with."""
 
     def __init__(self, proto: onnx.ModelProto):
-        graph = proto.graph
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.constants = {init.name: init for init in graph.initializer}
-        for node in graph.node:
+        self.index = GraphIndex(proto)
+        self.constants = dict(self.index.initializers)
+        for node in self.index.nodes:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = node.attribute[0].t
 
@@ -304,7 +301,7 @@ class _GraphFacts:
             if tensor in seen:
                 continue
             seen.add(tensor)
-            for node in self.consumers.get(tensor, []):
+            for node in self.index.consumers(tensor):
                 if node.op_type == "Gather" and list(node.input).index(tensor) == 1 \
                         and node.input[0] in self.constants:
                     axis = next((a.i for a in node.attribute if a.name == "axis"), 0)

@@ -6,6 +6,7 @@ import warnings
 import onnx
 
 from .._optional import require
+from ..graph import GraphIndex
 
 # IEEE half limits. The converter's defaults (1e-7, 1e4) would clamp weights in [1e4, 65504] that a real FP16 engine
 # keeps, so we clamp only what FP16 cannot represent: that is what rounding to FP16 does anyway.
@@ -66,12 +67,12 @@ def _retarget_float_casts(graph: onnx.GraphProto) -> None:
 def _restore_fp32_outputs(graph: onnx.GraphProto, fp32_outputs: set[str]) -> None:
     """Undo a converter slip: with keep_io_types, an output made by a blocked (FP32) node gets a Cast to FP16 and
     the graph output is retyped FP16. Drop that Cast so the blocked node writes the FP32 output itself."""
-    producer = {out: node for node in graph.node for out in node.output}
+    index = GraphIndex(graph)
     for output in graph.output:
         if output.name not in fp32_outputs or output.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             continue
-        cast = producer[output.name]
-        if cast.op_type != "Cast":
+        cast = index.producer(output.name)
+        if cast is None or cast.op_type != "Cast":
             raise ValueError(f"FP16 conversion retyped output {output.name!r} without a Cast")
         inner = cast.input[0]
         graph.node.remove(cast)

@@ -29,6 +29,7 @@ from onnxruntime.quantization.calibrate import save_tensors_data
 
 from ..calibration import CalibrationSet
 from ..errors import PrecisionError
+from ..graph import GraphIndex
 from ..models.spec import Model
 from .calibrate import CALIBRATION_METHODS, activation_ranges, calibration_batches, prepare, range_key
 from .plan import PrecisionPlan
@@ -272,12 +273,12 @@ def _unquantize_weighted_add_inputs(graph: onnx.GraphProto) -> None:
     ORT quantises every Add input; TensorRT wants the weighted op's output unquantised so it can fuse the Add into
     that op, with Q/DQ only on the other (residual) branch. ORT has no per-input option for this, hence this pass.
     """
-    producer = {out: node for node in graph.node for out in node.output}
+    index = GraphIndex(graph)
     for add in (node for node in graph.node if node.op_type == "Add"):
         for i, name in enumerate(add.input):
-            dq = producer.get(name)
-            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-            source = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+            dq = index.producer(name)
+            q = index.producer(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            source = index.producer(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
             if source is not None and source.op_type in WEIGHTED_OPS:
                 add.input[i] = q.input[0]
                 break  # if both branches are weighted, the second keeps its Q/DQ as the residual input

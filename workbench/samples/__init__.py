@@ -54,7 +54,7 @@ _LOADED: dict[str, Sample] = {}
 
 
 def names() -> list[str]:
-    """Names of the bundled samples, for `load()` and `workbench.models.load_model()`."""
+    """Names of the bundled samples, for `load()` and `workbench.load_model()`."""
     return list(_REGISTRY)
 
 
@@ -68,10 +68,21 @@ def load(name: str) -> Sample:
     return _LOADED[name]
 
 
+def load_model(source, **kwargs):
+    """`workbench.models.load_model`, plus sample names (a sample's model; an existing file of that name wins)."""
+    from pathlib import Path
+
+    from ..models import load_model as load_source
+
+    if isinstance(source, str) and source in _REGISTRY and not Path(source).exists():
+        return load(source).model
+    return load_source(source, **kwargs)
+
+
 def describe() -> list[dict]:
     """One dict per sample (name, description, task, inputs, calibration set names, has labels) without loading it."""
     return [{"name": name, "description": e.description, "task": e.task, "inputs": [dict(i) for i in e.inputs],
              "calibration_sets": list(e.calibration), "has_labels": e.has_labels} for name, e in _REGISTRY.items()]
 
 
-__all__ = ["DEFAULT_SAMPLE", "EvalData", "Sample", "describe", "load", "names"]
+__all__ = ["DEFAULT_SAMPLE", "EvalData", "Sample", "describe", "load", "load_model", "names"]

@@ -23,8 +23,8 @@ import math
 from collections.abc import Iterable, Sequence
 
 from ..errors import WorkbenchError
-from ..results import RunResult
-from .policy import common_batch, config_label, fp32_baselines, latency_at
+from ..results import RunResult, baseline_of
+from .policy import common_batch, latency_at
 
 DAYS_PER_MONTH = 30.4
 MS_PER_HOUR = 3_600_000.0
@@ -95,13 +95,12 @@ def cost_table(results: Iterable[RunResult], volumes: Sequence[float] = DEFAULT_
     _positive("price_per_hour", price_per_hour, allow_zero=True)
     _utilisation(utilisation)
     batch = batch or common_batch(results)
-    baselines = fp32_baselines(results)
     rows = []
     for result in results:
         stats = latency_at(result, batch)
         if stats is None:
             continue  # not comparable at this batch; the policy matrix reports these explicitly
-        baseline = baselines.get((result.model, result.backend))
+        baseline = baseline_of(result, results, batch=batch)
         base_stats = latency_at(baseline, batch) if baseline else None
         for volume in volumes:
             cost = monthly_cost(volume, batch, price_per_hour, latency_ms=stats.median, utilisation=utilisation)
@@ -109,7 +108,7 @@ def cost_table(results: Iterable[RunResult], volumes: Sequence[float] = DEFAULT_
             if base_stats is not None and volume > 0:
                 # cost is linear in latency, so the saving is the latency ratio at every volume
                 savings = 1.0 - stats.median / base_stats.median
-            rows.append({"config": config_label(result), "model": result.model, "precision": result.precision,
+            rows.append({"config": result.label, "model": result.model, "precision": result.precision,
                          "backend": result.backend, "batch": batch, "latency_ms": stats.median,
                          "requests_per_day": float(volume), "price_per_hour": float(price_per_hour),
                          "utilisation": float(utilisation), **cost, "savings_vs_fp32": savings})

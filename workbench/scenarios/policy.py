@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import PolicyError
 from ..precision.plan import PRECISIONS
-from ..results import AccuracyStats, LatencyStats, RunResult
+from ..results import AccuracyStats, LatencyStats, RunResult, baseline_of
 
 FORMAT_VERSION = 1
 _TOLERANCE = 1e-9  # points; 100 * (1 - 0.97) is 3.0000000000000027, which must still pass a 3-point limit
@@ -165,11 +165,6 @@ def default_policies() -> PolicyTable:
 # ---- choosing -------------------------------------------------------------------------------------------------
 
 
-def config_label(result: RunResult) -> str:
-    """Name of a configuration in tables and figures, e.g. 'int8 (minmax, onnxruntime, digits) @ onnxruntime'."""
-    return result.label + (f" +{len(result.keep_fp32)} fp32" if result.keep_fp32 else "")
-
-
 @dataclass
 class CandidateCheck:
     """How one result fares against one region policy."""
@@ -200,7 +195,7 @@ class RegionChoice:
 
     @property
     def config(self) -> str | None:
-        return config_label(self.choice) if self.choice else None
+        return self.choice.label if self.choice else None
 
     def to_json(self) -> dict:
         return {"region": self.region, "policy": self.policy.to_json(), "choice": self.config,
@@ -216,15 +211,6 @@ def common_batch(results: Iterable[RunResult]) -> int | None:
 
 def latency_at(result: RunResult, batch: int) -> LatencyStats | None:
     return next((stats for stats in result.latency if stats.batch == batch), None)
-
-
-def fp32_baselines(results: Iterable[RunResult]) -> dict[tuple[str, str], RunResult]:
-    """The plain FP32 result per (model, backend): the reference for accuracy drops and savings."""
-    baselines: dict[tuple[str, str], RunResult] = {}
-    for r in results:
-        if r.precision == "fp32" and not r.keep_fp32:
-            baselines.setdefault((r.model, r.backend), r)
-    return baselines
 
 
 METRICS = ("top1", "top1_agreement", "cosine")
@@ -261,7 +247,7 @@ def check(policy: RegionPolicy, result: RunResult, baseline: RunResult | None, b
     """Does `result` satisfy `policy`? The reason names the first rule it breaks."""
     stats = latency_at(result, batch)
     drop, metric, problem = accuracy_drop(result, baseline)
-    label = config_label(result)
+    label = result.label
     if not policy.allows(result.precision):
         reason = f"no {result.precision.upper()} allowed"
     elif (policy.calibration_set and result.precision == "int8"
@@ -292,10 +278,9 @@ def choose(policies: PolicyTable | Iterable[RegionPolicy], results: Iterable[Run
         raise ValueError(f"tie_tolerance={tie_tolerance!r}: give a fraction in [0, 1), e.g. 0.05 for 5 %.")
     results = list(results)
     batch = batch or common_batch(results)
-    baselines = fp32_baselines(results)
     choices = []
     for policy in policies:
-        checks = [check(policy, r, baselines.get((r.model, r.backend)), batch) for r in results]
+        checks = [check(policy, r, baseline_of(r, results, batch=batch), batch) for r in results]
         passing = [(c, r) for c, r in zip(checks, results) if c.ok]
         if passing:
             fastest_check, _ = min(passing, key=lambda pair: pair[0].latency_ms)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..backends.base import EngineGraph
+from ..engine import EngineGraph
 from ..errors import PlanImportError
 from .parse import (PLAN_BACKEND, engine_graph, join_profile, parse_build_metadata, parse_device_metadata,
                     parse_graph, parse_profile, parse_profile_metadata, split_layer_name)

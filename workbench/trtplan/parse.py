@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import EngineGraph, EngineLayer
+from ..engine import EngineGraph, EngineLayer
 from ..errors import PlanImportError
 
 PLAN_BACKEND = "tensorrt-plan"

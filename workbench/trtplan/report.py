@@ -8,7 +8,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ..backends.base import EngineLayer
+from ..engine import EngineLayer
 from . import TrtPlan
 from .parse import QDQ_OPS, node_op_type
 

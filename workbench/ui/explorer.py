@@ -15,9 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from .._optional import require
 from ..backends import backend_names
 from ..errors import WorkbenchError
-from ..results import RunResult
+from ..results import RunResult, baseline_of
 from ..views.tables import html_table
 from .loader import Loader
+from .mixed import MixedPrecisionTab
 
 BATCH_SIZES = (1, 8, 32)
 
@@ -75,9 +76,11 @@ class Explorer:
         self.fusion = widgets.HTML()
         self.figures = {name: go.Figure() for name in ("latency", "drift", "tradeoff")}
         self._figure_widgets = {name: go.FigureWidget() for name in self.figures}
+        self.mixed = MixedPrecisionTab(self)
         tabs = widgets.Tab(children=[self.fusion, self._figure_widgets["latency"], self._figure_widgets["drift"],
-                                     self._figure_widgets["tradeoff"], self.summary])
-        for i, title in enumerate(("Fusion", "Per-layer latency", "Drift", "Latency vs accuracy", "Summary")):
+                                     self._figure_widgets["tradeoff"], self.summary, self.mixed.widget])
+        for i, title in enumerate(("Fusion", "Per-layer latency", "Drift", "Latency vs accuracy", "Summary",
+                                   "Mixed precision")):
             tabs.set_title(i, title)
         int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
@@ -107,7 +110,8 @@ class Explorer:
         return {"precision": self.precision.value, "batch": self.batch.value,
                 "calibration": self.calibration.value if int8 else None,
                 "method": self.method.value if int8 else None,
-                "qdq_style": self.qdq_style.value if int8 else None}
+                "qdq_style": self.qdq_style.value if int8 else None,
+                "keep_fp32": self.mixed.keep_fp32() if int8 else ()}
 
     # ---- work ---------------------------------------------------------------------------------
     def session(self, model: str | None = None, backend: str | None = None):
@@ -118,6 +122,9 @@ class Explorer:
         if key not in self._sessions:
             source = self._user_models.get(key[0], key[0])
             self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step, **self._session_kwargs)
+        for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
+            if other_key[0] != key[0]:
+                other.close()
         return self._sessions[key]
 
     def request(self) -> Future:
@@ -185,6 +192,7 @@ class Explorer:
         self.figures["drift"] = views.drift_figure(drifting) if drifting else _placeholder(
             "No drift yet: FP32 is the reference. Pick FP16 or INT8 to see where precision is lost, layer by layer.")
         self.figures["tradeoff"] = views.tradeoff_figure(same_model)
+        self.mixed.show(session, result)
         for name, figure in self.figures.items():
             target = self._figure_widgets[name]
             with target.batch_update():
@@ -194,10 +202,7 @@ class Explorer:
         self._show_summary()
 
     def _baseline(self, result: RunResult) -> RunResult | None:
-        if result.precision == "fp32":
-            return None
-        return next((r for r in self.results if r.model == result.model and r.backend == result.backend
-                     and r.precision == "fp32" and r.headline_latency.batch == result.headline_latency.batch), None)
+        return None if result.is_baseline else baseline_of(result, self.results)
 
     def _show_summary(self) -> None:
         from .. import views

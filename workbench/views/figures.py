@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from ..backends.base import EngineGraph, EngineLayer
+from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import RunResult
+from ..results import LAYER_TIME_BAND, RunResult, baseline_of, speedup_over
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -101,6 +101,9 @@ def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph
     ratio = result.layer_time_ratio if isinstance(result, RunResult) else None
     subtitle = f"measured on: {engine.measured_graph}" + (
         f"; layer times sum to {ratio:.0%} of end-to-end latency" if ratio is not None else "")
+    if isinstance(result, RunResult) and result.layer_times_agree is False:
+        low, high = LAYER_TIME_BAND
+        subtitle += f" ⚠ outside {low:.0%}–{high:.0%}: the bars do not add up to the latency"
     fig.update_layout(
         title=dict(text=f"Per-layer latency: {_title(result)}", subtitle=dict(text=subtitle)),
         xaxis_title="latency per inference (ms)", legend_title=color_by, barmode="overlay",
@@ -292,33 +295,29 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult]) -> go.Figure:
 
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("model", "precision", "method", "style", "calibration", "backend", "latency_median_ms",
-                   "latency_p90_ms", "speedup_vs_fp32", "top1", "top1_drop", "agreement", "cosine",
-                   "accelerated", "notes")
-
-
-def _fp32_baseline(result: RunResult, items: list[RunResult]) -> RunResult | None:
-    for other in items:
-        if (other.precision == "fp32" and not other.keep_fp32 and other.model == result.model
-                and other.backend == result.backend
-                and other.headline_latency.batch == result.headline_latency.batch):
-            return other
-    return None
+                   "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci", "speedup_verdict",
+                   "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
 
 
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
-    FP32 result of the same model, backend and batch size in `results` (None when there is none)."""
+    FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
+    [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
+    "baseline"."""
     items = _results(results)
     rows = []
     for r in items:
-        base = baseline or _fp32_baseline(r, items)
+        base = baseline or baseline_of(r, items)
+        gain = speedup_over(r, base) if base else None
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
             "model": r.model, "precision": r.precision, "method": r.method, "style": r.qdq_style,
             "calibration": r.calibration, "backend": r.backend,
-            "latency_median_ms": r.headline_latency.median, "latency_p90_ms": r.headline_latency.p90,
-            "speedup_vs_fp32": base.headline_latency.median / r.headline_latency.median if base else None,
+            "latency_median_ms": r.headline_latency.median, "latency_median_ci_ms": r.headline_latency.median_ci,
+            "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
+            "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None else None,
+            "speedup_verdict": None if gain is None else "baseline" if base is r else gain.verdict,
             "top1": top1,
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None
             else None,
@@ -333,8 +332,10 @@ def _fmt(key: str, value) -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, list):  # an interval
+        return "–".join(_fmt(key, v) for v in value)
     if isinstance(value, float):
-        if key == "speedup_vs_fp32":
+        if key in ("speedup_vs_fp32", "speedup_ci"):
             return f"×{value:.2f}"
         if key in ("top1", "top1_drop", "agreement"):
             return f"{value * 100:.2f}%"

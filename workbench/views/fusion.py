@@ -14,7 +14,7 @@ import onnx
 from plotly.colors import qualitative, unlabel_rgb
 
 from .._optional import require
-from ..backends.base import EngineGraph, EngineLayer
+from ..engine import EngineGraph, EngineLayer
 from ..errors import MissingDependencyError, WorkbenchError
 from ..models.spec import Model
 from ..results import RunResult

@@ -9,7 +9,7 @@ from ..errors import WorkbenchError
 from ..results import RunResult
 from ..scenarios.cost import DEFAULT_VOLUMES, cost_table
 from ..scenarios.mismatch import MismatchMatrix
-from ..scenarios.policy import RegionChoice, config_label
+from ..scenarios.policy import RegionChoice
 
 VIOLATES, ALLOWED, CHOSEN = 0, 1, 2
 _POLICY_COLORS = {VIOLATES: "#F4B6B6", ALLOWED: "#B7E4C7", CHOSEN: "#2D9D5B"}
@@ -34,7 +34,7 @@ def policy_matrix_figure(choices: Sequence[RegionChoice], results: Sequence[RunR
     if any(len(c.checks) != len(results) for c in choices):
         raise WorkbenchError("The choices were computed from different results: call choose(policies, results) "
                              "with the results you pass here.")
-    columns = [config_label(r) for r in results]
+    columns = [r.label for r in results]
     z, text, hover = [], [], []
     for choice in choices:
         z_row, text_row, hover_row = [], [], []

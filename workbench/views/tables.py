@@ -17,6 +17,8 @@ def html_table(rows: Sequence[dict], *, css_class: str = "workbench-table") -> s
 
 
 def _cell(value) -> str:
+    if isinstance(value, list):  # an interval [low, high]
+        return "–".join(_cell(v) for v in value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)

@@ -1,18 +1,21 @@
-"""The backend protocol (build, run, layers, profile) and the backend-neutral engine graph.
+"""What every engine shares: the layer graph with ONNX provenance, per-layer timings, and the base engine.
 
-Modelled on Polygraphy's loaders and runners: a Backend turns a precision-baked ONNX model into an
-Engine; an Engine runs feeds, describes its own layers (with ONNX provenance) and profiles them.
+Modelled on Polygraphy's runners: `Engine.run` checks the feeds against the model's input specs, then calls the
+engine's own `_run`; `profile` does the same before `_profile`; `close()` releases what the engine holds (also on
+leaving a `with` block). Results, views and the TensorRT plan reader import this module, never `backends`.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import onnx
 
-from ..errors import InputSpecError
-from ..models.spec import TensorSpec
+from .errors import BackendError, InputSpecError
+from .models.spec import Model, TensorSpec
+
+REDUCED_PRECISIONS = ("fp16", "bf16", "int8")
 
 
 @dataclass
@@ -87,48 +90,107 @@ class LayerTiming:
     count: int  # how many timed inferences it summarises
 
 
-@dataclass(frozen=True)
-class BuildOptions:
-    """Backend-neutral build settings; a backend ignores what it has no use for (and says so in notes)."""
+class Engine(ABC):
+    """A built, runnable engine. Subclasses implement `_run`, `_profile`, `layers` and (if they hold resources)
+    `_close`; the public methods check feeds and state first."""
 
-    threads: int | None = None  # None: backend default
-    optimization_level: str = "all"  # ONNX Runtime: disable | basic | extended | layout | all
-    inference_precision: str | None = None  # OpenVINO hint: "f32" | "bf16"; None: derived from the plan
-    workspace_mb: int = 1024  # TensorRT workspace pool limit
-    shape_range: tuple = ()  # ((input_name, min_shape, opt_shape, max_shape), ...) for dynamic axes
+    backend: str = "engine"
 
+    def __init__(self, input_specs: list[TensorSpec], notes: list[str] | None = None) -> None:
+        self.input_specs = list(input_specs)
+        self.notes: list[str] = list(notes or [])  # honest caveats, e.g. "FP16 runs in FP32 here: not accelerated"
+        self.closed = False
 
-@runtime_checkable
-class Engine(Protocol):
-    """A built, runnable engine."""
-
-    backend: str
-    notes: list[str]  # honest caveats, e.g. "FP16 runs in FP32 on this backend: not accelerated"
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raise InputSpecError unless `feeds` has exactly the model's inputs with matching dtype and shape."""
+        check_feeds(feeds, self.input_specs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one batch; returns outputs in the model's output order."""
+        self._check_open()
+        self.check_feeds(feeds)
+        return self._run(feeds)
 
+    def profile(self, feeds: dict[str, np.ndarray], *, runs: int = 20, warmup: int = 3,
+                progress: bool = False) -> list[LayerTiming]:
+        """Per-layer time per inference (median over `runs` timed runs after `warmup` untimed ones); the names
+        are those of `layers()`."""
+        self._check_open()
+        self.check_feeds(feeds)
+        if runs < 1 or warmup < 0:
+            raise BackendError(f"profile needs runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
+        return self._profile(feeds, runs=runs, warmup=warmup, progress=progress)
+
+    @abstractmethod
     def layers(self) -> EngineGraph:
         """The engine's layers with ONNX provenance (no timings)."""
 
-    def profile(self, feeds: dict[str, np.ndarray], runs: int = 20) -> list[LayerTiming]:
-        """Per-layer mean latency over `runs` inferences of `feeds`."""
+    def optimized_model(self) -> onnx.ModelProto | None:
+        """The engine's own optimised ONNX graph, where it has one (ONNX Runtime); else None."""
+        return None
+
+    def close(self) -> None:
+        """Release what the engine holds (sessions, compiled models, device memory). Safe to call twice."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    @abstractmethod
+    def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
+                 progress: bool) -> list[LayerTiming]: ...
+
+    def _close(self) -> None:
+        """Release resources; engines holding nothing beyond Python objects need not override it."""
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise BackendError(f"This {self.backend} engine was closed: build it again (Workbench.engine(result) "
+                               "rebuilds it on demand).")
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """Builds engines from precision-baked ONNX models."""
+@dataclass(frozen=True)
+class EngineOptions:
+    """Base of each engine's own build options (a frozen dataclass per engine)."""
 
-    name: str
+    def to_json(self) -> dict:
+        return asdict(self)
 
+
+class Backend(ABC):
+    """Builds engines from precision-baked models. `options_type` is the engine's own options dataclass."""
+
+    name: str = "backend"
+    options_type: type[EngineOptions] = EngineOptions
+
+    @abstractmethod
     def version(self) -> str:
-        """Backend library version (part of every cache key)."""
+        """Engine library version (part of every cache key)."""
 
-    def accelerated_precisions(self) -> dict[str, bool]:
-        """For "fp32", "fp16", "bf16", "int8": does this backend really run it faster on this machine?"""
+    @abstractmethod
+    def accelerated(self, precision: str, qdq_style: str | None = None) -> bool:
+        """Does this engine run `precision` (with Q/DQ placed in `qdq_style`) faster than FP32 on this machine?"""
 
-    def build(self, model: onnx.ModelProto, options: BuildOptions = BuildOptions()) -> Engine:
+    @abstractmethod
+    def build(self, model: Model, options: EngineOptions | None = None) -> Engine:
         """Build an engine; raise BackendError with a readable message on failure."""
+
+    def graph_of(self, model: Model | onnx.ModelProto) -> onnx.ModelProto:
+        """The ONNX graph to build from a workbench Model (a bare ModelProto is accepted too)."""
+        proto = model.proto if isinstance(model, Model) else model
+        if not isinstance(proto, onnx.ModelProto):
+            raise BackendError(f"{type(self).__name__}.build needs a workbench Model, got {type(model).__name__}: "
+                               "load it with workbench.load_model first.")
+        return proto
+
 
 
 def check_feeds(feeds: dict[str, np.ndarray], input_specs: list[TensorSpec]) -> None:

@@ -1,0 +1,140 @@
+"""Sensitivity ranking and the accuracy-budgeted search, on the tiny CNN (fast) and on hand-made drift."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from conftest import make_tiny_cnn
+
+import workbench.precision
+from workbench import CalibrationSet, Workbench
+from workbench.backends.onnxruntime import OnnxRuntimeBackend
+from workbench.engine import EngineGraph, EngineLayer
+from workbench.errors import InputSpecError
+from workbench.models.spec import Model
+from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
+from workbench.samples.base import EvalData, Sample
+from workbench.tune import metric_value, quantised_units, rank_by_drift
+
+FAST = {"runs": 3, "batch": 8}
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    proto = make_tiny_cnn()
+    rng = np.random.default_rng(3)
+    inputs = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    labels = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": inputs})[0].argmax(1)
+    calibration = CalibrationSet.from_arrays("noise", rng.standard_normal((32, 1, 8, 8)).astype(np.float32),
+                                             input_name="input")
+    sample = Sample(name="tiny", description="tiny CNN",
+                    model=Model.from_proto(proto, name="tiny-cnn", source="tests/conftest.py"),
+                    eval=EvalData({"input": inputs}, labels), calibration_sets={"noise": calibration})
+    return Workbench(sample, progress=False, cache_dir=tmp_path_factory.mktemp("tune-cache"))
+
+
+@pytest.fixture
+def no_builds(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("no engine build / precision transform expected here")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "build", fail)
+    monkeypatch.setattr(workbench.precision, "apply_plan", fail)
+
+
+def _result(layers, drift, accuracy=None) -> RunResult:
+    return RunResult(model="tiny-cnn", precision="int8", method="minmax", qdq_style="onnxruntime",
+                     calibration="noise", calibration_hash="x", backend="onnxruntime", versions={},
+                     synthetic_data=False, latency=[LatencyStats(8, 1.0, 1.1, 0.9, 1.0, 3, 8000.0)],
+                     accuracy=accuracy, engine=EngineGraph("onnxruntime", layers, []), drift=drift)
+
+
+def test_drift_proxy_ranks_units_by_the_noise_each_adds():
+    # conv1 adds 1e-4 of noise; conv2 (+ the folded BN, residual Add, Relu, pool it feeds) brings it to 1e-2;
+    # fc adds the rest. GAP/Flatten are outside every unit, so they belong to the unit feeding them (conv2).
+    layers = [EngineLayer("conv1_token", "QLinearConv", "int8", ["conv1"], latency_ms=0.2),
+              EngineLayer("conv2_token", "QLinearConv", "int8", ["conv2", "add"], latency_ms=0.6),
+              EngineLayer("Transpose", "Transpose", "int8", [], inserted=True, latency_ms=0.1),
+              EngineLayer("fc", "QGemm", "int8", ["fc", "fc_QuantizeLinear"], latency_ms=0.1),
+              EngineLayer("softmax", "Softmax", "fp32", ["softmax"], latency_ms=0.0)]
+    drift = [DriftPoint("r1", "relu1", 40.0, 1.0, 0.0), DriftPoint("r2", "relu2", 20.0, 1.0, 0.0),
+             DriftPoint("logits", "fc", 10 * math.log10(1 / 0.0125), 1.0, 0.0)]
+    result = _result(layers, drift)
+    units = quantised_units(result, make_tiny_cnn_names())
+    assert [u.nodes for u in units] == [["conv1"], ["conv2", "add"], ["fc"]]  # no inserted/fp32 layers, no Q/DQ
+    assert units[1].latency_share == pytest.approx(0.6 / 1.0)
+    ranked = rank_by_drift(result, make_tiny_cnn(), units)
+    assert [r.unit.layer for r in ranked] == ["conv2_token", "fc", "conv1_token"]
+    assert ranked[0].noise_added == pytest.approx(1e-2 - 1e-4)
+    assert ranked[1].noise_added == pytest.approx(0.0125 - 1e-2)
+    assert ranked[2].noise_added == pytest.approx(1e-4) and ranked[2].output_sqnr_db == 40.0
+
+
+def make_tiny_cnn_names() -> list[str]:
+    return [node.name for node in make_tiny_cnn().graph.node]
+
+
+def test_metric_values_and_a_missing_metric_is_a_typed_error():
+    result = _result([], [], AccuracyStats(top1=None, top1_agreement=0.975, cosine=0.99, max_abs_diff=0.1,
+                                           samples=40))
+    assert metric_value(result, "agreement") == pytest.approx(97.5)
+    assert metric_value(result, "cosine") == pytest.approx(0.99)
+    with pytest.raises(InputSpecError, match="no labels"):
+        metric_value(result, "top1")
+    with pytest.raises(InputSpecError, match="choose one of"):
+        metric_value(result, "f1")
+
+
+def test_sensitivity_confirms_the_top_units_by_rebuilding(session):
+    int8 = session.run("int8", **FAST)
+    report = session.sensitivity(int8, metric="cosine", confirm=2, **FAST)
+    confirmed = [u for u in report.units if u.recovered is not None]
+    assert len(confirmed) == 2 and len(report.units) >= 3
+    assert [u.recovered for u in confirmed] == sorted((u.recovered for u in confirmed), reverse=True)
+    best = confirmed[0]
+    again = session.run("int8", keep_fp32=best.unit.nodes, **FAST)  # the same configuration: from the cache
+    assert again.label == best.confirmed_label
+    assert best.recovered == pytest.approx(metric_value(again, "cosine") - metric_value(int8, "cosine"))
+    json.dumps(report.to_json())
+
+
+def test_tune_reverts_units_until_budget_and_chooses_the_fastest_within(session):
+    found = session.tune(max_drop=0.0, metric="cosine", budget=4, **FAST)  # nothing quantised is exact
+    assert 2 <= len(found.configurations) <= 5  # FP32 + at most the budget
+    assert found.configurations[0].precision == "fp32" and found.configurations[0].drop == 0
+    assert found.chosen is not None and found.chosen.within_budget
+    assert found.chosen.latency_ms == min(c.latency_ms for c in found.configurations if c.within_budget)
+    assert found.stopped in ("budget used up", "no unit left to revert")
+    frontier = found.frontier
+    assert frontier and all(c.on_frontier for c in frontier)
+    fastest = min(found.configurations, key=lambda c: c.latency_ms)
+    assert fastest in frontier  # nothing beats the fastest on latency
+    accepted = [c for c in found.configurations if c.step.startswith("keep")]
+    for config in accepted:
+        assert config.keep_fp32 and set(config.kept_units[-1].split(" + ")) <= set(config.keep_fp32)
+    data = json.loads(json.dumps(found.to_json()))
+    assert set(data) >= {"chosen", "frontier", "sensitivity", "configurations"}
+
+
+def test_tune_a_second_time_is_served_from_the_cache(session, no_builds):
+    first = session.tune(max_drop=0.0, metric="cosine", budget=4, **FAST)  # measured by the test above
+    assert first.chosen is not None and len(first.configurations) >= 2
+
+
+def test_a_generous_budget_keeps_everything_quantised(session):
+    found = session.tune(max_drop=100.0, metric="agreement", budget=3, **FAST)
+    assert found.stopped == "fully quantised is within budget"
+    assert [c.step for c in found.configurations] == ["FP32 baseline", "quantise all"]
+    assert found.sensitivity is not None and all(u.recovered is None for u in found.sensitivity.units)
+    assert found.result_of(found.configurations[1]).precision == "int8"
+
+
+@pytest.mark.parametrize("bad, message", [({"budget": 0}, "budget"), ({"max_drop": -1}, "max_drop"),
+                                          ({"metric": "f1"}, "metric"), ({"precision": "fp32"}, "reduced")])
+def test_bad_tune_arguments_are_typed_errors(session, no_builds, bad, message):
+    options = {"max_drop": 1.0, "metric": "agreement", "budget": 2, **bad}
+    with pytest.raises(InputSpecError, match=message):
+        session.tune(options.pop("precision", "int8"), **options, **FAST)

@@ -1,0 +1,71 @@
+"""The explorer's Mixed precision tab driven as a user would: tick a unit, run the search, click a point."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from workbench.ui import Explorer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory):
+    ex = Explorer("digits-cnn", cache_dir=tmp_path_factory.mktemp("cache"), runs=3)
+    ex.wait()
+    return ex
+
+
+def test_fp32_has_no_units_and_int8_ranks_them(explorer):
+    assert explorer.mixed.checks == {} and "Pick INT8" in explorer.mixed.intro.value
+    explorer.precision.value = "int8"
+    shown = explorer.wait()
+    assert shown.precision == "int8" and not shown.keep_fp32
+    report = explorer.mixed.report
+    assert report is not None and report.configuration == shown.label
+    assert list(explorer.mixed.checks) == [u.unit.name for u in report.units][:len(explorer.mixed.checks)]
+    assert explorer.selection()["keep_fp32"] == ()
+
+
+def test_ticking_a_unit_keeps_it_in_fp32(explorer):
+    name, box = next(iter(explorer.mixed.checks.items()))
+    box.value = True
+    shown = explorer.wait()
+    nodes = explorer.mixed._units[name]
+    assert shown.keep_fp32 == nodes and explorer.current is shown
+    assert explorer.mixed.report.units[0].unit.name == name  # the ranking stays that of the fully quantised plan
+    assert "FP32" in shown.label
+    box.value = False
+    assert explorer.wait().keep_fp32 == []
+
+
+def test_find_the_fastest_within_budget_selects_the_chosen_plan(explorer):
+    explorer.mixed.max_drop.value = 0.0
+    explorer.mixed.metric.value = "cosine"
+    explorer.mixed.budget.value = 3
+    explorer.mixed.search().result(timeout=600)
+    found = explorer.mixed.found
+    assert found is not None and 2 <= len(found.configurations) <= 4
+    assert "configurations measured" in explorer.mixed.status.value
+    assert any(trace.customdata is not None for trace in explorer.mixed.pareto.data)
+    shown = explorer.wait()
+    chosen = found.chosen
+    if chosen.precision == "fp32":  # nothing quantised is exact: the search says FP32, the selection stays
+        assert shown.precision == "int8"
+    else:
+        assert sorted(shown.keep_fp32) == sorted(chosen.keep_fp32)
+
+
+def test_clicking_a_point_selects_that_configuration(explorer):
+    found = explorer.mixed.found
+    target = next(c for c in found.configurations if c.precision != "fp32" and c.keep_fp32)
+    trace = next(t for t in explorer.mixed.pareto.data if t.customdata is not None
+                 and target.cache_key in t.customdata)
+
+    class Points:
+        point_inds = [list(trace.customdata).index(target.cache_key)]
+
+    explorer.mixed._on_point(trace, Points(), None)
+    shown = explorer.wait()
+    assert sorted(shown.keep_fp32) == sorted(target.keep_fp32)
+    explorer.mixed.clear.click()
+    assert explorer.wait().keep_fp32 == []

@@ -1,0 +1,404 @@
+"""Layer sensitivity and accuracy-budgeted mixed precision: which units to keep in FP32, and the fastest plan that
+stays within an accuracy budget.
+
+A *unit* is what an engine runs as one layer: the original ONNX nodes a reduced-precision engine layer covers
+(`EngineLayer.onnx_nodes` that are nodes of the model), so keeping a unit in FP32 (`keep_fp32=unit.nodes`) removes
+exactly one quantised layer. Sensitivity is ranked first by a free proxy (the quantisation noise each unit adds,
+from the per-tensor drift every reduced-precision result already carries), then confirmed for the top candidates by
+really rebuilding with that unit in FP32 and measuring. The search (after NNCF's accuracy-controlled quantisation)
+quantises everything, reverts the unit that helps most, re-measures, and re-ranks from the new configuration's
+drift until the accuracy drop is within budget. Every configuration goes through `Workbench.run`, so it is cached:
+a second call with the same arguments is instant.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from tqdm.auto import tqdm
+
+from .calibration import DEFAULT_SIZE
+from .errors import InputSpecError
+from .graph import GraphIndex
+from .results import RunResult, baseline_of
+
+METRICS = ("top1", "agreement", "cosine")
+METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
+                "cosine": "cosine to FP32 (absolute)"}
+DEFAULT_BUDGET = 8
+DEFAULT_CONFIRM = 3
+_QUANTISED = ("int8", "mixed")
+
+
+@dataclass
+class QuantUnit:
+    """Original ONNX nodes that one reduced-precision engine layer runs: kept in FP32 together."""
+
+    layer: str  # engine layer name
+    layer_type: str
+    nodes: list[str]  # node names of the original model (the keep_fp32 entries)
+    latency_ms: float | None  # the layer's measured time per inference
+    latency_share: float | None  # of the summed layer time
+
+    @property
+    def name(self) -> str:
+        """Stable across configurations (engine layer names are not): the nodes it covers."""
+        return " + ".join(self.nodes)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "name": self.name}
+
+
+@dataclass
+class UnitSensitivity:
+    """How much one unit hurts: the proxy from drift, and (for the top candidates) the measured recovery."""
+
+    unit: QuantUnit
+    noise_added: float  # proxy: noise-to-signal power ratio this unit adds (output minus worst input), >= 0
+    output_sqnr_db: float | None  # SQNR at the unit's output in the measured configuration (None: not measured)
+    recovered: float | None = None  # metric gained when this unit alone stays FP32 (measured), in metric units
+    confirmed_label: str | None = None  # the configuration that measured it
+    confirmed_latency_ms: float | None = None  # its median latency
+
+    @property
+    def score(self) -> float:
+        """What the ranking sorts by: the measured recovery where there is one, else the proxy."""
+        return self.recovered if self.recovered is not None else self.noise_added
+
+    def to_json(self) -> dict:
+        return {"unit": self.unit.to_json(), "noise_added": self.noise_added, "output_sqnr_db": self.output_sqnr_db,
+                "recovered": self.recovered, "confirmed_label": self.confirmed_label,
+                "confirmed_latency_ms": self.confirmed_latency_ms}
+
+
+@dataclass
+class SensitivityReport:
+    """Units of one reduced-precision result ranked by harm: confirmed units first (by measured recovery), then the
+    others by the drift proxy."""
+
+    model: str
+    backend: str
+    configuration: str  # label of the ranked result
+    metric: str
+    baseline_value: float  # FP32 value of the metric
+    value: float  # the ranked result's value
+    units: list[UnitSensitivity]
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "configuration": self.configuration,
+                "metric": self.metric, "metric_unit": METRIC_UNITS[self.metric],
+                "baseline_value": self.baseline_value, "value": self.value,
+                "units": [u.to_json() for u in self.units]}
+
+
+@dataclass
+class TunedConfig:
+    """One configuration the search measured, with its speed and accuracy against FP32."""
+
+    label: str
+    precision: str
+    method: str | None
+    qdq_style: str | None
+    keep_fp32: list[str]
+    kept_units: list[str]  # units (their nodes) kept in FP32, in the order the search kept them
+    latency_ms: float  # headline median
+    latency_p90_ms: float
+    batch: int
+    speedup_vs_fp32: float | None  # FP32 median / this median
+    faster_beyond_noise: bool  # this p90 is below the FP32 median: the speed-up is not timing noise
+    value: float  # the metric
+    drop: float  # baseline minus value, in metric units (positive = worse than FP32)
+    within_budget: bool
+    on_frontier: bool = False
+    step: str = ""  # how the search got here
+    cache_key: str | None = None
+
+    @property
+    def kept_text(self) -> str:
+        """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers."""
+        if self.precision == "fp32":
+            return "FP32"
+        if not self.kept_units:
+            return f"all {self.precision}"
+        return "FP32: " + ", ".join(self.kept_units) if len(self.kept_units) <= 2 else \
+            f"{len(self.kept_units)} layers FP32"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "kept_text": self.kept_text}
+
+
+@dataclass
+class TuneResult:
+    """What `Workbench.tune` found: the chosen (fastest within budget) configuration and everything measured."""
+
+    model: str
+    backend: str
+    precision: str
+    metric: str
+    max_drop: float
+    budget: int
+    chosen: TunedConfig | None  # None only if not even FP32 was measured
+    configurations: list[TunedConfig]
+    sensitivity: SensitivityReport | None
+    stopped: str  # why the search ended
+    fp32_median_ms: float
+    results: list[RunResult] = field(default_factory=list, repr=False)  # in the order of `configurations`
+
+    @property
+    def frontier(self) -> list[TunedConfig]:
+        """Configurations no other one beats on both latency and drop, fastest first."""
+        return sorted((c for c in self.configurations if c.on_frontier), key=lambda c: c.latency_ms)
+
+    def result_of(self, config: TunedConfig) -> RunResult:
+        """The RunResult behind one of `configurations` (e.g. `chosen`), for views, bundles and engines."""
+        return next(r for r in self.results if r.cache_key == config.cache_key)
+
+    @property
+    def chosen_result(self) -> RunResult | None:
+        return self.result_of(self.chosen) if self.chosen else None
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "precision": self.precision, "metric": self.metric,
+                "metric_unit": METRIC_UNITS[self.metric], "max_drop": self.max_drop, "budget": self.budget,
+                "stopped": self.stopped, "fp32_median_ms": self.fp32_median_ms,
+                "chosen": self.chosen.to_json() if self.chosen else None,
+                "frontier": [c.to_json() for c in self.frontier],
+                "configurations": [c.to_json() for c in self.configurations],
+                "sensitivity": self.sensitivity.to_json() if self.sensitivity else None}
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+def metric_value(result: RunResult, metric: str) -> float:
+    """`metric` of a result: top1 and agreement in percent, cosine as is."""
+    if metric not in METRICS:
+        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
+    accuracy = result.accuracy
+    value = None if accuracy is None else {"top1": accuracy.top1, "agreement": accuracy.top1_agreement,
+                                           "cosine": accuracy.cosine}[metric]
+    if value is None:
+        hint = " (the data has no labels: use metric='agreement' or 'cosine')" if metric == "top1" else ""
+        raise InputSpecError(f"{result.label} has no {metric} measurement{hint}.")
+    return 100.0 * value if metric in ("top1", "agreement") else float(value)
+
+
+# ---- units and the drift proxy -----------------------------------------------------------------
+def quantised_units(result: RunResult, node_names) -> list[QuantUnit]:
+    """The units of a reduced-precision result, in engine order: layers running in INT8 (or mixed) that cover nodes
+    of the original model (`node_names`); inserted layers and standalone Q/DQ glue are not units."""
+    if result.engine is None:
+        raise InputSpecError(f"{result.label} has no engine layers: run it with profile=True to rank its units.")
+    known = set(node_names)
+    kept = set(result.keep_fp32)
+    total = sum(layer.latency_ms or 0.0 for layer in result.engine.layers)
+    units = []
+    for layer in result.engine.layers:
+        nodes = [n for n in layer.onnx_nodes if n in known and n not in kept]
+        if layer.inserted or not nodes or layer.precision not in _QUANTISED:
+            continue
+        units.append(QuantUnit(layer=layer.name, layer_type=layer.type, nodes=nodes, latency_ms=layer.latency_ms,
+                               latency_share=(layer.latency_ms / total) if layer.latency_ms is not None and total
+                               else None))
+    return units
+
+
+def _noise(sqnr_db: float) -> float:
+    if math.isnan(sqnr_db):
+        return math.nan
+    return 0.0 if sqnr_db == math.inf else 10.0 ** (-sqnr_db / 10.0)
+
+
+def rank_by_drift(result: RunResult, model_proto, units: list[QuantUnit]) -> list[UnitSensitivity]:
+    """Proxy ranking: noise each unit adds (noise-to-signal ratio at its outputs minus the worst at its inputs).
+
+    Tensors without a drift point (fused away) inherit the worst noise of their inputs; nodes outside every unit
+    (folded BatchNorm, a fused Relu) belong to the unit that feeds them."""
+    index = GraphIndex(model_proto)
+    measured = {p.tensor: p.sqnr_db for p in result.drift}
+    unit_of = {node: i for i, unit in enumerate(units) for node in unit.nodes}
+    noise: dict[str, float] = {}
+    owner: dict[str, int | None] = {}  # tensor -> unit that produced it
+    outputs: dict[int, list[str]] = {i: [] for i in range(len(units))}
+    inputs: dict[int, list[str]] = {i: [] for i in range(len(units))}
+    for position in index.topological_order():
+        node = index.nodes[position]
+        sources = [t for t in node.input if t and t not in index.initializers]
+        inherited = max((noise.get(t, 0.0) for t in sources), default=0.0)
+        unit = unit_of.get(node.name)
+        if unit is None:
+            unit = next((owner[t] for t in sources if owner.get(t) is not None), None)
+        if unit is not None:
+            inputs[unit] += [t for t in sources if owner.get(t) != unit]
+        for tensor in (t for t in node.output if t):
+            value = _noise(measured[tensor]) if tensor in measured else math.nan
+            noise[tensor] = inherited if math.isnan(value) else value
+            owner[tensor] = unit
+            if unit is not None:
+                outputs[unit].append(tensor)
+    ranked = []
+    for i, unit in enumerate(units):
+        out = max((noise.get(t, 0.0) for t in outputs[i]), default=0.0)
+        into = max((noise.get(t, 0.0) for t in inputs[i]), default=0.0)
+        seen = [measured[t] for t in outputs[i] if t in measured]
+        ranked.append(UnitSensitivity(unit=unit, noise_added=max(0.0, out - into),
+                                      output_sqnr_db=min(seen) if seen else None))
+    return sorted(ranked, key=lambda s: -s.noise_added)
+
+
+# ---- session-level work ---------------------------------------------------------------------------
+def sensitivity(workbench, result: RunResult, *, metric: str = "agreement", confirm: int = DEFAULT_CONFIRM,
+                progress: bool | None = None, **run_options) -> SensitivityReport:
+    """Rank the units of `result` (a reduced-precision result of `workbench`) by harm: the drift proxy for all,
+    confirmed for the `confirm` top ones by running `result`'s configuration with that unit also kept in FP32.
+    `run_options` (batch, runs, ...) are passed to every `Workbench.run`."""
+    if result.precision == "fp32":
+        raise InputSpecError("Sensitivity ranks a reduced-precision result: pass an FP16 or INT8 result.")
+    baseline = _baseline(workbench, result, run_options)
+    units = rank_by_drift(result, workbench.model.proto, quantised_units(result, workbench.model.node_names))
+    value = metric_value(result, metric)
+    show = workbench.progress if progress is None else progress
+    for entry in tqdm(units[:max(confirm, 0)], desc="sensitivity", unit="unit", disable=not show):
+        trial = workbench.run(**_plan_options(result), keep_fp32=[*result.keep_fp32, *entry.unit.nodes],
+                              **run_options)
+        entry.recovered = metric_value(trial, metric) - value
+        entry.confirmed_label, entry.confirmed_latency_ms = trial.label, trial.headline_latency.median
+    confirmed = sorted((u for u in units if u.recovered is not None), key=lambda u: -u.recovered)
+    return SensitivityReport(model=result.model, backend=result.backend, configuration=result.label, metric=metric,
+                             baseline_value=metric_value(baseline, metric), value=value,
+                             units=confirmed + [u for u in units if u.recovered is None])
+
+
+def _baseline(workbench, result: RunResult, run_options: dict) -> RunResult:
+    return baseline_of(result, workbench.results) or workbench.run("fp32", **run_options)
+
+
+def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
+         budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
+         confirm: int = DEFAULT_CONFIRM, progress: bool | None = None, **run_options) -> TuneResult:
+    """Fastest configuration of `precision` (mixed with FP32 where needed) whose `metric` drops at most `max_drop`
+    below FP32 (top1/agreement in points, cosine absolute), measuring at most `budget` configurations besides FP32.
+
+    Each combination of `methods` x `qdq_styles` is measured fully quantised first; the search then starts from
+    the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
+    measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
+    repeats while the drop exceeds `max_drop`, a revert helps and budget remains. `run_options` (batch, runs,
+    drift, ...) go to every `Workbench.run`.
+    """
+    if metric not in METRICS:
+        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
+    if budget < 1:
+        raise InputSpecError(f"budget={budget}: allow at least one configuration to be measured.")
+    if max_drop < 0:
+        raise InputSpecError(f"max_drop={max_drop}: give the accuracy you can afford to lose as a positive number.")
+    if precision == "fp32":
+        raise InputSpecError("tune searches a reduced precision: pass precision='int8' (or 'fp16').")
+    search = _Search(workbench, metric, max_drop, budget, run_options,
+                     workbench.progress if progress is None else progress)
+    try:
+        stopped, report = search.run_all(precision, calibration, methods, qdq_styles, confirm)
+    finally:
+        search.bar.close()
+    configs = [search.config(r, kept, step) for r, kept, step in search.measured.values()]
+    _mark_frontier(configs)
+    inside = [c for c in configs if c.within_budget]
+    chosen = min(inside, key=lambda c: c.latency_ms) if inside else None
+    return TuneResult(model=workbench.model.name, backend=search.baseline.backend, precision=precision,
+                      metric=metric, max_drop=max_drop, budget=budget, chosen=chosen, configurations=configs,
+                      sensitivity=report, stopped=stopped,
+                      fp32_median_ms=search.baseline.headline_latency.median,
+                      results=[r for r, _, _ in search.measured.values()])
+
+
+class _Search:
+    """State of one accuracy-controlled search: every configuration measured, by cache key, in order."""
+
+    def __init__(self, workbench, metric: str, max_drop: float, budget: int, run_options: dict, progress: bool):
+        self.workbench, self.metric, self.max_drop, self.budget = workbench, metric, max_drop, budget
+        self.run_options = run_options
+        fp32 = workbench.run("fp32", **run_options)
+        self.baseline = baseline_of(fp32, [fp32]) or fp32
+        self.base_value = metric_value(self.baseline, metric)
+        self.measured: dict[str, tuple[RunResult, list[str], str]] = {
+            self.baseline.cache_key: (self.baseline, [], "FP32 baseline")}
+        self.bar = tqdm(total=budget, desc="tune", unit="config", disable=not progress)
+
+    @property
+    def spent(self) -> int:
+        return len(self.measured) - 1  # the FP32 baseline is free
+
+    def drop(self, result: RunResult) -> float:
+        return self.base_value - metric_value(result, self.metric)
+
+    def measure(self, step: str, kept: list[str], **options) -> RunResult:
+        result = self.workbench.run(**options, **self.run_options)
+        if result.cache_key not in self.measured:
+            self.measured[result.cache_key] = (result, kept, step)
+            self.bar.update()
+        return result
+
+    def run_all(self, precision, calibration, methods, qdq_styles, confirm):
+        starts = [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
+                               qdq_style=style)
+                  for method in methods for style in qdq_styles][:self.budget]
+        within = [r for r in starts if self.drop(r) <= self.max_drop]
+        if within:  # reverting units only slows a plan down: the fastest full plan within budget is the answer
+            fastest = min(within, key=lambda r: r.headline_latency.median)
+            return "fully quantised is within budget", sensitivity(
+                self.workbench, fastest, metric=self.metric, confirm=0, progress=False, **self.run_options)
+        current = min(starts, key=self.drop)
+        report = sensitivity(self.workbench, current, metric=self.metric,
+                             confirm=min(confirm, self.budget - self.spent), progress=False, **self.run_options)
+        for entry in report.units:  # the confirmations ran through the cache: record them (no new work)
+            if entry.recovered is not None:
+                self.measure(f"confirm {entry.unit.name}", [entry.unit.name], **_plan_options(current),
+                             keep_fp32=[*current.keep_fp32, *entry.unit.nodes])
+        return self.revert(current, report.units), report
+
+    def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
+        """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps."""
+        kept, tried = [], set()
+        while self.drop(current) > self.max_drop:
+            candidate = next((u for u in ranking if u.unit.name not in tried), None)
+            if candidate is None:
+                return "no unit left to revert"
+            keep = [*current.keep_fp32, *candidate.unit.nodes]
+            if self.spent >= self.budget and not self._has(current, keep):
+                return "budget used up"
+            tried.add(candidate.unit.name)
+            trial = self.measure(f"keep {candidate.unit.name}", [*kept, candidate.unit.name],
+                                 **_plan_options(current), keep_fp32=keep)
+            if self.drop(trial) < self.drop(current):
+                current, kept = trial, [*kept, candidate.unit.name]
+                # re-rank from the new configuration's own drift (free: every reduced result carries it)
+                fresh = rank_by_drift(current, self.workbench.model.proto,
+                                      quantised_units(current, self.workbench.model.node_names))
+                ranking = [u for u in fresh if u.unit.name not in tried]
+        return "within budget"
+
+    def _has(self, current: RunResult, keep: list[str]) -> bool:
+        return any(sorted(r.keep_fp32) == sorted(keep) and r.method == current.method
+                   and r.qdq_style == current.qdq_style for r, _, _ in self.measured.values())
+
+    def config(self, result: RunResult, kept: list[str], step: str) -> TunedConfig:
+        head = result.headline_latency
+        base = self.baseline.headline_latency.median
+        drop = self.drop(result)
+        return TunedConfig(label=result.label, precision=result.precision, method=result.method,
+                           qdq_style=result.qdq_style, keep_fp32=list(result.keep_fp32), kept_units=list(kept),
+                           latency_ms=head.median, latency_p90_ms=head.p90, batch=head.batch,
+                           speedup_vs_fp32=base / head.median if head.median > 0 else None,
+                           faster_beyond_noise=head.p90 < base,
+                           value=metric_value(result, self.metric), drop=drop,
+                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
+
+
+def _plan_options(result: RunResult) -> dict:
+    """The run() arguments that rebuild `result`'s precision plan (keep_fp32 aside)."""
+    return {"precision": result.precision, "calibration": result.calibration, "method": result.method,
+            "qdq_style": result.qdq_style, "calibration_size": result.calibration_size or DEFAULT_SIZE}
+
+
+def _mark_frontier(configs: list[TunedConfig]) -> None:
+    for config in configs:
+        config.on_frontier = not any(
+            other is not config and other.latency_ms <= config.latency_ms and other.drop <= config.drop
+            and (other.latency_ms < config.latency_ms or other.drop < config.drop) for other in configs)

@@ -1,0 +1,179 @@
+"""The explorer's "Mixed precision" tab: units ranked by sensitivity with a check box each to keep it in FP32 (the
+explorer's selection then includes `keep_fp32`, so the result updates like any other selection), a "find the
+fastest within budget" control running `Workbench.tune`, and the Pareto view of what the search measured (clicking
+a point selects that configuration).
+
+Thin like the explorer: ranking and search are `workbench.tune`, figures are `workbench.views.tuning`.
+"""
+from __future__ import annotations
+
+import html
+
+from .._optional import require
+from ..errors import WorkbenchError
+from ..results import RunResult
+
+MAX_UNITS = 40  # check boxes shown (the most sensitive units)
+
+
+class MixedPrecisionTab:
+    """Embedded by `Explorer` (its `mixed` attribute); `widget` is the tab's content. Widgets are public so code
+    can drive them: `checks` (unit name -> Checkbox), `metric`, `max_drop`, `budget`, `find`."""
+
+    def __init__(self, explorer) -> None:
+        widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
+        go = require("plotly.graph_objects", extra="notebook")
+        self.explorer = explorer
+        self.report = None  # SensitivityReport behind the check boxes
+        self.found = None  # TuneResult of the last search
+        self.checks: dict[str, object] = {}
+        self._units: dict[str, list[str]] = {}  # unit name -> its nodes
+        self._owner: tuple | None = None  # (model, backend) the units belong to
+        self._pinned: tuple[str, ...] | None = None  # exact keep_fp32 chosen by the search or a click
+        self._quiet = False  # set while boxes are changed by code, so that does not trigger a run
+        self.intro = widgets.HTML("<i>Pick INT8 to rank its layers by sensitivity.</i>")
+        self.units_box = widgets.VBox(layout=widgets.Layout(max_height="360px", overflow="auto"))
+        self.metric = widgets.Dropdown(options=["agreement", "top1", "cosine"], value="agreement",
+                                       description="Metric")
+        self.max_drop = widgets.BoundedFloatText(value=1.0, min=0.0, max=100.0, step=0.1, description="Max drop")
+        self.budget = widgets.BoundedIntText(value=6, min=1, max=50, description="Budget")
+        self.find = widgets.Button(description="Find the fastest within budget", button_style="primary",
+                                   layout=widgets.Layout(width="260px"))
+        self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))
+        self.status = widgets.HTML()
+        self.pareto = go.FigureWidget()
+        self.find.on_click(lambda _: self.search())
+        self.clear.on_click(lambda _: self.select(()))
+        self.widget = widgets.VBox([
+            self.intro, self.units_box,
+            widgets.HBox([self.metric, self.max_drop, self.budget]), widgets.HBox([self.find, self.clear]),
+            self.status, self.pareto])
+
+    # ---- what the explorer asks -----------------------------------------------------------------
+    def keep_fp32(self) -> tuple[str, ...]:
+        """Nodes the current selection keeps in FP32 (only for the model and engine the units belong to)."""
+        if self._owner != (self.explorer.model.value, self.explorer.backend.value):
+            return ()
+        if self._pinned is not None:
+            return self._pinned
+        return tuple(n for name, box in self.checks.items() if box.value for n in self._units[name])
+
+    def show(self, session, result: RunResult) -> None:
+        """Called by the explorer with every result it shows: rank a fully quantised result's units."""
+        owner = (self.explorer.model.value, self.explorer.backend.value)
+        if result.precision == "fp32":
+            if owner != self._owner:
+                self._set_units(None, owner)
+            return
+        if not result.keep_fp32 and (self.report is None or owner != self._owner
+                                     or self.report.configuration != result.label):
+            from ..tune import sensitivity
+
+            try:
+                report = sensitivity(session, result, metric=self._metric(result), confirm=0, progress=False,
+                                     batch=result.headline_latency.batch, runs=self.explorer._runs,
+                                     drift=self.explorer._drift)
+            except WorkbenchError as exc:
+                self.intro.value = f"<i>No sensitivity ranking: {html.escape(str(exc))}</i>"
+                return
+            self._set_units(report, owner)
+        self._reflect(result.keep_fp32)
+
+    # ---- actions ----------------------------------------------------------------------------------
+    def select(self, keep_fp32) -> None:
+        """Select the configuration keeping exactly `keep_fp32` in FP32 (the explorer recomputes and shows it)."""
+        self._pinned = tuple(keep_fp32) or None
+        self._reflect(keep_fp32)
+        self.explorer.request()
+
+    def search(self):
+        """Run `Workbench.tune` with the explorer's INT8 settings on its worker thread; select the chosen plan."""
+        explorer = self.explorer
+        config = explorer.selection()
+        if config["precision"] == "fp32":
+            self.status.value = "<i>Pick INT8 (or FP16) first: the search mixes that precision with FP32.</i>"
+            return None
+        self.status.value = "Searching…"
+        return explorer._executor.submit(self._search, explorer.model.value, explorer.backend.value, config)
+
+    def _search(self, model: str, backend: str, config: dict) -> None:
+        from ..views.tuning import pareto_figure
+
+        try:
+            found = self.explorer.session(model, backend).tune(
+                config["precision"], max_drop=self.max_drop.value, metric=self.metric.value,
+                budget=self.budget.value, calibration=config["calibration"], methods=(config["method"],),
+                qdq_styles=(config["qdq_style"],), batch=config["batch"], runs=self.explorer._runs,
+                drift=self.explorer._drift, progress=False)
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#b00020'><b>Error:</b> {html.escape(str(exc))}</span>"
+            return
+        self.found = found
+        figure = pareto_figure(found)
+        with self.pareto.batch_update():
+            self.pareto.data = []
+            self.pareto.add_traces(figure.data)
+            self.pareto.layout = figure.layout
+        for trace in self.pareto.data:
+            if trace.customdata is not None:
+                trace.on_click(self._on_point)
+        chosen = found.chosen
+        self.status.value = html.escape(
+            f"{len(found.configurations)} configurations measured ({found.stopped}); fastest within a "
+            f"{found.metric} drop of {found.max_drop:g}: {chosen.kept_text if chosen else 'none'}"
+            + (f", {chosen.latency_ms:.3f} ms median ({chosen.speedup_vs_fp32:.2f}x FP32)"
+               if chosen and chosen.speedup_vs_fp32 else "") + ". Click a point to select it.")
+        if chosen is not None and chosen.precision != "fp32":
+            self.select(chosen.keep_fp32)
+
+    def _on_point(self, trace, points, _state) -> None:
+        if not points.point_inds or self.found is None:
+            return
+        key = trace.customdata[points.point_inds[0]]
+        config = next((c for c in self.found.configurations if c.cache_key == key), None)
+        if config is not None and config.precision != "fp32":
+            self.select(config.keep_fp32)
+
+    # ---- rendering --------------------------------------------------------------------------------
+    def _metric(self, result: RunResult) -> str:
+        if self.metric.value == "top1" and (result.accuracy is None or result.accuracy.top1 is None):
+            self.metric.value = "agreement"
+        return self.metric.value
+
+    def _set_units(self, report, owner) -> None:
+        widgets = require("ipywidgets", extra="notebook")
+        self.report, self._owner, self._pinned = report, owner, None
+        self.checks, self._units = {}, {}
+        if report is None:
+            self.units_box.children = []
+            self.intro.value = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
+            return
+        rows = []
+        for entry in report.units[:MAX_UNITS]:
+            unit = entry.unit
+            share = "" if unit.latency_share is None else f"{unit.latency_share:5.1%} of time · "
+            box = widgets.Checkbox(value=False, indent=False, layout=widgets.Layout(width="auto"),
+                                   description=f"{unit.name[:60]}  ({share}noise {entry.noise_added:.1e})")
+            box.observe(self._on_check, names="value")
+            self.checks[unit.name], self._units[unit.name] = box, list(unit.nodes)
+            rows.append(box)
+        self.units_box.children = rows
+        self.intro.value = html.escape(
+            f"{len(report.units)} quantised units of {report.configuration}, most harmful first (drift proxy: "
+            "noise each adds). Tick a unit to keep it in FP32.")
+
+    def _reflect(self, keep_fp32) -> None:
+        """Tick exactly the units whose nodes are all kept."""
+        kept = set(keep_fp32)
+        self._quiet = True
+        try:
+            for name, box in self.checks.items():
+                box.value = bool(kept) and set(self._units[name]) <= kept
+        finally:
+            self._quiet = False
+
+    def _on_check(self, _change) -> None:
+        if self._quiet:
+            return
+        self._pinned = None  # the boxes now say what to keep
+        self.explorer.request()
