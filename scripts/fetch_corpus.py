@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -171,7 +172,7 @@ def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | 
         "int8_outputs": [o.to_json() for o in int8.accuracy.outputs],
         "int8_qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
                               for n in all_nodes(wb.variant_model(int8).proto.graph)),
-        "int8_steps": [n for n in int8.notes if "opset" in n or "quantiser fails" in n],
+        "int8_steps": [n for n in int8.notes if "opset" in n or "quantiser" in n],
         "notes": {precision: r.notes for precision, r in results.items()},
     }
 
@@ -181,12 +182,23 @@ def markdown_table(rows: list[dict]) -> str:
              "(cosine, first output) | Q/DQ nodes | INT8 steps taken |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fp16 = "refused by the FP16 converter" if r["fp16_refused"] else f"{r['fp16_cosine']:.4f}"
-        steps = "; ".join("opset converted to 13" if "opset" in n else n.split(":")[0] for n in r["int8_steps"])
+        steps = "; ".join(_step(n) for n in r["int8_steps"])
         lines.append(f"| {r['model']} | `{r['package']}` ({r['framework']}) | {r['opset']} | {r['nodes']} | "
                      f"{r['fp32_ms']:.2f} | {fp16} | {r['int8_speedup']:.2f}x | {r['int8_cosine']:.4f} | "
                      f"{r['int8_qdq_nodes']} | {steps or '-'} |")
     return "\n".join(lines)
 
+
+
+def _step(note: str) -> str:
+    """A result note about what INT8 needed, in a few words for the table."""
+    converted = re.search(r"from opset (\d+) to (\d+)", note)
+    if converted:
+        return f"opset {converted[1]} -> {converted[2]}"
+    failed = re.search(r"fails on (\d+) node\(s\) of this graph \((\w+)", note)
+    if failed:
+        return f"{failed[1]} nodes kept FP32 (quantiser {failed[2]})"
+    return note.split(":")[0]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,3 +113,16 @@ def test_if_bodies_reading_outer_tensors_are_sorted_after_their_producers():
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
     int8._sort_with_subgraph_inputs(graph)
     assert [n.name for n in graph.node] == ["producer", "if"]
+
+
+def test_a_graph_with_nothing_to_quantise_says_its_int8_runs_in_fp32():
+    proto = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Neg", ["x"], ["y"], name="neg")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", 4])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    model = finalize(proto, name="neg", source="test")
+    calib = CalibrationSet.from_arrays("cal", {"x": np.ones((8, 4), np.float32)})
+    result = apply_plan(model, PrecisionPlan("int8"), calib, progress=False)
+    assert any("found nothing to quantise" in n for n in precision_notes(result))

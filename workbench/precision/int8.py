@@ -118,6 +118,9 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
                          f"kept in FP32 automatically: {_name_list(failing)}")
     if plan.qdq_style == "tensorrt":
         _unquantize_weighted_add_inputs(quantized.graph)
+    if not any(node.op_type == "QuantizeLinear" for node in all_nodes(quantized.graph)):
+        notes.append("ONNX Runtime's quantiser found nothing to quantise in this graph (e.g. every op sits inside "
+                     "an If/Loop body or is not a quantisable type): the INT8 model computes in FP32")
     notes.append(STYLE_NOTES[plan.qdq_style])
     return quantized, notes
 
