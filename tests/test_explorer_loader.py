@@ -69,3 +69,19 @@ def test_errors_show_in_the_panel_and_the_explorer_keeps_working(explorer, actio
     assert explorer.model.value == before
     explorer.precision.value = "fp16" if explorer.precision.value != "fp16" else "fp32"
     assert explorer.wait() is not None and explorer.error is None
+
+
+def test_input_overrides_apply_to_the_loaded_model(explorer, tmp_path):
+    from tests.test_inputs import _dynamic_image_model
+
+    path = tmp_path / "det.onnx"
+    onnx.save(_dynamic_image_model(), path)
+    explorer.loader.inputs.value = "images=1,4,64,96"
+    assert explorer.loader.load_path(str(path)) is None  # a fixed axis changed: refused in the panel
+    assert "fixes at 3" in explorer.loader.message.value
+    explorer.loader.inputs.value = "images=1,3,64,96"
+    assert explorer.loader.load_path(str(path)) == "det"
+    explorer.precision.value = "fp32"
+    assert explorer.wait().model == "det"
+    assert explorer.session().eval.arrays["images"].shape[1:] == (3, 64, 96)
+    explorer.loader.inputs.value = ""

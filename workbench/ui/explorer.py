@@ -40,6 +40,7 @@ class Explorer:
         self._session_kwargs = {"cache_dir": cache_dir, "threads": threads, "progress": False}
         self._runs, self._drift = runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
+        self._user_inputs: dict[str, dict] = {}  # input overrides of loaded models (the loading panel's "Inputs")
         names = list(models) if models is not None and not isinstance(models, dict) else samples.names()
         names += [n for n in self._user_models if n not in names]
         if isinstance(model, str) and model not in names:
@@ -121,7 +122,8 @@ class Explorer:
         key = (model or self.model.value, backend or self.backend.value)
         if key not in self._sessions:
             source = self._user_models.get(key[0], key[0])
-            self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step, **self._session_kwargs)
+            self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step,
+                                            inputs=self._user_inputs.get(key[0]), **self._session_kwargs)
         for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
             if other_key[0] != key[0]:
                 other.close()

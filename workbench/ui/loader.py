@@ -11,11 +11,13 @@ import numpy as np
 
 from .._optional import require
 from ..errors import WorkbenchError
+from ..models.inputs import parse_override, plan_inputs
 
 
 class Loader:
     """`Loader(explorer)`: widgets `path` (Text), `load` (Button), `model_upload` and `data_upload` (FileUpload),
-    `message` (HTML); `widget` is the panel. Loaded models join the explorer's model list and become the selection;
+    `inputs` (Text: `NAME=SHAPE` or `NAME=VALUE` overrides, space-separated, for the next model loaded), `message`
+    (HTML); `widget` is the panel. Loaded models join the explorer's model list and become the selection;
     an uploaded calibration set joins the current model's calibration sets and becomes the selection."""
 
     def __init__(self, explorer):
@@ -28,9 +30,13 @@ class Loader:
                                                layout=widgets.Layout(width="auto"))
         self.data_upload = widgets.FileUpload(accept=".npz", multiple=False, description="Calibration .npz",
                                               layout=widgets.Layout(width="auto"))
+        self.inputs = widgets.Text(placeholder="e.g. images=1,3,640,640 sr=16000", description="Inputs",
+                                   tooltip="shapes (or scalar values) for the synthetic inputs of the next model loaded",
+                                   layout=widgets.Layout(width="320px"))
         self.message = widgets.HTML()
         self.message.add_class("workbench-loader-status")
-        self.widget = widgets.HBox([self.path, self.load, self.model_upload, self.data_upload, self.message],
+        self.widget = widgets.HBox([self.path, self.load, self.model_upload, self.inputs, self.data_upload,
+                                    self.message],
                                    layout=widgets.Layout(flex_flow="row wrap"))
         self.widget.add_class("workbench-loader")
         self.load.on_click(lambda _button: self.load_path(self.path.value))
@@ -84,8 +90,14 @@ class Loader:
         return filename
 
     # ---- internals ------------------------------------------------------------------------------------
-    def _add_model(self, name: str, model) -> str:
+    def _add_model(self, name: str, model) -> str | None:
         explorer = self.explorer
+        try:  # checked here, so a bad override shows in the panel instead of failing the first run
+            overrides = dict(parse_override(text) for text in self.inputs.value.split()) or None
+            plan_inputs(model.inputs, overrides=overrides)
+        except WorkbenchError as exc:
+            return self._error(str(exc))
+        explorer._user_inputs[name] = overrides
         explorer._user_models[name] = model
         for key in [key for key in explorer._sessions if key[0] == name]:  # a re-loaded file replaces the old one
             del explorer._sessions[key]
