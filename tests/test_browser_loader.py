@@ -56,11 +56,11 @@ def test_load_a_model_and_a_calibration_set_from_the_explorer(lab, pw, tmp_path)
         loader = page.locator(".workbench-loader")
         message = page.locator(".workbench-loader-status")
         # a path that does not exist: the error shows in the panel, the explorer stays as it was
-        loader.locator("input[type=text]").fill(str(lab.root / "missing.onnx"))
+        loader.get_by_role("textbox", name="Load model").fill(str(lab.root / "missing.onnx"))
         loader.get_by_role("button", name="Load", exact=True).click()
         message.filter(has_text="does not exist").wait_for(timeout=30_000)
 
-        loader.locator("input[type=text]").fill(str(lab.root / "my-cnn.onnx"))
+        loader.get_by_role("textbox", name="Load model").fill(str(lab.root / "my-cnn.onnx"))
         loader.get_by_role("button", name="Load", exact=True).click()
         message.filter(has_text="Loaded my-cnn").wait_for(timeout=30_000)
         page.locator(".workbench-status", has_text=re.compile(r"fp32 @ onnxruntime: .* median")).wait_for(
