@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._optional import require
 from .cache import file_sha256
 from .calibration import CalibrationSet, as_numpy
 from .errors import CalibrationError, InputSpecError
@@ -136,7 +137,8 @@ def load_npz(path: Path) -> UserData:
 
 def load_image_folder(path: Path, inputs: list[TensorSpec], preprocessing: ImagePreprocessing) -> UserData:
     """Images under `path`; with sub-folders, each sub-folder name is a class (sorted names -> label 0, 1, ...)."""
-    from PIL import Image, UnidentifiedImageError
+    Image = require("PIL.Image", pip="pillow", purpose="folders of images as data")
+    UnidentifiedImageError = Image.UnidentifiedImageError
 
     if len(inputs) != 1:
         raise InputSpecError(f"A folder of images feeds a model with one input; this one has "
