@@ -9,6 +9,7 @@ import pytest
 
 from workbench.cli import _print_summary
 from workbench.engine import EngineGraph, EngineLayer
+from workbench.report import headline
 from workbench.results import (MIN_EFFECT, NO_DIFFERENCE, AccuracyStats, LatencyStats, RunResult, Speedup,
                                median_interval, speedup, speedup_over, speedup_verdict)
 from workbench.views import layer_latency_figure, summary_figure, summary_table
@@ -143,3 +144,85 @@ def test_layer_time_ratio_outside_the_band_is_flagged(results):
     assert results[0].layer_times_agree is True and results[2].layer_times_agree is False
     assert "outside 90%–110%" in layer_latency_figure(results[2]).layout.title.subtitle.text
     assert "outside" not in layer_latency_figure(results[0]).layout.title.subtitle.text
+
+
+# ---- the report's headline ------------------------------------------------------------------------------------
+def test_headline_names_the_fastest_configuration_within_half_a_point():
+    fp32 = _result("fp32", _times(4.0, 0.05, seed=20), top1=0.900)
+    fp16 = _result("fp16", _times(2.0, 0.05, seed=21), top1=0.897)  # 0.3 points lower: inside the margin
+    int8 = _result("int8", _times(1.0, 0.05, seed=22), top1=0.890)  # faster, but 1 point lower
+    text = headline([fp32, fp16, int8])
+    assert text.startswith("Fastest within 0.5 points of FP32 accuracy: fp16 @ onnxruntime")
+    gain = speedup_over(fp16, fp32)
+    assert gain.verdict == "faster" and f"×{gain.ratio:.2f} (95% CI ×{gain.low:.2f}–{gain.high:.2f}) faster" in text
+    assert "top-1 89.70% (FP32 top-1 90.00%)" in text
+    assert "Fused: 2 ONNX nodes into 1 layer (FusedConv ×1)" in text
+
+
+def test_headline_reports_within_noise_and_fp32_cases_honestly():
+    fp32 = _result("fp32", _times(2.0, 0.2, seed=30))
+    same = _result("int8", np.random.default_rng(31).permutation(fp32.headline_latency.times_ms) * 0.99)
+    text = headline([fp32, same])
+    assert "int8 @ onnxruntime" in text and f"{NO_DIFFERENCE} (×1.01" in text and "faster" not in text
+    slow = _result("int8", _times(4.0, 0.05, seed=32))
+    assert "FP32 itself, no reduced precision within that margin is faster" in headline([fp32, slow])
+    assert "Run FP32 too".lower() in headline([slow]).lower()
+
+
+def test_headline_compares_each_engine_with_its_own_fp32():
+    ort = _result("fp32", _times(2.0, 0.05, seed=40))
+    ov = _result("fp32", _times(3.0, 0.05, seed=41), backend="openvino")
+    ov_int8 = _result("int8", _times(1.0, 0.05, seed=42), backend="openvino")
+    text = headline([ort, ov, ov_int8])
+    assert "int8 @ openvino" in text and "faster than FP32 on openvino" in text
+    assert f"×{speedup_over(ov_int8, ov).ratio:.2f}" in text
+
+
+# ---- per-layer profiles that add up ----------------------------------------------------------------------------
+def _trace(run_node_times: list[dict[str, float]]) -> list[dict]:
+    """A Chrome-trace profile as ONNX Runtime writes it: one model_run per run, kernel events inside (µs)."""
+    events, ts = [], 0.0
+    for nodes in run_node_times:
+        start = ts
+        for name, dur in nodes.items():
+            events.append({"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur})
+            ts += dur
+        events.append({"cat": "Session", "name": "model_run", "ts": start, "dur": ts - start + 1})
+        ts += 10
+    return events
+
+
+def test_profiled_layer_times_add_up_to_a_typical_run_when_preemption_moves_around():
+    from workbench.backends.onnxruntime import _typical_node_times
+
+    nodes = ("a", "b", "c", "d")
+    runs = []
+    for i in range(8):  # every run has one node preempted (+300 µs), a different one each time
+        runs.append({name: 100.0 + (300.0 if j == i % 4 else 0.0) for j, name in enumerate(nodes)})
+    runs.append({name: 5000.0 for name in nodes})  # one run stalled throughout: not typical
+    timings = _typical_node_times(_trace([{n: 1.0 for n in nodes}] + runs), warmup=1, runs=len(runs))
+    assert {t.name for t in timings} == set(nodes)
+    total_ms = sum(t.latency_ms for t in timings)
+    assert total_ms == pytest.approx(0.7)  # what a typical run took, not the 0.4 ms that per-node medians sum to
+    assert all(t.count == 9 for t in timings)  # summarises every timed run
+
+
+def test_main_job_runs_the_default_sample_at_batch_64_on_every_cpu_engine(monkeypatch):
+    from workbench import _optional
+    from workbench.cli import MAIN_JOB_BATCH, engines_and_batch
+
+    monkeypatch.setattr(_optional, "available", lambda name: name == "openvino")
+    assert MAIN_JOB_BATCH == 64
+    assert engines_and_batch(None, None, None) == (["onnxruntime", "openvino"], 64)
+    monkeypatch.setattr(_optional, "available", lambda name: False)
+    assert engines_and_batch(None, None, None) == (["onnxruntime"], 64)  # without OpenVINO: ONNX Runtime alone
+    assert engines_and_batch("digits-cnn", None, None) == (["onnxruntime"], 8)  # a named model: the usual defaults
+    assert engines_and_batch(None, ["openvino"], 16) == (["openvino"], 16)  # given options always win
+
+
+def test_a_result_whose_layer_times_do_not_add_up_gets_a_note():
+    from workbench.session import _layer_time_notes
+
+    note, = _layer_time_notes(0.62)
+    assert "62%" in note and "outside 90%-110%" in note
+    assert _layer_time_notes(1.04) == [] and _layer_time_notes(None) == []

@@ -17,7 +17,7 @@ from workbench.errors import InputSpecError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
 from workbench.samples.base import EvalData, Sample
-from workbench.tune import metric_value, quantised_units, rank_by_drift
+from workbench.tune import dequantised_readers, metric_value, quantised_units, rank_by_drift
 
 FAST = {"runs": 3, "batch": 8}
 
@@ -71,6 +71,17 @@ def test_drift_proxy_ranks_units_by_the_noise_each_adds():
     assert ranked[0].noise_added == pytest.approx(1e-2 - 1e-4)
     assert ranked[1].noise_added == pytest.approx(0.0125 - 1e-2)
     assert ranked[2].noise_added == pytest.approx(1e-4) and ranked[2].output_sqnr_db == 40.0
+
+
+def test_float_layers_reading_dequantised_weights_are_units_too(session):
+    int8 = session.run("int8", **FAST)
+    variant = session.variant_model(int8).proto
+    readers = dequantised_readers(variant)
+    assert readers and all(n.op_type != "DequantizeLinear" for n in variant.graph.node if n.name in readers)
+    float_layer = EngineLayer("ln", "LayerNormalization", "fp32", ["relu2"], latency_ms=0.1)
+    result = _result([float_layer], [])
+    assert quantised_units(result, make_tiny_cnn_names()) == []  # by precision alone: not quantised
+    assert [u.nodes for u in quantised_units(result, make_tiny_cnn_names(), {"relu2"})] == [["relu2"]]
 
 
 def make_tiny_cnn_names() -> list[str]:
@@ -138,3 +149,66 @@ def test_bad_tune_arguments_are_typed_errors(session, no_builds, bad, message):
     options = {"max_drop": 1.0, "metric": "agreement", "budget": 2, **bad}
     with pytest.raises(InputSpecError, match=message):
         session.tune(options.pop("precision", "int8"), **options, **FAST)
+
+
+class _SpreadLossWorkbench:
+    """A stand-in session whose INT8 loss is spread over 8 units: agreement recovers only once >= 5 of them are
+    kept in FP32, whichever they are; each kept unit costs 0.1 ms. Tests the search logic without engines."""
+
+    progress = False
+
+    def __init__(self):
+        from onnx import TensorProto, helper
+
+        nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"relu{i}") for i in range(8)]
+        graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("t8", TensorProto.FLOAT, [1])])
+        self.model = Model.from_proto(helper.make_model(graph), name="chain", source="test")
+        self.results: list[RunResult] = []
+        self.runs: list[tuple[str, ...]] = []
+
+    def variant_model(self, _result) -> Model:
+        return self.model  # no Q/DQ nodes: which layers are quantised comes from their precision
+
+    def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
+        keep = tuple(sorted(keep_fp32))
+        self.runs.append(keep)
+        kept = {n for n in keep}
+        layers = [EngineLayer(f"relu{i}_layer", "Relu", "fp32" if f"relu{i}" in kept or precision == "fp32"
+                              else "int8", [f"relu{i}"], latency_ms=1.0) for i in range(8)]
+        drift = [] if precision == "fp32" else [
+            DriftPoint(f"t{i + 1}", f"relu{i}", 30.0 - i, 1.0, 0.0) for i in range(8) if f"relu{i}" not in kept]
+        agreement = 1.0 if precision == "fp32" else (0.995 if len(kept) >= 5 else 0.95)
+        latency = 10.0 if precision == "fp32" else 5.0 + 0.1 * len(kept)
+        result = RunResult(model="chain", precision=precision, method=None if precision == "fp32" else "minmax",
+                           qdq_style=None if precision == "fp32" else "onnxruntime", calibration=None,
+                           calibration_hash=None, backend="onnxruntime", versions={}, synthetic_data=True,
+                           latency=[LatencyStats(8, latency, latency, latency, latency, 3, 1.0)],
+                           accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40), keep_fp32=list(keep),
+                           engine=EngineGraph("onnxruntime", layers, [f"relu{i}" for i in range(8)]), drift=drift,
+                           cache_key=f"{precision}:{','.join(keep)}")
+        if all(r.cache_key != result.cache_key for r in self.results):
+            self.results.append(result)
+        return result
+
+
+def test_spread_loss_switches_to_group_reverts_and_bisects_to_the_smallest_group():
+    from workbench.tune import tune
+
+    fake = _SpreadLossWorkbench()
+    found = tune(fake, max_drop=1.0, metric="agreement", budget=12, confirm=1, progress=False)
+    steps = [c.step for c in found.configurations]
+    assert steps[:3] == ["FP32 baseline", "quantise all", "confirm relu7"]  # the proxy's most harmful unit first
+    assert any(s.startswith("keep 8 units") for s in steps)  # 2 and 4 were not enough
+    assert found.stopped == "within budget"
+    assert len(found.chosen.keep_fp32) == 5  # bisected down to the smallest group that is within budget
+    assert found.chosen.latency_ms == pytest.approx(5.5) and found.chosen.drop == pytest.approx(0.5)
+    assert len(found.configurations) - 1 <= 12
+
+
+def test_group_reverts_stop_at_the_budget():
+    from workbench.tune import tune
+
+    found = tune(_SpreadLossWorkbench(), max_drop=1.0, metric="agreement", budget=4, confirm=1, progress=False)
+    assert found.stopped == "budget used up" and len(found.configurations) == 1 + 4
+    assert found.chosen.precision == "fp32"  # nothing within budget was found: FP32 is the honest answer

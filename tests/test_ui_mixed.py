@@ -24,6 +24,7 @@ def test_fp32_has_no_units_and_int8_ranks_them(explorer):
     assert report is not None and report.configuration == shown.label
     assert list(explorer.mixed.checks) == [u.unit.name for u in report.units][:len(explorer.mixed.checks)]
     assert explorer.selection()["keep_fp32"] == ()
+    assert "Why is it not faster?" in explorer.mixed.lint.value and shown.label in explorer.mixed.lint.value
 
 
 def test_ticking_a_unit_keeps_it_in_fp32(explorer):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from ._version import __version__
+from .output import atomic_write  # the one safe writer (also imported from here by backends)
 
 ENV_VAR = "WORKBENCH_CACHE"
 DEFAULT_DIR = Path("~/.cache/tensorrt-workbench")
@@ -73,22 +73,6 @@ class ResultCache:
             path.unlink()
         except OSError:
             pass
-
-
-def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write `payload` to `path` via a temporary file in the same folder and os.replace: readers (and a crash)
-    see the old file or the new one, never half of one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def file_sha256(path: str | os.PathLike) -> str:

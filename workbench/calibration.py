@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import CalibrationError
+from .limits import array_bytes, check_memory
 from .models.inputs import batch_axes, feeder, sample_shape
 from .models.spec import TensorSpec
 
@@ -30,10 +31,11 @@ class CalibrationSet:
     def __post_init__(self) -> None:
         if not self.arrays:
             raise CalibrationError(f"Calibration set {self.name!r} has no inputs: give at least one named array.")
-        if any(np.ndim(arr) == 0 for arr in self.arrays.values()):
-            scalars = sorted(name for name, arr in self.arrays.items() if np.ndim(arr) == 0)
-            raise CalibrationError(f"Calibration set {self.name!r}: {scalars} hold a single value, not samples: give "
-                                   "an array with samples on axis 0 (for a scalar input, one value per sample).")
+        scalars = [name for name, arr in self.arrays.items() if np.ndim(arr) == 0]
+        if scalars:
+            raise CalibrationError(f"Calibration set {self.name!r}: input {scalars[0]!r} is a single value (shape []), "
+                                   "with no sample axis: inputs hold samples on axis 0 (for a scalar model input, one "
+                                   "value per sample).")
         sizes = {name: len(arr) for name, arr in self.arrays.items()}
         if len(set(sizes.values())) != 1:
             raise CalibrationError(f"Calibration set {self.name!r} has inputs of different lengths {sizes}: "
@@ -63,11 +65,22 @@ class CalibrationSet:
     def from_arrays(cls, name: str, arrays: Mapping[str, np.ndarray] | np.ndarray, *, input_name: str | None = None,
                     description: str = "", limit: int | None = DEFAULT_SIZE, synthetic: bool = False) -> "CalibrationSet":
         """From one array (needs `input_name`) or a mapping of input name -> array; keeps the first `limit`."""
-        if isinstance(arrays, np.ndarray):
+        if not isinstance(arrays, Mapping):
             if input_name is None:
-                raise CalibrationError(f"Calibration set {name!r}: a bare array needs input_name= (the model input it feeds).")
+                raise CalibrationError(f"Calibration set {name!r}: a bare {type(arrays).__name__} needs input_name= "
+                                       "(the model input it feeds), or pass a mapping of input name -> array.")
             arrays = {input_name: arrays}
-        picked = {k: np.asarray(v)[:limit] if limit else np.asarray(v) for k, v in arrays.items()}
+        picked = {}
+        for key, value in arrays.items():
+            try:
+                array = np.asarray(value)
+            except ValueError as exc:  # ragged nested lists
+                raise CalibrationError(f"Calibration set {name!r}: input {key!r} is not a rectangular array ({exc}). "
+                                       "Give every sample the same shape.") from exc
+            if array.ndim == 0 or array.dtype == object:
+                raise CalibrationError(f"Calibration set {name!r}: input {key!r} is a {array.dtype} value of shape "
+                                       f"{list(array.shape)}, not an array of samples: stack the samples on axis 0.")
+            picked[key] = array[:limit] if limit else array
         return cls(name=name, arrays=picked, description=description, synthetic=synthetic)
 
     @classmethod
@@ -111,6 +124,15 @@ class CalibrationSet:
             specs = [replace(spec, shape=named.get(spec.name, spec.shape)) for spec in inputs]
             plans = plan_inputs(specs)
         rng = np.random.default_rng(seed)
+        shapes = {plan.name: (size, *plan.sample_shape) for plan in plans}
+        empty = [name for name, shape in shapes.items() if 0 in shape]
+        if empty:
+            raise CalibrationError(f"Input {empty[0]!r} has shape {list(shapes[empty[0]])} with a zero-size dim: "
+                                   "its samples hold no values, so there is nothing to generate.")
+        # random values are drawn as 8-byte numbers, then cast: both copies exist at once
+        check_memory(sum(array_bytes(shapes[plan.name], np.dtype(plan.dtype).itemsize + 8) for plan in plans),
+                     f"{size} synthetic samples of inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}",
+                     "give the model smaller fixed dims, or override the input shapes (inputs=... / --input)")
         arrays = {plan.name: plan.synthetic(size, rng) for plan in plans}
         return cls(name="synthetic", arrays=arrays, synthetic=True,
                    description=f"{size} random samples drawn from the input specs (seed {seed}); not real data")

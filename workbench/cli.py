@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from .errors import WorkbenchError
+from .output import atomic_write, check_outputs
 from .results import strict_json
 
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
@@ -156,17 +157,15 @@ def _samples() -> int:
 
 def _report(args, command_line: str) -> int:
     from . import samples
-    from .report import write_report
+    from .report import headline, write_report
     from .session import Workbench
-
-    from ._optional import available
+    from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
+    out = args.out or (None if args.json_path else "report.html")
+    check_outputs({"--out": out, "--json": args.json_path}, inputs=[model])
     precisions = args.precision or list(DEFAULT_PRECISIONS)
-    main_job = args.model is None
-    backends = args.backend or ([name for name in MAIN_JOB_ENGINES if name == "onnxruntime" or available(name)]
-                                if main_job else ["onnxruntime"])
-    batch = args.batch if args.batch is not None else (MAIN_JOB_BATCH if main_job else 8)
+    backends, batch = engines_and_batch(args.model, args.backend, args.batch)
     progress = not args.quiet
     results = []
     sessions = []
@@ -193,9 +192,10 @@ def _report(args, command_line: str) -> int:
                       "sha256": sessions[0].model.content_hash},
             "command": command_line,
             "results": [r.to_json() for r in results],
+            "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
+            "headline": headline(results),
         }
         _write_json(args.json_path, payload)
-    out = args.out or (None if args.json_path else "report.html")
     if out:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
@@ -212,6 +212,17 @@ def _data_options(args) -> dict:
             "image_preprocessing": preprocessing}
 
 
+def engines_and_batch(model: str | None, backends: list[str] | None, batch: int | None) -> tuple[list[str], int]:
+    """The engines and batch of a `report`: as given; else the main job's (no model given: MAIN_JOB_BATCH on every
+    installed engine of MAIN_JOB_ENGINES), else ONNX Runtime at batch 8."""
+    from ._optional import available
+
+    main_job = model is None
+    engines = backends or ([name for name in MAIN_JOB_ENGINES if name == "onnxruntime" or available(name)]
+                           if main_job else ["onnxruntime"])
+    return engines, batch if batch is not None else (MAIN_JOB_BATCH if main_job else 8)
+
+
 def _plan(args, command_line: str) -> int:
     from .report import write_plan_report
     from .trtplan import load_plan, load_plan_dir
@@ -220,6 +231,9 @@ def _plan(args, command_line: str) -> int:
     if profiles and len(profiles) != len(args.graph_json):
         raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
                              "give one --profile per graph, or none to find them beside the graph files.")
+    inputs = [*args.graph_json, *profiles,
+              *(str(p) for folder in args.graph_json if Path(folder).is_dir() for p in Path(folder).glob("*.json"))]
+    check_outputs({"--out": args.out, "--json": args.json_path}, inputs=inputs)
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
@@ -244,6 +258,7 @@ def _plan(args, command_line: str) -> int:
 def _tune(args, command_line: str) -> int:
     from .session import Workbench
 
+    check_outputs({"--json": args.json_path}, inputs=[args.model])
     wb = Workbench(args.model, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
     found = wb.tune(args.precision, max_drop=args.max_drop, metric=args.metric, budget=args.budget,
                     methods=tuple(args.method or (None,)), calibration=args.calibration, batch=args.batch,
@@ -273,6 +288,7 @@ def _lint(args, command_line: str) -> int:
     from .lint import lint_plan, lint_result, op_types_of
 
     target = Path(args.target)
+    check_outputs({"--json": args.json_path}, inputs=[target, *(target.glob("*.json") if target.is_dir() else ())])
     if target.is_dir() or target.name.endswith(".graph.json"):
         from .trtplan import load_plan, load_plan_dir
 
@@ -300,10 +316,8 @@ def _lint(args, command_line: str) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False))
-    print(f"json: {target}")
+    atomic_write(path, json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8"))
+    print(f"json: {path}")
 
 
 def _print_summary(results) -> None:
@@ -336,5 +350,8 @@ def _print_summary(results) -> None:
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
               f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
     print(headline(results))
+    for r in results:
+        if r.precision_warning:
+            print(f"WARNING: {r.precision_warning}")
     if any(r.synthetic_data for r in results):
         print("note: measured on synthetic inputs (no data came with the model); accuracy is agreement only.")

@@ -36,3 +36,9 @@ class PolicyError(WorkbenchError):
 
 class PlanImportError(WorkbenchError):
     """A TensorRT engine graph or profile JSON could not be read."""
+
+
+class OutputError(WorkbenchError, OSError):
+    """An output file cannot be written where asked (a device, a folder, an input, an unwritable place).
+
+    Also an OSError, so code that degrades on write failures (the cache) keeps catching it."""

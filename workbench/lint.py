@@ -270,7 +270,7 @@ def _float_between_int8(view: _View) -> list[Finding]:
 def _to_int8(view: _View, layer: EngineLayer) -> list[EngineLayer] | None:
     """The conversion layers between `layer` and the next INT8 layer (through reformats, pooling and other float
     non-weighted layers), or None when its output does not go back into INT8."""
-    queue, seen, path = [(u, []) for u in view.users(layer)], set(), None
+    queue, seen = [(u, []) for u in view.users(layer)], set()
     while queue:
         user, trail = queue.pop(0)
         if id(user) in seen:
@@ -280,7 +280,7 @@ def _to_int8(view: _View, layer: EngineLayer) -> list[EngineLayer] | None:
             return [*trail, user]
         if user.inserted or (view.ops(user) & _POOL_OPS and view.output_dtype(user) in _FLOAT):
             queue += [(u, [*trail, user] if user.inserted else trail) for u in view.users(user)]
-    return path
+    return None
 
 
 def _channels(view: _View) -> list[Finding]:

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .backends import get_backend
-from .cache import atomic_write
+from .output import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .results import RunResult, baseline_of, speedup_over
@@ -23,6 +23,7 @@ body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;
 h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
 table.meta{border-collapse:collapse;font-size:.9rem;margin:.8rem 0} table.meta td,table.meta th{border:1px solid #ddd;padding:.25rem .6rem;text-align:left}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.4rem .8rem;margin:.5rem 0}
+.warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto}
 .fusion{overflow-x:auto}
 .headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem}
@@ -94,6 +95,9 @@ def build_report(sessions, results, *, command: str = "") -> str:
                  "accuracy is agreement with FP32 only.", "note")
 
     doc.heading("Summary", "summary")
+    for result in results:
+        if result.precision_warning:
+            doc.text(result.precision_warning, "warning")
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
@@ -238,7 +242,8 @@ def _fused_text(result: RunResult) -> str:
     for layer in fused:
         types[layer.type] = types.get(layer.type, 0) + 1
     common = ", ".join(f"{name} ×{count}" for name, count in sorted(types.items(), key=lambda t: -t[1])[:3])
-    return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {len(fused)} layers ({common}"
+    layers = f"{len(fused)} layer" + "s" * (len(fused) != 1)
+    return (f" Fused: {sum(len(l.onnx_nodes) for l in fused)} ONNX nodes into {layers} ({common}"
             + (", …" if len(types) > 3 else "") + ").")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 
@@ -17,6 +18,9 @@ BOOTSTRAP_RESAMPLES = 2000
 MIN_EFFECT = 0.05
 NO_DIFFERENCE = "no measurable difference"
 LAYER_TIME_BAND = (0.9, 1.1)  # summed per-layer time / end-to-end median inside which the per-layer bars add up
+
+MOSTLY_FP32 = 0.5  # above this fraction in FP32, a reduced-precision result is flagged (precision_warning)
+_FP32_REASON = re.compile(r"fp32|float", re.IGNORECASE)  # precision-step notes that say why nodes stayed FP32
 
 
 @dataclass
@@ -171,14 +175,17 @@ class RunResult:
     latency: list[LatencyStats]  # one per batch size; the first is the headline
     accuracy: AccuracyStats | None
     engine: EngineGraph | None = None  # layers with provenance and joined per-layer latency
-    layer_time_ratio: float | None = None  # summed per-layer time / end-to-end median (timed around the profile)
+    layer_time_ratio: float | None = None  # summed per-layer time / profile_end_to_end_ms
     drift: list[DriftPoint] = field(default_factory=list)
     drift_graph: str | None = None  # which graph the drift was measured on
     accelerated: bool = True  # False when the backend runs this precision no faster than FP32
     keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
+    precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
+    variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
     calibration_size: int | None = None  # samples of the calibration set used
+    profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
@@ -202,6 +209,31 @@ class RunResult:
     @property
     def headline_latency(self) -> LatencyStats:
         return self.latency[0]
+
+    @property
+    def precision_share(self) -> dict | None:
+        """What really ran: {"nodes": {precision: fraction of the ONNX nodes}, "time": {precision: fraction of the
+        profiled layer time} or None without per-layer times}; None without engine layers."""
+        return precision_share(self.engine)
+
+    @property
+    def precision_warning(self) -> str | None:
+        """A loud note when a reduced-precision result runs mostly in FP32 (by time when profiled, else by nodes),
+        with the precision step's reason when it gave one."""
+        share = self.precision_share
+        if self.precision == "fp32" or share is None:
+            return None
+        basis = "time" if share["time"] else "nodes"
+        fp32 = share[basis].get("fp32", 0.0)
+        if fp32 <= MOSTLY_FP32:
+            return None
+        reasons = [n for n in self.precision_notes if _FP32_REASON.search(n)]
+        nodes, time = share["nodes"].get("fp32", 0.0), (share["time"] or {}).get("fp32")
+        return (f"{self.label} runs mostly in FP32: {nodes:.0%} of nodes"
+                + (f" and {time:.0%} of layer time" if time is not None else "")
+                + f" are FP32, so its numbers describe FP32, not {self.precision.upper()}. Reason: "
+                + ("; ".join(reasons) if reasons else "the precision step gave none; check the engine's layers")
+                + ".")
 
     @property
     def layer_times_agree(self) -> bool | None:
@@ -238,11 +270,16 @@ class RunResult:
                 for l in layers
             ],
             "layer_time_ratio": self.layer_time_ratio,
+            "profile_end_to_end_ms": self.profile_end_to_end_ms,
             "engine": self.engine.to_json() if self.engine else None,
             "drift": [point.to_json() for point in self.drift],
             "drift_graph": self.drift_graph,
             "notes": list(self.notes),
             "cache_key": self.cache_key,
+            "precision_share": self.precision_share,
+            "precision_notes": list(self.precision_notes),
+            "precision_warning": self.precision_warning,
+            "variant_sha256": self.variant_sha256,
             "data_source": self.data_source,
         }
 
@@ -263,15 +300,39 @@ class RunResult:
             accuracy=AccuracyStats.from_json(acc) if acc and acc.get("samples") else None,
             engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
             layer_time_ratio=data.get("layer_time_ratio"),
+            profile_end_to_end_ms=data.get("profile_end_to_end_ms"),
             drift=[_drift_point(d) for d in data.get("drift", [])],
             drift_graph=data.get("drift_graph"),
             accelerated=bool(data.get("accelerated", True)),
             keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
+            precision_notes=list(data.get("precision_notes", [])),
+            variant_sha256=data.get("variant_sha256"),
             calibration_size=data.get("calibration_size"),
             data_source=data.get("data_source"),
         )
+
+
+def precision_share(engine: EngineGraph | None) -> dict | None:
+    """Fractions of ONNX nodes (each counted once, under the first layer that covers it) and of profiled layer
+    time per layer precision; "time" is None when no layer has a time. None without layers."""
+    if engine is None or not engine.layers:
+        return None
+    nodes: dict[str, int] = {}
+    seen: set[str] = set()
+    for layer in engine.layers:
+        for node in layer.onnx_nodes:
+            if node not in seen:
+                seen.add(node)
+                nodes[layer.precision] = nodes.get(layer.precision, 0) + 1
+    times: dict[str, float] = {}
+    for layer in engine.layers:
+        if layer.latency_ms is not None and math.isfinite(layer.latency_ms) and layer.latency_ms >= 0:
+            times[layer.precision] = times.get(layer.precision, 0.0) + layer.latency_ms
+    node_total, time_total = sum(nodes.values()), sum(times.values())
+    return {"nodes": {k: v / node_total for k, v in sorted(nodes.items())} if node_total else {},
+            "time": {k: v / time_total for k, v in sorted(times.items())} if time_total > 0 else None}
 
 
 def baseline_of(result: RunResult, candidates: Iterable[RunResult], *, batch: int | None = None) -> RunResult | None:

@@ -18,6 +18,7 @@ from .cache import ResultCache
 from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
+from .limits import array_bytes, capped_threads, check_memory
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
 from .models.spec import Model
@@ -80,7 +81,7 @@ class Workbench:
         from . import samples
 
         self.backend_name = backend
-        self.threads = threads
+        self.threads = capped_threads(threads)
         self.optimization_level = optimization_level
         self.engine_options = {name: dict(options) for name, options in (engine_options or {}).items()}
         self.shape_range = dict(shape_range or {})
@@ -100,6 +101,7 @@ class Workbench:
             self.model = self.sample.model
         else:
             self.model = load_model(model)
+        _check_no_empty_inputs(self.model)
         if eval_limit is not None and eval_limit < 1:
             raise InputSpecError(f"eval_limit={eval_limit}: give a positive number of evaluation samples or None.")
         if self.sample is not None:
@@ -265,6 +267,7 @@ class Workbench:
             raise InputSpecError(f"runs={runs}: time at least one run.")
         sizes, notes = self._batch_sizes(batch, batches)
         dims = self._check_dims(dims or {})
+        self._check_feed_memory(max(sizes), dims)
         backend_name = backend or self.backend_name
         backend_obj = self._backend(backend_name)
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
@@ -333,10 +336,11 @@ class Workbench:
             accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task,
                                         output_names=[spec.name for spec in self.model.outputs])
             bar.update()
-            graph, ratio = engine.layers(), None
+            graph, ratio, around = engine.layers(), None, None
             if job.profile:
                 step("profile")
-                ratio = _join_timings(graph, *self._profile(engine, self._feeds(headline, job.dims), headline))
+                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline)
+                ratio = _join_timings(graph, timings, around)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
@@ -357,9 +361,10 @@ class Workbench:
             data_source={"eval": self.data_source["eval"],
                          "calibration": self._calibration_sources.get(job.calibration.name) if job.calibration
                          else None},
-            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, drift=drift,
-            drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
-            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key)
+            latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
+            drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
+            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
+            precision_notes=precision_notes(variant), variant_sha256=variant.content_hash)
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
         """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
@@ -478,6 +483,16 @@ class Workbench:
                                      "it or widen shape_range.")
         return {name: int(size) for name, size in sorted(dims.items())}
 
+    def _check_feed_memory(self, batch: int, dims: dict[str, int]) -> None:
+        """Refuse a batch (and dynamic-axis sizes) whose input arrays alone would not fit in memory."""
+        total = 0
+        for spec in self.model.inputs:
+            sample = self.eval.arrays[spec.name].shape[1:]
+            shape = [dims.get(d, n) if isinstance(d, str) else n for d, n in zip(spec.shape[1:], sample)]
+            total += array_bytes([batch, *shape], np.dtype(spec.dtype).itemsize)
+        check_memory(total, f"batch {batch}" + (f" with dims {dims}" if dims else ""),
+                     "use a smaller batch or smaller dims (the engine needs more again for activations)")
+
     def _notes(self, plan: PrecisionPlan) -> list[str]:
         notes = []
         if plan.qdq_style == "tensorrt":
@@ -545,6 +560,14 @@ class Workbench:
         fixed = [spec.shape[0] for spec in self.model.inputs
                  if axes[spec.name] == 0 and isinstance(spec.shape[0], int)]
         return min(fixed) if fixed else None
+
+
+def _check_no_empty_inputs(model: Model) -> None:
+    empty = [spec for spec in model.inputs if 0 in spec.shape]
+    if empty:
+        raise InputSpecError(f"Input {empty[0].name!r} of {model.name!r} declares shape {list(empty[0].shape)} with a "
+                             "zero-size dim, so every sample is empty and there is nothing to measure: export the "
+                             "model with that dim set to its real size (or symbolic).")
 
 
 def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) -> bool:

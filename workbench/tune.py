@@ -27,6 +27,8 @@ METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement wit
                 "cosine": "cosine to FP32 (absolute)"}
 DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
+PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
+WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
 _QUANTISED = ("int8", "mixed")
 
 
@@ -153,10 +155,6 @@ class TuneResult:
         """The RunResult behind one of `configurations` (e.g. `chosen`), for views, bundles and engines."""
         return next(r for r in self.results if r.cache_key == config.cache_key)
 
-    @property
-    def chosen_result(self) -> RunResult | None:
-        return self.result_of(self.chosen) if self.chosen else None
-
     def to_json(self) -> dict:
         return {"model": self.model, "backend": self.backend, "precision": self.precision, "metric": self.metric,
                 "metric_unit": METRIC_UNITS[self.metric], "max_drop": self.max_drop, "budget": self.budget,
@@ -182,23 +180,41 @@ def metric_value(result: RunResult, metric: str) -> float:
 
 
 # ---- units and the drift proxy -----------------------------------------------------------------
-def quantised_units(result: RunResult, node_names) -> list[QuantUnit]:
-    """The units of a reduced-precision result, in engine order: layers running in INT8 (or mixed) that cover nodes
-    of the original model (`node_names`); inserted layers and standalone Q/DQ glue are not units."""
+def quantised_units(result: RunResult, node_names, dequantised=()) -> list[QuantUnit]:
+    """The units of a reduced-precision result, in engine order: layers covering nodes of the original model
+    (`node_names`) that run in INT8 (or mixed) or read a dequantised value (`dequantised`: nodes of the variant
+    graph fed by a DequantizeLinear, e.g. a float LayerNormalization with INT8 weights); inserted layers and
+    standalone Q/DQ glue are not units."""
     if result.engine is None:
         raise InputSpecError(f"{result.label} has no engine layers: run it with profile=True to rank its units.")
     known = set(node_names)
     kept = set(result.keep_fp32)
+    reads_int8 = set(dequantised)
     total = sum(layer.latency_ms or 0.0 for layer in result.engine.layers)
     units = []
     for layer in result.engine.layers:
         nodes = [n for n in layer.onnx_nodes if n in known and n not in kept]
-        if layer.inserted or not nodes or layer.precision not in _QUANTISED:
+        quantised = layer.precision in _QUANTISED or any(n in reads_int8 for n in nodes)
+        if layer.inserted or not nodes or not quantised:
             continue
         units.append(QuantUnit(layer=layer.name, layer_type=layer.type, nodes=nodes, latency_ms=layer.latency_ms,
                                latency_share=(layer.latency_ms / total) if layer.latency_ms is not None and total
                                else None))
     return units
+
+
+def dequantised_readers(variant_proto) -> set[str]:
+    """Nodes of a precision-baked graph that read the output of a DequantizeLinear (they compute on INT8 data)."""
+    index = GraphIndex(variant_proto)
+    return {node.name for node in index.nodes if node.op_type != "QuantizeLinear" and any(
+        (producer := index.producer(t)) is not None and producer.op_type == "DequantizeLinear"
+        for t in node.input if t)}
+
+
+def units_of(workbench, result: RunResult) -> list[QuantUnit]:
+    """`quantised_units` of a result of `workbench` (its precision-baked graph says which nodes read INT8)."""
+    return quantised_units(result, workbench.model.node_names,
+                           dequantised_readers(workbench.variant_model(result).proto))
 
 
 def _noise(sqnr_db: float) -> float:
@@ -253,7 +269,7 @@ def sensitivity(workbench, result: RunResult, *, metric: str = "agreement", conf
     if result.precision == "fp32":
         raise InputSpecError("Sensitivity ranks a reduced-precision result: pass an FP16 or INT8 result.")
     baseline = _baseline(workbench, result, run_options)
-    units = rank_by_drift(result, workbench.model.proto, quantised_units(result, workbench.model.node_names))
+    units = rank_by_drift(result, workbench.model.proto, units_of(workbench, result))
     value = metric_value(result, metric)
     show = workbench.progress if progress is None else progress
     for entry in tqdm(units[:max(confirm, 0)], desc="sensitivity", unit="unit", disable=not show):
@@ -354,24 +370,64 @@ class _Search:
         return self.revert(current, report.units), report
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
-        """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps."""
-        kept, tried = [], set()
+        """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps; after
+        PATIENCE reverts in a row that do not help, or help little (the loss is spread), revert groups."""
+        kept, tried, misses, ranked = [], set(), 0, list(ranking)
         while self.drop(current) > self.max_drop:
             candidate = next((u for u in ranking if u.unit.name not in tried), None)
             if candidate is None:
                 return "no unit left to revert"
+            if misses >= PATIENCE:
+                return self.revert_groups(current, kept, ranked)
             keep = [*current.keep_fp32, *candidate.unit.nodes]
             if self.spent >= self.budget and not self._has(current, keep):
                 return "budget used up"
             tried.add(candidate.unit.name)
             trial = self.measure(f"keep {candidate.unit.name}", [*kept, candidate.unit.name],
                                  **_plan_options(current), keep_fp32=keep)
-            if self.drop(trial) < self.drop(current):
+            gain, gap = self.drop(current) - self.drop(trial), self.drop(current) - self.max_drop
+            if gain > 0:
+                # a revert that closes less than WEAK_STEP of the gap still counts, but as a sign that the loss is
+                # spread over many units: after PATIENCE such steps the search reverts groups instead
+                misses = misses + 1 if gain < WEAK_STEP * gap else 0
                 current, kept = trial, [*kept, candidate.unit.name]
                 # re-rank from the new configuration's own drift (free: every reduced result carries it)
-                fresh = rank_by_drift(current, self.workbench.model.proto,
-                                      quantised_units(current, self.workbench.model.node_names))
-                ranking = [u for u in fresh if u.unit.name not in tried]
+                fresh = rank_by_drift(current, self.workbench.model.proto, units_of(self.workbench, current))
+                ranked, ranking = fresh, [u for u in fresh if u.unit.name not in tried]
+            else:
+                misses += 1
+        return "within budget"
+
+    def revert_groups(self, current: RunResult, kept: list[str], ranking: list[UnitSensitivity]) -> str:
+        """Keep the k units with the most harm per millisecond in FP32, k = 2, 4, 8, ... until within budget, then
+        bisect k down to the smallest group that still is (Polygraphy-style, in ranked order)."""
+        order = sorted(ranking, key=lambda u: -u.noise_added / max(u.unit.latency_ms or 0.0, 1e-6))
+
+        def within(k: int) -> bool | None:
+            keep = [*current.keep_fp32, *(n for u in order[:k] for n in u.unit.nodes)]
+            if self.spent >= self.budget and not self._has(current, keep):
+                return None
+            names = [*kept, *(u.unit.name for u in order[:k])]
+            trial = self.measure(f"keep {k} units with most harm per ms", names, **_plan_options(current),
+                                 keep_fp32=keep)
+            return self.drop(trial) <= self.max_drop
+
+        low, k = 0, min(2, len(order))  # `low` units are known not to be enough
+        while True:
+            ok = within(k)
+            if ok is None:
+                return "budget used up"
+            if ok:
+                break
+            if k == len(order):
+                return "no unit left to revert"
+            low, k = k, min(2 * k, len(order))
+        while k - low > 1:
+            middle = (low + k) // 2
+            ok = within(middle)
+            if ok is None:
+                return "within budget (budget used up while narrowing the group)"
+            low, k = (low, middle) if ok else (middle, k)
         return "within budget"
 
     def _has(self, current: RunResult, keep: list[str]) -> bool:

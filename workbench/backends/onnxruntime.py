@@ -163,7 +163,7 @@ class OnnxRuntimeEngine(Engine):
 
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
                  progress: bool) -> list[LayerTiming]:
-        """Median time per inference of each layer over `runs` runs (after `warmup`), from ORT's profiler.
+        """Time per inference of each layer over the typical of `runs` runs (after `warmup`), from ORT's profiler.
 
         Profiling needs its own session; it loads the optimised graph with optimisations off, so its nodes
         and names are exactly those of `layers()` (checked; a mismatch raises BackendError).
@@ -184,28 +184,37 @@ class OnnxRuntimeEngine(Engine):
             for _ in tqdm(range(warmup + runs), desc="profiling (onnxruntime)", disable=not progress, leave=False):
                 session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
-        return _median_node_times(events, warmup, runs)
+        return _typical_node_times(events, warmup, runs)
 
 
-def _median_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:
-    """Per-node median time per run over the timed runs of a Chrome-trace profile from ORT.
+def _typical_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:
+    """Per-node time per run over the typical timed runs of a Chrome-trace profile from ORT: the runs whose summed
+    kernel time lies in the middle half (interquartile) of all timed runs, averaged per node.
 
-    Median, not mean: on a busy 2-core machine one preempted run can inflate a layer's mean several-fold.
+    Not each node's own median: on a busy 2-core machine every run loses time to preemption in some node, a
+    different one each run, so per-node medians leave that time out and sum to well under the median run. Averaging
+    over the middle runs keeps it, so the layer times add up to a median run; slow outlier runs stay out.
     """
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                      if e.get("cat") == "Session" and e.get("name") == "model_run")[warmup:warmup + runs]
     if not windows:
         raise BackendError("ONNX Runtime's profile has no 'model_run' events to time layers by: "
                            f"check that onnxruntime {ort.__version__} writes Chrome-trace profiles.")
-    per_run: dict[str, list[float]] = {}
+    starts = np.array([start for start, _ in windows])
+    per_run: dict[str, np.ndarray] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
-        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), None)
-        if run is not None:
-            times = per_run.setdefault(event["name"][: -len("_kernel_time")], [0.0] * len(windows))
+        run = int(np.searchsorted(starts, event["ts"], side="right")) - 1
+        if run >= 0 and event["ts"] <= windows[run][1]:
+            times = per_run.setdefault(event["name"][: -len("_kernel_time")], np.zeros(len(windows)))
             times[run] += event["dur"]
-    return [LayerTiming(name=name, latency_ms=float(np.median(times)) / 1000.0, count=len(windows))
+    if not per_run:
+        return []
+    totals = np.sum(list(per_run.values()), axis=0)
+    low, high = np.percentile(totals, [25, 75])
+    typical = (totals >= low) & (totals <= high)
+    return [LayerTiming(name=name, latency_ms=float(times[typical].mean()) / 1000.0, count=len(windows))
             for name, times in per_run.items()]
 
 

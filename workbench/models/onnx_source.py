@@ -19,6 +19,9 @@ def load_onnx_file(path: str | Path, *, name: str | None = None) -> Model:
                              "(relative paths are resolved from the current directory).")
     if path.is_dir():
         raise ModelLoadError(f"{str(path)!r} is a directory, not an ONNX file: pass the path of the .onnx file inside it.")
+    if not path.is_file():
+        raise ModelLoadError(f"{str(path)!r} is not a regular file (a FIFO, device or socket), so it cannot hold an "
+                             "ONNX model: pass the path of a saved .onnx file.")
     proto = _parse(path.read_bytes(), str(path))
     _load_external_data(proto, path)
     return finalize(proto, name=name or path.stem, source=str(path))
@@ -38,12 +41,12 @@ def finalize(proto: onnx.ModelProto, *, name: str, source: str) -> Model:
     proto = with_unique_node_names(proto)
     try:
         onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: e.g. names that are not UTF-8
         raise ModelLoadError(f"ONNX model from {source} is not valid: {_first_line(exc)}. "
                              "Re-export it or repair the graph (e.g. with onnx-graphsurgeon).") from exc
     try:
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except (onnx.shape_inference.InferenceError, RuntimeError) as exc:
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"ONNX shape inference failed on the model from {source}: {_first_line(exc)}. "
                              "Check the input shapes and operator attributes of the graph.") from exc
     return Model.from_proto(proto, name=name, source=source)

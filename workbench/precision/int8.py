@@ -73,7 +73,8 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
     if sentinel_nodes:
         exclude += sentinel_nodes
         notes.append(f"kept {len(sentinel_nodes)} nodes in FP32 around tensors whose calibrated range exceeds the FP16 "
-                     "maximum (masking sentinels such as -3.4e38 in attention masks): INT8 cannot represent them")
+                     "maximum (masking sentinels such as -3.4e38 in attention masks, or calibration data with a huge "
+                     "range): INT8 cannot represent them")
     style = _STYLES[plan.qdq_style]
     if plan.qdq_style == "tensorrt":
         exclude += _bias_adds(prepared.graph)

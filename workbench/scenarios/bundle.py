@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -24,6 +27,7 @@ import onnx
 from ..cache import file_sha256
 from ..errors import WorkbenchError
 from ..models.spec import Model, TensorSpec
+from ..output import current_umask
 from ..results import RunResult
 
 METADATA_FILE = "metadata.json"
@@ -96,12 +100,15 @@ def triton_config(name: str, model: Model, *, platform: str, max_batch: int,
 
 def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *, region: str | None = None,
                   max_batch: int = 32, preferred_batch_sizes: tuple[int, ...] = (4, 8), name: str | None = None,
-                  plan: bytes | str | Path | None = None) -> Path:
+                  plan: bytes | str | Path | None = None, replace: bool = False) -> Path:
     """Write a deployment bundle for `result` into `out_dir` and return `out_dir`.
 
     `workbench_or_parts` is the Workbench session that produced `result` (its `variant_model(result)` is
     exported) or the precision-baked Model / onnx.ModelProto itself. For a TensorRT result pass the
     serialized engine as `plan` (bytes or a path); it becomes model.plan with platform "tensorrt_plan".
+    `out_dir` must be missing or empty; with `replace=True` an existing bundle there is replaced whole (never
+    merged: no stale model versions survive). The bundle is built beside `out_dir` and moved in at the end, so
+    a failure leaves what was there before.
     """
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
         raise BundleError(f"max_batch={max_batch!r} is invalid: give 0 (no batching) or a positive batch size.")
@@ -111,24 +118,76 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
                           "drop the larger sizes or raise max_batch.")
     model = _resolve_model(workbench_or_parts, result)
     tensorrt = result.backend == "tensorrt"
-    platform = "tensorrt_plan" if tensorrt else "onnxruntime_onnx"
     if tensorrt and plan is None:
         raise BundleError("This is a TensorRT result: pass the serialized engine as plan= (bytes or a .plan path) "
                           "so the bundle can hold model.plan.")
+    if result.variant_sha256 and model.content_hash != result.variant_sha256:
+        raise BundleError(f"The model to export (sha256 {model.content_hash[:12]}...) is not the one {result.label} was "
+                          f"measured on ({result.variant_sha256[:12]}...): a cached ONNX was changed or another model "
+                          "was passed. Clear that cache entry and run the configuration again, then export.")
     name = triton_name(name or f"{result.model}_{result.precision}")
-    out = Path(out_dir)
-    version_dir = out / "model_repository" / name / "1"
-    version_dir.mkdir(parents=True, exist_ok=True)
+    final = Path(out_dir)
+    _check_target(final, replace)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
+    except OSError as exc:
+        raise BundleError(f"Cannot create the bundle folder {final} ({exc.strerror or exc}): choose a writable "
+                          "folder path.") from exc
+    try:
+        _write_bundle(out, model, result, name=name, region=region, max_batch=max_batch, preferred=preferred,
+                      tensorrt=tensorrt, plan=plan)
+        _move_into_place(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return final
 
-    written: list[Path] = []
-    if tensorrt:
-        plan_bytes = plan if isinstance(plan, bytes) else Path(plan).read_bytes()
-        (version_dir / "model.plan").write_bytes(plan_bytes)
-        (out / "source.onnx").write_bytes(model.serialized())
-        written += [version_dir / "model.plan", out / "source.onnx"]
+
+def _check_target(out: Path, replace: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out} is a file, not a folder: give export_bundle a folder path (missing or empty).")
+    if out.is_dir() and any(out.iterdir()):
+        if not replace:
+            raise BundleError(f"{out} is not empty: pass replace=True to replace the bundle there whole, or export "
+                              "into a new folder (files are never merged into an existing bundle).")
+        if not (out / METADATA_FILE).is_file():
+            raise BundleError(f"{out} holds files but no {METADATA_FILE}, so it is not a bundle: replace=True only "
+                              "replaces bundles. Empty the folder yourself or choose another.")
+
+
+def _move_into_place(new: Path, final: Path) -> None:
+    """Swap the finished bundle in: the old one (if any) is moved aside first and removed only afterwards."""
+    os.chmod(new, 0o777 & ~current_umask())  # mkdtemp made it private
+    if final.is_dir() and any(final.iterdir()):
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / final.name)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        (version_dir / "model.onnx").write_bytes(model.serialized())
-        written.append(version_dir / "model.onnx")
+        os.replace(new, final)  # a missing or empty folder is replaced directly
+
+
+def _write_bundle(out: Path, model: Model, result: RunResult, *, name: str, region: str | None, max_batch: int,
+                  preferred: tuple[int, ...], tensorrt: bool, plan) -> None:
+    platform = "tensorrt_plan" if tensorrt else "onnxruntime_onnx"
+    version_dir = out / "model_repository" / name / "1"
+    version_dir.mkdir(parents=True)
+    written: list[Path] = []
+    onnx_path = (out / "source.onnx") if tensorrt else (version_dir / "model.onnx")
+    onnx_path.write_bytes(model.serialized())
+    if file_sha256(onnx_path) != model.content_hash:
+        raise BundleError(f"{onnx_path.name} was not written intact (its sha256 differs from the model's): check "
+                          "the disk and export again.")
+    if tensorrt:
+        try:
+            plan_bytes = plan if isinstance(plan, bytes) else Path(plan).read_bytes()
+        except OSError as exc:
+            raise BundleError(f"Cannot read the engine plan {plan} ({exc.strerror or exc}): pass the serialized "
+                              "engine as bytes or the path of a readable .plan file.") from exc
+        (version_dir / "model.plan").write_bytes(plan_bytes)
+        written.append(version_dir / "model.plan")
+    written.append(onnx_path)
     config_path = out / "model_repository" / name / "config.pbtxt"
     config_path.write_text(triton_config(
         name, model, platform=platform, max_batch=max_batch,
@@ -167,20 +226,28 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
         "files": {p.relative_to(out).as_posix(): file_sha256(p) for p in written},
     }
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return out
 
 
 def verify_bundle(out_dir: str | Path) -> list[str]:
-    """Problems with a bundle (missing or changed files vs the sha256s in metadata.json); empty when intact."""
+    """Problems with a bundle: files missing, changed (vs the sha256s in metadata.json) or not listed there;
+    empty when intact."""
     out = Path(out_dir)
     meta_path = out / METADATA_FILE
     if not meta_path.is_file():
         return [f"{meta_path} is missing: this is not a bundle written by export_bundle."]
+    try:
+        files = json.loads(meta_path.read_text(encoding="utf-8"))["files"]
+        listed = {str(rel): str(digest) for rel, digest in files.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        return [f"{METADATA_FILE} is not a bundle manifest ({type(exc).__name__}: {exc})"]
     problems = []
-    for rel, digest in json.loads(meta_path.read_text(encoding="utf-8"))["files"].items():
+    for rel, digest in listed.items():
         path = out / rel
         if not path.is_file():
             problems.append(f"{rel} is missing")
         elif file_sha256(path) != digest:
             problems.append(f"{rel} has changed (sha256 differs from metadata.json)")
+    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir())
+    problems += [f"{rel} is not listed in {METADATA_FILE} (Triton may serve it, e.g. a stale model version)"
+                 for rel in present if rel not in listed and rel != METADATA_FILE]
     return problems

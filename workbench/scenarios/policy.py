@@ -16,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from ..errors import PolicyError
+from ..limits import MAX_NESTING, too_deep
+from ..output import atomic_write
 from ..precision.plan import PRECISIONS
 from ..results import AccuracyStats, LatencyStats, RunResult, baseline_of
 
@@ -132,15 +134,24 @@ class PolicyTable:
     def load(cls, path: str | Path) -> "PolicyTable":
         """Read a .yaml/.yml or .json policy file."""
         path = Path(path)
+        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+        if path.exists() and not path.is_file():
+            raise PolicyError(f"{path}: not a regular file (a folder, FIFO or device). Pass a .yaml or .json file.")
         try:
             text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}). Save the policy file "
+                              "as UTF-8.") from exc
         except OSError as exc:
             raise PolicyError(f"{path}: cannot read the policy file ({exc}). Check the path.") from exc
         try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise PolicyError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} "
-                              f"({exc}). Fix the syntax.") from exc
+            raise PolicyError(f"{path}: not valid {kind} ({exc}). Fix the syntax.") from exc
+        except RecursionError as exc:  # nested beyond what the parser can follow
+            raise _nesting_error(path, kind) from exc
+        if too_deep(data):
+            raise _nesting_error(path, kind)
         return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | Path) -> Path:
@@ -148,12 +159,18 @@ class PolicyTable:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".json":
-            path.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+            text = json.dumps(self.to_json(), indent=2) + "\n"
         elif suffix in (".yaml", ".yml"):
-            path.write_text(yaml.safe_dump(self.to_json(), sort_keys=False), encoding="utf-8")
+            text = yaml.safe_dump(self.to_json(), sort_keys=False)
         else:
             raise PolicyError(f"{path}: unknown policy file suffix {suffix!r}; use .yaml, .yml or .json.")
+        atomic_write(path, text.encode("utf-8"))  # creates missing folders
         return path
+
+
+def _nesting_error(path: Path, kind: str) -> PolicyError:
+    return PolicyError(f"{path}: the {kind} nests more than {MAX_NESTING} levels deep; a policy file is a mapping "
+                       "with a 'regions' list (see workbench/scenarios/default_policy.yaml).")
 
 
 def default_policies() -> PolicyTable:

@@ -97,12 +97,12 @@ def load_plan(graph_json: Any, profile_json: Any = None, *, metadata_json: Any =
              "build_metadata": build_metadata_json, "metadata": metadata_json}
     graph_path = Path(graph_json) if isinstance(graph_json, (str, Path)) and \
         str(graph_json).lstrip()[:1] not in ("{", "[") else None
+    info = parse_graph(graph_json)  # first: a bad graph path fails here, before looking for its siblings
     if discover and graph_path is not None:
         for key, suffix in _SIBLINGS.items():
             sibling = graph_path.with_name(_stem(graph_path) + suffix)
             if given[key] is None and sibling.is_file():
                 given[key] = sibling
-    info = parse_graph(graph_json)
     plan = TrtPlan(name=name or (_stem(graph_path) if graph_path else "engine"),
                    engine=engine_graph(info.layers, list(source_nodes) if source_nodes is not None else None),
                    schema=info.schema, detailed=info.detailed, io_tensors=info.io_tensors,

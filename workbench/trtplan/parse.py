@@ -14,6 +14,8 @@ Inspector schemas handled:
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 
 from ..engine import EngineGraph, EngineLayer
 from ..errors import PlanImportError
+from ..limits import MAX_NESTING, too_deep
 
 PLAN_BACKEND = "tensorrt-plan"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -173,21 +176,64 @@ def layer_precision(input_dtypes: list[str | None], output_dtypes: list[str | No
 def _read_json(source: Any, what: str) -> tuple[Any, str]:
     """(parsed JSON, label for messages) from a path, a JSON string, or already-parsed data."""
     if isinstance(source, (dict, list)):
-        return source, f"<{what} data>"
-    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
+        data, label = source, f"<{what} data>"
+    elif isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
+        label = f"<{what} text>"
         try:
-            return json.loads(source), f"<{what} text>"
+            data = json.loads(source)
         except json.JSONDecodeError as exc:
             raise PlanImportError(f"The {what} text is not valid JSON ({exc}): pass the inspector/trtexec output "
                                   "unchanged.") from exc
-    path = Path(source)
-    if not path.is_file():
-        raise PlanImportError(f"{what} file not found: {path}. Pass the path of an existing file.")
-    try:
-        return json.loads(path.read_text()), str(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PlanImportError(f"{path} is not valid JSON ({exc}): expected the {what} written by trtexec or "
-                              "the TensorRT engine inspector.") from exc
+        except RecursionError as exc:
+            raise _nesting_error(label) from exc
+    elif not isinstance(source, (str, os.PathLike)):
+        raise PlanImportError(f"Cannot read the {what} from a {type(source).__name__}: pass a path, JSON text or "
+                              "the parsed JSON (a dict or list).")
+    else:
+        path = Path(source)
+        label = str(path)
+        if path.exists() and not path.is_file():
+            raise PlanImportError(f"{path} is not a regular file (a folder, FIFO or device): pass the {what} file.")
+        if not path.is_file():
+            raise PlanImportError(f"{what} file not found: {path}. Pass the path of an existing file.")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PlanImportError(f"{path} is not valid JSON ({exc}): expected the {what} written by trtexec or "
+                                  "the TensorRT engine inspector.") from exc
+        except RecursionError as exc:
+            raise _nesting_error(label) from exc
+    if too_deep(data):
+        raise _nesting_error(label)
+    return data, label
+
+
+def _nesting_error(label: str) -> PlanImportError:
+    return PlanImportError(f"{label} nests more than {MAX_NESTING} levels deep: TensorRT's JSON is a few levels "
+                           "deep; pass the inspector/trtexec output unchanged.")
+
+
+def _typed(value: Any, types: type | tuple[type, ...], where: str, expected: str) -> Any:
+    """`value` when it is one of `types` (bool is never a number), else a PlanImportError naming `where`."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+        return value
+    raise PlanImportError(f"{where} is {type(value).__name__} {_preview(value)}, expected {expected}: pass the "
+                          "inspector/trtexec output unchanged.")
+
+
+def _time(value: Any, where: str) -> float:
+    """A finite, non-negative time in ms (NaN, infinite or negative times would corrupt every sum)."""
+    number = float(_typed(value, (int, float), where, "a number of milliseconds"))
+    if not math.isfinite(number) or number < 0:
+        raise PlanImportError(f"{where} is {number!r}: times must be finite and non-negative milliseconds. "
+                              "Re-export the profile with trtexec.")
+    return number
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass
@@ -212,10 +258,16 @@ def parse_graph(source: Any) -> GraphInfo:
         raise PlanImportError(f"{label}: 'Layers' must be a list of layer objects or names.")
     if "I/O Tensors" in data:
         schema = "11.x"
-        io_tensors = [dict(t) for t in data["I/O Tensors"]]
+        tensors = _typed(data["I/O Tensors"], list, f"{label}: 'I/O Tensors'", "a list of tensor objects")
+        io_tensors = [dict(_typed(t, dict, f"{label}: 'I/O Tensors' entry {i}", "an object with 'Name'"))
+                      for i, t in enumerate(tensors)]
+        for i, tensor in enumerate(io_tensors):
+            _typed(tensor.get("Name"), str, f"{label}: 'I/O Tensors' entry {i} 'Name'", "a string")
     elif "Bindings" in data:
         schema = "8.x/10.x"
-        io_tensors = [{"Name": name} for name in data["Bindings"]]
+        bindings = _typed(data["Bindings"], list, f"{label}: 'Bindings'", "a list of tensor names")
+        io_tensors = [{"Name": _typed(name, str, f"{label}: binding {i}", "a tensor name")}
+                      for i, name in enumerate(bindings)]
     else:
         raise PlanImportError(f"{label} has neither 'Bindings' (TensorRT 8.x/10.x) nor 'I/O Tensors' (11.x): "
                               "export the whole engine information, not a single layer.")
@@ -230,7 +282,7 @@ def parse_graph(source: Any) -> GraphInfo:
         else:
             raise PlanImportError(f"{label}: layer {index} has no 'Name': each layer must be a name string or an "
                                   "object with 'Name'.")
-        layers.append(_layer(name, raw, dtypes))
+        layers.append(_layer(name, raw, dtypes, f"{label}: layer {index} ({_preview(name)})"))
     for tensor in io_tensors:
         dtype = _tensor_dtype(tensor)
         if dtype:
@@ -238,10 +290,22 @@ def parse_graph(source: Any) -> GraphInfo:
     return GraphInfo(layers, dtypes, io_tensors, schema, detailed)
 
 
-def _layer(name: str, raw: dict, dtypes: dict[str, str]) -> EngineLayer:
+def _layer(name: str, raw: dict, dtypes: dict[str, str], where: str = "layer") -> EngineLayer:
     split = split_layer_name(name)
+    for key in ("Metadata", "LayerType", "TacticName", "Origin"):
+        if raw.get(key) is not None:
+            _typed(raw[key], str, f"{where} field {key!r}", "a string")
     from_metadata = onnx_layers_from_metadata(raw.get("Metadata"))
     inputs, outputs = raw.get("Inputs", []), raw.get("Outputs", [])
+    for key, tensors in (("Inputs", inputs), ("Outputs", outputs)):
+        _typed(tensors, list, f"{where} field {key!r}", "a list of tensor objects")
+        for i, tensor in enumerate(tensors):
+            _typed(tensor, dict, f"{where} {key} entry {i}", "a tensor object")
+            if "Name" in tensor:
+                _typed(tensor["Name"], str, f"{where} {key} entry {i} 'Name'", "a string")
+            for n in _typed(tensor.get("Dimensions", []), list, f"{where} {key} entry {i} 'Dimensions'",
+                            "a list of ints"):
+                _typed(n, int, f"{where} {key} entry {i} 'Dimensions'", "a list of ints")
     in_dtypes = [_tensor_dtype(t) for t in inputs]
     out_dtypes = [_tensor_dtype(t) for t in outputs]
     for tensor, dtype in zip([*inputs, *outputs], [*in_dtypes, *out_dtypes]):
@@ -283,19 +347,21 @@ def parse_profile(source: Any) -> tuple[int | None, list[ProfileEntry]]:
         if not isinstance(item, dict):
             raise PlanImportError(f"{label}: entry {index} is not an object.")
         if "count" in item and "name" not in item:
-            count = int(item["count"])
+            count = _typed(item["count"], int, f"{label}: entry {index} 'count'", "a whole number of runs")
+            if count < 0:
+                raise PlanImportError(f"{label}: entry {index} 'count' is {count}: a run count cannot be negative.")
             continue
         missing = [k for k in ("name", "averageMs") if k not in item]
         if missing:
             raise PlanImportError(f"{label}: entry {index} is missing {', '.join(missing)}: each layer entry "
                                   "needs 'name' and 'averageMs' (trtexec --exportProfile).")
-        entries.append(ProfileEntry(item["name"], float(item["averageMs"]), _float(item.get("medianMs")),
-                                    _float(item.get("timeMs")), _float(item.get("percentage"))))
+        where = f"{label}: entry {index}"
+        name = _typed(item["name"], str, f"{where} 'name'", "a layer name")
+        optional = {key: None if item.get(key) is None else _time(item[key], f"{where} {key!r}")
+                    for key in ("medianMs", "timeMs", "percentage")}
+        entries.append(ProfileEntry(name, _time(item["averageMs"], f"{where} 'averageMs'"), optional["medianMs"],
+                                    optional["timeMs"], optional["percentage"]))
     return count, entries
-
-
-def _float(value) -> float | None:
-    return None if value is None else float(value)
 
 
 def parse_profile_metadata(source: Any) -> dict:
@@ -306,17 +372,25 @@ def parse_profile_metadata(source: Any) -> dict:
     if not isinstance(latency, list) or len(latency) < 4:
         raise PlanImportError(f"{label} has no performance_summary.Latency list: expected trtexec's summary "
                               "with Latency = [min, max, mean, median, ..., p99] in ms.")
+    latency = [_time(v, f"{label}: performance_summary.Latency[{i}]") for i, v in enumerate(latency)]
     # trtexec writes [min, max, mean, median, p99] or [min, max, mean, median, p90, p95, p99].
     stats = {"min": latency[0], "max": latency[1], "mean": latency[2], "median": latency[3], "p99": latency[-1]}
     if len(latency) == 7:
         stats.update(p90=latency[4], p95=latency[5])
-    options = data.get("inference_options", {})
+    throughput = summary.get("Throughput")
+    if throughput is not None:
+        throughput = _typed(throughput, (int, float), f"{label}: performance_summary.Throughput", "a number")
+    options = _typed(data.get("inference_options", {}), dict, f"{label}: inference_options", "an object")
+    for key in ("Input inference shape", "Input inference shapes"):
+        if options.get(key) is not None:
+            _typed(options[key], str, f"{label}: inference_options.{key}", "a string such as 'input:8x3x224x224'")
+    device_info = _typed(data.get("device_information", {}), dict, f"{label}: device_information", "an object")
     shape = options.get("Input inference shape") or options.get("Input inference shapes") or ""
     batch = re.search(r"=(\d+)x", shape)
     batch = int(batch.group(1)) if batch else (int(options["Batch"]) if str(options.get("Batch")).isdigit() else None)
-    device = data.get("device_information", {}).get("Selected Device")
-    return {"latency_ms": {k: float(v) for k, v in stats.items()},
-            "throughput": summary.get("Throughput"),
+    device = device_info.get("Selected Device")
+    return {"latency_ms": stats,
+            "throughput": throughput,
             "batch": batch,
             "device": device}
 
@@ -327,9 +401,11 @@ def parse_build_metadata(source: Any) -> dict:
     if not isinstance(data, dict) or "build_options" not in data:
         raise PlanImportError(f"{label} has no 'build_options': expected the build metadata written beside the "
                               "engine (model_options + build_options).")
-    precision = str(data["build_options"].get("Precision", ""))
+    build_options = _typed(data["build_options"], dict, f"{label}: build_options", "an object")
+    model_options = _typed(data.get("model_options", {}), dict, f"{label}: model_options", "an object")
+    precision = str(build_options.get("Precision", ""))
     flags = {p.strip().lower() for p in precision.split("+") if p.strip()}
-    return {"model": data.get("model_options", {}).get("Model"),
+    return {"model": model_options.get("Model"),
             "precision_flags": {p: p in flags for p in ("fp32", "fp16", "bf16", "int8", "fp8")},
             "build_options": dict(data["build_options"])}
 
@@ -341,7 +417,8 @@ def parse_device_metadata(source: Any) -> dict:
     if not isinstance(device, dict) or "Name" not in device:
         raise PlanImportError(f"{label} has no device 'Name': expected the GPU properties list written "
                               "beside the engine.")
-    return {"device": device["Name"], "compute_capability": device.get("ComputeCapability")}
+    return {"device": _typed(device["Name"], str, f"{label}: device 'Name'", "a string"),
+            "compute_capability": device.get("ComputeCapability")}
 
 
 def join_profile(layers: list[EngineLayer], entries: list[ProfileEntry]) -> list[str]:

@@ -202,19 +202,18 @@ def compare_plans(plans: dict[str, TrtPlan], match: str = "auto") -> PlanCompari
         shared = all(sum(node in first for _, node, _ in a) >= 0.5 * len(a) for a in anchors.values() if a)
         match = "name" if shared else "ordinal"
     keyed: dict[str, dict[str, tuple[EngineLayer, str]]] = {}
-    order: list[tuple[str, str]] = []
+    order: dict[str, str] = {}  # key -> op type, in first-seen order (a dict: membership is O(1))
     for label in labels:
         keys = [node for _, node, _ in anchors[label]] if match == "name" else _ordinal_keys(anchors[label])
         cells = {}
         for key, (layer, _, op) in zip(keys, anchors[label]):
             cells[key] = (layer, op)
-            if all(key != k for k, _ in order):
-                order.append((key, op))
+            order.setdefault(key, op)
         keyed[label] = cells
     rows = [ComparisonRow(key, op, {
         label: ({"layer": keyed[label][key][0].name, "latency_ms": keyed[label][key][0].latency_ms,
                  "precision": keyed[label][key][0].precision, "type": keyed[label][key][0].type}
-                if key in keyed[label] else None) for label in labels}) for key, op in order]
+                if key in keyed[label] else None) for label in labels}) for key, op in order.items()]
     overhead = {}
     for label, plan in plans.items():
         matched = {id(layer) for layer, _ in keyed[label].values()}

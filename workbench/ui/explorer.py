@@ -168,8 +168,10 @@ class Explorer:
                 self.current, self.error = None, str(exc)
                 self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
             return None
+        warning = result.precision_warning
         self._set_status(f"{html.escape(result.label)}: {result.headline_latency.median:.3f} ms median at batch "
-                         f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)")
+                         f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
+                         + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else ""), error=bool(warning))
         return result
 
     # ---- rendering ----------------------------------------------------------------------------

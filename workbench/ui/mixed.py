@@ -1,7 +1,7 @@
 """The explorer's "Mixed precision" tab: units ranked by sensitivity with a check box each to keep it in FP32 (the
 explorer's selection then includes `keep_fp32`, so the result updates like any other selection), a "find the
-fastest within budget" control running `Workbench.tune`, and the Pareto view of what the search measured (clicking
-a point selects that configuration).
+fastest within budget" control running `Workbench.tune`, the Pareto view of what the search measured (clicking
+a point selects that configuration), and the lint findings of the result on display.
 
 Thin like the explorer: ranking and search are `workbench.tune`, figures are `workbench.views.tuning`.
 """
@@ -41,13 +41,14 @@ class MixedPrecisionTab:
                                    layout=widgets.Layout(width="260px"))
         self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))
         self.status = widgets.HTML()
+        self.lint = widgets.HTML()  # lint findings of the result on display
         self.pareto = go.FigureWidget()
         self.find.on_click(lambda _: self.search())
         self.clear.on_click(lambda _: self.select(()))
         self.widget = widgets.VBox([
             self.intro, self.units_box,
             widgets.HBox([self.metric, self.max_drop, self.budget]), widgets.HBox([self.find, self.clear]),
-            self.status, self.pareto])
+            self.status, self.pareto, self.lint])
 
     # ---- what the explorer asks -----------------------------------------------------------------
     def keep_fp32(self) -> tuple[str, ...]:
@@ -60,6 +61,7 @@ class MixedPrecisionTab:
 
     def show(self, session, result: RunResult) -> None:
         """Called by the explorer with every result it shows: rank a fully quantised result's units."""
+        self._show_lint(result)
         owner = (self.explorer.model.value, self.explorer.backend.value)
         if result.precision == "fp32":
             if owner != self._owner:
@@ -97,6 +99,7 @@ class MixedPrecisionTab:
         return explorer._executor.submit(self._search, explorer.model.value, explorer.backend.value, config)
 
     def _search(self, model: str, backend: str, config: dict) -> None:
+        from ..tune import METRIC_UNITS
         from ..views.tuning import pareto_figure
 
         try:
@@ -119,8 +122,8 @@ class MixedPrecisionTab:
                 trace.on_click(self._on_point)
         chosen = found.chosen
         self.status.value = html.escape(
-            f"{len(found.configurations)} configurations measured ({found.stopped}); fastest within a "
-            f"{found.metric} drop of {found.max_drop:g}: {chosen.kept_text if chosen else 'none'}"
+            f"{len(found.configurations)} configurations measured ({found.stopped}); fastest with at most "
+            f"{found.max_drop:g} {METRIC_UNITS[found.metric]} lost: {chosen.kept_text if chosen else 'none'}"
             + (f", {chosen.latency_ms:.3f} ms median ({chosen.speedup_vs_fp32:.2f}x FP32)"
                if chosen and chosen.speedup_vs_fp32 else "") + ". Click a point to select it.")
         if chosen is not None and chosen.precision != "fp32":
@@ -135,6 +138,14 @@ class MixedPrecisionTab:
             self.select(config.keep_fp32)
 
     # ---- rendering --------------------------------------------------------------------------------
+    def _show_lint(self, result: RunResult) -> None:
+        from ..lint import findings_table, lint_result
+        from ..views.tables import html_table
+
+        rows = [{k: v for k, v in row.items() if k != "why"} for row in findings_table(lint_result(result))]
+        self.lint.value = (f"<h4>Why is it not faster? Lint of {html.escape(result.label)}</h4>"
+                           + (html_table(rows) if rows else "<p>Nothing to flag.</p>"))
+
     def _metric(self, result: RunResult) -> str:
         if self.metric.value == "top1" and (result.accuracy is None or result.accuracy.top1 is None):
             self.metric.value = "agreement"

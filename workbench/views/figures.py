@@ -316,7 +316,7 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "calibration": r.calibration, "backend": r.backend,
             "latency_median_ms": r.headline_latency.median, "latency_median_ci_ms": r.headline_latency.median_ci,
             "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
-            "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None else None,
+            "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,
             "speedup_verdict": None if gain is None else "baseline" if base is r else gain.verdict,
             "top1": top1,
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None

@@ -210,7 +210,12 @@ def _short(text: str) -> str:
 
 def _label(*parts: str) -> str:
     graphviz = require("graphviz", extra="notebook", purpose="the fusion graph view")
-    return "\\n".join(graphviz.escape(p) for p in parts if p)
+    return graphviz.nohtml("\\n".join(graphviz.escape(p) for p in parts if p))
+
+
+def _text(text: str) -> str:
+    """Any name as literal DOT text: backslashes, quotes and '<...>' lose their special meaning."""
+    return require("graphviz", extra="notebook", purpose="the fusion graph view").escape(text)
 
 
 def _digraph(name: str):
@@ -223,13 +228,13 @@ def _digraph(name: str):
     return g
 
 
-def _stub(g, key: str, tensor: str, shapes: dict[str, str], stubs: set[str]) -> str:
+def _stub(g, key: str, tensor: str, shapes: dict[str, str], stubs: dict[str, str]) -> str:
     """A small ellipse standing for a tensor made or used off this page (or a graph input/output)."""
     if key not in stubs:
-        stubs.add(key)
-        g.node(key, label=_label(_short(tensor), shapes.get(tensor, "")), shape="ellipse", style="dashed",
-               fontsize="8", color="#888888", fontcolor="#555555", tooltip=f"tensor {tensor}")
-    return key
+        stubs[key] = f"t{len(stubs)}"  # an id free of the tensor name (':' would make it a port)
+        g.node(stubs[key], label=_label(_short(tensor), shapes.get(tensor, "")), shape="ellipse", style="dashed",
+               fontsize="8", color="#888888", fontcolor="#555555", tooltip=_text(f"tensor {tensor}"))
+    return stubs[key]
 
 
 def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], removed: list[int],
@@ -251,18 +256,18 @@ def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], 
         if unit is None:
             tip = f"{names[i]} ({node.op_type}): no engine layer (constant-folded or eliminated)"
             target.node(f"b{i}", label=_label(_short(names[i]), node.op_type, out_shape), fillcolor=REMOVED_COLOR,
-                        style="rounded,dotted", tooltip=tip)
+                        style="rounded,dotted", tooltip=_text(tip))
             return
         ms = "" if unit.layer.latency_ms is None else f", {unit.layer.latency_ms:.4f} ms"
         tip = f"{names[i]} ({node.op_type}) → layer {unit.layer.name} [{unit.layer.precision}{ms}]"
         target.node(f"b{i}", label=_label(_short(names[i]), node.op_type, out_shape), fillcolor=unit.color,
-                    tooltip=tip)
+                    tooltip=_text(tip))
 
     for k, unit in enumerate(units):
         if len(unit.nodes) > 1:
             with g.subgraph(name=f"cluster_{k}") as c:
                 c.attr(label=_label(_short(unit.layer.name)), style="rounded,dashed", color="#444444",
-                       fontsize="8", tooltip=f"fused into layer {unit.layer.name}")
+                       fontsize="8", tooltip=_text(f"fused into layer {unit.layer.name}"))
                 for i in unit.nodes:
                     add(i, c)
         else:
@@ -271,7 +276,7 @@ def _before_graph(proto: onnx.ModelProto, names: list[str], units: list[_Unit], 
     for i in removed:
         add(i, g)
 
-    stubs: set[str] = set()
+    stubs: dict[str, str] = {}
     graph_outputs = {o.name for o in proto.graph.output}
     for i in on_page:
         if i in hidden:
@@ -291,7 +296,7 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[s
     g = _digraph("after")
     producer = {out: unit.index for unit in units for out in unit.layer.outputs}
     consumed = {t for unit in units for t in unit.layer.inputs}
-    stubs: set[str] = set()
+    stubs: dict[str, str] = {}
     for unit in units:
         layer, k = unit.layer, unit.index
         shape = "×".join(str(d) for d in layer.output_shapes[0]) if layer.output_shapes and layer.output_shapes[0] else \
@@ -303,7 +308,7 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[s
             "inserted by the engine" if layer.inserted else f"ONNX nodes: {', '.join(layer.onnx_nodes)}"]))
         g.node(f"a{k}", label=_label(_short(layer.name), f"{layer.type} · {layer.precision}", shape, ms),
                fillcolor=unit.color, style="rounded,filled,dashed" if layer.inserted else "rounded,filled",
-               penwidth="2" if len(unit.nodes) > 1 else "1", tooltip=tip)
+               penwidth="2" if len(unit.nodes) > 1 else "1", tooltip=_text(tip))
         for tensor in layer.inputs:
             if tensor in producer:
                 g.edge(f"a{producer[tensor]}", f"a{k}")

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,8 +31,28 @@ from ..models.spec import Model
 NETRON_MAX_AGE_DAYS = 180  # the age after which Netron's own page stops working
 _START_TIMEOUT_S = 20.0
 _SERVERS: dict[str, tuple[subprocess.Popen, Path]] = {}  # url -> (process, served file)
-_SERVE = ("import sys, netron; netron.start(sys.argv[1], address=('127.0.0.1', int(sys.argv[2])), browse=False); "
-          "netron.wait()")
+_COPIES: dict[str, Path] = {}  # model content hash -> its copy in a private folder made by this process
+# The server dies with its parent: PR_SET_PDEATHSIG (Linux; only when started from the main thread, since the
+# signal follows the thread that started the child) plus a watchdog that notices being re-parented.
+_SERVE = """
+import ctypes, os, signal, sys, threading, time
+path, port, parent, pdeathsig = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+if pdeathsig:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+if os.getppid() != parent:
+    sys.exit(0)
+threading.Thread(target=watch, daemon=True).start()
+import netron
+netron.start(path, address=("127.0.0.1", port), browse=False)
+netron.wait()
+"""
 
 
 def netron_age_days() -> float | None:
@@ -59,8 +82,9 @@ def open_in_netron(path_or_model: str | Path | Model | onnx.ModelProto, *, port:
         if served == path and process.poll() is None:
             return url
     port = port or _free_port()
-    process = subprocess.Popen([sys.executable, "-c", _SERVE, str(path), str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    main_thread = threading.current_thread() is threading.main_thread()
+    process = subprocess.Popen([sys.executable, "-c", _SERVE, str(path), str(port), str(os.getpid()),
+                                "1" if main_thread else "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     _SERVERS[url] = (process, path)
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -95,9 +119,12 @@ def stop(url: str) -> None:
 
 
 def stop_all() -> None:
-    """Stop every Netron server this Python process started."""
+    """Stop every Netron server this Python process started and remove the model copies it served."""
     for url in list(_SERVERS):
         stop(url)
+    for path in _COPIES.values():
+        shutil.rmtree(path.parent, ignore_errors=True)
+    _COPIES.clear()
 
 
 def servers() -> list[str]:
@@ -120,12 +147,14 @@ def _model_file(source) -> Path:
     if not isinstance(source, Model):
         raise WorkbenchError(f"Cannot open a {type(source).__name__} in Netron: pass an ONNX file path, "
                              "a Model or an onnx.ModelProto.")
-    # One file per model content, so opening the same model twice finds its running server.
-    folder = Path(tempfile.gettempdir()) / "workbench-netron" / source.content_hash[:16]
-    path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.name)}.onnx"
-    if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
+    # One copy per model content (so opening the same model twice finds its running server), in a private
+    # folder made fresh by mkdtemp: nothing another user planted in the temp folder is ever served.
+    path = _COPIES.get(source.content_hash)
+    if path is None or not path.is_file():
+        folder = Path(tempfile.mkdtemp(prefix="workbench-netron-"))
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.name)}.onnx"
         path.write_bytes(source.serialized())
+        _COPIES[source.content_hash] = path
     return path
 
 

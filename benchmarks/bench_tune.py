@@ -1,0 +1,111 @@
+"""Accuracy-budgeted mixed precision (`Workbench.tune`) on the samples, with honest timing.
+
+For each case: run the search, then re-time FP32, fully quantised INT8 and the chosen plan interleaved
+(`--rounds` rounds of `--runs` timed runs each, engines built once), so the speed-ups compare medians taken under
+the same load. Writes JSON (`--out`) and prints a README table row per case.
+
+    python benchmarks/bench_tune.py --out benchmarks/tune_results.json
+    python benchmarks/bench_tune.py --case fashion-cnn-top1 --budget 4 --rounds 3   # a quick check
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workbench import Workbench  # noqa: E402
+from workbench.measure import measure_latency  # noqa: E402
+from workbench.results import strict_json  # noqa: E402
+
+# name -> (sample, tune arguments, session arguments, goal in words)
+CASES = {
+    "fashion-cnn-top1": ("fashion-cnn", {"metric": "top1", "max_drop": 0.5}, {}, "tune --max-drop 0.5 within budget"),
+    "efficientnet-lite0-fashion-top1": ("efficientnet-lite0-fashion", {"metric": "top1", "max_drop": 0.5}, {},
+                                        "tune --max-drop 0.5 within budget"),
+    "efficientnet-lite0-fashion-agreement": (
+        "efficientnet-lite0-fashion", {"metric": "agreement", "max_drop": 1.0}, {},
+        "agreement >= 99 % keeping >= 80 % of full INT8's speed-up at batch 8"),
+    "minilm-l6-cosine": ("minilm-l6", {"metric": "cosine", "max_drop": 0.01, "dims": {"sequence": 64}},
+                         {"shape_range": {"sequence": (8, 64, 128)}},
+                         "embedding cosine >= 0.99 and >= 1.3x faster than FP32 (batch 8, sequence 64)"),
+}
+
+
+def retime(wb: Workbench, results: dict, *, batch: int, dims: dict, rounds: int, runs: int) -> dict:
+    """Interleaved re-timing: per configuration the median of each round, then their median and range."""
+    keys = {name: result.cache_key for name, result in results.items()}
+    unique = {result.cache_key: result for result in results.values()}  # the chosen plan may be full INT8
+    engines = {key: wb.engine(result) for key, result in unique.items()}
+    feeds = wb._feeds(batch, dims)  # the session's own feeds at this shape (the ones every run is timed on)
+    medians: dict[str, list[float]] = {key: [] for key in engines}
+    for _ in range(rounds):
+        for key, engine in engines.items():
+            medians[key].append(measure_latency(engine, feeds, batch=batch, warmup=3, runs=runs).median)
+    return {name: {"median_ms": statistics.median(medians[key]), "min_round_ms": min(medians[key]),
+                   "max_round_ms": max(medians[key]), "rounds": medians[key]} for name, key in keys.items()}
+
+
+def run_case(name: str, budget: int, rounds: int, runs: int, cache_dir: str | None) -> dict:
+    sample, tune_args, session_args, goal = CASES[name]
+    tune_args = dict(tune_args)
+    dims = tune_args.pop("dims", {})
+    wb = Workbench(sample, cache_dir=cache_dir, progress=False, **session_args)
+    start = time.perf_counter()
+    found = wb.tune("int8", budget=budget, batch=8, dims=dims or None, **tune_args)
+    seconds = time.perf_counter() - start
+    full = [c for c in found.configurations if c.step == "quantise all"]
+    full_int8 = min(full, key=lambda c: c.drop)  # the start the search reverted from
+    chosen = found.chosen
+    picked = {"fp32": found.configurations[0], "int8": full_int8, "chosen": chosen}
+    timing = retime(wb, {k: found.result_of(c) for k, c in picked.items()}, batch=8, dims=dims,
+                    rounds=rounds, runs=runs)
+    fp32_ms = timing["fp32"]["median_ms"]
+    speedup = {k: fp32_ms / v["median_ms"] for k, v in timing.items()}
+    gain_kept = ((speedup["chosen"] - 1) / (speedup["int8"] - 1)) if speedup["int8"] > 1 else None
+    row = {"case": name, "model": sample, "goal": goal, "metric": found.metric, "max_drop": found.max_drop,
+           "budget": budget, "configurations": len(found.configurations), "stopped": found.stopped,
+           "search_seconds": round(seconds, 1), "chosen": chosen.to_json() if chosen else None,
+           "chosen_within_budget": bool(chosen and chosen.within_budget),
+           "chosen_is_reduced_precision": bool(chosen and chosen.precision != "fp32"),
+           "full_int8": full_int8.to_json(), "retimed": timing, "speedup_vs_fp32": speedup,
+           "speedup_ratio_chosen_vs_full_int8": speedup["chosen"] / speedup["int8"],
+           "speedup_gain_kept": gain_kept,
+           "frontier": [c.to_json() for c in found.frontier]}
+    print(f"| {name} | {found.metric} <= {found.max_drop:g} | {len(found.configurations)} | "
+          f"{chosen.kept_text if chosen else 'none'} | {chosen.value if chosen else float('nan'):.4f} | "
+          f"{full_int8.value:.4f} | {speedup['int8']:.2f}x | {speedup['chosen']:.2f}x | "
+          f"{timing['chosen']['min_round_ms']:.3f}-{timing['chosen']['max_round_ms']:.3f} ms | {found.stopped} |",
+          flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", choices=list(CASES), help="cases to run (default all)")
+    parser.add_argument("--budget", type=int, default=10, help="configurations per search (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved re-timing rounds (default 5)")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per round (default 30)")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--out", default=None, help="write JSON here")
+    args = parser.parse_args()
+    print("| case | budget on | measured | chosen keeps | chosen metric | full INT8 metric | full INT8 speed-up | "
+          "chosen speed-up | chosen round medians | stopped |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = [run_case(name, args.budget, args.rounds, args.runs, args.cache_dir) for name in args.case or CASES]
+    if args.out:
+        payload = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
+                               "note": "measured on a shared 2-core machine under load from other jobs"},
+                   "command": " ".join(sys.argv), "cases": rows}
+        Path(args.out).write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False))
+        print(f"json: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The workbench calibrator gives onnxruntime's ranges (same algorithms), augments big graphs in linear time and
+keeps memory per batch."""
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import create_calibrator
+from onnxruntime.quantization.calibrate import CalibrationDataReader
+
+from conftest import make_tiny_cnn
+from workbench.precision.calibrate import (CALIBRATION_METHODS, CALIBRATION_OPTIONS, _calibrate,
+                                           calibrated_tensors)
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, batches):
+        self._iter = iter(batches)
+
+    def get_next(self):
+        return next(self._iter, None)
+
+
+def _ort_ranges(proto: onnx.ModelProto, batches, method: str):
+    """onnxruntime's own calibrator, fed one batch per call as the workbench did before."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(proto, path)
+        calibrator = create_calibrator(path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=CALIBRATION_METHODS[method],
+                                       extra_options=CALIBRATION_OPTIONS[method])
+        with contextlib.redirect_stdout(io.StringIO()):
+            for batch in batches:
+                calibrator.collect_data(_Reader([batch]))
+            ranges = calibrator.compute_data()
+        del calibrator
+    return ranges
+
+
+def _batches(n: int = 4, size: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    # growing scale: later batches widen the histograms, exercising the merge paths
+    return [{"input": (rng.standard_normal((size, 1, 8, 8)) * (1 + i)).astype(np.float32)} for i in range(n)]
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_ranges_match_onnxruntime_calibrators(method):
+    proto = make_tiny_cnn()
+    batches = _batches()
+    ours, theirs = _calibrate(proto, batches, method, progress=False), _ort_ranges(proto, batches, method)
+    assert ours.calibration_method == theirs.calibration_method
+    assert set(ours.data) == set(theirs.data) == set(calibrated_tensors(proto))
+    for name, expected in theirs.data.items():
+        low, high = (float(np.ravel(v)[0]) for v in ours.data[name].range_value)
+        exp_low, exp_high = (float(np.ravel(v)[0]) for v in expected.range_value)
+        # optimised kernels round differently in the last bits; a histogram threshold may move by one bin then
+        scale = max(abs(exp_low), abs(exp_high))
+        tolerance = scale * (2.0 / CALIBRATION_OPTIONS[method]["num_bins"] if method != "minmax" else 1e-4)
+        assert abs(low - exp_low) <= tolerance + 1e-6 and abs(high - exp_high) <= tolerance + 1e-6, \
+            f"{method} range of {name}: {(low, high)} vs onnxruntime's {(exp_low, exp_high)}"
+
+
+def _chain(nodes: int) -> onnx.ModelProto:
+    """A chain of `nodes` element-wise ops: a large graph with trivial compute."""
+    ops = []
+    for i in range(nodes):
+        ops.append(helper.make_node("Relu" if i % 2 else "Neg", [f"t{i}"], [f"t{i + 1}"], name=f"n{i}"))
+    graph = helper.make_graph(ops, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, ["b", 4])],
+                              [helper.make_tensor_value_info(f"t{nodes}", TensorProto.FLOAT, ["b", 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_calibrates_every_tensor_of_a_long_chain():
+    proto = _chain(2000)
+    batch = {"t0": np.array([[1.0, -2.0, 3.0, -4.0]], dtype=np.float32)}
+    ranges = _calibrate(proto, [batch], "minmax", progress=False)
+    assert len(ranges.data) == 2001
+    value = lambda name, i: float(ranges.data[name].range_value[i].ravel()[0])  # noqa: E731
+    assert (value("t1", 0), value("t1", 1)) == (-3.0, 4.0)  # Neg: [-1, 2, -3, 4]
+    assert (value("t2", 0), value("t2", 1)) == (0.0, 4.0)  # Relu: [0, 2, 0, 4]
+    assert value("t2000", 1) == 0.0  # the second Neg + Relu leaves only zeros
+
+
+def test_float16_tensors_keep_their_type():
+    nodes = [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16, name="to16"),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Cast", ["r"], ["y"], to=TensorProto.FLOAT, name="to32")]
+    graph = helper.make_graph(nodes, "fp16", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ranges = _calibrate(proto, [{"x": np.array([[-1.0, 0.5, 2.0]], np.float32)}], "minmax", progress=False)
+    low, high = ranges.data["r"].range_value
+    assert low.dtype == np.float16 and float(low.ravel()[0]) == 0.0 and float(high.ravel()[0]) == 2.0

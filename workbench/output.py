@@ -1,0 +1,117 @@
+"""Writing output files without destroying anything: one atomic writer and the checks run before any work."""
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .errors import OutputError
+
+
+def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write `payload` to `path` via a temporary file beside it and os.replace: readers (and a crash) see the old
+    file or the new one, never half of one. Returns the path written.
+
+    A symlink is written through (its target is replaced, the link stays); anything but a regular file (device,
+    FIFO, socket, folder) is refused. An existing file keeps its mode; a new one gets 0666 minus the umask.
+    Failures (refusal, disk full, no permission) raise OutputError naming the path.
+    """
+    target = Path(os.path.realpath(path))
+    problem = _target_problem(target)
+    if problem:
+        raise OutputError(f"Cannot write {os.fspath(path)}: {problem}.")
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~current_umask()
+    tmp = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"Could not write {os.fspath(path)} ({exc.strerror or exc}): free some space or choose "
+                          "a writable location; any previous file there is unchanged.") from exc
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Before any work: every output (option name -> path; None = not written) must be writable, must not be one
+    of `inputs` and must differ from every other output. Raises OutputError naming the option and the fix."""
+    seen: dict[str, str] = {}
+    input_paths = [p for p in (Path(i) for i in inputs) if p.exists()]
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        resolved = os.path.realpath(path)
+        if resolved in seen:
+            raise OutputError(f"{option} {os.fspath(path)} is also the path of {seen[resolved]}: one would "
+                              "overwrite the other. Give each output its own file.")
+        seen[resolved] = option
+        for source in input_paths:
+            if resolved == os.path.realpath(source) or (Path(resolved).exists() and os.path.samefile(resolved, source)):
+                raise OutputError(f"{option} {os.fspath(path)} is an input of this command ({os.fspath(source)}): "
+                                  "writing it would destroy the input. Choose another output path.")
+        problem = _target_problem(Path(resolved)) or _folder_problem(Path(resolved).parent)
+        if problem:
+            raise OutputError(f"{option} {os.fspath(path)} cannot be written: {problem}.")
+
+
+def _target_problem(target: Path) -> str | None:
+    """Why `target` (symlinks resolved) must not be replaced by a regular file, or None."""
+    try:
+        info = target.stat()
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "a folder on its path is a file, not a folder"
+    except OSError as exc:
+        return f"it cannot be inspected ({exc.strerror or exc})"
+    if stat.S_ISDIR(info.st_mode):
+        return "it is a folder; give a file name inside it"
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
+                or stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a special file")
+        return f"it is {kind}, not a regular file; write to a regular file instead"
+    return None
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (created later if missing), or None. Probes with a temporary file,
+    which tells read-only file systems and permissions apart from what os.access says (e.g. as root)."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".workbench-probe-")
+    except OSError as exc:
+        return f"cannot create files in {existing} ({exc.strerror or exc}); choose a writable folder"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
