@@ -198,6 +198,8 @@ def _step(note: str) -> str:
     failed = re.search(r"fails on (\d+) node\(s\) of this graph \((\w+)", note)
     if failed:
         return f"{failed[1]} nodes kept FP32 (quantiser {failed[2]})"
+    if "nothing to quantise" in note:
+        return "nothing quantisable: INT8 runs FP32"
     return note.split(":")[0]
 
 
