@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -54,11 +55,25 @@ def build_model(nodes: int, seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-def measure(nodes: int, repeats: int, runs: int) -> dict:
+def measure(nodes: int, repeats: int, runs: int, precisions=("fp32", "int8"), out: Path | None = None) -> dict:
+    """Stage timings; with `out`, the JSON is rewritten after every stage (`"complete": false` until the end), so
+    a run stopped part-way still records what it measured."""
     from workbench.report import write_report
     from workbench.session import Workbench
 
-    stages: dict[str, list[float]] = {"load": [], "fp32": [], "int8": [], "html": []}
+    stages: dict[str, list[float]] = {"load": [], **{p: [] for p in precisions}, "html": []}
+
+    def record(complete: bool) -> dict:
+        summary = {name: {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values),
+                          "repeats": len(values)} for name, values in stages.items() if values}
+        result = {"nodes": nodes, "timed_runs_per_config": runs, "precisions": list(precisions), "complete": complete,
+                  "stages": summary,
+                  "machine": {"python": platform.python_version(), "processor": platform.processor() or
+                              platform.machine(), "load_average_1min": os.getloadavg()[0]}}
+        if out is not None:
+            out.write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
     html_bytes = 0
     with tempfile.TemporaryDirectory(prefix="bench-large-") as tmp:
         model_path = Path(tmp) / "large.onnx"
@@ -68,23 +83,24 @@ def measure(nodes: int, repeats: int, runs: int) -> dict:
             start = time.perf_counter()
             wb = Workbench(str(model_path), cache_dir=cache, progress=False, eval_limit=8)
             stages["load"].append(time.perf_counter() - start)
+            nodes = len(wb.model.proto.graph.node)
+            record(False)
             results = []
-            for precision in ("fp32", "int8"):
+            for precision in precisions:
                 start = time.perf_counter()
                 results.append(wb.run(precision, batch=1, runs=runs, calibration_size=16))
                 stages[precision].append(time.perf_counter() - start)
+                record(False)
             start = time.perf_counter()
             path = write_report([wb], results, Path(tmp) / "report.html", command="bench_large_graph")
             stages["html"].append(time.perf_counter() - start)
             html_bytes = path.stat().st_size
-        node_count = len(wb.model.proto.graph.node)
-    summary = {name: {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values),
-                      "repeats": len(values)} for name, values in stages.items()}
-    total = [sum(values[i] for values in stages.values()) for i in range(repeats)]
-    summary["total"] = {"median_s": statistics.median(total), "min_s": min(total), "max_s": max(total),
-                        "repeats": repeats}
-    return {"nodes": node_count, "timed_runs_per_config": runs, "html_bytes": html_bytes, "stages": summary,
-            "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()}}
+    stages["total"] = [sum(values[i] for values in stages.values()) for i in range(repeats)]
+    result = record(True)
+    result["html_bytes"] = html_bytes
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,13 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per configuration")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    parser.add_argument("--precision", action="append", choices=("fp32", "fp16", "int8"), default=None,
+                        help="precisions in the report (default fp32 and int8)")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (rewritten after each stage)")
     args = parser.parse_args(argv)
-    result = measure(args.nodes, args.repeats, args.runs)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    result = measure(args.nodes, args.repeats, args.runs, tuple(args.precision or ("fp32", "int8")), args.out)
+    print(json.dumps(result, indent=2))
     return 0
 
 
