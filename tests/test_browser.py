@@ -153,18 +153,24 @@ def lab(tmp_path_factory):
         yield server
 
 
-def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):
-    context = _new_context(pw, tmp_path / "chromium")
+def run_notebook(context, url: str) -> tuple:
+    """Open the notebook at `url` in a page of `context` and run all its cells; returns (page, console errors)."""
     page = context.pages[0] if context.pages else context.new_page()
     console_errors: list[str] = []
     page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
     page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    page.goto(url, timeout=60_000)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel started
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    return page, console_errors
+
+
+def test_explorer_in_jupyterlab_switches_to_int8(lab, pw, tmp_path):
+    context = _new_context(pw, tmp_path / "chromium")
     try:
-        page.goto(f"{lab.url}/doc/tree/explorer.ipynb", timeout=60_000)
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel started
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        page, console_errors = run_notebook(context, f"{lab.url}/doc/tree/explorer.ipynb")
 
         # the widget manager rendered the explorer, and the FP32 result arrived
         status = page.locator(".workbench-status", has_text="median")

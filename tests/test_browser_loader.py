@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from tests.conftest import make_tiny_cnn
-from tests.test_browser import WIDGET_ERRORS, _new_context, _screenshot_dirs, _write_notebook, running_lab
+from tests.test_browser import WIDGET_ERRORS, _new_context, _screenshot_dirs, _write_notebook, run_notebook, running_lab
 
 NOTEBOOK_CODE = """\
 from workbench.ui import Explorer
@@ -41,16 +41,8 @@ def lab(tmp_path_factory):
 
 def test_load_a_model_and_a_calibration_set_from_the_explorer(lab, pw, tmp_path):
     context = _new_context(pw, tmp_path / "chromium")
-    page = context.pages[0] if context.pages else context.new_page()
-    console_errors: list[str] = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
     try:
-        page.goto(f"{lab.url}/doc/tree/explorer.ipynb", timeout=60_000)
-        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
-        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        page, console_errors = run_notebook(context, f"{lab.url}/doc/tree/explorer.ipynb")
         page.locator(".workbench-status", has_text="median").wait_for(timeout=180_000)
 
         loader = page.locator(".workbench-loader")
