@@ -97,3 +97,4 @@ def test_float16_tensors_keep_their_type():
     ranges = _calibrate(proto, [{"x": np.array([[-1.0, 0.5, 2.0]], np.float32)}], "minmax", progress=False)
     low, high = ranges.data["r"].range_value
     assert low.dtype == np.float16 and float(low.ravel()[0]) == 0.0 and float(high.ravel()[0]) == 2.0
+

@@ -237,3 +237,13 @@ def test_nesting_check_is_iterative_and_handles_shared_containers():
     assert too_deep(deep) and not too_deep({"a": [[1]] * 1000})
     shared = [1]
     assert not too_deep([shared] * 1000)
+
+
+def test_tune_refuses_a_non_empty_bundle_folder_before_searching(tmp_path, capsys):
+    from workbench.cli import main
+
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    assert main(["tune", "digits-cnn", "--bundle", str(folder), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "not empty" in capsys.readouterr().err and not (tmp_path / "cache").exists()

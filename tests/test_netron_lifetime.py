@@ -33,7 +33,7 @@ if {thread!r}:
 else:
     opened.append(netron.open_in_netron(model))
 url = opened[0]
-print(url, netron._SERVERS[url][0].pid, flush=True)
+print(url, netron._SERVERS[url][0].pid, netron._SERVERS[url][1], flush=True)
 time.sleep(600)
 """
 
@@ -70,7 +70,7 @@ def test_server_dies_with_its_parent(how, thread):
             if "refuses to run" in error:
                 pytest.skip("Netron refuses to run (too old)")
             pytest.fail(f"parent did not start Netron: {error[-500:]}")
-        url, pid = line.split()
+        url, pid, served = line.split()
         port, pid = int(url.rsplit(":", 1)[1]), int(pid)
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # it was listening
@@ -80,6 +80,7 @@ def test_server_dies_with_its_parent(how, thread):
         if not gone:
             os.kill(pid, signal.SIGKILL)  # leave no orphan behind when the test fails
         assert gone, f"Netron server {pid} outlived its parent ({how.name})"
+        assert not Path(served).parent.exists()  # its private copy went with it
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -91,6 +92,7 @@ def test_a_planted_file_is_never_served():
 
     model = Model.from_proto(make_tiny_cnn(), name="tiny", source="t")
     predictable = Path(tempfile.gettempdir()) / "workbench-netron" / model.content_hash[:16] / "tiny.onnx"
+    created = [folder for folder in (predictable.parent.parent, predictable.parent) if not folder.exists()]
     predictable.parent.mkdir(parents=True, exist_ok=True)
     predictable.write_bytes(b"planted")
     try:
@@ -106,3 +108,5 @@ def test_a_planted_file_is_never_served():
     finally:
         netron.stop_all()
         predictable.unlink()
+        for folder in reversed(created):
+            folder.rmdir()

@@ -202,7 +202,7 @@ def test_disk_cache_survives_memory_and_rebuilds_corrupt_entries(tiny_cnn, calib
     clear_cache()
     plan = PrecisionPlan("int8", method="percentile")
     first = apply_plan(tiny_cnn, plan, calib, progress=False, cache_dir=tmp_path)
-    entries = list((tmp_path / "calibration").glob("*.json"))
+    entries = list(tmp_path.glob("calibration-*.ranges.json"))
     assert len(entries) == 1 and cache_stats.calibrations == 1
 
     clear_cache()  # a new process: memory empty, disk kept

@@ -26,20 +26,31 @@ def runs(tmp_path_factory):
     return wb, normal, fallback
 
 
+def test_reduced_precision_graphs_computed_in_float_are_not_flagged(runs):
+    wb, _, _ = runs
+    fp16, tensorrt_style = wb.run("fp16", runs=2, drift=False), wb.run("int8", qdq_style="tensorrt", runs=2, drift=False)
+    assert fp16.precision_share["nodes"] == {"fp32": 1.0}  # ONNX Runtime's CPU provider computes FP16 in FP32 ...
+    assert fp16.precision_share["graph"] == {"fp16": 1.0, "fp32": 0.0}  # ... but the graph is FP16: accuracy is
+    assert tensorrt_style.precision_share["graph"]["int8"] == 1.0
+    assert fp16.precision_warning is None and tensorrt_style.precision_warning is None
+
+
 def test_int8_that_fell_back_to_fp32_says_so_with_the_reason(runs):
     _, normal, fallback = runs
     assert fallback.precision_share["nodes"] == {"fp32": 1.0}
     assert fallback.precision_share["time"]["fp32"] == pytest.approx(1.0)
+    assert fallback.precision_share["graph"] == {"int8": 0.0, "fp32": 1.0}
     warning = fallback.precision_warning
-    assert warning and "mostly in FP32" in warning and "100% of nodes" in warning
+    assert warning and "is mostly FP32" in warning and "left 100% of its compute ops" in warning
     assert "calibrated range exceeds the FP16 maximum" in warning  # the precision step's own reason
-    assert normal.precision_share["nodes"].get("int8", 0) > 0.5 and normal.precision_warning is None
+    assert normal.precision_share["graph"] == {"int8": 1.0, "fp32": 0.0} and normal.precision_warning is None
 
 
 def test_share_and_warning_are_json_keys_and_survive_the_cache(runs):
     wb, _, fallback = runs
     data = json.loads(json.dumps(fallback.to_json()))
     assert data["precision_share"]["nodes"] == {"fp32": 1.0} and data["precision_warning"] == fallback.precision_warning
+    assert data["graph_precision"] == {"int8": 0.0, "fp32": 1.0}
     assert any("FP16 maximum" in note for note in data["precision_notes"])
     again = RunResult.from_json(data)
     assert again.precision_warning == fallback.precision_warning
@@ -53,7 +64,10 @@ def test_cli_summary_and_report_show_the_warning(runs, capsys):
     out = capsys.readouterr().out
     assert out.count("WARNING:") == 1 and fallback.label in out.split("WARNING:")[1]
     page = build_report([wb], [normal, fallback])
-    assert "class=\"warning\"" in page and "runs mostly in FP32" in page
+    assert "class=\"warning\"" in page and "is mostly FP32" in page
+    from workbench.report import headline
+
+    assert fallback.label not in headline([normal, fallback, wb.run("fp32", runs=2, drift=False)])
 
 
 def test_share_counts_each_node_once_and_ignores_bad_times():
@@ -82,4 +96,13 @@ def test_explorer_status_carries_the_warning(tmp_path):
     explorer.calibration.value = "huge"
     explorer.wait()
     assert explorer.current.calibration == "huge"
-    assert "<b>Warning:</b>" in explorer.status.value and "mostly in FP32" in explorer.status.value
+    assert "<b>Warning:</b>" in explorer.status.value and "is mostly FP32" in explorer.status.value
+
+
+def test_keeping_the_weighted_ops_in_fp32_is_flagged_with_that_reason(runs):
+    wb, _, _ = runs
+    kept = wb.run("int8", keep_fp32=["Conv", "Gemm"], runs=2, drift=False)
+    assert kept.precision_share["graph"] == {"int8": 0.0, "fp32": 1.0}
+    assert "Kept in FP32: Conv, Gemm" in kept.precision_warning
+    half = wb.run("int8", keep_fp32=["conv1"], runs=2, drift=False)  # 1 of 3 weighted ops: not mostly FP32
+    assert half.precision_share["graph"]["fp32"] == pytest.approx(1 / 3) and half.precision_warning is None

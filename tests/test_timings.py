@@ -226,3 +226,13 @@ def test_a_result_whose_layer_times_do_not_add_up_gets_a_note():
     note, = _layer_time_notes(0.62)
     assert "62%" in note and "outside 90%-110%" in note
     assert _layer_time_notes(1.04) == [] and _layer_time_notes(None) == []
+
+
+def test_profiled_layer_times_from_few_runs_are_finite():
+    from workbench.backends.onnxruntime import _typical_node_times
+
+    for runs in ([{"a": 100.0, "b": 50.0}, {"a": 300.0, "b": 50.0}], [{"a": 100.0, "b": 50.0}]):
+        timings = _typical_node_times(_trace(runs), warmup=0, runs=len(runs))
+        assert all(np.isfinite(t.latency_ms) and t.latency_ms > 0 for t in timings)
+    two = {t.name: t.latency_ms for t in _typical_node_times(_trace([{"a": 100.0}, {"a": 300.0}]), warmup=0, runs=2)}
+    assert two["a"] == pytest.approx(0.2)  # two runs: both are the middle half

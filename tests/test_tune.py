@@ -116,6 +116,7 @@ def test_tune_reverts_units_until_budget_and_chooses_the_fastest_within(session)
     found = session.tune(max_drop=0.0, metric="cosine", budget=4, **FAST)  # nothing quantised is exact
     assert 2 <= len(found.configurations) <= 5  # FP32 + at most the budget
     assert found.configurations[0].precision == "fp32" and found.configurations[0].drop == 0
+    assert found.configurations[0].speedup_verdict == "baseline"
     assert found.chosen is not None and found.chosen.within_budget
     assert found.chosen.latency_ms == min(c.latency_ms for c in found.configurations if c.within_budget)
     assert found.stopped in ("budget used up", "no unit left to revert")
@@ -212,3 +213,22 @@ def test_group_reverts_stop_at_the_budget():
     found = tune(_SpreadLossWorkbench(), max_drop=1.0, metric="agreement", budget=4, confirm=1, progress=False)
     assert found.stopped == "budget used up" and len(found.configurations) == 1 + 4
     assert found.chosen.precision == "fp32"  # nothing within budget was found: FP32 is the honest answer
+
+
+def test_figures_show_sensitivity_beside_time_and_the_frontier():
+    from workbench.tune import tune
+    from workbench.views.tuning import pareto_figure, sensitivity_figure
+
+    found = tune(_SpreadLossWorkbench(), max_drop=1.0, metric="agreement", budget=12, confirm=1, progress=False)
+    figure = sensitivity_figure(found.sensitivity)
+    measured, proxy, share = figure.data
+    assert list(measured.y) == [u.unit.name for u in found.sensitivity.units]
+    assert measured.x[0] == found.sensitivity.units[0].recovered and proxy.x[1] > 0
+    assert share.x[0] == pytest.approx(100 / 8)  # each of the 8 layers takes 1 ms
+    pareto = pareto_figure(found)
+    frontier = next(t for t in pareto.data if t.name == "frontier")
+    assert list(frontier.x) == sorted(frontier.x) and len(frontier.x) == len(found.frontier)
+    star = next(t for t in pareto.data if t.name == "chosen")
+    assert star.x[0] == found.chosen.latency_ms and star.customdata[0] == found.chosen.cache_key
+    labelled = [text for t in pareto.data if t.text is not None for text in t.text]
+    assert "all int8" in labelled and "FP32" in labelled

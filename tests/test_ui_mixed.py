@@ -70,3 +70,10 @@ def test_clicking_a_point_selects_that_configuration(explorer):
     assert sorted(shown.keep_fp32) == sorted(target.keep_fp32)
     explorer.mixed.clear.click()
     assert explorer.wait().keep_fp32 == []
+
+
+def test_fp16_clears_the_units_and_the_search_asks_for_int8(explorer):
+    explorer.precision.value = "fp16"
+    assert explorer.wait().precision == "fp16"
+    assert explorer.mixed.checks == {} and explorer.mixed.search() is None
+    assert "Pick INT8" in explorer.mixed.status.value

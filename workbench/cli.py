@@ -1,4 +1,5 @@
-"""Command line: `python -m workbench report|plan|samples|tune|lint`. JSON keys written here are a contract (README)."""
+"""Command line: `python -m workbench report|plan|samples|tune|lint|warm|app|sweep`. JSON keys written here are a contract
+(README)."""
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
     report.add_argument("--cache-dir", default=None, help="result cache directory (default $WORKBENCH_CACHE "
                                                           "or ~/.cache/tensorrt-workbench)")
+    report.add_argument("--shared-cache", default=None, help="read-only cache read first (default "
+                                                             "$WORKBENCH_SHARED_CACHE), e.g. one a teacher warmed")
     report.add_argument("--out", default=None, help="HTML report path (default report.html unless --json only)")
     report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -79,8 +82,113 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", dest="json_path", default=None, help="write plan JSON here")
 
     sub.add_parser("samples", help="list the bundled samples", description="List the bundled sample models.")
+    _warm_parser(sub)
+    _app_parser(sub)
+    _sweep_parser(sub)
     _tune_parsers(sub)
     return parser
+
+
+GRID_KEYS = {"precision": str, "calibration": str, "calibration_size": int, "method": str, "qdq_style": str,
+             "batch": int, "backend": str, "runs": int}
+INT8_ONLY = ("calibration", "calibration_size", "method", "qdq_style")
+
+
+def _sweep_parser(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="measure a grid of configurations of one model, sequentially or on a Ray cluster",
+        description="Measure every combination of the --grid values (INT8-only keys apply to INT8), one after another "
+                    "or, with --ray, as Ray tasks (a local Ray when no address is given). Each task reserves as many "
+                    "CPUs as --threads (default: all cores of a node). Prints a summary; --json writes the results "
+                    "and the failed configurations.")
+    sweep.add_argument("model", help="sample name, ONNX file or torchvision:NAME")
+    sweep.add_argument("--grid", action="append", default=None, metavar="KEY=V1,V2",
+                       help=f"values to sweep; keys: {', '.join(GRID_KEYS)} (repeat; default precision=fp32,fp16,int8)")
+    sweep.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                       help="run on Ray: the cluster at ADDRESS (e.g. ray://head:10001 or auto), or a local Ray")
+    sweep.add_argument("--max-retries", type=int, default=2, help="Ray retries of a task whose worker died")
+    sweep.add_argument("--threads", type=int, default=None, help="engine threads = CPUs reserved per task")
+    sweep.add_argument("--cache-dir", default=None, help="result cache directory (workers must see the same path)")
+    sweep.add_argument("--shared-cache", default=None, help="read-only cache read first")
+    sweep.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
+    sweep.add_argument("--json", dest="json_path", default=None, help="write results and failures here")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def grid_configs(grid: list[str] | None) -> list[dict]:
+    """`run` keyword arguments for every combination of KEY=V1,V2 grid entries (INT8-only keys dropped elsewhere,
+    duplicates removed, order kept)."""
+    from itertools import product
+
+    axes: dict[str, list] = {}
+    for entry in grid or ["precision=fp32,fp16,int8"]:
+        key, sep, values = entry.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in GRID_KEYS or not values.strip():
+            raise WorkbenchError(f"--grid {entry!r}: write KEY=V1,V2 with KEY one of {', '.join(GRID_KEYS)}.")
+        try:
+            axes[key] = [GRID_KEYS[key](v.strip()) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise WorkbenchError(f"--grid {entry!r}: {key} takes integers.") from None
+    configs: list[dict] = []
+    for combination in product(*axes.values()):
+        config = dict(zip(axes, combination))
+        if config.get("precision", "fp32") != "int8":
+            config = {k: v for k, v in config.items() if k not in INT8_ONLY}
+        if config not in configs:
+            configs.append(config)
+    return configs
+
+
+def _app_parser(sub) -> None:
+    from .app import DEFAULT_HOST, DEFAULT_PORT
+
+    app = sub.add_parser(
+        "app", help="serve the explorer as a standalone web page (Voila), e.g. for workshop participants",
+        description="Serve the explorer (model, engine, precision, calibration, method, Q/DQ style, batch) as a web "
+                    "page without code cells. Listens on 127.0.0.1 unless --host and --allow-remote say otherwise.")
+    app.add_argument("model", nargs="?", default=None, help="sample shown first (default: the default sample)")
+    app.add_argument("--backend", default="onnxruntime", help="engine shown first (default onnxruntime)")
+    app.add_argument("--cache", dest="cache_dir", default=None,
+                     help="private, writable cache (default $WORKBENCH_CACHE or ~/.cache/tensorrt-workbench)")
+    app.add_argument("--shared-cache", default=None,
+                     help="read-only cache read first, e.g. one a teacher filled with `warm`")
+    app.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    app.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    app.add_argument("--allow-remote", action="store_true",
+                     help="needed to listen on an address other than loopback (the app has no password)")
+    app.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default: the explorer's)")
+    app.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
+
+
+def _warm_parser(sub) -> None:
+    from .choices import BATCH_SIZES, EXPLORER_RUNS
+    from .precision.plan import METHODS, QDQ_STYLES
+
+    warm = sub.add_parser(
+        "warm", help="pre-compute every configuration the explorer can show into a cache (for a workshop)",
+        description="Measure every configuration the explorer offers (precisions, calibration sets, methods, Q/DQ "
+                    "styles, batch sizes, engines) for the chosen samples into --cache, so explorers reading that "
+                    "cache (--shared-cache / $WORKBENCH_SHARED_CACHE) answer every toggle at once. Options narrow "
+                    "the grid; already-cached configurations are skipped.")
+    warm.add_argument("--samples", nargs="+", default=None, help="sample names (default: every bundled sample)")
+    warm.add_argument("--cache", dest="cache_dir", default=None,
+                      help="cache folder to fill (default $WORKBENCH_CACHE or ~/.cache/tensorrt-workbench)")
+    warm.add_argument("--shared-cache", default=None, help="an existing read-only cache to build on")
+    warm.add_argument("--backend", action="append", default=None, help="engine (repeat; default: the explorer's)")
+    warm.add_argument("--precision", action="append", choices=DEFAULT_PRECISIONS, default=None,
+                      help="precision (repeat; default all)")
+    warm.add_argument("--calibration", action="append", default=None,
+                      help="calibration set name (repeat; default: every set of each sample)")
+    warm.add_argument("--method", action="append", choices=METHODS, default=None, help="INT8 method (repeat)")
+    warm.add_argument("--qdq-style", action="append", choices=QDQ_STYLES, default=None, help="Q/DQ style (repeat)")
+    warm.add_argument("--batch", action="append", type=int, choices=BATCH_SIZES, default=None,
+                      help="batch size (repeat; default: the explorer's 1, 8, 32)")
+    warm.add_argument("--runs", type=int, default=EXPLORER_RUNS,
+                      help=f"timed runs per configuration (default {EXPLORER_RUNS}, the explorer's)")
+    warm.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
+    warm.add_argument("--json", dest="json_path", default=None, help="write what was done as JSON here")
+    warm.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _tune_parsers(sub) -> None:
@@ -97,6 +205,8 @@ def _tune_parsers(sub) -> None:
     tune.add_argument("--budget", type=int, default=8, help="configurations to measure at most (default 8)")
     tune.add_argument("--method", action="append", choices=("minmax", "entropy", "percentile"), default=None,
                       help="INT8 calibration method(s) to try; repeat for several (default minmax)")
+    tune.add_argument("--qdq-style", action="append", choices=("onnxruntime", "tensorrt"), default=None,
+                      help="INT8 Q/DQ style(s) to try; repeat for several (default onnxruntime)")
     tune.add_argument("--calibration", default=None, help="calibration set name (default: the sample's first)")
     tune.add_argument("--batch", type=int, default=8, help="batch size for latency (default 8)")
     tune.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
@@ -134,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             return _tune(args, command_line)
         if args.command == "lint":
             return _lint(args, command_line)
+        if args.command == "warm":
+            return _warm(args)
+        if args.command == "app":
+            return _app(args)
+        if args.command == "sweep":
+            return _sweep(args, command_line)
         return _report(args, command_line)
     except WorkbenchError as exc:
         if args.traceback:
@@ -170,8 +286,8 @@ def _report(args, command_line: str) -> int:
     results = []
     sessions = []
     for backend in backends:
-        wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, threads=args.threads, progress=progress,
-                       **_data_options(args))
+        wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, shared_cache=args.shared_cache,
+                       threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
             results.append(wb.run(
@@ -223,6 +339,49 @@ def engines_and_batch(model: str | None, backends: list[str] | None, batch: int 
     return engines, batch if batch is not None else (MAIN_JOB_BATCH if main_job else 8)
 
 
+def _warm(args) -> int:
+    from .choices import BATCH_SIZES
+    from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
+    from .warm import warm
+
+    report = warm(args.samples, cache_dir=args.cache_dir, shared_cache=args.shared_cache, backends=args.backend,
+                  precisions=args.precision or PRECISIONS, calibrations=args.calibration,
+                  methods=args.method or METHODS, qdq_styles=args.qdq_style or QDQ_STYLES,
+                  batches=args.batch or BATCH_SIZES, runs=args.runs, threads=args.threads, progress=not args.quiet)
+    if args.json_path:
+        _write_json(args.json_path, report.to_json())
+    return 1 if report.failed else 0
+
+
+def _sweep(args, command_line: str) -> int:
+    from .session import Workbench
+
+    configs = [{**config, "drift": not args.no_drift} for config in grid_configs(args.grid)]
+    wb = Workbench(args.model, cache_dir=args.cache_dir, shared_cache=args.shared_cache, threads=args.threads,
+                   progress=not args.quiet)
+    executor = "sequential" if args.ray is None else "ray"
+    results = wb.sweep(configs, executor=executor, ray_address=args.ray or None, max_retries=args.max_retries)
+    if results:
+        _print_summary(results)
+    for failure in wb.failures:
+        print(f"failed: {failure.label}: {failure.error}", file=sys.stderr)
+    if args.json_path:
+        _write_json(args.json_path, {"model": {"name": wb.model.name, "sha256": wb.model.content_hash},
+                                     "command": command_line, "executor": executor,
+                                     "results": [r.to_json() for r in results],
+                                     "failures": [f.to_json() for f in wb.failures]})
+    return 1 if wb.failures else 0
+
+
+def _app(args) -> int:
+    from . import samples
+    from .app import serve
+
+    return serve(args.model or samples.DEFAULT_SAMPLE, backend=args.backend, cache_dir=args.cache_dir,
+                 shared_cache=args.shared_cache, host=args.host, port=args.port, allow_remote=args.allow_remote,
+                 runs=args.runs, threads=args.threads)
+
+
 def _plan(args, command_line: str) -> int:
     from .report import write_plan_report
     from .trtplan import load_plan, load_plan_dir
@@ -259,20 +418,26 @@ def _tune(args, command_line: str) -> int:
     from .session import Workbench
 
     check_outputs({"--json": args.json_path}, inputs=[args.model])
+    if args.bundle:
+        from .scenarios.bundle import check_bundle_target
+
+        check_bundle_target(args.bundle)
     wb = Workbench(args.model, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
     found = wb.tune(args.precision, max_drop=args.max_drop, metric=args.metric, budget=args.budget,
-                    methods=tuple(args.method or (None,)), calibration=args.calibration, batch=args.batch,
+                    methods=tuple(args.method or (None,)), qdq_styles=tuple(args.qdq_style or (None,)),
+                    calibration=args.calibration, batch=args.batch,
                     runs=args.runs)
     unit = "" if args.metric == "cosine" else " points"
     for config in found.configurations:
         mark = "*" if config is found.chosen else ("f" if config.on_frontier else " ")
         speedup = f"{config.speedup_vs_fp32:5.2f}x" if config.speedup_vs_fp32 else "  n/a"
         print(f"{mark} {config.latency_ms:9.3f} ms {speedup}  {args.metric} {config.value:8.4f}  drop "
-              f"{config.drop:+.4f}{unit}  {config.kept_text}  [{config.step}]")
+              f"{config.drop:+.4f}{unit}  {config.kept_text}"
+              + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
           + (f", {chosen.speedup_vs_fp32:.2f}x FP32 at batch {chosen.batch}"
-             + ("" if chosen.faster_beyond_noise or chosen.precision == "fp32" else " (within timing noise)")
+             + ("" if chosen.precision == "fp32" else f" ({chosen.speedup_verdict})")
              if chosen and chosen.speedup_vs_fp32 else "") + "; f = on the latency/accuracy frontier")
     if args.json_path:
         _write_json(args.json_path, {**found.to_json(), "command": command_line,

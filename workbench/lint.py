@@ -134,7 +134,8 @@ def lint(graph: EngineGraph, *, tensor_dtypes: dict[str, str] | None = None, op_
             "than FP32 (often slower, with conversions around them): the ms at stake are the whole engine's.",
             "Use a precision the engine accelerates on this machine (see the report's 'accelerated' table), "
             "another engine, or hardware with those kernels.",
-            [l for l in view.layers if l.precision in REDUCED_PRECISIONS], ms=view.total))
+            [l for l in view.layers if l.precision in REDUCED_PRECISIONS]
+            or [l for l in view.layers if not l.inserted], ms=view.total))
     return sorted(findings, key=lambda f: -f.ms)
 
 
@@ -194,7 +195,7 @@ def _unfused_qdq(view: _View) -> list[Finding]:
     if not blamed:
         return []
     return [view.finding(
-        "unfused-qdq", f"{len(blamed)} standalone Quantize/Dequantize layers did not fuse",
+        "unfused-qdq", f"{_count(len(blamed), 'standalone Quantize/Dequantize layer')} did not fuse",
         "Each one is a separate kernel that reads and writes a whole activation tensor to change its precision; "
         "a Q/DQ the engine can fuse into the neighbouring convolution or matmul costs nothing.",
         "Place Q/DQ where the engine fuses them: on the inputs of Conv/Gemm/MatMul and on both inputs of residual "
@@ -230,7 +231,7 @@ def _transitions(view: _View) -> list[Finding]:
     if not blamed:
         return []
     return [view.finding(
-        "precision-transition", f"{len(blamed)} layers only convert between precisions",
+        "precision-transition", f"{_count(len(blamed), 'layer')} only converting between precisions",
         "Reformat/cast/transpose layers inserted where one layer's output precision differs from what the next "
         "layer reads: pure memory traffic with no compute.",
         "Keep neighbouring layers in one precision (quantise the whole chain, or keep the chain in FP32), so the "
@@ -257,8 +258,8 @@ def _float_between_int8(view: _View) -> list[Finding]:
     glue = list(requant.values())
     names = sorted({op for l in blamed for op in view.ops(l) if op == "Add" or op in _POOL_OPS})
     return [view.finding(
-        "float-between-int8", f"{len(blamed)} residual Add / pooling layers run in higher precision between INT8 "
-                              "layers",
+        "float-between-int8", f"{_count(len(blamed), 'residual Add / pooling layer')} in higher precision between "
+                              "INT8 layers",
         f"These layers ({', '.join(names)}) read INT8 work but write {', '.join(sorted({view.output_dtype(l) for l in blamed}))}, "
         "so a standalone Quantize (and reformat copies) must run after them before the next INT8 layer: the ms "
         "at stake are those conversion layers.",
@@ -300,7 +301,7 @@ def _channels(view: _View) -> list[Finding]:
         return []
     wanted = " / ".join(sorted({f"{alignment[l.precision]} ({l.precision.upper()})" for l in blamed}))
     return [view.finding(
-        "channel-alignment", f"{len(blamed)} reduced-precision layers have channel counts that are not multiples "
+        "channel-alignment", f"{_count(len(blamed), 'reduced-precision layer')} with channel counts not multiples "
                              f"of {wanted}",
         "Tensor-core and VNNI kernels work on vectors of channels; other counts are padded (wasted work) or fall "
         "back to slower kernels. The ms at stake are the padded share of these layers' time.",
@@ -345,6 +346,10 @@ def _tiny(view: _View) -> list[Finding]:
         "that overhead rather than compute.",
         "Let the engine fuse more (highest optimisation level; keep element-wise chains in one precision so they "
         "fuse), or fold constant work out of the graph before building.", tiny)]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 _RULES = (_unfused_qdq, _transitions, _float_between_int8, _channels, _dominant, _tiny)

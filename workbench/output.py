@@ -36,18 +36,14 @@ def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except OSError as exc:
+    except BaseException as exc:  # also KeyboardInterrupt: never leave the temporary file behind
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OutputError):
-            raise
-        raise OutputError(f"Could not write {os.fspath(path)} ({exc.strerror or exc}): free some space or choose "
-                          "a writable location; any previous file there is unchanged.") from exc
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"Could not write {os.fspath(path)} ({exc.strerror or exc}): free some space or "
+                              "choose a writable location; any previous file there is unchanged.") from exc
         raise
-    return target
+    return Path(path)
 
 
 def check_outputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Iterable[str | os.PathLike] = ()) -> None:

@@ -195,7 +195,7 @@ def headline(results: Sequence[RunResult]) -> str:
     candidates = []
     for result in results:
         base = baseline_of(result, results)
-        if base is not None and _within_margin(result, base):
+        if base is not None and _within_margin(result, base) and not result.precision_warning:  # not really FP16/INT8
             candidates.append((result, base))
     if not candidates:
         return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "

@@ -184,8 +184,10 @@ class RunResult:
     cache_key: str | None = None
     precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
     variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
+    graph_precision: dict[str, float] | None = None  # share of the variant's compute ops in each precision
     calibration_size: int | None = None  # samples of the calibration set used
     profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
+    machine: dict | None = None  # where it was measured (workbench.machine.this_machine); None in older results
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
@@ -213,26 +215,30 @@ class RunResult:
     @property
     def precision_share(self) -> dict | None:
         """What really ran: {"nodes": {precision: fraction of the ONNX nodes}, "time": {precision: fraction of the
-        profiled layer time} or None without per-layer times}; None without engine layers."""
-        return precision_share(self.engine)
+        profiled layer time} or None, as the engine's layers report them, and "graph": the share of the precision-
+        baked graph's compute ops the plan put in reduced precision (`graph_precision`)}; None when nothing is known.
+        An engine may report FP32 layers for a reduced-precision graph it computes in float (FP16 on ONNX Runtime's
+        CPU provider): "graph" says what the plan did, "nodes" and "time" what the engine ran."""
+        engine = precision_share(self.engine)
+        if engine is None and self.graph_precision is None:
+            return None
+        return {**(engine or {"nodes": {}, "time": None}), "graph": self.graph_precision}
 
     @property
     def precision_warning(self) -> str | None:
-        """A loud note when a reduced-precision result runs mostly in FP32 (by time when profiled, else by nodes),
-        with the precision step's reason when it gave one."""
-        share = self.precision_share
-        if self.precision == "fp32" or share is None:
+        """A loud note when the precision step left most of a reduced-precision plan's compute ops in FP32, with
+        its reason: then the result's accuracy and speed are largely FP32's, whatever its precision says."""
+        graph = self.graph_precision
+        if self.precision == "fp32" or not graph or graph.get("fp32", 0.0) <= MOSTLY_FP32:
             return None
-        basis = "time" if share["time"] else "nodes"
-        fp32 = share[basis].get("fp32", 0.0)
-        if fp32 <= MOSTLY_FP32:
-            return None
+        engine = precision_share(self.engine)
+        time = (engine or {}).get("time") or {}
         reasons = [n for n in self.precision_notes if _FP32_REASON.search(n)]
-        nodes, time = share["nodes"].get("fp32", 0.0), (share["time"] or {}).get("fp32")
-        return (f"{self.label} runs mostly in FP32: {nodes:.0%} of nodes"
-                + (f" and {time:.0%} of layer time" if time is not None else "")
-                + f" are FP32, so its numbers describe FP32, not {self.precision.upper()}. Reason: "
-                + ("; ".join(reasons) if reasons else "the precision step gave none; check the engine's layers")
+        return (f"{self.label} is mostly FP32: the precision step left {graph['fp32']:.0%} of its compute ops "
+                f"(Conv/Gemm/MatMul where the model has them) in FP32"
+                + (f" and the engine spent {time.get('fp32', 0.0):.0%} of its layer time in FP32" if time else "")
+                + f", so its accuracy and speed are largely FP32's, not {self.precision.upper()}'s. Reason: "
+                + ("; ".join(reasons) if reasons else "the precision step gave none; check keep_fp32 and the layers")
                 + ".")
 
     @property
@@ -280,6 +286,8 @@ class RunResult:
             "precision_notes": list(self.precision_notes),
             "precision_warning": self.precision_warning,
             "variant_sha256": self.variant_sha256,
+            "graph_precision": self.graph_precision,
+            "machine": self.machine,
             "data_source": self.data_source,
         }
 
@@ -309,7 +317,9 @@ class RunResult:
             cache_key=data.get("cache_key"),
             precision_notes=list(data.get("precision_notes", [])),
             variant_sha256=data.get("variant_sha256"),
+            graph_precision=data.get("graph_precision"),
             calibration_size=data.get("calibration_size"),
+            machine=data.get("machine"),
             data_source=data.get("data_source"),
         )
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,14 +18,16 @@ from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
 from .limits import array_bytes, capped_threads, check_memory
+from .machine import this_machine
 from .measure import measure_accuracy, measure_drift, measure_latency
 from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
 from .models.spec import Model
-from .precision.apply import precision_notes
+from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
 from .results import LAYER_TIME_BAND, RunResult
 from .samples import load_model
 from .samples.base import EvalData, Sample
+from .schema import SchemaError, check_run_json
 from .userdata import ImagePreprocessing, load_data, split
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
@@ -63,17 +64,19 @@ class Workbench:
     {"openvino": {"inference_precision": "f16"}}; an option an engine does not have is a BackendError.
     `shape_range` states, once, the range of each dynamic
     axis by its symbolic name, e.g. {"sequence": (8, 64, 128)} as (min, opt, max): engines that build for a range
-    (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it. `inputs` overrides, per
-    input name, the shape synthetic data is drawn at (e.g. {"images": (1, 3, 640, 640)}) or, for a scalar input,
-    its value (e.g. {"sr": 16000}); without it dynamic axes get stated default sizes that the model runs with.
-    `data`: your own data (an .npz by input name with optional `labels`, a folder of images with labels from
-    sub-folder names and `image_preprocessing`, a dict of arrays, or any iterable of batches such as a torch
-    DataLoader), validated against the model's inputs, and split into calibration and evaluation halves with a fixed
-    seed; or give them separately as `calibration_data` / `eval_data`.
+    (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it. `cache_dir` is the private,
+    writable cache; `shared_cache` (default `$WORKBENCH_SHARED_CACHE`) a read-only one read first (see ResultCache).
+    `inputs` overrides, per input name, the shape synthetic data is drawn at (e.g. {"images": (1, 3, 640, 640)})
+    or, for a scalar input, its value (e.g. {"sr": 16000}); without it dynamic axes get stated default sizes that the
+    model runs with. `data`: your own data (an .npz by input name with optional `labels`, a folder of images with
+    labels from sub-folder names and `image_preprocessing`, a dict of arrays, or any iterable of batches such as a
+    torch DataLoader), validated against the model's inputs, and split into calibration and evaluation halves with a
+    fixed seed; or give them separately as `calibration_data` / `eval_data`.
     """
 
-    def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, threads: int | None = None,
-                 optimization_level: str | None = None, shape_range: dict[str, tuple[int, int, int]] | None = None,
+    def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, shared_cache=None,
+                 threads: int | None = None, optimization_level: str | None = None,
+                 shape_range: dict[str, tuple[int, int, int]] | None = None,
                  engine_options: dict[str, dict] | None = None, progress: bool = True, eval_limit: int | None = None,
                  on_step: Callable[[str, int, int], None] | None = None,
                  inputs: dict[str, Override] | None = None, data=None, calibration_data=None, eval_data=None,
@@ -87,7 +90,13 @@ class Workbench:
         self.shape_range = dict(shape_range or {})
         self.progress = progress
         self.on_step = on_step  # called as on_step(step_name, steps_done, steps_total) while measuring (widgets)
-        self.cache = ResultCache(cache_dir)
+        self.cache = ResultCache(cache_dir, shared=shared_cache)
+        # what a worker process needs to rebuild this session (sweeps on Ray)
+        self._settings = {"backend": backend, "cache_dir": str(self.cache.directory),
+                          "shared_cache": str(self.cache.shared) if self.cache.shared else None, "threads": threads,
+                          "optimization_level": optimization_level, "shape_range": self.shape_range,
+                          "engine_options": self.engine_options, "eval_limit": eval_limit}
+        self.failures: list = []  # SweepFailure of the last Ray sweep
         self.sample: Sample | None = None
         self.input_plans: list[InputPlan] = []  # how synthetic inputs were drawn (empty for samples)
         if inputs and (isinstance(model, Sample) or (isinstance(model, str) and model in samples.names())):
@@ -187,9 +196,23 @@ class Workbench:
                             profile=profile, drift=drift, backend=backend, dims=dims)
         return self._execute(job)
 
-    def sweep(self, configs: list[dict]) -> list[RunResult]:
-        """`run(**config)` for every config; all configs are validated before the first one runs."""
+    def sweep(self, configs: list[dict], *, executor: str = "sequential", ray_address: str | None = None,
+              max_retries: int = 2) -> list[RunResult]:
+        """`run(**config)` for every config; all configs are validated before the first one runs.
+
+        `executor="ray"` hands the configurations to Ray tasks (a local Ray when `ray_address` is None), each
+        reserving the cores its engine uses; results and calibration ranges go through the cache, a task whose
+        worker dies is retried `max_retries` times, and a failing configuration is reported in `self.failures`
+        (the returned list then holds the others). See workbench.distributed.
+        """
         jobs = [self._prepare(**config) for config in configs]
+        if executor == "ray":
+            from .distributed import ray_sweep
+
+            results, self.failures = ray_sweep(self, jobs, address=ray_address, max_retries=max_retries)
+            return results
+        if executor != "sequential":
+            raise InputSpecError(f"executor={executor!r}: use 'sequential' or 'ray'.")
         return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
 
     def tune(self, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
@@ -281,26 +304,24 @@ class Workbench:
         return job
 
     def _execute(self, job: _Job) -> RunResult:
-        result = self._cached(job.key)
+        result = self._cached(job)
         if result is None:
             result = self._measure(job)
-            try:
-                self.cache.put(job.key, result.to_json())
-            except OSError as exc:
-                warnings.warn(f"Could not write the result cache in {self.cache.directory}: {exc}", stacklevel=3)
+            self.cache.put(job.key, result.to_json())
         if all(r.cache_key != job.key for r in self.results):
             self.results.append(result)
         return result
 
-    def _cached(self, key: str) -> RunResult | None:
-        data = self.cache.get(key)
-        if data is None:
-            return None
-        try:
-            return RunResult.from_json(data)
-        except (KeyError, TypeError, ValueError):  # written by an incompatible version: rebuild it
-            self.cache.discard(key)
-            return None
+    def _cached(self, job: _Job) -> RunResult | None:
+        """The cached result of `job` when one passes the schema and describes this very configuration."""
+        def decode(data: dict) -> RunResult:
+            check_run_json(data)
+            result = RunResult.from_json(data)
+            if (result.cache_key, result.precision, result.backend, [s.batch for s in result.latency]) != \
+                    (job.key, job.plan.precision, job.backend, job.batches):
+                raise SchemaError(f"the entry under {job.key} describes another configuration ({result.label})")
+            return result
+        return self.cache.get(job.key, decode=decode)
 
     def _measure(self, job: _Job) -> RunResult:
         plan = job.plan
@@ -351,12 +372,13 @@ class Workbench:
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
         notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan),
                                     *_layer_time_notes(ratio)]))
+        versions = self._versions(backend)
         return RunResult(
             model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
             calibration=job.calibration.name if job.calibration else None,
             calibration_hash=job.calibration.content_hash if job.calibration else None,
             calibration_size=job.calibration.size if job.calibration else None,
-            backend=job.backend, versions=self._versions(backend),
+            backend=job.backend, versions=versions,
             synthetic_data=self.synthetic,
             data_source={"eval": self.data_source["eval"],
                          "calibration": self._calibration_sources.get(job.calibration.name) if job.calibration
@@ -364,7 +386,8 @@ class Workbench:
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
-            precision_notes=precision_notes(variant), variant_sha256=variant.content_hash)
+            precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
+            graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
         """Per-layer timings, and the end-to-end median of plain runs timed just before and just after them: the
@@ -379,23 +402,17 @@ class Workbench:
         if job.plan.precision == "fp32":
             return self.model
         name = f"{self.model.name} [{job.plan.label}]"
-        stored = self.cache.get_bytes(job.key, "onnx")
+        stored = self.cache.get_bytes(job.key, "onnx", decode=lambda data: Model.from_proto(
+            onnx.load_from_string(data), name=name, source=f"cache:{job.key}"))
         if stored is not None:
-            try:
-                return Model.from_proto(onnx.load_from_string(stored), name=name, source=f"cache:{job.key}")
-            except Exception:  # a truncated or corrupt artefact: rebuild it below
-                self.cache.discard(job.key, "onnx")
+            return stored
         if job.plan.needs_calibration and job.calibration is None:
             raise CalibrationError(f"The calibration data of {name} is not in this session and its model is not in "
                                    "the cache: run that configuration with Workbench.run first.")
         from .precision import apply_plan
 
-        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress,
-                             cache_dir=self.cache.directory)
-        try:
-            self.cache.put_bytes(job.key, variant.serialized(), "onnx")
-        except OSError as exc:
-            warnings.warn(f"Could not write the model cache in {self.cache.directory}: {exc}", stacklevel=3)
+        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress, cache_dir=self.cache)
+        self.cache.put_bytes(job.key, variant.serialized(), "onnx")
         return variant
 
     def _reference(self, backend_name: str, batch: int) -> list[np.ndarray]:
@@ -406,17 +423,13 @@ class Workbench:
         key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
                              backend_version=backend.version(), batch=batch,
                              options=self._options(backend).to_json(), eval=self._eval_hash)
-        outputs = _load_arrays(self.cache.get_bytes(key, "npz"))
+        outputs = self.cache.get_bytes(key, "npz", decode=_load_arrays)
         if outputs is None:
-            self.cache.discard(key, "npz")
             with backend.build(self.model, self._options(backend)) as engine:
                 outputs = _run_all(engine, self.eval.arrays, batch, self._to_feeds)
             buffer = io.BytesIO()
             np.savez(buffer, *outputs)
-            try:
-                self.cache.put_bytes(key, buffer.getvalue(), "npz")
-            except OSError as exc:
-                warnings.warn(f"Could not write the reference cache in {self.cache.directory}: {exc}", stacklevel=3)
+            self.cache.put_bytes(key, buffer.getvalue(), "npz")
         self._references[(backend_name, batch)] = outputs
         return outputs
 
@@ -618,11 +631,7 @@ def _labels_hash(labels: np.ndarray | None) -> str:
     return "" if labels is None else CalibrationSet("labels", {"labels": np.asarray(labels)}).content_hash
 
 
-def _load_arrays(data: bytes | None) -> list[np.ndarray] | None:
-    if data is None:
-        return None
-    try:
-        with np.load(io.BytesIO(data)) as archive:
-            return [archive[f"arr_{i}"] for i in range(len(archive.files))]
-    except Exception:  # corrupt cache entry: treated as a miss
-        return None
+def _load_arrays(data: bytes) -> list[np.ndarray]:
+    """Arrays saved with np.savez (no pickles: allow_pickle stays False)."""
+    with np.load(io.BytesIO(data)) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]

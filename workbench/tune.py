@@ -7,8 +7,9 @@ exactly one quantised layer. Sensitivity is ranked first by a free proxy (the qu
 from the per-tensor drift every reduced-precision result already carries), then confirmed for the top candidates by
 really rebuilding with that unit in FP32 and measuring. The search (after NNCF's accuracy-controlled quantisation)
 quantises everything, reverts the unit that helps most, re-measures, and re-ranks from the new configuration's
-drift until the accuracy drop is within budget. Every configuration goes through `Workbench.run`, so it is cached:
-a second call with the same arguments is instant.
+drift until the accuracy drop is within budget; when single reverts help little (the loss is spread over many
+units) it keeps groups in FP32, ranked by harm per millisecond, doubling the group and then bisecting it. Every
+configuration goes through `Workbench.run`, so it is cached: a second call with the same arguments is instant.
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from tqdm.auto import tqdm
 
 from .calibration import DEFAULT_SIZE
+from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
-from .results import RunResult, baseline_of
+from .results import RunResult, baseline_of, speedup_over
 
 METRICS = ("top1", "agreement", "cosine")
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
@@ -29,7 +31,7 @@ DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
-_QUANTISED = ("int8", "mixed")
+_QUANTISED = (*REDUCED_PRECISIONS, "mixed")
 
 
 @dataclass
@@ -107,7 +109,8 @@ class TunedConfig:
     latency_p90_ms: float
     batch: int
     speedup_vs_fp32: float | None  # FP32 median / this median
-    faster_beyond_noise: bool  # this p90 is below the FP32 median: the speed-up is not timing noise
+    speedup_ci: list[float] | None  # its bootstrap confidence interval (results.speedup)
+    speedup_verdict: str  # "faster", "slower", within noise (THE rule of workbench.results) or "baseline"
     value: float  # the metric
     drop: float  # baseline minus value, in metric units (positive = worse than FP32)
     within_budget: bool
@@ -182,7 +185,7 @@ def metric_value(result: RunResult, metric: str) -> float:
 # ---- units and the drift proxy -----------------------------------------------------------------
 def quantised_units(result: RunResult, node_names, dequantised=()) -> list[QuantUnit]:
     """The units of a reduced-precision result, in engine order: layers covering nodes of the original model
-    (`node_names`) that run in INT8 (or mixed) or read a dequantised value (`dequantised`: nodes of the variant
+    (`node_names`) that run in reduced precision (or mixed) or read a dequantised value (`dequantised`: nodes of the variant
     graph fed by a DequantizeLinear, e.g. a float LayerNormalization with INT8 weights); inserted layers and
     standalone Q/DQ glue are not units."""
     if result.engine is None:
@@ -296,8 +299,10 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     Each combination of `methods` x `qdq_styles` is measured fully quantised first; the search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
     measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
-    repeats while the drop exceeds `max_drop`, a revert helps and budget remains. `run_options` (batch, runs,
-    drift, ...) go to every `Workbench.run`.
+    repeats while the drop exceeds `max_drop` and budget remains; after PATIENCE reverts that help little it keeps
+    groups instead (`_Search.revert_groups`). `run_options` (batch, runs, dims, drift, ...) go to every
+    `Workbench.run`. The chosen configuration is the one with the lowest median latency among those within budget
+    (FP32 itself when no other is); each carries its speed-up verdict against FP32.
     """
     if metric not in METRICS:
         raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
@@ -436,13 +441,15 @@ class _Search:
 
     def config(self, result: RunResult, kept: list[str], step: str) -> TunedConfig:
         head = result.headline_latency
-        base = self.baseline.headline_latency.median
         drop = self.drop(result)
+        gain = speedup_over(result, self.baseline)
         return TunedConfig(label=result.label, precision=result.precision, method=result.method,
                            qdq_style=result.qdq_style, keep_fp32=list(result.keep_fp32), kept_units=list(kept),
                            latency_ms=head.median, latency_p90_ms=head.p90, batch=head.batch,
-                           speedup_vs_fp32=base / head.median if head.median > 0 else None,
-                           faster_beyond_noise=head.p90 < base,
+                           speedup_vs_fp32=gain.ratio if gain else None,
+                           speedup_ci=None if gain is None or gain.low is None else [gain.low, gain.high],
+                           speedup_verdict="baseline" if result is self.baseline else
+                           gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
                            within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
 

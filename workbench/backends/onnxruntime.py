@@ -188,8 +188,8 @@ class OnnxRuntimeEngine(Engine):
 
 
 def _typical_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:
-    """Per-node time per run over the typical timed runs of a Chrome-trace profile from ORT: the runs whose summed
-    kernel time lies in the middle half (interquartile) of all timed runs, averaged per node.
+    """Per-node time per run over the typical timed runs of a Chrome-trace profile from ORT: the middle half of the
+    timed runs ranked by summed kernel time (at least one), averaged per node.
 
     Not each node's own median: on a busy 2-core machine every run loses time to preemption in some node, a
     different one each run, so per-node medians leave that time out and sum to well under the median run. Averaging
@@ -211,9 +211,9 @@ def _typical_node_times(events: list[dict], warmup: int, runs: int) -> list[Laye
             times[run] += event["dur"]
     if not per_run:
         return []
-    totals = np.sum(list(per_run.values()), axis=0)
-    low, high = np.percentile(totals, [25, 75])
-    typical = (totals >= low) & (totals <= high)
+    order = np.argsort(np.sum(list(per_run.values()), axis=0), kind="stable")  # runs by summed kernel time
+    quarter = len(order) // 4
+    typical = order[quarter:max(quarter + 1, len(order) - quarter)]  # the middle half, at least one run
     return [LayerTiming(name=name, latency_ms=float(times[typical].mean()) / 1000.0, count=len(windows))
             for name, times in per_run.items()]
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 
 from ..calibration import CalibrationSet
 from ..errors import CalibrationError, PrecisionError, WorkbenchError
+from ..graph import GraphIndex
 from ..models.spec import Model
 from . import int8
 from .fp16 import to_fp16
@@ -72,6 +73,57 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
 def precision_notes(model: Model) -> list[str]:
     """What `apply_plan` recorded about a model it produced (empty for an untransformed model)."""
     return json.loads(_props(model).get(NOTES_KEY, "[]"))
+
+
+def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
+    """What the plan really put in reduced precision: fractions of the graph's weighted ops (Conv, ConvTranspose,
+    Gemm, MatMul: nearly all the arithmetic; every compute node when there are none) in `precision` and in "fp32".
+
+    An op counts as INT8 when it is an integer op or reads its data input (and, for weighted ops, its weights) from
+    DequantizeLinear: an op kept in FP32 may still read a dequantised activation, but not dequantised weights. It
+    counts as FP16 when it reads a float16 tensor. None for FP32 plans and graphs without compute nodes.
+    """
+    if precision not in ("fp16", "int8"):
+        return None
+    index = GraphIndex(model.proto)
+    compute = [node for node in index.nodes if node.op_type not in _GLUE_OPS]
+    counted = [node for node in compute if node.op_type in _WEIGHTED_OPS] or compute
+    if not counted:
+        return None
+    if precision == "int8":
+        def reduced(node) -> bool:
+            inputs = node.input[:2] if node.op_type in _WEIGHTED_OPS else node.input[:1]
+            producers = [index.producer(t) for t in inputs]
+            return node.op_type in _INTEGER_OPS or bool(producers) and all(
+                p is not None and p.op_type == "DequantizeLinear" for p in producers)
+    else:
+        fp16 = _float16_tensors(model.proto)
+
+        def reduced(node) -> bool:
+            return any(t in fp16 for t in node.input)
+    share = sum(map(reduced, counted)) / len(counted)
+    return {precision: share, "fp32": 1.0 - share}
+
+
+_WEIGHTED_OPS = frozenset(int8.WEIGHTED_OPS)
+_INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
+_GLUE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity"})
+
+
+def _float16_tensors(proto: onnx.ModelProto) -> set[str]:
+    """Names of float16 tensors: initialisers, typed values (inferred when the graph has none) and Cast outputs."""
+    graph = proto.graph
+    if not graph.value_info:
+        try:
+            graph = onnx.shape_inference.infer_shapes(proto).graph
+        except Exception:  # noqa: BLE001 - types are best effort: initialisers and casts still say a lot
+            pass
+    half = onnx.TensorProto.FLOAT16
+    names = {init.name for init in graph.initializer if init.data_type == half}
+    names |= {v.name for v in [*graph.value_info, *graph.input, *graph.output] if v.type.tensor_type.elem_type == half}
+    names |= {node.output[0] for node in graph.node if node.op_type == "Cast" and node.output
+              and any(a.name == "to" and a.i == half for a in node.attribute)}
+    return names
 
 
 def cpu_latency_representative(model: Model) -> bool:

@@ -127,7 +127,7 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
                           "was passed. Clear that cache entry and run the configuration again, then export.")
     name = triton_name(name or f"{result.model}_{result.precision}")
     final = Path(out_dir)
-    _check_target(final, replace)
+    check_bundle_target(final, replace=replace)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
@@ -144,7 +144,9 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
     return final
 
 
-def _check_target(out: Path, replace: bool) -> None:
+def check_bundle_target(out: str | Path, *, replace: bool = False) -> None:
+    """Raise BundleError unless `export_bundle` may write into `out` (missing, empty, or a bundle with replace)."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise BundleError(f"{out} is a file, not a folder: give export_bundle a folder path (missing or empty).")
     if out.is_dir() and any(out.iterdir()):

@@ -13,14 +13,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .._optional import require
-from ..backends import backend_names
+from ..choices import BATCH_SIZES, DEFAULT_BATCH, EXPLORER_RUNS, explorer_backends
 from ..errors import WorkbenchError
+from ..machine import other_machine_note
+from ..precision.plan import METHODS, QDQ_STYLES
 from ..results import RunResult, baseline_of
 from ..views.tables import html_table
 from .loader import Loader
 from .mixed import MixedPrecisionTab
-
-BATCH_SIZES = (1, 8, 32)
 
 
 class Explorer:
@@ -32,12 +32,14 @@ class Explorer:
     """
 
     def __init__(self, model="fashion-cnn", *, models=None, backend: str = "onnxruntime", cache_dir=None,
-                 threads: int | None = None, runs: int = 20, drift: bool = True, background: bool = True):
+                 shared_cache=None, threads: int | None = None, runs: int = EXPLORER_RUNS, drift: bool = True,
+                 background: bool = True):
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
         go = require("plotly.graph_objects", extra="notebook")
         from .. import samples
 
-        self._session_kwargs = {"cache_dir": cache_dir, "threads": threads, "progress": False}
+        self._session_kwargs = {"cache_dir": cache_dir, "shared_cache": shared_cache, "threads": threads,
+                                "progress": False}
         self._runs, self._drift = runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
         self._user_inputs: dict[str, dict] = {}  # input overrides of loaded models (the loading panel's "Inputs")
@@ -57,18 +59,16 @@ class Explorer:
         self.current: RunResult | None = None
         self.error: str | None = None
 
-        available = [b for b in backend_names() if b != "tensorrt" or _tensorrt_importable()]
+        available = explorer_backends()
         self.model = widgets.Dropdown(options=names, value=model if isinstance(model, str) else names[0],
                                       description="Model")
         self.backend = widgets.Dropdown(options=available, value=backend, description="Engine")
         self.precision = widgets.ToggleButtons(options=[("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8")],
                                                value="fp32", description="Precision")
         self.calibration = widgets.Dropdown(options=[], description="Calibration")
-        self.method = widgets.Dropdown(options=["minmax", "entropy", "percentile"], value="minmax",
-                                       description="Method")
-        self.qdq_style = widgets.Dropdown(options=["onnxruntime", "tensorrt"], value="onnxruntime",
-                                          description="Q/DQ style")
-        self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=8, description="Batch")
+        self.method = widgets.Dropdown(options=list(METHODS), value=METHODS[0], description="Method")
+        self.qdq_style = widgets.Dropdown(options=list(QDQ_STYLES), value=QDQ_STYLES[0], description="Q/DQ style")
+        self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=DEFAULT_BATCH, description="Batch")
         self.status = widgets.HTML()
         self.status.add_class("workbench-status")  # a stable hook for browser tests and custom styling
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
@@ -169,9 +169,12 @@ class Explorer:
                 self._set_status(f"<b>Error:</b> {html.escape(str(exc))}", error=True)
             return None
         warning = result.precision_warning
+        elsewhere = other_machine_note(result.machine)
         self._set_status(f"{html.escape(result.label)}: {result.headline_latency.median:.3f} ms median at batch "
                          f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
-                         + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else ""), error=bool(warning))
+                         + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
+                         + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>" if elsewhere else ""),
+                         error=bool(warning))
         return result
 
     # ---- rendering ----------------------------------------------------------------------------
@@ -255,8 +258,3 @@ def _placeholder(text: str):
     figure.update_layout(xaxis_visible=False, yaxis_visible=False, height=250)
     return figure
 
-
-def _tensorrt_importable() -> bool:
-    from .._optional import available
-
-    return available("tensorrt")

@@ -60,11 +60,12 @@ class MixedPrecisionTab:
         return tuple(n for name, box in self.checks.items() if box.value for n in self._units[name])
 
     def show(self, session, result: RunResult) -> None:
-        """Called by the explorer with every result it shows: rank a fully quantised result's units."""
+        """Called by the explorer with every result it shows: rank a fully quantised INT8 result's units (an FP32 or
+        FP16 result clears them)."""
         self._show_lint(result)
         owner = (self.explorer.model.value, self.explorer.backend.value)
-        if result.precision == "fp32":
-            if owner != self._owner:
+        if result.precision != "int8":  # the explorer's selection keeps nodes in FP32 for INT8 only
+            if owner != self._owner or self.report is not None:
                 self._set_units(None, owner)
             return
         if not result.keep_fp32 and (self.report is None or owner != self._owner
@@ -92,8 +93,8 @@ class MixedPrecisionTab:
         """Run `Workbench.tune` with the explorer's INT8 settings on its worker thread; select the chosen plan."""
         explorer = self.explorer
         config = explorer.selection()
-        if config["precision"] == "fp32":
-            self.status.value = "<i>Pick INT8 (or FP16) first: the search mixes that precision with FP32.</i>"
+        if config["precision"] != "int8":
+            self.status.value = "<i>Pick INT8 first: the search mixes INT8 with FP32.</i>"
             return None
         self.status.value = "Searching…"
         return explorer._executor.submit(self._search, explorer.model.value, explorer.backend.value, config)

@@ -17,6 +17,7 @@ from .._optional import require
 from ..engine import EngineGraph, EngineLayer
 from ..errors import MissingDependencyError, WorkbenchError
 from ..models.spec import Model
+from ..output import atomic_write
 from ..results import RunResult
 
 # Pastel fills keep black label text readable; greys (unfused layers) and pale yellows (inserted layers)
@@ -66,9 +67,8 @@ class FusionView:
                 f'{_place(before, 0)}{_place(after, w1 + gap)}</svg>')
 
     def save(self, path: str) -> None:
-        """Write `.svg` to `path`."""
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.svg)
+        """Write `.svg` to `path` (atomically, like every output)."""
+        atomic_write(path, self.svg.encode("utf-8"))
 
     def _repr_html_(self) -> str:
         s = self.summary

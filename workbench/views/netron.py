@@ -35,8 +35,14 @@ _COPIES: dict[str, Path] = {}  # model content hash -> its copy in a private fol
 # The server dies with its parent: PR_SET_PDEATHSIG (Linux; only when started from the main thread, since the
 # signal follows the thread that started the child) plus a watchdog that notices being re-parented.
 _SERVE = """
-import ctypes, os, signal, sys, threading, time
-path, port, parent, pdeathsig = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+import ctypes, os, shutil, signal, sys, threading, time
+path, port, parent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pdeathsig, owned = sys.argv[4] == "1", sys.argv[5] == "1"
+def finish(*_):  # a private copy goes with its server, whoever ends it
+    if owned:
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, finish)
 if pdeathsig:
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
@@ -45,9 +51,9 @@ if pdeathsig:
 def watch():
     while os.getppid() == parent:
         time.sleep(0.5)
-    os._exit(0)
+    finish()
 if os.getppid() != parent:
-    sys.exit(0)
+    finish()
 threading.Thread(target=watch, daemon=True).start()
 import netron
 netron.start(path, address=("127.0.0.1", port), browse=False)
@@ -83,8 +89,10 @@ def open_in_netron(path_or_model: str | Path | Model | onnx.ModelProto, *, port:
             return url
     port = port or _free_port()
     main_thread = threading.current_thread() is threading.main_thread()
+    owned = path in _COPIES.values()
     process = subprocess.Popen([sys.executable, "-c", _SERVE, str(path), str(port), str(os.getpid()),
-                                "1" if main_thread else "0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "1" if main_thread else "0", "1" if owned else "0"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     _SERVERS[url] = (process, path)
     deadline = time.monotonic() + _START_TIMEOUT_S

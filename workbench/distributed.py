@@ -1,0 +1,157 @@
+"""Sweeps on Ray: each configuration is one Ray task on a worker that rebuilds the session and runs it.
+
+- Each task reserves as many CPUs as its engine runs threads (`Workbench(threads=N)`; the whole node's cores when
+  threads is None), so timings of concurrent tasks never share cores. For latency-critical sweeps, give
+  `threads` = the cores of a node: one task per node.
+- Results and calibration ranges go to the content-addressed cache (which every worker must see at the same path:
+  one machine, or a shared file system). Configurations already cached are not sent; duplicates are sent once;
+  INT8 configurations sharing calibration ranges wait for the first of them, so the ranges are calibrated once.
+- A configuration that fails is reported (`SweepFailure`) and the others go on; a task whose worker process dies
+  is retried `max_retries` times by Ray.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from ._optional import require
+from .cache import ResultCache
+from .calibration import DEFAULT_SIZE
+from .machine import usable_cores
+from .results import RunResult
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class SweepFailure:
+    """A configuration that did not produce a result, and why."""
+
+    config: dict
+    label: str
+    error: str
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "configuration": self.label, "error": self.error}
+
+
+def job_config(job) -> dict:
+    """`Workbench.run` keyword arguments that rebuild a prepared job (in another process)."""
+    plan = job.plan
+    return {"precision": plan.precision, "method": plan.method, "qdq_style": plan.qdq_style,
+            "keep_fp32": list(plan.keep_fp32),
+            "calibration": job.calibration.name if job.calibration is not None else None,
+            "calibration_size": job.calibration.size if job.calibration is not None else DEFAULT_SIZE,
+            "batch": job.batches[0], "batches": job.batches[1:], "runs": job.runs, "profile": job.profile,
+            "drift": job.drift, "backend": job.backend, "dims": dict(job.dims) or None}
+
+
+def session_spec(session) -> dict:
+    """What a worker needs to rebuild `session`: its class, model source, settings and the user's calibration sets."""
+    from . import samples
+
+    named_sample = session.sample is not None and session.sample.name in samples.names() \
+        and samples.load(session.sample.name) is session.sample
+    source = session.sample.name if named_sample else (session.sample or session.model)
+    own = session.sample.calibration_sets if named_sample else {}
+    extra = {name: cal for name, cal in session.calibration_sets.items() if own.get(name) is not cal}
+    identity = ResultCache.key(cls=f"{type(session).__module__}.{type(session).__qualname__}",
+                               model=session.model.content_hash, settings=session._settings,
+                               calibration_sets={name: cal.content_hash for name, cal in extra.items()})
+    return {"id": identity, "cls": type(session), "source": source, "settings": dict(session._settings),
+            "calibration_sets": extra}
+
+
+_sessions: dict[str, object] = {}  # per worker process: sessions by spec id, reused by later tasks
+
+
+def _run_on_worker(spec: dict, config: dict) -> dict:
+    """The body of a Ray task: rebuild (or reuse) the session, run one configuration, return its JSON."""
+    session = _sessions.get(spec["id"])
+    if session is None:
+        session = spec["cls"](spec["source"], progress=False, **spec["settings"])
+        for calibration in spec["calibration_sets"].values():
+            session.add_calibration_set(calibration)
+        _sessions[spec["id"]] = session
+    return session.run(**config).to_json()
+
+
+def start_ray(address: str | None = None):
+    """Connect to the Ray cluster at `address`, or start a local one bound to loopback with no dashboard."""
+    ray = require("ray", extra="ray", purpose="sweeps on Ray")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=usable_cores(), include_dashboard=False, _node_ip_address=LOOPBACK,
+                     log_to_driver=False)
+    return ray
+
+
+def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2,
+              progress: bool | None = None) -> tuple[list[RunResult], list[SweepFailure]]:
+    """Run prepared `jobs` of `session` as Ray tasks; returns the results (in job order) and the failures."""
+    ray = start_ray(address)
+    results: dict[str, RunResult] = {}
+    todo = []
+    for job in jobs:
+        if job.key in results or any(job.key == other.key for other in todo):
+            continue
+        cached = session._cached(job)
+        if cached is not None:
+            results[job.key] = cached
+        else:
+            todo.append(job)
+    largest_node = max((node["Resources"].get("CPU", 1) for node in ray.nodes() if node.get("Alive")), default=1)
+    cpus = min(session.threads or usable_cores(), int(largest_node))
+    task = ray.remote(num_cpus=cpus, max_retries=max_retries)(_run_on_worker)
+    spec = ray.put(session_spec(session))
+
+    # INT8 jobs sharing calibration ranges: the first is sent, the others when it is done (the ranges are cached).
+    waiting: dict[tuple, list] = {}
+    leaders = []
+    for job in todo:
+        group = _range_group(job)
+        if group is None or group not in waiting:
+            leaders.append(job)
+            if group is not None:
+                waiting[group] = []
+        else:
+            waiting[group].append(job)
+    pending = {task.remote(spec, job_config(job)): job for job in leaders}
+    failures: list[SweepFailure] = []
+    show = session.progress if progress is None else progress
+    with tqdm(total=len(todo), desc=f"sweep on Ray ({cpus} CPU per task)", unit="config", disable=not show) as bar:
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(done)
+            try:
+                results[job.key] = RunResult.from_json(ray.get(done))
+            except Exception as exc:  # noqa: BLE001 - a task's own error, or its worker died max_retries + 1 times
+                failures.append(SweepFailure(job_config(job), f"{job.plan.label} @ {job.backend} "
+                                             f"b{job.batches[0]}", _cause(exc)))
+                bar.write(f"failed: {failures[-1].label}: {failures[-1].error}")
+            for follower in waiting.pop(_range_group(job), []):
+                pending[task.remote(spec, job_config(follower))] = follower
+            bar.update()
+    ordered = [results[job.key] for job in jobs if job.key in results]
+    for result in ordered:
+        if all(r.cache_key != result.cache_key for r in session.results):
+            session.results.append(result)
+    return ordered, failures
+
+
+def _range_group(job) -> tuple | None:
+    if job.plan.precision != "int8" or job.calibration is None:
+        return None
+    return job.calibration.content_hash, job.plan.method
+
+
+def _cause(exc: Exception) -> str:
+    """The message of the exception raised inside the task (Ray wraps it), else Ray's own."""
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
