@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import platform
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -167,8 +168,11 @@ def build_report(sessions, results, *, command: str = "") -> str:
 def _outputs_and_data(doc: _Html, results) -> None:
     """Agreement with FP32 for every output (detection maps, sequences, states: not only class scores) and where
     each result's data came from."""
+    def number(value, spec: str) -> str:  # NaN outputs come back from the cache as null
+        return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
     rows = [{"configuration": r.label, "output": o.name, "shape": "x".join(map(str, o.shape)),
-             "cosine": f"{o.cosine:.5f}", "max-abs error": f"{o.max_abs_diff:.3g}",
+             "cosine": number(o.cosine, ".5f"), "max-abs error": number(o.max_abs_diff, ".3g"),
              "top-1 agreement": "n/a (not class scores)" if o.top1_agreement is None else f"{o.top1_agreement:.2%}"}
             for r in results if r.precision != "fp32" and r.accuracy for o in r.accuracy.outputs]
     if rows:
