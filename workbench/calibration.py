@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .errors import CalibrationError
 from .limits import array_bytes, check_memory
+from .models.inputs import batch_axes, feeder, sample_shape
 from .models.spec import TensorSpec
 
 DEFAULT_SIZE = 256
@@ -32,9 +33,9 @@ class CalibrationSet:
             raise CalibrationError(f"Calibration set {self.name!r} has no inputs: give at least one named array.")
         scalars = [name for name, arr in self.arrays.items() if np.ndim(arr) == 0]
         if scalars:
-            raise CalibrationError(f"Calibration set {self.name!r}: input {scalars[0]!r} is a scalar (shape []), with "
-                                   "no sample axis: inputs hold samples on axis 0 (models with scalar inputs cannot be "
-                                   "measured in batches).")
+            raise CalibrationError(f"Calibration set {self.name!r}: input {scalars[0]!r} is a single value (shape []), "
+                                   "with no sample axis: inputs hold samples on axis 0 (for a scalar model input, one "
+                                   "value per sample).")
         sizes = {name: len(arr) for name, arr in self.arrays.items()}
         if len(set(sizes.values())) != 1:
             raise CalibrationError(f"Calibration set {self.name!r} has inputs of different lengths {sizes}: "
@@ -100,7 +101,7 @@ class CalibrationSet:
                 values = batch if isinstance(batch, (tuple, list)) else [batch]
                 parts = dict(zip(input_names, values))
             for n, value in parts.items():
-                collected[n].append(_to_numpy(value))
+                collected[n].append(as_numpy(value))
             count += len(collected[input_names[0]][-1])
             if limit and count >= limit:
                 break
@@ -111,28 +112,28 @@ class CalibrationSet:
 
     @classmethod
     def synthetic_for(cls, inputs: list[TensorSpec], *, size: int = 32, seed: int = 0,
-                      dim_overrides: dict[str, int] | None = None) -> "CalibrationSet":
-        """Random inputs from the model's specs (standard normal floats, small ints): labelled synthetic."""
+                      dim_overrides: dict[str, int] | None = None, plans: list | None = None) -> "CalibrationSet":
+        """Random inputs from the model's specs, labelled synthetic: standard normal floats, integers and masks
+        as `plans` say (`workbench.models.inputs.plan_inputs`: ids within a Gather's table, masks of ones, ...).
+        Without plans, dynamic axes other than the batch take `dim_overrides` by name, else the stated defaults."""
+        from .models.inputs import plan_inputs
+
+        if plans is None:
+            named = {spec.name: tuple(dim_overrides.get(d, d) if isinstance(d, str) else d for d in spec.shape)
+                     for spec in inputs} if dim_overrides else {}
+            specs = [replace(spec, shape=named.get(spec.name, spec.shape)) for spec in inputs]
+            plans = plan_inputs(specs)
         rng = np.random.default_rng(seed)
-        shapes = {spec.name: spec.concrete_shape(batch=size, overrides=dim_overrides) for spec in inputs}
+        shapes = {plan.name: (size, *plan.sample_shape) for plan in plans}
         empty = [name for name, shape in shapes.items() if 0 in shape]
         if empty:
             raise CalibrationError(f"Input {empty[0]!r} has shape {list(shapes[empty[0]])} with a zero-size dim: "
                                    "its samples hold no values, so there is nothing to generate.")
         # random values are drawn as 8-byte numbers, then cast: both copies exist at once
-        check_memory(sum(array_bytes(shapes[spec.name], np.dtype(spec.dtype).itemsize + 8) for spec in inputs),
+        check_memory(sum(array_bytes(shapes[plan.name], np.dtype(plan.dtype).itemsize + 8) for plan in plans),
                      f"{size} synthetic samples of inputs {', '.join(f'{n} {list(s)}' for n, s in shapes.items())}",
-                     "give the model smaller fixed dims, or symbolic ones (set to 1 here)")
-        arrays = {}
-        for spec in inputs:
-            shape = shapes[spec.name]
-            dtype = np.dtype(spec.dtype)
-            if dtype.kind == "f":
-                arrays[spec.name] = rng.standard_normal(shape).astype(dtype)
-            elif dtype.kind in "iu":
-                arrays[spec.name] = rng.integers(0, 2, shape).astype(dtype)
-            else:
-                arrays[spec.name] = np.zeros(shape, dtype=dtype)
+                     "give the model smaller fixed dims, or override the input shapes (inputs=... / --input)")
+        arrays = {plan.name: plan.synthetic(size, rng) for plan in plans}
         return cls(name="synthetic", arrays=arrays, synthetic=True,
                    description=f"{size} random samples drawn from the input specs (seed {seed}); not real data")
 
@@ -146,33 +147,41 @@ class CalibrationSet:
             raise CalibrationError(
                 f"Calibration set {self.name!r} does not fit the model: it has inputs {sorted(self.arrays)}, the model "
                 f"expects {sorted(expected)}. Rename the arrays to the model's input names.")
+        axes = batch_axes(inputs)
         for spec in inputs:
             arr = self.arrays[spec.name]
+            declared = sample_shape(spec, axes[spec.name])
             if arr.dtype.name != spec.dtype:
                 raise CalibrationError(
                     f"Calibration set {self.name!r}: input {spec.name!r} has dtype {arr.dtype.name}, the model expects "
                     f"{spec.dtype}. Convert it, e.g. arr.astype(np.{spec.dtype}).")
-            if arr.ndim != len(spec.shape) or any(
-                    isinstance(d, int) and d != s for d, s in zip(spec.shape[1:], arr.shape[1:])):
+            if arr.ndim != len(declared) + 1 or any(
+                    isinstance(d, int) and d != s for d, s in zip(declared, arr.shape[1:])):
+                where = ("one value shared by every sample" if axes[spec.name] is None
+                         else f"samples on axis {axes[spec.name]}")
                 raise CalibrationError(
-                    f"Calibration set {self.name!r}: input {spec.name!r} has sample shape {list(arr.shape)}, the model "
-                    f"expects {list(spec.shape)} (axis 0 is the sample axis). Reshape or preprocess the data.")
+                    f"Calibration set {self.name!r}: input {spec.name!r} has sample shape {list(arr.shape[1:])} "
+                    f"(array {list(arr.shape)}, samples on axis 0); the model's input is {list(spec.shape)} "
+                    f"({where}), so each sample must be {list(declared)}. Reshape or preprocess the data.")
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 bad = int((~np.isfinite(arr)).sum())
                 raise CalibrationError(
                     f"Calibration set {self.name!r}: input {spec.name!r} holds {bad} NaN or Inf values. "
                     "Clean or drop those samples before calibrating.")
 
-    def batches(self, batch_size: int) -> Iterable[dict[str, np.ndarray]]:
+    def batches(self, batch_size: int, inputs: list[TensorSpec] | None = None) -> Iterable[dict[str, np.ndarray]]:
+        """Slices of `batch_size` samples; with the model's `inputs`, as engine feeds (see `models.inputs`)."""
+        to_feed = feeder(inputs) if inputs is not None else None
         for start in range(0, self.size, batch_size):
-            yield {k: v[start:start + batch_size] for k, v in self.arrays.items()}
+            part = {k: v[start:start + batch_size] for k, v in self.arrays.items()}
+            yield to_feed(part) if to_feed else part
 
     def describe(self) -> dict:
         return {"name": self.name, "description": self.description, "size": self.size,
                 "synthetic": self.synthetic, "sha256": self.content_hash}
 
 
-def _to_numpy(value) -> np.ndarray:
+def as_numpy(value) -> np.ndarray:
     if hasattr(value, "detach"):  # torch tensor, without importing torch
         value = value.detach().cpu().numpy()
     return np.asarray(value)

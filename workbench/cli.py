@@ -62,6 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--json", dest="json_path", default=None, help="write machine-readable results here "
                         "(default: beside the report, results.json for report.html, else the report's name .json)")
     report.add_argument("--quiet", action="store_true", help="no progress bars")
+    data = report.add_argument_group("your data and inputs")
+    data.add_argument("--data", help=".npz of arrays by input name (optional 'labels') or a folder of images "
+                                     "(labels from sub-folder names): split into calibration/eval halves (seed 0)")
+    data.add_argument("--calibration-data", help="calibration data only (.npz or image folder)")
+    data.add_argument("--eval-data", help="evaluation data only (.npz or image folder)")
+    data.add_argument("--image-preprocessing", default=None,
+                      help="for image folders, e.g. size=224x224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,"
+                           "order=rgb,scale=255 (default: RGB, the model's size, /255, no mean/std)")
+    data.add_argument("--input", action="append", default=None, metavar="NAME=SHAPE",
+                      help="shape for an input's synthetic data (e.g. images=1,3,640,640) or a scalar input's value "
+                           "(e.g. sr=16000); repeat for several inputs")
 
     plan = sub.add_parser(
         "plan", help="import TensorRT engine plans built elsewhere (engine inspector + trtexec JSON)",
@@ -280,7 +291,7 @@ def _report(args, command_line: str) -> int:
     sessions = []
     for backend in backends:
         wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, shared_cache=args.shared_cache,
-                       threads=args.threads, progress=progress)
+                       threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
             results.append(wb.run(
@@ -309,6 +320,16 @@ def _report(args, command_line: str) -> int:
         path = write_report(sessions, results, out, command=command_line)
         print(f"report: {path}")
     return 0
+
+
+def _data_options(args) -> dict:
+    from .models.inputs import parse_override
+    from .userdata import ImagePreprocessing
+
+    preprocessing = ImagePreprocessing.parse(args.image_preprocessing) if args.image_preprocessing else None
+    return {"inputs": dict(parse_override(text) for text in args.input or []) or None, "data": args.data,
+            "calibration_data": args.calibration_data, "eval_data": args.eval_data,
+            "image_preprocessing": preprocessing}
 
 
 def engines_and_batch(model: str | None, backends: list[str] | None, batch: int | None) -> tuple[list[str], int]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import html
+import json
+import math
 import platform
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -105,6 +107,7 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.raw(summary_html(results))
     colors = views.config_colors(results)
     doc.figure(views.tradeoff_figure(results, colors=colors))
+    _outputs_and_data(doc, results)
 
     def fusion() -> None:
         for result in results:
@@ -161,6 +164,30 @@ def build_report(sessions, results, *, command: str = "") -> str:
 
     _provenance(doc, command, results)
     return doc.render()
+
+
+def _outputs_and_data(doc: _Html, results) -> None:
+    """Agreement with FP32 for every output (detection maps, sequences, states: not only class scores) and where
+    each result's data came from."""
+    def number(value, spec: str) -> str:  # NaN outputs come back from the cache as null
+        return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+    rows = [{"configuration": r.label, "output": o.name, "shape": "x".join(map(str, o.shape)),
+             "cosine": number(o.cosine, ".5f"), "max-abs error": number(o.max_abs_diff, ".3g"),
+             "top-1 agreement": "n/a (not class scores)" if o.top1_agreement is None else f"{o.top1_agreement:.2%}"}
+            for r in results if r.precision != "fp32" and r.accuracy for o in r.accuracy.outputs]
+    if rows:
+        doc.heading("Every output: agreement with FP32", "outputs")
+        doc.table(rows)
+    rows = {}
+    for result in results:
+        for part, source in (result.data_source or {}).items():
+            if source:
+                row = {"used for": part, **{k: v for k, v in source.items() if k != "classes"}}
+                rows.setdefault(json.dumps(row, sort_keys=True), row)
+    if rows:
+        doc.heading("Data", "data")
+        doc.table(list(rows.values()))
 
 
 ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)

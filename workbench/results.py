@@ -110,6 +110,21 @@ def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
 
 
 @dataclass
+class OutputAgreement:
+    """Agreement of one model output with FP32: mean per-sample cosine, max-abs error, and top-1 agreement only
+    where the output is a class score ([samples, classes])."""
+
+    name: str
+    shape: list[int]
+    cosine: float
+    max_abs_diff: float
+    top1_agreement: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
 class AccuracyStats:
     """Accuracy against labels (top1) and agreement with the FP32 reference."""
 
@@ -118,9 +133,15 @@ class AccuracyStats:
     cosine: float | None  # mean cosine similarity of outputs to FP32
     max_abs_diff: float | None
     samples: int
+    outputs: list[OutputAgreement] = field(default_factory=list)  # every output, in graph order
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "AccuracyStats":
+        outputs = [OutputAgreement(**o) for o in data.get("outputs", [])]
+        return cls(**{k: v for k, v in data.items() if k != "outputs"}, outputs=outputs)
 
 
 @dataclass
@@ -167,6 +188,9 @@ class RunResult:
     calibration_size: int | None = None  # samples of the calibration set used
     profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
     machine: dict | None = None  # where it was measured (workbench.machine.this_machine); None in older results
+    # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
+    # "calibration": the same for the INT8 calibration set, or None}
+    data_source: dict | None = None
 
     @property
     def label(self) -> str:
@@ -264,6 +288,7 @@ class RunResult:
             "variant_sha256": self.variant_sha256,
             "graph_precision": self.graph_precision,
             "machine": self.machine,
+            "data_source": self.data_source,
         }
 
     @classmethod
@@ -280,7 +305,7 @@ class RunResult:
             versions=dict(data.get("versions", {})),
             synthetic_data=bool(data.get("synthetic_data", False)),
             latency=[LatencyStats(**d) for d in data["latency_by_batch"]],
-            accuracy=AccuracyStats(**acc) if acc and acc.get("samples") else None,
+            accuracy=AccuracyStats.from_json(acc) if acc and acc.get("samples") else None,
             engine=EngineGraph.from_json(data["engine"]) if data.get("engine") else None,
             layer_time_ratio=data.get("layer_time_ratio"),
             profile_end_to_end_ms=data.get("profile_end_to_end_ms"),
@@ -295,6 +320,7 @@ class RunResult:
             graph_precision=data.get("graph_precision"),
             calibration_size=data.get("calibration_size"),
             machine=data.get("machine"),
+            data_source=data.get("data_source"),
         )
 
 

@@ -20,6 +20,7 @@ from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOpti
 from .limits import array_bytes, capped_threads, check_memory
 from .machine import this_machine
 from .measure import measure_accuracy, measure_drift, measure_latency
+from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
 from .models.spec import Model
 from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
@@ -27,6 +28,7 @@ from .results import LAYER_TIME_BAND, RunResult
 from .samples import load_model
 from .samples.base import EvalData, Sample
 from .schema import SchemaError, check_run_json
+from .userdata import ImagePreprocessing, load_data, split
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
@@ -64,13 +66,21 @@ class Workbench:
     axis by its symbolic name, e.g. {"sequence": (8, 64, 128)} as (min, opt, max): engines that build for a range
     (TensorRT optimisation profiles) use it, and `run(dims=...)` must stay inside it. `cache_dir` is the private,
     writable cache; `shared_cache` (default `$WORKBENCH_SHARED_CACHE`) a read-only one read first (see ResultCache).
+    `inputs` overrides, per input name, the shape synthetic data is drawn at (e.g. {"images": (1, 3, 640, 640)})
+    or, for a scalar input, its value (e.g. {"sr": 16000}); without it dynamic axes get stated default sizes that the
+    model runs with. `data`: your own data (an .npz by input name with optional `labels`, a folder of images with
+    labels from sub-folder names and `image_preprocessing`, a dict of arrays, or any iterable of batches such as a
+    torch DataLoader), validated against the model's inputs, and split into calibration and evaluation halves with a
+    fixed seed; or give them separately as `calibration_data` / `eval_data`.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, shared_cache=None,
                  threads: int | None = None, optimization_level: str | None = None,
                  shape_range: dict[str, tuple[int, int, int]] | None = None,
                  engine_options: dict[str, dict] | None = None, progress: bool = True, eval_limit: int | None = None,
-                 on_step: Callable[[str, int, int], None] | None = None) -> None:
+                 on_step: Callable[[str, int, int], None] | None = None,
+                 inputs: dict[str, Override] | None = None, data=None, calibration_data=None, eval_data=None,
+                 image_preprocessing: ImagePreprocessing | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
@@ -88,6 +98,10 @@ class Workbench:
                           "engine_options": self.engine_options, "eval_limit": eval_limit}
         self.failures: list = []  # SweepFailure of the last Ray sweep
         self.sample: Sample | None = None
+        self.input_plans: list[InputPlan] = []  # how synthetic inputs were drawn (empty for samples)
+        if inputs and (isinstance(model, Sample) or (isinstance(model, str) and model in samples.names())):
+            raise InputSpecError("inputs= sets the shapes of synthetic data for a model without data; a sample "
+                                 "comes with its own data: pass the model file (or give data=) instead.")
         if isinstance(model, Sample):
             self.sample = model
             self.model = model.model
@@ -104,14 +118,16 @@ class Workbench:
             self.eval = self.sample.eval.head(eval_limit) if eval_limit else self.sample.eval
             self.task = self.sample.task
         else:
-            # axis 0 is the sample axis even when the model fixes its batch size
-            specs = [replace(spec, shape=("batch", *spec.shape[1:])) if spec.shape else spec
-                     for spec in self.model.inputs]
-            synthetic = CalibrationSet.synthetic_for(specs, size=SYNTHETIC_SIZE)
+            own_eval = data is not None or eval_data is not None  # no need to find sizes the model runs at
+            self.input_plans = plan_inputs(self.model.inputs, self.model.proto, overrides=inputs, probe=not own_eval)
+            synthetic = CalibrationSet.synthetic_for(self.model.inputs, size=SYNTHETIC_SIZE, plans=self.input_plans)
             self.calibration_sets = {synthetic.name: synthetic}
-            data = CalibrationSet.synthetic_for(specs, size=eval_limit or SYNTHETIC_SIZE, seed=1)
-            self.eval = EvalData(data.arrays, None, data.description)
+            drawn = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
+                                                 plans=self.input_plans)
+            self.eval = EvalData(drawn.arrays, None, drawn.description)
             self.task = "classification"
+        self._to_feeds = feeder(self.model.inputs)
+        self._use_data(data, calibration_data, eval_data, image_preprocessing, eval_limit)
         self.results: list[RunResult] = []
         self._eval_hash = CalibrationSet("eval", self.eval.arrays).content_hash + _labels_hash(self.eval.labels)
         self._backends: dict[str, Backend] = {}
@@ -123,7 +139,38 @@ class Workbench:
 
     @property
     def synthetic(self) -> bool:
-        return self.sample is None
+        return self.data_source["eval"]["kind"] == "synthetic"
+
+    def _use_data(self, data, calibration_data, eval_data, preprocessing, eval_limit) -> None:
+        """Where eval and calibration data come from: the sample's, synthetic, or the user's (validated first)."""
+        kind = "sample" if self.sample is not None else "synthetic"
+        self.data_source = {"eval": {"kind": kind, "description": self.eval.description}}
+        self._calibration_sources = {name: {"kind": "synthetic" if cal.synthetic and self.sample is None else kind,
+                                            "description": cal.description}
+                                     for name, cal in self.calibration_sets.items()}
+        if data is None and calibration_data is None and eval_data is None:
+            return
+        inputs = self.model.inputs
+        calibration = evaluation = None
+        if data is not None:
+            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing))
+        if calibration_data is not None:
+            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing)
+        if eval_data is not None:
+            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing)
+        if evaluation is not None:
+            self.eval = EvalData(evaluation.arrays, evaluation.labels, f"{evaluation.size} samples from "
+                                 f"{evaluation.source.get('path', 'user data')}")
+            if eval_limit:
+                self.eval = self.eval.head(eval_limit)
+            self.data_source = {"eval": evaluation.source}
+        if calibration is None:  # only eval data given: calibrate on it (and say so)
+            calibration = replace(evaluation, source={**evaluation.source, "part": "evaluation (also calibration)"})
+        name = f"{calibration.source.get('name', 'user data')} ({calibration.source.get('part', 'calibration')})"
+        user_set = calibration.calibration_set(name)
+        self.calibration_sets = {name: user_set, **{k: v for k, v in self.calibration_sets.items()
+                                                    if self.sample is not None}}
+        self._calibration_sources[name] = calibration.source
 
     def add_calibration_set(self, calibration: CalibrationSet) -> CalibrationSet:
         """Validate `calibration` against the model inputs and make it selectable by name."""
@@ -223,7 +270,7 @@ class Workbench:
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
         (default: the result's headline batch)."""
-        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch)
+        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds)
 
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
@@ -303,11 +350,12 @@ class Workbench:
             bar.update()
             step("accuracy")
             headline = job.batches[0]
-            outputs = _run_all(engine, self.eval.arrays, headline)
+            outputs = _run_all(engine, self.eval.arrays, headline, self._to_feeds)
             if plan.precision == "fp32":
                 self._references.setdefault((job.backend, headline), outputs)
             reference = self._reference(job.backend, headline)
-            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task)
+            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task,
+                                        output_names=[spec.name for spec in self.model.outputs])
             bar.update()
             graph, ratio, around = engine.layers(), None, None
             if job.profile:
@@ -332,6 +380,9 @@ class Workbench:
             calibration_size=job.calibration.size if job.calibration else None,
             backend=job.backend, versions=versions,
             synthetic_data=self.synthetic,
+            data_source={"eval": self.data_source["eval"],
+                         "calibration": self._calibration_sources.get(job.calibration.name) if job.calibration
+                         else None},
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
@@ -375,7 +426,7 @@ class Workbench:
         outputs = self.cache.get_bytes(key, "npz", decode=_load_arrays)
         if outputs is None:
             with backend.build(self.model, self._options(backend)) as engine:
-                outputs = _run_all(engine, self.eval.arrays, batch)
+                outputs = _run_all(engine, self.eval.arrays, batch, self._to_feeds)
             buffer = io.BytesIO()
             np.savez(buffer, *outputs)
             self.cache.put_bytes(key, buffer.getvalue(), "npz")
@@ -420,17 +471,20 @@ class Workbench:
     def _feeds(self, batch: int, dims: dict[str, int] | None = None) -> dict[str, np.ndarray]:
         """The first `batch` eval samples (repeated when the eval data is smaller), with dynamic axes named in
         `dims` repeated or cut to that size."""
-        feeds = {name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()}
+        feeds = self._to_feeds({name: np.resize(arr, (batch, *arr.shape[1:])) for name, arr in self.eval.arrays.items()})
+        axes = batch_axes(self.model.inputs)
         for spec in self.model.inputs:
             for axis, dim in enumerate(spec.shape):
-                if axis and isinstance(dim, str) and dim in (dims or {}):
+                if axis != axes[spec.name] and isinstance(dim, str) and dim in (dims or {}):
                     array = feeds[spec.name]
                     feeds[spec.name] = np.take(array, np.arange(dims[dim]) % array.shape[axis], axis=axis)
         return feeds
 
     def _check_dims(self, dims: dict[str, int]) -> dict[str, int]:
         """Dynamic-axis sizes must name symbolic axes of the model and stay inside the declared shape_range."""
-        symbolic = {d for spec in self.model.inputs for d in spec.shape[1:] if isinstance(d, str)}
+        axes = batch_axes(self.model.inputs)
+        symbolic = {d for spec in self.model.inputs for axis, d in enumerate(spec.shape)
+                    if isinstance(d, str) and axis != axes[spec.name]}
         for name, size in dims.items():
             if name not in symbolic:
                 raise InputSpecError(f"dims names axis {name!r}, but the model's dynamic axes (besides batch) are "
@@ -458,6 +512,7 @@ class Workbench:
             notes.append("int8 tensorrt-style Q/DQ: CPU speed not representative of TensorRT")
         if self.synthetic:
             notes.append("synthetic inputs from the model's input specs: accuracy is agreement with FP32 only")
+            notes += [choice for plan in self.input_plans for choice in plan.choices]
         return notes
 
     def _versions(self, backend: Backend) -> dict[str, str]:
@@ -514,7 +569,9 @@ class Workbench:
         return job
 
     def _fixed_batch(self) -> int | None:
-        fixed = [spec.shape[0] for spec in self.model.inputs if spec.shape and isinstance(spec.shape[0], int)]
+        axes = batch_axes(self.model.inputs)
+        fixed = [spec.shape[0] for spec in self.model.inputs
+                 if axes[spec.name] == 0 and isinstance(spec.shape[0], int)]
         return min(fixed) if fixed else None
 
 
@@ -536,8 +593,10 @@ def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) 
     return any(layer.precision in REDUCED_PRECISIONS for layer in graph.layers if not layer.inserted)
 
 
-def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
-    """Run every sample through `engine` in batches of `batch`; outputs concatenated along axis 0."""
+def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int,
+             to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Run every sample (samples on axis 0) through `engine` in batches of `batch`, each made into feeds by
+    `to_feeds`; outputs concatenated along axis 0."""
     total = len(next(iter(arrays.values())))
     chunks: list[list[np.ndarray]] = []
     for start in range(0, total, batch):
@@ -545,7 +604,7 @@ def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int) -> list[
         count = len(next(iter(part.values())))
         if count < batch:  # pad the last batch (fixed-batch engines need full batches), then drop the padding
             part = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in part.items()}
-        chunks.append([out[:count] for out in engine.run(part)])
+        chunks.append([out[:count] for out in engine.run(to_feeds(part))])
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 

@@ -68,13 +68,15 @@ def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model
 
 def sqnr_db(reference: np.ndarray, value: np.ndarray) -> float:
     """10*log10(sum(ref^2) / sum((ref - value)^2)) in dB; inf when identical."""
+    reference, value = reference.astype(np.float64), value.astype(np.float64)  # integer tensors would overflow
     noise = float(np.sum((reference - value) ** 2))
     signal = float(np.sum(reference ** 2))
     if noise == 0.0:
         return math.inf
-    if signal == 0.0:
+    ratio = signal / noise
+    if signal == 0.0 or ratio == 0.0:  # (a ratio below the smallest float: as good as no signal)
         return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return 10.0 * math.log10(ratio)
 
 
 def _match_tensors(ref: onnx.ModelProto, var: onnx.ModelProto) -> list[_Match]:

@@ -10,6 +10,8 @@ from onnx import helper
 
 Dim = int | str | None  # int: fixed; str: symbolic (e.g. "batch"); None: unknown
 
+# Exporters write dynamic axes in many ways: a name (any string, "?" included), no value at all, or -1 / 0.
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -28,9 +30,9 @@ class TensorSpec:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
         dims: list[Dim] = []
         for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(int(dim.dim_value))
-            elif dim.HasField("dim_param"):
+            elif dim.HasField("dim_param") and dim.dim_param:
                 dims.append(dim.dim_param)
             else:
                 dims.append(None)

@@ -54,7 +54,8 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
         with _failures_as_precision_errors(model, plan):
             proto, notes = int8.quantize(model, plan, calibration, keep_nodes=keep_nodes, keep_ops=keep_ops,
                                          progress=progress, cache_dir=cache_dir)
-        weights = "per-channel" if plan.per_channel else "per-tensor"
+        fell_back = any(note.endswith("used per-tensor weights") for note in notes)
+        weights = "per-channel" if plan.per_channel and not fell_back else "per-tensor"
         notes.insert(0, f"INT8 ({weights} weights) from {plan.method} calibration on {calibration.name!r} "
                         f"({calibration.size} samples)")
         if calibration.synthetic:

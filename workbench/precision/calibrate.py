@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..cache import ResultCache
 from ..calibration import CalibrationSet
 from ..errors import CalibrationError
+from ..models.inputs import batch_axes, feeder
 from ..models.spec import Model, TensorSpec
 
 CALIBRATION_METHODS = {
@@ -98,10 +99,12 @@ def prepare(model: Model) -> tuple[onnx.ModelProto, tuple[str, ...]]:
 def calibration_batches(calibration: CalibrationSet, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:
     """Batches of the set sized for the model: its fixed batch dim if it has one (dropping a short tail), else
     DEFAULT_BATCH."""
-    first_dims = {spec.shape[0] for spec in inputs if spec.shape}
-    fixed = next((d for d in first_dims if isinstance(d, int)), None)
+    axes = batch_axes(inputs)
+    fixed = next((spec.shape[0] for spec in inputs if axes[spec.name] == 0 and isinstance(spec.shape[0], int)), None)
     size = fixed or DEFAULT_BATCH
-    batches = [b for b in calibration.batches(size) if fixed is None or len(next(iter(b.values()))) == fixed]
+    to_feeds = feeder(inputs)  # samples-first arrays -> feeds (batch axes, shared scalars and states)
+    batches = [to_feeds(b) for b in calibration.batches(size)
+               if fixed is None or len(next(iter(b.values()))) == fixed]
     if not batches:
         raise CalibrationError(
             f"Calibration set {calibration.name!r} has {calibration.size} samples, fewer than the model's fixed batch "

@@ -37,10 +37,19 @@ def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(keep_ops),
             node_block_list=list(keep_nodes),
         )
+    _drop_io_value_info(converted.graph)
     _restore_fp32_outputs(converted.graph, {out.name for out in proto.graph.output
                                             if out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})
     _retarget_float_casts(converted.graph)
     return converted
+
+
+def _drop_io_value_info(graph: onnx.GraphProto) -> None:
+    """Exporters (and shape inference) may list graph outputs in value_info too; the converter retypes those
+    entries FP16 while the kept-FP32 output is FLOAT, and the graph does not load. The graph output says it all."""
+    boundary = {v.name for v in graph.output} | {v.name for v in graph.input}
+    for info in [info for info in graph.value_info if info.name in boundary]:
+        graph.value_info.remove(info)
 
 
 def _retarget_float_casts(graph: onnx.GraphProto) -> None:

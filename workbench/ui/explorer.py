@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .._optional import require
 from ..errors import WorkbenchError
+from .loader import Loader
 
 if TYPE_CHECKING:
     from ..results import RunResult
@@ -49,6 +50,7 @@ class Explorer:
                                 "progress": False}
         self._runs, self._drift = EXPLORER_RUNS if runs is None else runs, drift
         self._user_models = dict(models) if isinstance(models, dict) else {}
+        self._user_inputs: dict[str, dict] = {}  # input overrides of loaded models (the loading panel's "Inputs")
         self._model_names = list(models) if models is not None and not isinstance(models, dict) else None
         if not isinstance(model, str):
             model = (self._model_names or _sample_names())[0]
@@ -115,8 +117,9 @@ class Explorer:
         self.tabs = widgets.Tab(layout=widgets.Layout(width="100%"))
         self._update_tabs()
         self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
+        self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
+            self.loader.widget, widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
             layout=widgets.Layout(width="100%"))
         self.widget.add_class("workbench-explorer")
@@ -167,7 +170,7 @@ class Explorer:
             if key not in self._sessions:
                 source = self._user_models.get(key[0], key[0])
                 self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step,
-                                                **self._session_kwargs)
+                                                inputs=self._user_inputs.get(key[0]), **self._session_kwargs)
             for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
                 if other_key[0] != key[0]:
                     other.close()

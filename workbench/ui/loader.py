@@ -1,0 +1,128 @@
+"""A small loading panel for the explorer: a model from a path or `torchvision:NAME`, an uploaded .onnx file, and
+an uploaded .npz calibration set (arrays by input name). Errors show in the panel; the explorer keeps working."""
+from __future__ import annotations
+
+import html
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .._optional import require
+from ..errors import WorkbenchError
+
+
+class Loader:
+    """`Loader(explorer)`: widgets `path` (Text), `load` (Button), `model_upload` and `data_upload` (FileUpload),
+    `inputs` (Text: `NAME=SHAPE` or `NAME=VALUE` overrides, space-separated, for the next model loaded), `message`
+    (HTML); `widget` is the panel. Loaded models join the explorer's model list and become the selection;
+    an uploaded calibration set joins the current model's calibration sets and becomes the selection."""
+
+    def __init__(self, explorer):
+        widgets = require("ipywidgets", extra="notebook", purpose="the explorer's loading panel")
+        self.explorer = explorer
+        self.path = widgets.Text(placeholder="path/to/model.onnx or torchvision:resnet18", description="Load model",
+                                 layout=widgets.Layout(width="420px"))
+        self.load = widgets.Button(description="Load", button_style="primary", layout=widgets.Layout(width="80px"))
+        self.model_upload = widgets.FileUpload(accept=".onnx", multiple=False, description="Upload .onnx",
+                                               layout=widgets.Layout(width="auto"))
+        self.data_upload = widgets.FileUpload(accept=".npz", multiple=False, description="Calibration .npz",
+                                              layout=widgets.Layout(width="auto"))
+        self.inputs = widgets.Text(placeholder="e.g. images=1,3,640,640 sr=16000", description="Inputs",
+                                   tooltip="shapes (or scalar values) for the synthetic inputs of the next model loaded",
+                                   layout=widgets.Layout(width="320px"))
+        self.message = widgets.HTML()
+        self.message.add_class("workbench-loader-status")
+        self.widget = widgets.HBox([self.path, self.load, self.model_upload, self.inputs, self.data_upload,
+                                    self.message],
+                                   layout=widgets.Layout(flex_flow="row wrap"))
+        self.widget.add_class("workbench-loader")
+        self.load.on_click(lambda _button: self.load_path(self.path.value))
+        self.model_upload.observe(self._on_model_upload, names="value")
+        self.data_upload.observe(self._on_data_upload, names="value")
+
+    # ---- actions (also callable from code) ---------------------------------------------------------
+    def load_path(self, source: str) -> str | None:
+        """Load a model from a path or `torchvision:NAME`; returns its name in the model list (None on error)."""
+        from ..models import load_model
+
+        source = source.strip()
+        if not source:
+            return self._error("Type a path to an .onnx file or torchvision:NAME first.")
+        try:
+            model = load_model(source)
+        except WorkbenchError as exc:
+            return self._error(str(exc))
+        return self._add_model(model.name if source.startswith("torchvision:") else Path(source).stem, model)
+
+    def load_onnx(self, filename: str, content: bytes) -> str | None:
+        """Load an uploaded .onnx file; returns its name in the model list (None on error)."""
+        from ..models.onnx_source import load_onnx_bytes
+
+        try:
+            model = load_onnx_bytes(content, name=Path(filename).stem)
+        except WorkbenchError as exc:
+            return self._error(f"{filename}: {exc}")
+        return self._add_model(Path(filename).stem, model)
+
+    def load_calibration(self, filename: str, content: bytes) -> str | None:
+        """Add an uploaded .npz (arrays by input name) as a calibration set of the current model."""
+        from ..userdata import load_data
+
+        try:
+            with np.load(io.BytesIO(content), allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            return self._error(f"{filename} is not a readable .npz ({type(exc).__name__}): save it with "
+                               "np.savez(path, **{input_name: array}).")
+        explorer = self.explorer
+        try:
+            session = explorer.session()
+            data = load_data(arrays, session.model.inputs, name=filename)
+            session.add_calibration_set(data.calibration_set(filename))
+        except WorkbenchError as exc:
+            return self._error(f"{filename}: {exc}")
+        explorer._refresh_calibration_options()
+        explorer.calibration.value = filename  # runs the selection when INT8 is on
+        self._say(f"Calibration set {html.escape(filename)} added ({data.size} samples).")
+        return filename
+
+    # ---- internals ------------------------------------------------------------------------------------
+    def _add_model(self, name: str, model) -> str | None:
+        from ..models.inputs import parse_override, plan_inputs
+
+        explorer = self.explorer
+        try:  # checked here, so a bad override shows in the panel instead of failing the first run
+            overrides = dict(parse_override(text) for text in self.inputs.value.split()) or None
+            plan_inputs(model.inputs, overrides=overrides)
+        except WorkbenchError as exc:
+            return self._error(str(exc))
+        explorer._user_inputs[name] = overrides
+        explorer._user_models[name] = model
+        for key in [key for key in explorer._sessions if key[0] == name]:  # a re-loaded file replaces the old one
+            del explorer._sessions[key]
+        if name not in explorer.model.options:
+            explorer.model.options = [*explorer.model.options, name]
+        self._say(f"Loaded {html.escape(name)}: {len(model.proto.graph.node)} nodes, inputs "
+                  + ", ".join(f"{html.escape(s.name)} {list(s.shape)}" for s in model.inputs))
+        if explorer.model.value == name:
+            explorer._on_model(None)
+        else:
+            explorer.model.value = name  # refreshes the calibration sets and runs the selection
+        return name
+
+    def _on_model_upload(self, change) -> None:
+        for item in change["new"]:
+            self.load_onnx(item["name"], bytes(item["content"]))
+
+    def _on_data_upload(self, change) -> None:
+        for item in change["new"]:
+            self.load_calibration(item["name"], bytes(item["content"]))
+
+    def _say(self, text: str) -> None:
+        self.message.value = f"<span style='color:#1b5e20'>{text}</span>"
+
+    def _error(self, text: str) -> None:
+        self.message.value = f"<span style='color:#b00020'><b>Could not load:</b> {html.escape(text)}</span>"
+        return None
