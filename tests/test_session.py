@@ -5,16 +5,13 @@ import math
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from conftest import make_tiny_cnn
+from conftest import make_labelled_sample, make_tiny_cnn
 
-import workbench.precision
 from workbench import CalibrationError, CalibrationSet, Workbench
 from workbench.backends.onnxruntime import OnnxRuntimeBackend
 from workbench.models.spec import Model
 from workbench.results import RunResult
-from workbench.samples.base import EvalData, Sample
 
 FAST = {"runs": 3, "batch": 8}
 
@@ -30,16 +27,7 @@ def env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def labelled_sample():
-    """The tiny CNN with 40 eval samples labelled by its own FP32 argmax (so FP32 top-1 must be exactly 1.0)."""
-    proto = make_tiny_cnn()
-    rng = np.random.default_rng(3)
-    inputs = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
-    labels = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": inputs})[0].argmax(1)
-    model = Model.from_proto(proto, name="tiny-cnn", source="tests/conftest.py")
-    calibration = CalibrationSet.from_arrays("noise", rng.standard_normal((32, 1, 8, 8)).astype(np.float32),
-                                             input_name="input")
-    return Sample(name="tiny", description="tiny CNN", model=model, eval=EvalData({"input": inputs}, labels),
-                  calibration_sets={"noise": calibration})
+    return make_labelled_sample()
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +39,6 @@ def session(env, labelled_sample):
 def runs(session):
     """fp32, fp16 and int8 measured once for the module."""
     return {p: session.run(p, batches=(1,), **FAST) for p in ("fp32", "fp16", "int8")}
-
-
-@pytest.fixture
-def no_builds(monkeypatch):
-    """Make any engine build or precision transform fail the test."""
-    def fail(*args, **kwargs):
-        raise AssertionError("no engine build / precision transform expected here")
-
-    monkeypatch.setattr(OnnxRuntimeBackend, "build", fail)
-    monkeypatch.setattr(workbench.precision, "apply_plan", fail)
 
 
 def test_fp32_is_its_own_reference(runs):

@@ -4,19 +4,14 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-import onnxruntime as ort
 import pytest
-from conftest import make_tiny_cnn
+from conftest import make_labelled_sample, make_tiny_cnn
 
-import workbench.precision
-from workbench import CalibrationSet, Workbench
-from workbench.backends.onnxruntime import OnnxRuntimeBackend
+from workbench import Workbench
 from workbench.engine import EngineGraph, EngineLayer
 from workbench.errors import InputSpecError
 from workbench.models.spec import Model
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
-from workbench.samples.base import EvalData, Sample
 from workbench.tune import dequantised_readers, metric_value, quantised_units, rank_by_drift
 
 FAST = {"runs": 3, "batch": 8}
@@ -24,25 +19,8 @@ FAST = {"runs": 3, "batch": 8}
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    proto = make_tiny_cnn()
-    rng = np.random.default_rng(3)
-    inputs = rng.standard_normal((40, 1, 8, 8)).astype(np.float32)
-    labels = ort.InferenceSession(proto.SerializeToString()).run(None, {"input": inputs})[0].argmax(1)
-    calibration = CalibrationSet.from_arrays("noise", rng.standard_normal((32, 1, 8, 8)).astype(np.float32),
-                                             input_name="input")
-    sample = Sample(name="tiny", description="tiny CNN",
-                    model=Model.from_proto(proto, name="tiny-cnn", source="tests/conftest.py"),
-                    eval=EvalData({"input": inputs}, labels), calibration_sets={"noise": calibration})
+    sample = make_labelled_sample()
     return Workbench(sample, progress=False, cache_dir=tmp_path_factory.mktemp("tune-cache"))
-
-
-@pytest.fixture
-def no_builds(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("no engine build / precision transform expected here")
-
-    monkeypatch.setattr(OnnxRuntimeBackend, "build", fail)
-    monkeypatch.setattr(workbench.precision, "apply_plan", fail)
 
 
 def _result(layers, drift, accuracy=None) -> RunResult:

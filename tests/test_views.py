@@ -8,7 +8,6 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 

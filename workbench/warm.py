@@ -113,7 +113,7 @@ def _estimate(task: _Task, probes: dict[int, tuple[float, float]]) -> float:
         start = time.perf_counter()
         with backend.build(session.model, session._options(backend)) as engine:
             built = time.perf_counter()
-            _run_all(engine, session.eval.arrays, task.config["batch"])
+            _run_all(engine, session.eval.arrays, task.config["batch"], session._to_feeds)
             probes[id(session)] = (built - start, time.perf_counter() - built)
     build_s, pass_s = probes[id(session)]
     samples = max(1, len(next(iter(session.eval.arrays.values()))))

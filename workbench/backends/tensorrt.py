@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnx
 
 from .._version import __version__
 from .._optional import require

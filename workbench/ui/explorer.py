@@ -254,8 +254,10 @@ class Explorer:
         with self._lock:
             self._refreshing = True
             try:
-                self.model.options = list(dict.fromkeys([*self.model.options, *models]))
-                self.backend.options = list(dict.fromkeys([*self.backend.options, *engines]))
+                for dropdown, more in ((self.model, models), (self.backend, engines)):
+                    chosen = dropdown.value  # replacing the options would select the first one
+                    dropdown.options = list(dict.fromkeys([*dropdown.options, *more]))
+                    dropdown.value = chosen
             finally:
                 self._refreshing = False
         self._choices_filled = True
