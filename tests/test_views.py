@@ -397,3 +397,14 @@ def test_fusion_pages_html_has_working_page_buttons():
     page = fusion_pages_html(model, engine, max_nodes=80)
     assert page.count('class="workbench-fusion-page"') == 4 and page.count("display:none") >= 3
     assert "workbench-page-next" in page and "workbench-page-previous" in page and "<script" not in page
+
+
+def test_layer_group_labels_say_what_the_layer_computes():
+    from workbench.views.figures import LayerMatch
+
+    layer = EngineLayer("/_blocks.1/_swish/Clip_output_0_nchwc", "com.microsoft.nchwc.Conv", "fp32", ["conv"])
+    label = LayerMatch(nodes=["conv"], layers_a=[layer]).label
+    assert label.startswith("Conv · /_blocks") and label.endswith("nchwc") and len(label) <= 34
+    pair = LayerMatch(nodes=["g"], layers_b=[EngineLayer("fused /12/Gemm", "FusedGemm", "fp32", ["g"]),
+                                             EngineLayer("/12/Relu", "Relu", "fp32", ["r"])]).label
+    assert pair.startswith("FusedGemm+Relu · ") and pair.endswith("(+1)")

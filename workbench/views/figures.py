@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -230,9 +231,12 @@ class LayerMatch:
 
     @property
     def label(self) -> str:
-        names = [l.name for l in (self.layers_a or self.layers_b)]
-        text = " + ".join(names)
-        return text if len(text) <= 48 or len(names) == 1 else f"{names[0]} (+{len(names) - 1} layers)"
+        """What the group computes (its engine layer types) and its first layer's name, e.g. "FusedConv ·
+        /conv1/Conv": engine-made names such as "/6/Relu_output_0_nchwc" alone do not say it is a convolution."""
+        layers = self.layers_a or self.layers_b
+        kinds = "+".join(dict.fromkeys(re.split(r"[:.]", layer.type)[-1] for layer in layers))  # no op domain
+        more = f" (+{len(layers) - 1})" if len(layers) > 1 else ""
+        return f"{_middle(kinds, 14)} · {_middle(layers[0].name, 30 - min(len(kinds), 14) - len(more))}{more}"
 
 
 def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatch]:
@@ -322,7 +326,7 @@ def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors
     longest = max([m.latency_a_ms for m in shown] + [m.latency_b_ms for m in shown] + [0.0])
     fig.update_xaxes(range=[0, longest * 1.15 or 1])  # room for the ×N labels right of the longest bar
     fig.update_yaxes(categoryorder="array", categoryarray=labels, autorange="reversed", tickvals=labels,
-                     ticktext=[_middle(c) for c in labels])
+                     ticktext=[_middle(c, 38) for c in labels])  # labels keep their "#2"
     return fig
 
 
