@@ -408,3 +408,16 @@ def test_layer_group_labels_say_what_the_layer_computes():
     pair = LayerMatch(nodes=["g"], layers_b=[EngineLayer("fused /12/Gemm", "FusedGemm", "fp32", ["g"]),
                                              EngineLayer("/12/Relu", "Relu", "fp32", ["r"])]).label
     assert pair.startswith("FusedGemm+Relu · ") and pair.endswith("(+1)")
+
+
+def test_weight_qdq_layers_of_tensorrt_style_int8_are_one_box(tiny_cnn, tmp_path):
+    pytest.importorskip("graphviz")
+    from workbench import Workbench, views
+
+    wb = Workbench(tiny_cnn, cache_dir=tmp_path, progress=False, eval_limit=8)
+    result = wb.run("int8", qdq_style="tensorrt", runs=2, drift=False)
+    standalone = [l for l in result.engine.layers if l.type == "DequantizeLinear"
+                  and not any(t in {o for m in result.engine.layers for o in m.outputs} for t in l.inputs)]
+    assert len(standalone) > 1  # ORT runs the weight DequantizeLinear of TensorRT-placed Q/DQ as layers
+    page = views.fusion_graph(wb.variant_model(result), result.engine)._repr_html_()
+    assert "weight Q/DQ" in page and f"{len(standalone)} layers" in page

@@ -425,6 +425,20 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[s
     producer = {out: unit.index for unit in units for out in unit.layer.outputs}
     consumed = {t for unit in units for t in unit.layer.inputs}
     stubs: dict[str, str] = {}
+    # Weight and bias Q/DQ the engine runs as layers of their own (no activation input: TensorRT-placed Q/DQ on ONNX
+    # Runtime) are one box, as shape arithmetic is before fusion: drawn one by one they fill the page's first row.
+    weights = [u for u in units if re.split(r"[:.]", u.layer.type)[-1] in _QDQ
+               and not any(t in producer or t in data_tensors for t in u.layer.inputs)]
+    if len(weights) > 1:
+        total = sum(u.layer.latency_ms or 0.0 for u in weights)
+        g.node("a_weights", label=_label("weight Q/DQ", f"{len(weights)} layers", f"{total:.4f} ms"),
+               fillcolor=INSERTED_COLOR, style="rounded,filled,dashed",
+               tooltip=_text(f"{len(weights)} Quantize/DequantizeLinear layers on weights and biases, run on every "
+                             f"inference ({total:.4f} ms): {', '.join(u.layer.name for u in weights[:20])}"))
+        for unit in weights:
+            for tensor in unit.layer.outputs:
+                producer[tensor] = "_weights"  # edges start at node "a_weights"
+        units = [u for u in units if u not in weights]
     for unit in units:
         layer, k = unit.layer, unit.index
         shape = _dims_text(layer.output_shapes[0]) if layer.output_shapes and layer.output_shapes[0] else \
