@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.models.spec import Model
 
-SHARED_PLANS = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "trt-plans"
+SHARED_PLANS = Path(__file__).resolve().parents[1] / "sample_models" / "trt-plans"  # copied from ../shared
 
 
 def make_tiny_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -72,7 +72,7 @@ def tiny_inputs() -> dict[str, np.ndarray]:
 @pytest.fixture
 def trt_plans_dir() -> Path:
     if not SHARED_PLANS.is_dir():
-        pytest.skip(f"TensorRT fixture plans not found at {SHARED_PLANS} (../shared is absent)")
+        pytest.skip(f"TensorRT fixture plans not found at {SHARED_PLANS} (the copy in sample_models/ is missing)")
     return SHARED_PLANS
 
 

@@ -1,4 +1,4 @@
-"""TensorRT plan import on real trtexec/inspector output (../shared fixture plans) and hand-made edge cases."""
+"""TensorRT plan import on real trtexec/inspector output (the A100 plans in sample_models/trt-plans) and hand-made edge cases."""
 from __future__ import annotations
 
 import json
@@ -28,7 +28,7 @@ def _raw(trt_plans_dir: Path, name: str, suffix: str):
 
 
 def test_fixture_folder_holds_all_six_plans(trt_plans_dir):
-    assert trt_plans_dir.name == "trt-plans" and trt_plans_dir.parent.parent.name == "shared"
+    assert trt_plans_dir.name == "trt-plans" and (trt_plans_dir / "LICENSE.txt").is_file()
     assert sorted(p.name for p in trt_plans_dir.iterdir() if p.is_dir()) == sorted(PLAN_DIRS)
 
 
