@@ -110,3 +110,15 @@ def no_builds(monkeypatch):
 
     monkeypatch.setattr(OnnxRuntimeBackend, "build", fail)
     monkeypatch.setattr(workbench.precision, "apply_plan", fail)
+
+
+@pytest.fixture(scope="module")
+def explorer(tmp_path_factory):
+    """An explorer on digits-cnn (its own cache, 3 timed runs), opened and done with its first FP32 result; one per
+    test module."""
+    pytest.importorskip("ipywidgets")
+    from workbench.ui import Explorer
+
+    ex = Explorer("digits-cnn", cache_dir=tmp_path_factory.mktemp("cache"), runs=3)
+    ex.wait()
+    return ex

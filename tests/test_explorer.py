@@ -11,13 +11,6 @@ from workbench.calibration import CalibrationSet  # noqa: E402
 from workbench.ui import Explorer  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def explorer(tmp_path_factory):
-    ex = Explorer("digits-cnn", cache_dir=tmp_path_factory.mktemp("cache"), runs=3)
-    ex.wait()
-    return ex
-
-
 def test_opens_on_fp32_with_figures(explorer):
     assert explorer.current.precision == "fp32" and explorer.current.model == "digits-cnn"
     bars = explorer.figures["latency"].data

@@ -5,14 +5,6 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
-from workbench.ui import Explorer  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def explorer(tmp_path_factory):
-    ex = Explorer("digits-cnn", cache_dir=tmp_path_factory.mktemp("cache"), runs=3)
-    ex.wait()
-    return ex
 
 
 def test_fp32_has_no_units_and_int8_ranks_them(explorer):
