@@ -215,7 +215,7 @@ def bench_int8_scale(sizes: list[int]) -> dict:
         out[str(nodes)] = {"total_s": total, "prepare_s": prepare_s, "calibrate_s": calibrate_s,
                            "quantize_s": quantize_s}
         print(f"int8 {nodes} nodes: {total:.1f} s (pre-process {prepare_s:.1f}, calibrate {calibrate_s:.1f}, "
-              f"quantize_static {quantize_s:.1f})", file=sys.stderr)
+              f"Q/DQ placement {quantize_s:.1f})", file=sys.stderr)
     return out
 
 
@@ -248,7 +248,7 @@ def table(results: dict) -> str:
             f"({memory['data_gb']:.2f} GB of data)", memory["peak_rss_added_gb"], "GB", TARGETS["calibration_rss_gb"])
     for nodes, data in results.get("int8_scale", {}).items():
         what = (f"INT8 precision step, {nodes}-node graph (pre-process {data['prepare_s']:.1f}, calibrate "
-                f"{data['calibrate_s']:.1f}, quantize_static {data['quantize_s']:.1f} s)")
+                f"{data['calibrate_s']:.1f}, Q/DQ placement {data['quantize_s']:.1f} s)")
         if nodes == "5000":
             row(what, data["total_s"], "s", TARGETS["int8_5000_nodes_s"])
         else:  # smaller graphs show how the time scales

@@ -14,6 +14,7 @@ Two Q/DQ styles:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import tempfile
 from collections.abc import Callable
@@ -25,7 +26,8 @@ import onnx.numpy_helper
 import onnx.version_converter
 import onnxruntime as ort
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.calibrate import save_tensors_data
+from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
+from tqdm.auto import tqdm
 
 from ..calibration import CalibrationSet
 from ..errors import PrecisionError
@@ -82,17 +84,15 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
     notes += opset_notes
 
     with tempfile.TemporaryDirectory(prefix="workbench-int8-") as tmp:
-        ranges_path, target_path = Path(tmp) / "ranges.json", Path(tmp) / "target.onnx"
-        save_tensors_data(ranges, ranges_path)
-        onnx.save(target, target_path)  # a path: given a proto, ORT may move its initialisers out in place
-        attempts = iter(range(1_000_000))
+        files = (Path(tmp) / f"{kind}-{i}.{ext}" for i in itertools.count()
+                 for kind, ext in (("source", "onnx"), ("ranges", "json"), ("int8", "onnx")))
 
-        def attempt(excluded: list[str], op_types: list[str] | None = None) -> onnx.ModelProto:
-            out_path = Path(tmp) / f"int8-{next(attempts)}.onnx"
+        def attempt(source: Path, ranges_path: Path, excluded: list[str], op_types: list[str] | None = None) -> onnx.ModelProto:
+            out_path = next(files)
             # a zero range divides by zero (caught below as a non-finite scale); the quantiser logs per-weight
             # warnings on the root logger ("Axis 1 is out-of-range ...") that say nothing to the user
             with np.errstate(all="ignore"), _quiet_root_logger():
-                quantize_static(target_path, out_path, None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                quantize_static(source, out_path, None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                                 calibrate_method=CALIBRATION_METHODS[plan.method],
                                 calibration_cache_path=ranges_path, nodes_to_exclude=excluded,
                                 activation_type=style["activation_type"], weight_type=style["weight_type"],
@@ -104,19 +104,41 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
             _loads(quantized)
             return quantized
 
-        try:
-            quantized = attempt(exclude)
-        except Exception as exc:  # noqa: BLE001 - the quantiser fails with KeyError, ValueError, ...
-            failing = _failing_nodes(target, exclude, style["op_types_to_quantize"], attempt)
+        def quantize_part(part: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str], Exception | None]:
+            source, ranges_path = next(files), next(files)
+            onnx.save(part, source)  # a path: given a proto, ORT may move its initialisers out in place
+            # only the part's own tensors: the quantiser computes scales for every range it is given
+            tensors = {name for node in part.graph.node for name in itertools.chain(node.input, node.output)}
+            save_tensors_data(TensorsData(ranges.calibration_method,
+                                          {name: value for name, value in ranges.data.items() if name in tensors}),
+                              ranges_path)
             try:
-                quantized = attempt(exclude + failing)
-            except Exception as final:  # noqa: BLE001
-                raise PrecisionError(
-                    f"ONNX Runtime's quantiser fails on {model.name!r} ({_describe(exc)}) and still fails with the "
-                    f"nodes it fails on kept in FP32 ({_describe(final)}): nothing can be quantised. Keep more op "
-                    "types in FP32 via PrecisionPlan(keep_fp32=...).") from final
-            notes.append(f"ONNX Runtime's quantiser fails on {len(failing)} node(s) of this graph ({_describe(exc)}): "
-                         f"kept in FP32 automatically: {_name_list(failing)}")
+                return attempt(source, ranges_path, exclude), [], None
+            except Exception as exc:  # noqa: BLE001 - the quantiser fails with KeyError, ValueError, ...
+                failing = _failing_nodes(part, exclude, style["op_types_to_quantize"],
+                                         lambda *args: attempt(source, ranges_path, *args))
+                try:
+                    return attempt(source, ranges_path, exclude + failing), failing, exc
+                except Exception as final:  # noqa: BLE001
+                    raise PrecisionError(
+                        f"ONNX Runtime's quantiser fails on {model.name!r} ({_describe(exc)}) and still fails with "
+                        f"the nodes it fails on kept in FP32 ({_describe(final)}): nothing can be quantised. Keep "
+                        "more op types in FP32 via PrecisionPlan(keep_fp32=...).") from final
+
+        parts = segments(target)
+        results = [quantize_part(part) for part in tqdm(parts, desc="Placing Q/DQ", unit="segment",
+                                                          disable=not progress or len(parts) == 1)]
+        quantized = results[0][0] if len(parts) == 1 else _stitch(target, [r[0] for r in results])
+        if len(parts) > 1:
+            _loads(quantized)
+            notes.append(f"placed Q/DQ in {len(parts)} segments of about {SEGMENT_NODES} nodes (ONNX Runtime's "
+                         "quantiser takes time quadratic in the node count); each tensor crossing a segment boundary "
+                         "keeps one Q/DQ pair")
+        failing = [name for r in results for name in r[1]]
+        errors = [r[2] for r in results if r[2] is not None]
+        if errors:
+            notes.append(f"ONNX Runtime's quantiser fails on {len(failing)} node(s) of this graph "
+                         f"({_describe(errors[0])}): kept in FP32 automatically: {_name_list(failing)}")
     if plan.qdq_style == "tensorrt":
         _unquantize_weighted_add_inputs(quantized.graph)
     if not any(node.op_type == "QuantizeLinear" for node in all_nodes(quantized.graph)):
@@ -304,3 +326,151 @@ def _drop_unused_qdq(graph: onnx.GraphProto) -> None:
     produced = {name for node in graph.node for name in node.output}
     for info in [info for info in graph.value_info if info.name not in produced]:
         graph.value_info.remove(info)
+
+
+SEGMENT_NODES = 200
+SPLIT_ABOVE = 2 * SEGMENT_NODES  # nodes; ONNX Runtime's quantiser is quadratic in the node count (10,000 nodes: hours)
+
+
+def segments(proto: onnx.ModelProto) -> list[onnx.ModelProto]:
+    """`proto` cut into consecutive segments of about SEGMENT_NODES nodes for the quantiser, each a model whose inputs
+    and outputs are the tensors crossing its boundaries; `[proto]` when small, when a node has a subgraph or the
+    model has local functions, or when a crossing tensor has no inferred type.
+
+    Cuts are placed, within a quarter segment of each target, where the fewest tensors cross."""
+    nodes = list(proto.graph.node)
+    if (len(nodes) <= SPLIT_ABOVE or proto.functions
+            or any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                   for node in nodes for attr in node.attribute)):
+        return [proto]
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    produced_at = {name: i for i, node in enumerate(nodes) for name in node.output if name}
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            if name and name not in initializers:
+                last_use[name] = i
+    for out in graph.output:
+        last_use[out.name] = len(nodes)
+    crossing = np.zeros(len(nodes) + 2, np.int64)  # crossing[c]: tensors live across the cut before node c
+    for name, last in last_use.items():
+        crossing[produced_at.get(name, -1) + 1] += 1
+        crossing[last + 1] -= 1
+    crossing = np.cumsum(crossing)
+    cuts, window = [0], SEGMENT_NODES // 4
+    while len(nodes) - cuts[-1] > SEGMENT_NODES + window:
+        low, high = cuts[-1] + SEGMENT_NODES - window, cuts[-1] + SEGMENT_NODES + window
+        cuts.append(low + int(np.argmin(crossing[low:high + 1])))
+    cuts.append(len(nodes))
+
+    infos = {info.name: info for info in itertools.chain(graph.input, graph.value_info, graph.output)}
+    parts = []
+    for start, end in zip(cuts, cuts[1:]):
+        inside = nodes[start:end]
+        made = {name for node in inside for name in node.output if name}
+        used = list(dict.fromkeys(name for node in inside for name in node.input if name))
+        inputs = [name for name in used if name not in made and name not in initializers]
+        outputs = [name for node in inside for name in node.output if name and last_use.get(name, -1) >= end]
+        if any(name not in infos or not infos[name].type.HasField("tensor_type") for name in inputs + outputs):
+            return [proto]
+        part_graph = onnx.helper.make_graph(
+            inside, f"{graph.name}-{start}", [infos[name] for name in inputs], [infos[name] for name in outputs],
+            [initializers[name] for name in used if name in initializers],
+            value_info=[infos[name] for name in made if name in infos and name not in outputs])
+        part = onnx.helper.make_model(part_graph, opset_imports=proto.opset_import)
+        part.ir_version = proto.ir_version
+        parts.append(part)
+    return parts
+
+
+def _stitch(target: onnx.ModelProto, parts: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """One model from quantised segments. A tensor crossing a boundary is a segment output in its producer's segment
+    (the quantiser gives graph outputs a Q/DQ pair ending in the tensor's own name) and a segment input in its
+    consumers' (a Q/DQ pair of its own if they want a quantised input): it keeps one pair, as the whole graph
+    quantised at once would, and none if its consumers take it in float.
+    """
+    final_outputs = {out.name for out in target.graph.output}
+    boundary = {out.name for part in parts[:-1] for out in part.graph.output} - final_outputs
+    producer: dict[str, onnx.NodeProto] = {}
+    initializers: dict[str, onnx.TensorProto] = {}
+    kept: list[onnx.NodeProto] = []
+    wanted: set[str] = set()  # boundary tensors that a consumer's segment quantises
+
+    def own_pair(name: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+        dq = producer.get(name)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return (q, dq) if q is not None and q.op_type == "QuantizeLinear" else None
+
+    for part in parts:
+        index = GraphIndex(part.graph)
+        dropped: set[int] = set()
+        for name in boundary & set(index.graph_inputs):
+            qs = [node for node in index.consumers(name) if node.op_type == "QuantizeLinear"]
+            wanted |= {name} if qs else set()
+            if not qs or own_pair(name) is None:
+                continue  # (without a pair upstream, this segment's pair is the tensor's only one)
+            for q in qs:  # the upstream pair serves: read its dequantised tensor, which has the tensor's own name
+                for dq in index.consumers(q.output[0]):
+                    for reader in index.consumers(dq.output[0]):
+                        reader.input[:] = [name if i == dq.output[0] else i for i in reader.input]
+                    dropped.add(id(dq))
+                dropped.add(id(q))
+        renamed = _merge_part([node for node in index.nodes if id(node) not in dropped], part.graph.initializer,
+                              producer, initializers, len(kept))
+        kept += renamed
+    dropped = set()
+    for name in boundary - wanted:  # nobody downstream quantises it: the producer writes the float tensor again
+        pair = own_pair(name)
+        if pair is not None:
+            q, dq = pair
+            source = producer[q.input[0]]
+            source.output[:] = [name if out == q.input[0] else out for out in source.output]
+            dropped |= {id(q), id(dq)}
+    graph = onnx.helper.make_graph(
+        [node for node in kept if id(node) not in dropped], target.graph.name, target.graph.input,
+        target.graph.output,
+        list(initializers.values()),
+        value_info=list({info.name: info for part in parts for info in part.graph.value_info}.values()))
+    opsets: dict[str, int] = {}
+    for part in parts:
+        for opset in part.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    stitched = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()])
+    stitched.ir_version = max(part.ir_version for part in parts)
+    stitched.metadata_props.extend(target.metadata_props)
+    _drop_unused_qdq(stitched.graph)
+    return stitched
+
+
+def _merge_part(nodes: list[onnx.NodeProto], part_initializers, producer: dict[str, onnx.NodeProto],
+                initializers: dict[str, onnx.TensorProto], serial: int) -> list[onnx.NodeProto]:
+    """Add one segment's nodes and initialisers to `producer`/`initializers`; returns the nodes to keep.
+
+    The quantiser names what it creates after the tensor (``w_quantized``, ``b298100`` for a bias shared by several
+    Convs): the same name from two segments is one thing when its definition is equal (a shared weight), else the
+    later segment's gets a fresh name."""
+    renames: dict[str, str] = {}
+    fresh = (f"_segment{serial}_{i}" for i in itertools.count())
+    for init in part_initializers:
+        if init.name in initializers and initializers[init.name].SerializeToString() != init.SerializeToString():
+            renames[init.name] = init.name + next(fresh)
+            init.name = renames[init.name]
+        initializers.setdefault(init.name, init)
+    kept = []
+    for node in nodes:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        first = next((producer[name] for name in node.output if name in producer), None)
+        if first is not None and first.SerializeToString() == node.SerializeToString():
+            for name in node.output:
+                renames.pop(name, None)
+            continue
+        if first is not None:
+            for i, name in enumerate(node.output):
+                if name in producer:
+                    renames[name] = name + next(fresh)
+                    node.output[i] = renames[name]
+            node.name += next(fresh)
+        producer.update({name: node for name in node.output})
+        kept.append(node)
+    return kept
