@@ -111,3 +111,23 @@ def test_small_graphs_and_graphs_with_subgraphs_are_not_cut(chain, monkeypatch):
                                [helper.make_tensor_value_info("then_out", TensorProto.FLOAT, None)])
     with_body.graph.node.append(helper.make_node("If", ["cond"], ["unused"], then_branch=branch, else_branch=branch))
     assert int8.segments(with_body) == [with_body]
+
+
+def test_a_graph_the_segments_do_not_suit_is_quantised_whole(monkeypatch, chain):
+    model, calibration, feeds = chain
+    plan = PrecisionPlan("int8", method="minmax", qdq_style="onnxruntime")
+    whole, _ = int8.quantize(model, plan, calibration, progress=False)
+
+    def fails(target, parts):
+        raise ValueError("a graph the stitching does not understand")
+
+    monkeypatch.setattr(int8, "_stitch", fails)
+    monkeypatch.setattr(int8, "SPLIT_ABOVE", 20)
+    monkeypatch.setattr(int8, "SEGMENT_NODES", 20)
+    fallback, notes = int8.quantize(model, plan, calibration, progress=False)
+
+    assert any("segment by segment failed (ValueError" in note and "quantised the graph whole" in note
+               for note in notes), notes
+    assert not any("placed Q/DQ in" in note for note in notes)
+    for a, b in zip(_run(fallback, feeds), _run(whole, feeds)):
+        np.testing.assert_array_equal(a, b)

@@ -126,11 +126,19 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
                         "more op types in FP32 via PrecisionPlan(keep_fp32=...).") from final
 
         parts = segments(target)
-        results = [quantize_part(part) for part in tqdm(parts, desc="Placing Q/DQ", unit="segment",
-                                                          disable=not progress or len(parts) == 1)]
-        quantized = results[0][0] if len(parts) == 1 else _stitch(target, [r[0] for r in results])
+        try:
+            results = [quantize_part(part) for part in tqdm(parts, desc="Placing Q/DQ", unit="segment",
+                                                              disable=not progress or len(parts) == 1)]
+            quantized = results[0][0] if len(parts) == 1 else _stitch(target, [r[0] for r in results])
+            if len(parts) > 1:
+                _loads(quantized)
+        except Exception as exc:  # noqa: BLE001 - a graph the segments do not suit: quantise it whole
+            if len(parts) == 1:
+                raise
+            notes.append(f"placing Q/DQ segment by segment failed ({_describe(exc)}): quantised the graph whole")
+            parts, results = [target], [quantize_part(target)]
+            quantized = results[0][0]
         if len(parts) > 1:
-            _loads(quantized)
             notes.append(f"placed Q/DQ in {len(parts)} segments of about {SEGMENT_NODES} nodes (ONNX Runtime's "
                          "quantiser takes time quadratic in the node count); each tensor crossing a segment boundary "
                          "keeps one Q/DQ pair")
@@ -335,7 +343,7 @@ SPLIT_ABOVE = 2 * SEGMENT_NODES  # nodes; ONNX Runtime's quantiser is quadratic 
 def segments(proto: onnx.ModelProto) -> list[onnx.ModelProto]:
     """`proto` cut into consecutive segments of about SEGMENT_NODES nodes for the quantiser, each a model whose inputs
     and outputs are the tensors crossing its boundaries; `[proto]` when small, when a node has a subgraph or the
-    model has local functions, or when a crossing tensor has no inferred type.
+    model has local functions, or when a crossing tensor has no inferred type and shape.
 
     Cuts are placed, within a quarter segment of each target, where the fewest tensors cross."""
     nodes = list(proto.graph.node)
@@ -372,8 +380,8 @@ def segments(proto: onnx.ModelProto) -> list[onnx.ModelProto]:
         used = list(dict.fromkeys(name for node in inside for name in node.input if name))
         inputs = [name for name in used if name not in made and name not in initializers]
         outputs = [name for node in inside for name in node.output if name and last_use.get(name, -1) >= end]
-        if any(name not in infos or not infos[name].type.HasField("tensor_type") for name in inputs + outputs):
-            return [proto]
+        if not all(_has_tensor_shape(infos.get(name)) for name in inputs + outputs):
+            return [proto]  # (the checker wants a shape, however partial, on graph inputs and outputs)
         part_graph = onnx.helper.make_graph(
             inside, f"{graph.name}-{start}", [infos[name] for name in inputs], [infos[name] for name in outputs],
             [initializers[name] for name in used if name in initializers],
@@ -382,6 +390,11 @@ def segments(proto: onnx.ModelProto) -> list[onnx.ModelProto]:
         part.ir_version = proto.ir_version
         parts.append(part)
     return parts
+
+
+def _has_tensor_shape(info: onnx.ValueInfoProto | None) -> bool:
+    return (info is not None and info.type.HasField("tensor_type") and info.type.tensor_type.elem_type != 0
+            and info.type.tensor_type.HasField("shape"))
 
 
 def _stitch(target: onnx.ModelProto, parts: list[onnx.ModelProto]) -> onnx.ModelProto:
