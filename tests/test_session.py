@@ -9,6 +9,7 @@ import pytest
 from conftest import make_labelled_sample, make_tiny_cnn
 
 from workbench import CalibrationError, CalibrationSet, Workbench
+from workbench.errors import PrecisionError
 from workbench.backends.onnxruntime import OnnxRuntimeBackend
 from workbench.models.spec import Model
 from workbench.results import RunResult
@@ -127,6 +128,22 @@ def test_sweep_returns_one_result_per_config(session, runs, no_builds):
     results = session.sweep([{"precision": "fp32", "batches": (1,), **FAST},
                              {"precision": "int8", "batches": (1,), **FAST}])
     assert [r.cache_key for r in results] == [runs["fp32"].cache_key, runs["int8"].cache_key]
+
+
+def test_a_failing_configuration_does_not_stop_a_sequential_sweep(env, labelled_sample):
+    class BrokenFP16(Workbench):
+        def _measure(self, job):
+            if job.plan.precision == "fp16":
+                raise PrecisionError("FP16 broken on purpose")
+            return super()._measure(job)
+
+    session = BrokenFP16(labelled_sample, progress=False)  # batch 2: not in the cache, so every config is measured
+    results = session.sweep([{"precision": p, "batches": (2,), **FAST} for p in ("fp16", "fp32", "int8")])
+
+    assert [r.precision for r in results] == ["fp32", "int8"]
+    [failure] = session.failures
+    assert failure.config["precision"] == "fp16" and failure.error == "PrecisionError: FP16 broken on purpose"
+    assert failure.to_json()["configuration"].startswith("fp16 @ onnxruntime")
 
 
 def test_model_without_data_is_marked_synthetic(env, tiny_cnn):

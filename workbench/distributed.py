@@ -36,6 +36,11 @@ class SweepFailure:
         return {"config": self.config, "configuration": self.label, "error": self.error}
 
 
+def failure_of(job, exc: Exception) -> SweepFailure:
+    """What a sweep reports for a prepared job that raised `exc` (in this process or in a Ray task)."""
+    return SweepFailure(job_config(job), f"{job.plan.label} @ {job.backend} b{job.batches[0]}", _cause(exc))
+
+
 def job_config(job) -> dict:
     """`Workbench.run` keyword arguments that rebuild a prepared job (in another process)."""
     plan = job.plan
@@ -129,8 +134,7 @@ def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2
             try:
                 results[job.key] = RunResult.from_json(ray.get(done))
             except Exception as exc:  # noqa: BLE001 - a task's own error, or its worker died max_retries + 1 times
-                failures.append(SweepFailure(job_config(job), f"{job.plan.label} @ {job.backend} "
-                                             f"b{job.batches[0]}", _cause(exc)))
+                failures.append(failure_of(job, exc))
                 bar.write(f"failed: {failures[-1].label}: {failures[-1].error}")
             for follower in waiting.pop(_range_group(job), []):
                 pending[task.remote(spec, job_config(follower))] = follower

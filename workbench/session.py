@@ -96,7 +96,7 @@ class Workbench:
                           "shared_cache": str(self.cache.shared) if self.cache.shared else None, "threads": threads,
                           "optimization_level": optimization_level, "shape_range": self.shape_range,
                           "engine_options": self.engine_options, "eval_limit": eval_limit}
-        self.failures: list = []  # SweepFailure of the last Ray sweep
+        self.failures: list = []  # SweepFailure of the last sweep
         self.sample: Sample | None = None
         self.input_plans: list[InputPlan] = []  # how synthetic inputs were drawn (empty for samples)
         if inputs and (isinstance(model, Sample) or (isinstance(model, str) and model in samples.names())):
@@ -201,9 +201,10 @@ class Workbench:
         """`run(**config)` for every config; all configs are validated before the first one runs.
 
         `executor="ray"` hands the configurations to Ray tasks (a local Ray when `ray_address` is None), each
-        reserving the cores its engine uses; results and calibration ranges go through the cache, a task whose
-        worker dies is retried `max_retries` times, and a failing configuration is reported in `self.failures`
-        (the returned list then holds the others). See workbench.distributed.
+        reserving the cores its engine uses; results and calibration ranges go through the cache, and a task whose
+        worker dies is retried `max_retries` times. On either executor a failing configuration is reported in
+        `self.failures` and the others still run (the returned list holds their results). See
+        workbench.distributed.
         """
         jobs = [self._prepare(**config) for config in configs]
         if executor == "ray":
@@ -213,7 +214,17 @@ class Workbench:
             return results
         if executor != "sequential":
             raise InputSpecError(f"executor={executor!r}: use 'sequential' or 'ray'.")
-        return [self._execute(job) for job in tqdm(jobs, desc="sweep", unit="config", disable=not self.progress)]
+        from .distributed import failure_of
+
+        results, self.failures = [], []
+        with tqdm(jobs, desc="sweep", unit="config", disable=not self.progress) as bar:
+            for job in bar:
+                try:
+                    results.append(self._execute(job))
+                except Exception as exc:  # noqa: BLE001 - reported like a Ray task's failure; the others go on
+                    self.failures.append(failure_of(job, exc))
+                    bar.write(f"failed: {self.failures[-1].label}: {self.failures[-1].error}")
+        return results
 
     def tune(self, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
              budget: int = 8, **options):
