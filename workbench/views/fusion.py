@@ -113,9 +113,10 @@ def fusion_pages_html(model: Model | onnx.ModelProto, engine: EngineGraph | RunR
                       max_pages: int = 20) -> str:
     """Every page of the fusion view in one HTML block with previous/next buttons (a few lines of inline JS, so
     it works in a saved report); pages past `max_pages` are left out with a note."""
-    first = fusion_graph(model, engine, max_nodes=max_nodes)
-    shown = min(first.pages, max_pages)
-    views = [first] + [fusion_graph(model, engine, max_nodes=max_nodes, page=p) for p in range(1, shown)]
+    layout = _layout(model, engine, max_nodes, None)
+    shown = min(len(layout.pages), max_pages)
+    views = [layout.view(p) for p in range(shown)]
+    first = views[0]
     buttons = "" if shown < 2 else (
         f'<div style="margin:4px 0"><button class="workbench-page-previous" disabled '
         f'onclick="{html.escape(_turn_page_js(-1))}">◀ previous page</button> '
@@ -145,6 +146,35 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
     Pages hold up to `max_nodes` ONNX nodes each, in engine execution order; `filter="fused"` shows only
     layers built from two or more nodes, or pass a callable taking an EngineLayer.
     """
+    return _layout(model, engine, max_nodes, filter).view(page)
+
+
+@dataclass
+class _Layout:
+    """What every page of one fusion view shares: the graph index, layer units, node roles and the page cuts."""
+
+    title: str
+    graph: GraphIndex
+    names: list[str]
+    summary: dict
+    roles: "_Roles"
+    undrawn: set[int]
+    pages: list[tuple[list[_Unit], list[int]]]
+    shapes: dict[str, str]
+    data_tensors: set[str]
+
+    def view(self, page: int) -> FusionView:
+        if not 0 <= page < len(self.pages):
+            raise WorkbenchError(f"page={page} is out of range: this view has {len(self.pages)} page(s), "
+                                 f"use 0..{len(self.pages) - 1} (or raise max_nodes).")
+        page_units, page_removed = self.pages[page]
+        before = _before_graph(self.graph, self.names, page_units, page_removed, self.shapes, self.roles)
+        after = _after_graph(page_units, self.shapes, self.data_tensors, self.graph.nodes, self.undrawn)
+        return FusionView(before_svg=_render(before), after_svg=_render(after), title=self.title, page=page,
+                          pages=len(self.pages), summary={**self.summary, "page": page, "pages": len(self.pages)})
+
+
+def _layout(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult, max_nodes: int, filter) -> _Layout:
     proto = model.proto if isinstance(model, Model) else model
     if isinstance(engine, RunResult):
         if engine.engine is None:
@@ -184,21 +214,13 @@ def fusion_graph(model: Model | onnx.ModelProto, engine: EngineGraph | RunResult
     undrawn = roles.hidden | set(roles.glue)
     shown = [u for u in units if keep(u)]
     pages = _paginate(shown, [i for i in removed if i not in undrawn] if filter is None else [], max_nodes, undrawn)
-    if not 0 <= page < len(pages):
-        raise WorkbenchError(f"page={page} is out of range: this view has {len(pages)} page(s), "
-                             f"use 0..{len(pages) - 1} (or raise max_nodes).")
-    page_units, page_removed = pages[page]
-    shapes = _shapes(proto)
-    before = _before_graph(graph, names, page_units, page_removed, shapes, roles)
     # Weights of the optimised graph show up as layer inputs; only tensors some layer makes, or the
     # model's inputs, get edges.
     data_tensors = {t for layer in engine.layers for t in layer.outputs} | {i.name for i in proto.graph.input}
-    after = _after_graph(page_units, shapes, data_tensors, nodes, undrawn)
     title = f"Fusion: {getattr(model, 'name', proto.graph.name) or 'model'} on {engine.backend}"
     if filter is not None:
         title += f" (filter: {filter if isinstance(filter, str) else getattr(filter, '__name__', 'custom')})"
-    return FusionView(before_svg=_render(before), after_svg=_render(after), title=title, page=page,
-                      pages=len(pages), summary={**summary, "page": page, "pages": len(pages)})
+    return _Layout(title, graph, names, summary, roles, undrawn, pages, _shapes(proto), data_tensors)
 
 
 def _layer_filter(filter) -> Callable[[_Unit], bool]:
