@@ -98,3 +98,32 @@ def test_float16_tensors_keep_their_type():
     low, high = ranges.data["r"].range_value
     assert low.dtype == np.float16 and float(low.ravel()[0]) == 0.0 and float(high.ravel()[0]) == 2.0
 
+
+
+def test_fast_percentile_histograms_give_onnxruntimes_ranges():
+    """FastHistogramCollector counts percentile histograms on evenly spaced bins instead of ORT's (float32-rounded)
+    edge array: the edges, min and max are ORT's exactly, counts move only at bin edges, and the percentile ranges
+    stay within one bin of ORT's (equal on these tensors)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from workbench.precision.calibrate import FastHistogramCollector
+
+    rng = np.random.default_rng(3)
+    batches = [{"wide": (rng.standard_normal((4, 16, 32, 32)) * scale).astype(np.float32),
+                "positive": (rng.random((4, 100)) * scale).astype(np.float32)} for scale in (1, 0.5, 3, 2.9, 7)]
+    batches[2]["wide"].flat[7] = np.nan  # NaN is not counted, as in ORT
+    collectors = [cls(method="percentile", symmetric=True, num_bins=2048, num_quantized_bins=128,
+                      percentile=99.999, scenario="same") for cls in (HistogramCollector, FastHistogramCollector)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        for collector in collectors:
+            for batch in batches:
+                collector.collect(batch)
+        theirs, ours = (collector.compute_collection_result() for collector in collectors)
+    for name in theirs:
+        (ort_hist, ort_edges, ort_min, ort_max), (hist, edges, low, high) = (c.histogram_dict[name] for c in collectors)
+        assert np.array_equal(edges, ort_edges) and edges.dtype == ort_edges.dtype
+        assert (low, high) == (ort_min, ort_max) and hist.sum() == ort_hist.sum()
+        width = float(edges[1] - edges[0])
+        for mine, expected in zip(ours[name], theirs[name]):
+            assert abs(float(mine) - float(expected)) <= width, (name, mine, expected)
+        assert [float(v) for v in ours[name]] == [float(v) for v in theirs[name]]

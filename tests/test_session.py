@@ -263,3 +263,24 @@ def test_an_option_an_engine_lacks_is_an_error_naming_who_has_it(env, labelled_s
     wb = Workbench(labelled_sample, progress=False, engine_options={"onnxruntime": {"inference_precision": "f16"}})
     with pytest.raises(BackendError, match="no option 'inference_precision' .it is an option of openvino"):
         wb.run("fp32", **FAST)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("batch", [1, 8, 7])
+def test_eval_pass_on_parallel_engines_equals_one_engine(session, runs, monkeypatch, precision, batch):
+    """The accuracy pass runs one single-thread engine per core on contiguous shares of the same batches: its
+    outputs are those of the timed engine run over every batch in turn (so accuracy does not depend on it)."""
+    from workbench.session import _run_all
+
+    monkeypatch.setattr("os.cpu_count", lambda: 3)  # three shares, whatever the machine
+    backend = session._backend("onnxruntime")
+    model = session.variant_model(runs[precision])
+    built = []
+    real_build = backend.build
+    monkeypatch.setattr(backend, "build", lambda *a, **k: built.append(a[1].threads) or real_build(*a, **k))
+    with real_build(model, session._options(backend)) as engine:
+        alone = _run_all(engine, session.eval.arrays, batch, session._to_feeds)
+        parallel = session._eval_outputs(backend, model, engine, batch)
+    assert built == [1, 1, 1]
+    assert len(parallel) == len(alone) and all(p.shape == a.shape for p, a in zip(parallel, alone))
+    assert all(np.array_equal(p, a) for p, a in zip(parallel, alone))

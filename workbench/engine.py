@@ -170,6 +170,9 @@ class Backend(ABC):
 
     name: str = "backend"
     options_type: type[EngineOptions] = EngineOptions
+    # Its options have `threads` and an engine's outputs do not depend on it: whole-data passes (accuracy) may run
+    # one single-thread engine per core side by side (more throughput than one engine's intra-op threads).
+    thread_independent_outputs: bool = False
 
     @abstractmethod
     def version(self) -> str:

