@@ -112,15 +112,20 @@ def bench(models=MODELS, toggles: int = 10) -> dict:
     return out
 
 
-def table(results: dict) -> str:
-    rows = ["| measurement | result | target | met |", "|---|---|---|---|"]
-    for model, r in results["models"].items():
+def rows(models: dict) -> list[str]:
+    """Markdown table rows (one per model) for bench_browser's and bench_workflow's tables."""
+    rows = []
+    for model, r in models.items():
         f = r["figure_ms"]
         rows.append(f"| explorer click -> drawn figure in Chromium, cached FP32<->INT8, {model} (median of {f['n']}, "
                     f"p90 {f['p90']:.0f}, range {f['min']:.0f}-{f['max']:.0f} ms; status line "
                     f"{r['status_ms']['median']:.0f} ms) | {f['median']:.0f} ms | < {TARGET_MS:.0f} ms | "
                     f"{'yes' if f['median'] < TARGET_MS else 'no'} |")
-    return "\n".join(rows)
+    return rows
+
+
+def table(results: dict) -> str:
+    return "\n".join(["| measurement | result | target | met |", "|---|---|---|---|", *rows(results["models"])])
 
 
 def main(argv=None) -> int:
