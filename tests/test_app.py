@@ -112,7 +112,13 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup,
             for width, height in ((1024, 768), (1400, 1000)):
                 page.set_viewport_size({"width": width, "height": height})
                 page.locator(".js-plotly-plot").first.wait_for()
+                page.wait_for_timeout(300)  # plotly re-lays out after a resize (an animation frame)
+                panel = page.locator(".widget-tab-contents > .lm-Widget:not(.lm-mod-hidden)").first
+                # every figure spans >= 90 % of its panel, no overlapping labels
+                assert browser_setup._check_figures(page, panel, f"app {width}x{height}") >= 1
                 page.screenshot(path=str(tmp_path / f"app-{width}x{height}.png"))
+                if os.environ.get("WORKBENCH_SHOTS_KEEP"):
+                    page.screenshot(path=str(Path(os.environ["WORKBENCH_SHOTS_KEEP"]) / f"app-{width}x{height}.png"))
             if readme_images:  # the README shows the large one
                 page.screenshot(path=str(readme_images / "app.png"))
             assert (tmp_path / "app-1400x1000.png").stat().st_size > 10_000

@@ -302,6 +302,10 @@ def test_explorer_in_jupyterlab(lab, pw, tmp_path, model):
         page.locator(".workbench-status", has_text=re.compile(r"^int8.*median", re.IGNORECASE)).wait_for(
             timeout=120_000)
         assert calibration.is_enabled()
+        # the status gives INT8's speed-up over FP32 with its interval and the within-noise verdict
+        assert re.search(r"vs FP32: (×[\d.]+ \(95% CI ×[\d.]+–[\d.]+\), (faster|slower)"
+                         r"|no measurable difference \(×[\d.]+)", page.locator(".workbench-status").inner_text()), \
+            page.locator(".workbench-status").inner_text()
 
         for width, height in SIZES:
             page.set_viewport_size({"width": width, "height": height})

@@ -234,7 +234,8 @@ class Explorer:
 
             elsewhere = other_machine_note(result.machine)
             self._set_status(f"{html.escape(result.label)}: {_ms(result.headline_latency.median)} median at batch "
-                             f"{result.headline_latency.batch} ({time.perf_counter() - start:.1f} s)"
+                             f"{result.headline_latency.batch}{html.escape(self._verdict_text(result))} "
+                             f"({time.perf_counter() - start:.1f} s)"
                              + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
                              + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>"
                                 if elsewhere else ""), error=bool(warning))
@@ -380,6 +381,17 @@ class Explorer:
         from ..results import baseline_of
 
         return None if result.is_baseline else baseline_of(result, self.results)
+
+    def _verdict_text(self, result: RunResult) -> str:
+        """"; vs FP32: ×1.52 (95% CI ×1.41–1.63), faster" or "; vs FP32: no measurable difference (…)": the one
+        within-noise rule (`speedup_over`), so the status never calls noise a speed-up. Empty for FP32 itself."""
+        from ..results import speedup_over
+
+        baseline = self._baseline(result)
+        speedup = None if baseline is None else speedup_over(result, baseline)
+        if speedup is None:
+            return ""
+        return f"; vs FP32: {speedup.text()}" + (f", {speedup.verdict}" if speedup.measurable else "")
 
     def _show_summary(self) -> None:
         from ..views.tables import summary_html
