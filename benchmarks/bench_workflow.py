@@ -12,9 +12,7 @@ Measures, and checks against its target:
   calibration and quantisation (`quantize_static`), plus smaller graphs to show how it scales.
 
 Writes JSON (`--out`, default benchmarks/workflow.json) and prints a Markdown table for README.md.
-- `browser` (with `--browser`): click -> drawn figure in Chromium, `benchmarks/bench_browser.py` (target < 300 ms).
-
-Run: `python benchmarks/bench_workflow.py [--out benchmarks/workflow.json] [--quick] [--browser]`.
+Run: `python benchmarks/bench_workflow.py [--out benchmarks/workflow.json] [--quick]`.
 """
 from __future__ import annotations
 
@@ -33,7 +31,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-import bench_browser  # noqa: E402 - beside this script
 from workbench.results import strict_json
 
 TARGETS = {"toggle_ms": 100.0, "first_int8_s": 5.0, "calibration_ratio": 2.0, "calibration_rss_gb": 1.0,
@@ -249,8 +246,6 @@ def table(results: dict) -> str:
         memory = calib["memory"]
         row(f"ResNet-18 entropy calibration peak RSS over the data, {memory['samples']} samples "
             f"({memory['data_gb']:.2f} GB of data)", memory["peak_rss_added_gb"], "GB", TARGETS["calibration_rss_gb"])
-    if "browser" in results:
-        rows.extend(bench_browser.rows(results["browser"]))
     for nodes, data in results.get("int8_scale", {}).items():
         what = (f"INT8 precision step, {nodes}-node graph (pre-process {data['prepare_s']:.1f}, calibrate "
                 f"{data['calibrate_s']:.1f}, Q/DQ placement {data['quantize_s']:.1f} s)")
@@ -271,8 +266,6 @@ def main() -> None:
     parser.add_argument("--memory-samples", type=int, default=1024)
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000, 5000])
     parser.add_argument("--skip", nargs="*", default=[], choices=["explorer", "calibration", "int8_scale"])
-    parser.add_argument("--browser", action="store_true",
-                        help="also click -> drawn figure in Chromium (benchmarks/bench_browser.py, its own command too)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes to check the script works (128/256 calibration samples, 1000-node graph)")
     args = parser.parse_args()
@@ -284,8 +277,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-workflow-") as cache:
         if "explorer" not in args.skip:
             results["explorer"] = bench_explorer(args.samples, args.toggles, cache)
-    if args.browser:
-        results["browser"] = bench_browser.bench(args.samples, max(10, args.toggles))
     if "calibration" not in args.skip:
         results["calibration"] = bench_calibration(args.calibration_samples, args.memory_samples)
     if "int8_scale" not in args.skip:
