@@ -170,6 +170,8 @@ class Backend(ABC):
 
     name: str = "backend"
     options_type: type[EngineOptions] = EngineOptions
+    # bumped when the workbench changes how it builds engines of the same library version (part of every cache key)
+    revision: int = 0
 
     @abstractmethod
     def version(self) -> str:
