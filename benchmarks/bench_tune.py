@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workbench import Workbench  # noqa: E402
 from workbench.measure import measure_latency  # noqa: E402
 from workbench.results import strict_json  # noqa: E402
+from workbench.tune import speedup_kept  # noqa: E402
 
 # name -> (sample, tune arguments, session arguments, goal in words)
 CASES = {
@@ -67,14 +68,14 @@ def run_case(name: str, budget: int, rounds: int, runs: int, cache_dir: str | No
                     rounds=rounds, runs=runs)
     fp32_ms = timing["fp32"]["median_ms"]
     speedup = {k: fp32_ms / v["median_ms"] for k, v in timing.items()}
-    gain_kept = ((speedup["chosen"] - 1) / (speedup["int8"] - 1)) if speedup["int8"] > 1 else None
+    ratio_kept, gain_kept = speedup_kept(fp32_ms, timing["int8"]["median_ms"], timing["chosen"]["median_ms"])
     row = {"case": name, "model": sample, "goal": goal, "metric": found.metric, "max_drop": found.max_drop,
            "budget": budget, "configurations": len(found.configurations), "stopped": found.stopped,
            "search_seconds": round(seconds, 1), "chosen": chosen.to_json() if chosen else None,
            "chosen_within_budget": bool(chosen and chosen.within_budget),
            "chosen_is_reduced_precision": bool(chosen and chosen.precision != "fp32"),
            "full_int8": full_int8.to_json(), "retimed": timing, "speedup_vs_fp32": speedup,
-           "speedup_ratio_chosen_vs_full_int8": speedup["chosen"] / speedup["int8"],
+           "speedup_ratio_chosen_vs_full_int8": ratio_kept,
            "speedup_gain_kept": gain_kept,
            "frontier": [c.to_json() for c in found.frontier]}
     print(f"| {name} | {found.metric} <= {found.max_drop:g} | {len(found.configurations)} | "

@@ -340,3 +340,32 @@ def test_profile_sum_is_close_to_end_to_end(backend, resnet_variants, resnet_dat
     ratio = sum(t.latency_ms for t in timings) / float(np.median(walls))
     # a units slip (µs vs ms) would be off by 1000x; the band is wide because a busy machine skews either side
     assert 0.05 <= ratio <= 20, f"per-layer sum / end-to-end = {ratio:.2f}"
+
+
+def test_fp32_node_after_int8_keeps_its_float_weights():
+    """A float Conv fed by a DequantizeLinear (a node kept in FP32 next to INT8 ones) runs with its float weights:
+    ONNX Runtime's WeightBiasQuantization would quantise them per tensor (off in the workbench's engines)."""
+    rng = np.random.default_rng(0)
+    # output channels of very different scales: per-tensor INT8 rounds the small channel's weights to zero
+    weights = rng.standard_normal((2, 3, 3, 3)).astype(np.float32) * np.array([1e-2, 1.0], np.float32)[:, None, None, None]
+    scale = helper.make_tensor("scale", onnx.TensorProto.FLOAT, [], [1 / 64])
+    zero = helper.make_tensor("zero", onnx.TensorProto.UINT8, [], [128])
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["xq"], name="q"),
+         helper.make_node("DequantizeLinear", ["xq", "scale", "zero"], ["xd"], name="dq"),
+         helper.make_node("Conv", ["xd", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("QuantizeLinear", ["c", "out_scale", "zero"], ["cq"], name="q_out"),
+         helper.make_node("DequantizeLinear", ["cq", "out_scale", "zero"], ["y"], name="dq_out")],
+        "kept", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 8, 8])],
+        initializer=[scale, zero, helper.make_tensor("out_scale", onnx.TensorProto.FLOAT, [], [1e-4]),
+                     onnx.numpy_helper.from_array(weights, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    engine = OnnxRuntimeBackend().build(Model.from_proto(proto, "kept", "test"))
+    got = engine.run({"x": x})[0]
+    unoptimised = OnnxRuntimeBackend().build(Model.from_proto(proto, "kept", "test"),
+                                             OnnxRuntimeOptions(optimization_level="disable"))
+    expected = unoptimised.run({"x": x})[0]  # DQ then a float Conv, nothing rewritten
+    assert np.abs(expected[0, 0]).max() > 10 * 1e-4  # the small channel is resolved by the output Q/DQ
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1.01e-4)  # at most one output step apart

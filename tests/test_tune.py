@@ -210,3 +210,14 @@ def test_figures_show_sensitivity_beside_time_and_the_frontier():
     assert star.x[0] == found.chosen.latency_ms and star.customdata[0] == found.chosen.cache_key
     labelled = [text for t in pareto.data if t.text is not None for text in t.text]
     assert "all int8" in labelled and "FP32" in labelled
+
+
+def test_speedup_kept_is_the_ratio_of_speedups_and_the_share_of_the_gain():
+    from workbench.tune import speedup_kept
+
+    ratio, gain = speedup_kept(100.0, 50.0, 62.5)  # full INT8 2x, the plan 1.6x
+    assert ratio == pytest.approx(0.8)
+    assert gain == pytest.approx(0.6)
+    assert speedup_kept(100.0, 120.0, 100.0)[1] is None  # full INT8 slower than FP32: no gain to keep
+    with pytest.raises(InputSpecError):
+        speedup_kept(100.0, 0.0, 50.0)

@@ -173,6 +173,8 @@ class Backend(ABC):
     # Its options have `threads` and an engine's outputs do not depend on it: whole-data passes (accuracy) may run
     # one single-thread engine per core side by side (more throughput than one engine's intra-op threads).
     thread_independent_outputs: bool = False
+    # bumped when the workbench changes how it builds engines of the same library version (part of every cache key)
+    revision: int = 0
 
     @abstractmethod
     def version(self) -> str:

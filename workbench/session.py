@@ -309,7 +309,8 @@ class Workbench:
         backend_obj = self._backend(backend_name)
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
-                             backend_version=backend_obj.version(), batches=sizes, runs=runs,
+                             backend_version=backend_obj.version(), backend_revision=backend_obj.revision,
+                             batches=sizes, runs=runs,
                              options=self._options(backend_obj).to_json(),
                              eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
                              latency_stats=LATENCY_STATS)

@@ -182,6 +182,16 @@ def metric_value(result: RunResult, metric: str) -> float:
     return 100.0 * value if metric in ("top1", "agreement") else float(value)
 
 
+def speedup_kept(fp32_ms: float, full_ms: float, plan_ms: float) -> tuple[float, float | None]:
+    """How much of the fully quantised plan's speed-up a mixed plan keeps, from medians timed in one run: the ratio
+    of speed-ups (FP32/plan over FP32/full, the issue's "keeps 80 % of INT8's speed-up" is this >= 0.8), and the
+    share of the gain over FP32 kept, (FP32/plan - 1) / (FP32/full - 1) (None when full is not faster than FP32)."""
+    if min(fp32_ms, full_ms, plan_ms) <= 0:
+        raise InputSpecError("speedup_kept needs positive latencies (medians in ms).")
+    plan_x, full_x = fp32_ms / plan_ms, fp32_ms / full_ms
+    return plan_x / full_x, ((plan_x - 1) / (full_x - 1)) if full_x > 1 else None
+
+
 # ---- units and the drift proxy -----------------------------------------------------------------
 def quantised_units(result: RunResult, node_names, dequantised=()) -> list[QuantUnit]:
     """The units of a reduced-precision result, in engine order: layers covering nodes of the original model
