@@ -472,8 +472,10 @@ def _figure_output(figure):
     import plotly.io as pio
 
     out = widgets.Output(layout=widgets.Layout(width="100%"))
-    out.outputs = ({"output_type": "display_data", "metadata": {},
-                    "data": pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())},)
+    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
+    # responsive: plotly.js follows window resizes itself (Voila's app page sends the renderer no resize message)
+    bundle["application/vnd.plotly.v1+json"].setdefault("config", {})["responsive"] = True
+    out.outputs = ({"output_type": "display_data", "metadata": {}, "data": bundle},)
     return out
 
 
