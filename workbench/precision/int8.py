@@ -475,8 +475,6 @@ def _merge_part(nodes: list[onnx.NodeProto], part_initializers, producer: dict[s
         node.input[:] = [renames.get(name, name) for name in node.input]
         first = next((producer[name] for name in node.output if name in producer), None)
         if first is not None and first.SerializeToString() == node.SerializeToString():
-            for name in node.output:
-                renames.pop(name, None)
             continue
         if first is not None:
             for i, name in enumerate(node.output):
