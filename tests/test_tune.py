@@ -323,3 +323,15 @@ def test_a_loss_in_one_role_is_found_by_keeping_that_role_in_fp32():
     assert found.stopped == "within budget (one role kept in FP32)"
     assert sorted(found.chosen.keep_fp32) == [f"/block{b}/proj" for b in range(4)]
     assert len(found.configurations) - 1 <= 12
+
+
+def test_kept_text_says_what_stays_in_fp32():
+    from workbench.tune import UNWEIGHTED, TunedConfig
+
+    def text(kept):
+        return TunedConfig("x", "int8", "minmax", "onnxruntime", [], kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0,
+                           0.0, True).kept_text
+
+    assert text([]) == "all int8" and text(["a"]) == "FP32: a" and text(["a", "b", "c"]) == "3 layers FP32"
+    assert text([UNWEIGHTED]) == "weighted layers int8"
+    assert text([UNWEIGHTED, "a", "b", "c"]) == "weighted layers int8, 3 layers FP32"

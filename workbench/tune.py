@@ -36,6 +36,7 @@ DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
 _QUANTISED = (*REDUCED_PRECISIONS, "mixed")
+UNWEIGHTED = "every unweighted node"  # the kept unit of the "weighted layers only" configurations
 
 
 @dataclass
@@ -127,10 +128,11 @@ class TunedConfig:
         """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers."""
         if self.precision == "fp32":
             return "FP32"
-        if not self.kept_units:
-            return f"all {self.precision}"
-        return "FP32: " + ", ".join(self.kept_units) if len(self.kept_units) <= 2 else \
-            f"{len(self.kept_units)} layers FP32"
+        units = [u for u in self.kept_units if u != UNWEIGHTED]
+        kept = ("FP32: " + ", ".join(units)) if len(units) <= 2 else f"{len(units)} layers FP32"
+        if len(units) < len(self.kept_units):
+            return f"weighted layers {self.precision}" + (f", {kept}" if units else "")
+        return kept if units else f"all {self.precision}"
 
     def to_json(self) -> dict:
         return {**asdict(self), "kept_text": self.kept_text}
@@ -421,7 +423,7 @@ class _Search:
         if weighted and others and self.spent < self.budget:
             # outliers in normalisation, attention and activation outputs (transformers) often cost most of the
             # accuracy while the weighted layers hold most of the time: try quantising those alone
-            light = self.measure("quantise weighted layers only", [f"{len(others)} unweighted nodes"],
+            light = self.measure("quantise weighted layers only", [UNWEIGHTED],
                                  **_plan_options(current), keep_fp32=[*current.keep_fp32, *others])
             if self.drop(light) <= self.max_drop:
                 return "weighted layers alone are within budget", sensitivity(
