@@ -230,8 +230,6 @@ class Explorer:
             result = session.run(**config, runs=self._runs, drift=self._drift)
             self._results[result.cache_key or result.label] = result
             shown = self._prepare_views(session, result) if self._current(generation) else None
-            if shown is not None and self.mixed is not None:
-                self.mixed.show(session, result)
         except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
             self._show_error(generation, model, config, exc)
             return None
@@ -250,6 +248,12 @@ class Explorer:
                              + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
                              + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>"
                                 if elsewhere else ""), error=bool(warning))
+        try:  # the Mixed precision tab (ranking, lint) follows the figures and the status, not before them
+            if self.mixed is not None and self._current(generation):
+                self.mixed.show(session, result)
+        except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
+            self._show_error(generation, model, config, exc)
+            return None
         return result
 
     def _fill_choices(self) -> None:
