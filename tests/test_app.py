@@ -120,13 +120,13 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup,
                 timeout=120_000)
             assert "mod-active" in (int8.get_attribute("class") or "")
             page.locator(".lm-TabBar-tab, .p-TabBar-tab", has_text="Per-layer latency").click()
-            bars = page.locator(".js-plotly-plot .bars path")
+            bars = page.locator(".js-plotly-plot:visible .bars path")  # FP32's figure is kept, hidden
             bars.first.wait_for(timeout=60_000)
             assert bars.count() >= 2  # FP32 and INT8 per-layer bars
             assert not errors, errors
             for width, height in ((1024, 768), (1400, 1000)):
                 page.set_viewport_size({"width": width, "height": height})
-                page.locator(".js-plotly-plot").first.wait_for()
+                page.locator(".js-plotly-plot:visible").first.wait_for()
                 panel = page.locator(".widget-tab-contents > .lm-Widget:not(.lm-mod-hidden)").first
                 try:  # plotly re-lays out after a resize, debounced (slower on a loaded machine)
                     panel.evaluate(FIGURES_FIT_JS, 20_000)

@@ -230,7 +230,7 @@ def _no_page_scroll(page) -> None:
 def _check_figures(page, root, where: str) -> int:
     """Every plotly figure in `root` spans >= 90 % of it and has no overlapping text; returns the count."""
     figures = root.locator(".js-plotly-plot")
-    figures.first.wait_for(timeout=30_000)
+    root.locator(".js-plotly-plot:visible").first.wait_for(timeout=30_000)  # the explorer keeps hidden ones too
     total = root.evaluate("e => e.getBoundingClientRect().width")
     for i in range(figures.count()):
         figure = figures.nth(i)
@@ -426,5 +426,52 @@ def test_report_is_readable_and_self_contained_offline(report_html, pw, tmp_path
             page.evaluate("window.scrollTo(0, 0)")
             _shot(page, tmp_path, f"report-{model}-{width}x{height}",
                   "report.png" if width == SIZES[0][0] and model == MODELS[1] else None)
+    finally:
+        context.close()
+
+
+def test_toggling_back_shows_the_live_figure_drawn_before(lab, pw, tmp_path):
+    """FP32 -> INT8 -> FP32 -> INT8 on the per-layer latency tab: each toggle is seen drawn by the detection of
+    benchmarks/bench_browser.py; toggling back shows the very plot drawn before (same element, live SVG, not
+    plotly's static PNG snapshot, no redraw), at the window's current width even when it changed while hidden."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_browser
+
+    model = MODELS[0]
+    (tmp_path / "shots").mkdir()
+    context = _new_context(pw, tmp_path / "chromium")
+    page = context.pages[0] if context.pages else context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        bench_browser.open_explorer(page, f"{lab.url}/doc/tree/{model}.ipynb")
+        for label in ("INT8", "FP32"):
+            timing = bench_browser.toggle(page, label)
+            assert not timing.get("failed"), f"no {label} figure seen drawn: {timing}"
+            assert timing["status_ms"] <= timing["figure_ms"]
+            if label == "INT8":  # mark the INT8 plot element to find it again
+                page.evaluate("""() => [...window.workbenchPanel().querySelectorAll('.js-plotly-plot')]
+                  .find(gd => getComputedStyle(gd).visibility !== 'hidden').workbenchMark = 'int8'""")
+        page.set_viewport_size({"width": SIZES[1][0], "height": SIZES[1][1]})  # resized while INT8 is hidden
+        page.wait_for_timeout(500)  # plotly's responsive re-layout follows the window resize
+        timing = bench_browser.toggle(page, "INT8")
+        assert not timing.get("failed"), timing
+        assert timing["afterplot_ms"] is None  # shown again, not drawn again
+        panel = page.locator(".workbench-explorer .widget-tab-contents > .lm-Widget:not(.lm-mod-hidden)").first
+        shown = panel.evaluate("""p => [...p.querySelectorAll('.js-plotly-plot')]
+          .filter(gd => getComputedStyle(gd).visibility !== 'hidden' && gd.getBoundingClientRect().height > 0)
+          .map(gd => ({mark: gd.workbenchMark || null, picture: !!gd.querySelector('.plot-img[src]')
+                       && gd.querySelector('.plot-img').style.display !== 'none',
+                       title: gd._fullLayout.title.text}))""")
+        assert shown == [{"mark": "int8", "picture": False, "title": "Per-layer latency comparison"}], shown
+        assert _check_figures(page, panel, "INT8 shown again at 1024x768") >= 1  # it followed the resize
+        _no_page_scroll(page)
+        _shot(page, tmp_path, f"{model}-toggled-back-{SIZES[1][0]}x{SIZES[1][1]}")
+        page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})
+        page.wait_for_timeout(500)
+        assert _check_figures(page, panel, "INT8 shown again at 1400x1000") >= 1
+        _shot(page, tmp_path, f"{model}-toggled-back-{SIZES[0][0]}x{SIZES[0][1]}")
+        assert not [e for e in errors if WIDGET_ERRORS.search(e) or "Resize must be passed" in e], errors
     finally:
         context.close()

@@ -54,6 +54,47 @@ def test_toggling_back_returns_the_cached_result(explorer):
     assert explorer.fusion.value == fusion  # the rendered graph comes back too, not re-laid-out
 
 
+def test_toggling_back_keeps_the_drawn_figures_and_only_switches_which_one_shows(explorer):
+    from workbench.ui.explorer import KEPT_VIEWS
+
+    panel = explorer._panels["latency"]
+    explorer.precision.value = "fp32"
+    explorer.wait()
+    fp32 = explorer._figure_widgets["latency"]
+    explorer.precision.value = "int8"
+    explorer.wait()
+    int8 = explorer._figure_widgets["latency"]
+    kept = panel.children
+    assert fp32 in kept and int8 in kept and fp32 is not int8
+    assert f"workbench-show-{kept.index(int8)}" in panel._dom_classes
+    explorer.precision.value = "fp32"
+    explorer.wait()
+    assert panel.children == kept  # nothing re-created in the browser: same children, same order
+    shown = [c for c in panel._dom_classes if c.startswith("workbench-show-")]
+    assert shown == [f"workbench-show-{kept.index(fp32)}"]  # exactly one figure shows: FP32's
+    assert len(panel.children) <= KEPT_VIEWS
+
+
+def test_a_figure_shown_again_after_its_view_was_dropped_is_sent_again(explorer):
+    """Past KEPT_VIEWS the panel starts over; a figure re-added gets its outputs re-sent, so the browser draws the
+    plot again instead of showing plotly's static PNG snapshot of its earlier view."""
+    from workbench.ui.explorer import KEPT_VIEWS
+    import ipywidgets as widgets
+
+    panel = widgets.VBox()
+    figures = [widgets.Output() for _ in range(KEPT_VIEWS + 1)]
+    sent = []
+    figures[0].observe(lambda change: sent.append(change["new"]), names="outputs")
+    figures[0].outputs = ({"output_type": "display_data", "metadata": {}, "data": {"text/plain": "fp32"}},)
+    sent.clear()
+    for figure in figures:
+        explorer._show_view(panel, figure)
+    assert panel.children == (figures[-1],)  # started over at KEPT_VIEWS + 1
+    explorer._show_view(panel, figures[0])
+    assert panel.children == (figures[-1], figures[0]) and "workbench-show-1" in panel._dom_classes
+    assert sent[-2:] == [(), figures[0].outputs]  # emptied, then the same outputs again
+
+
 def test_a_calibration_set_that_does_not_fit_shows_an_error_and_the_panel_keeps_working(explorer):
     session = explorer.session()
     bad = CalibrationSet.from_arrays("wrong-shape", {"input": session.eval.arrays["input"][:8, :, :4, :4]})

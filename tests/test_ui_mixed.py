@@ -64,8 +64,18 @@ def test_clicking_a_point_selects_that_configuration(explorer):
     assert explorer.wait().keep_fp32 == []
 
 
-def test_fp16_clears_the_units_and_the_search_asks_for_int8(explorer):
+def test_fp16_hides_the_units_and_the_search_asks_for_int8(explorer):
+    explorer.precision.value = "int8"
+    explorer.wait()
+    boxes = dict(explorer.mixed.checks)
+    next(iter(boxes.values())).value = True  # keep one unit in FP32
+    assert explorer.wait().keep_fp32
     explorer.precision.value = "fp16"
     assert explorer.wait().precision == "fp16"
-    assert explorer.mixed.checks == {} and explorer.mixed.search() is None
-    assert "Pick INT8" in explorer.mixed.status.value
+    assert explorer.mixed.units_box.layout.display == "none" and "Pick INT8" in explorer.mixed.intro.value
+    assert not any(box.value for box in explorer.mixed.checks.values())
+    assert explorer.mixed.search() is None and "Pick INT8" in explorer.mixed.status.value
+    explorer.precision.value = "int8"  # back to the ranked result: fully quantised, the same boxes, not re-ranked
+    assert explorer.wait().keep_fp32 == []
+    assert explorer.mixed.checks == boxes and explorer.mixed.units_box.layout.display is None
+    assert "quantised units of" in explorer.mixed.intro.value

@@ -5,7 +5,8 @@ Thin by design: all computation is `Workbench.run` (cached), all figures are `wo
 The widgets are built first and work starts once the explorer is displayed (or `wait()` is called). Work runs on
 one background thread; each request carries a generation number, and every update of the panel (status, figures,
 progress) re-checks under a lock that its generation is still the newest, so rapid toggling never shows a stale
-result. Rendered views are kept per result, so toggling back to a computed configuration only swaps widgets.
+result. Rendered views are kept per result, and the browser keeps the figures it drew, so toggling back to a computed
+configuration only switches which drawn figure a tab shows (`_show_view`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 
 # Controls that only mean something for INT8; disabled (and ignored) at other precisions.
 INT8_CONTROLS = ("calibration", "method", "qdq_style")
+# Figures kept drawn per tab (only the one its panel's class names is shown). Hidden ones keep their place in the
+# layout at zero height, not display:none, so plotly still sees their width and follows window resizes.
+KEPT_VIEWS = 6
+VIEWS_STYLE = ("<style>.workbench-views>.widget-output{height:0;overflow:hidden;visibility:hidden}"
+               + "".join(f".workbench-views.workbench-show-{i}>.widget-output:nth-child({i + 1})"
+                         "{height:auto;overflow:visible;visibility:inherit}" for i in range(KEPT_VIEWS))
+               + "</style>")
 
 
 class Explorer:
@@ -101,6 +109,9 @@ class Explorer:
                                    layout=widgets.Layout(display="none", align_items="center"))
         self._panels = {name: widgets.VBox(layout=widgets.Layout(width="100%"))
                         for name in ("latency", "drift", "tradeoff")}
+        for panel in self._panels.values():
+            panel.add_class("workbench-views")
+        self._drawn: set = set()  # figure widgets that have been on display (see _show_view)
         self.mixed = None  # MixedPrecisionTab, built with the first work (it needs plotly and the tuner)
         self._mixed_panel = widgets.VBox(layout=widgets.Layout(width="100%"))
         drift_note = widgets.HTML(layout=widgets.Layout(width="100%"))  # filled with the first figures
@@ -119,7 +130,7 @@ class Explorer:
         self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            self.loader.widget, widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
+            widgets.HTML(VIEWS_STYLE, layout=widgets.Layout(display="none")), self.loader.widget, widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
             layout=widgets.Layout(width="100%"))
         self.widget.add_class("workbench-explorer")
@@ -219,8 +230,6 @@ class Explorer:
             result = session.run(**config, runs=self._runs, drift=self._drift)
             self._results[result.cache_key or result.label] = result
             shown = self._prepare_views(session, result) if self._current(generation) else None
-            if shown is not None and self.mixed is not None:
-                self.mixed.show(session, result)
         except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
             self._show_error(generation, model, config, exc)
             return None
@@ -239,6 +248,12 @@ class Explorer:
                              + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
                              + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>"
                                 if elsewhere else ""), error=bool(warning))
+        try:  # the Mixed precision tab (ranking, lint) follows the figures and the status, not before them
+            if self.mixed is not None and self._current(generation):
+                self.mixed.show(session, result)
+        except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
+            self._show_error(generation, model, config, exc)
+            return None
         return result
 
     def _fill_choices(self) -> None:
@@ -367,8 +382,7 @@ class Explorer:
         for name in ("latency", "drift", "tradeoff"):
             figure, widget = shown[name]
             self.figures[name], self._figure_widgets[name] = figure, widget
-            if self._panels[name].children != (widget,):
-                self._panels[name].children = (widget,)
+            self._show_view(self._panels[name], widget)
         self.tabs.layout.display = None
         if not self._drift_note.value:
             from ..views.figures import SQNR_COSINE_EXPLANATION
@@ -376,6 +390,27 @@ class Explorer:
             self._drift_note.value = (f"<div style='font-size:12px;color:#444'>{html.escape(SQNR_COSINE_EXPLANATION)}"
                                       "</div>")
         self._show_summary()
+
+    def _show_view(self, panel, widget) -> None:
+        """Show `widget` in `panel`, keeping the figures drawn there before (hidden by the panel's CSS class, see
+        VIEWS_STYLE): toggling back to one only switches a class, so the browser shows the very plot it drew, live,
+        at the panel's current width (hidden plots still follow resizes), without drawing it again. Children are only
+        ever appended (ipywidgets re-creates every view after the first changed child) until KEPT_VIEWS, then the
+        panel starts over with `widget` alone."""
+        children = list(panel.children)
+        if widget not in children:
+            if len(children) >= KEPT_VIEWS:
+                children = []
+            if widget in self._drawn:  # a new view of it would show plotly's static picture, not the plot
+                outputs = widget.outputs
+                widget.outputs = ()
+                widget.outputs = outputs
+            self._drawn.add(widget)
+            children.append(widget)
+            panel.children = tuple(children)
+        shown = f"workbench-show-{children.index(widget)}"
+        if shown not in panel._dom_classes:
+            panel._dom_classes = (*(c for c in panel._dom_classes if not c.startswith("workbench-show-")), shown)
 
     def _baseline(self, result: RunResult) -> RunResult | None:
         from ..results import baseline_of

@@ -14,6 +14,7 @@ from ..errors import WorkbenchError
 from ..results import RunResult
 
 MAX_UNITS = 40  # check boxes shown (the most sensitive units)
+PICK_INT8 = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
 
 
 class MixedPrecisionTab:
@@ -31,7 +32,9 @@ class MixedPrecisionTab:
         self._owner: tuple | None = None  # (model, backend) the units belong to
         self._pinned: tuple[str, ...] | None = None  # exact keep_fp32 chosen by the search or a click
         self._quiet = False  # set while boxes are changed by code, so that does not trigger a run
-        self.intro = widgets.HTML("<i>Pick INT8 to rank its layers by sensitivity.</i>")
+        self._lint: dict[str, str] = {}  # lint findings (HTML) by result
+        self._intro = ""  # what the intro says about the ranking on display
+        self.intro = widgets.HTML(PICK_INT8)
         self.units_box = widgets.VBox(layout=widgets.Layout(max_height="360px", overflow="auto"))
         self.metric = widgets.Dropdown(options=["agreement", "top1", "cosine"], value="agreement",
                                        description="Metric")
@@ -65,9 +68,15 @@ class MixedPrecisionTab:
         self._show_lint(result)
         owner = (self.explorer.model.value, self.explorer.backend.value)
         if result.precision != "int8":  # the explorer's selection keeps nodes in FP32 for INT8 only
-            if owner != self._owner or self.report is not None:
+            if owner != self._owner:
                 self._set_units(None, owner)
+            else:  # the ranking stays (hidden), so toggling back to its INT8 result shows it without re-ranking
+                self._pinned = None  # INT8 picked again is quantised all through, as after a fresh ranking
+                self._reflect(())
+                self.units_box.layout.display = "none"
+                self.intro.value = PICK_INT8
             return
+        self.units_box.layout.display = None
         if not result.keep_fp32 and (self.report is None or owner != self._owner
                                      or self.report.configuration != result.label):
             from ..tune import sensitivity
@@ -80,6 +89,8 @@ class MixedPrecisionTab:
                 self.intro.value = f"<i>No sensitivity ranking: {html.escape(str(exc))}</i>"
                 return
             self._set_units(report, owner)
+        elif self.report is not None:
+            self.intro.value = self._intro
         self._reflect(result.keep_fp32)
 
     # ---- actions ----------------------------------------------------------------------------------
@@ -143,9 +154,12 @@ class MixedPrecisionTab:
         from ..lint import findings_table, lint_result
         from ..views.tables import html_table
 
-        rows = [{k: v for k, v in row.items() if k != "why"} for row in findings_table(lint_result(result))]
-        self.lint.value = (f"<h4>Why is it not faster? Lint of {html.escape(result.label)}</h4>"
-                           + (html_table(rows) if rows else "<p>Nothing to flag.</p>"))
+        key = result.cache_key or result.label
+        if key not in self._lint:
+            rows = [{k: v for k, v in row.items() if k != "why"} for row in findings_table(lint_result(result))]
+            self._lint[key] = (f"<h4>Why is it not faster? Lint of {html.escape(result.label)}</h4>"
+                               + (html_table(rows) if rows else "<p>Nothing to flag.</p>"))
+        self.lint.value = self._lint[key]
 
     def _metric(self, result: RunResult) -> str:
         if self.metric.value == "top1" and (result.accuracy is None or result.accuracy.top1 is None):
@@ -158,7 +172,7 @@ class MixedPrecisionTab:
         self.checks, self._units = {}, {}
         if report is None:
             self.units_box.children = []
-            self.intro.value = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
+            self.intro.value = PICK_INT8
             return
         rows = []
         for entry in report.units[:MAX_UNITS]:
@@ -170,9 +184,10 @@ class MixedPrecisionTab:
             self.checks[unit.name], self._units[unit.name] = box, list(unit.nodes)
             rows.append(box)
         self.units_box.children = rows
-        self.intro.value = html.escape(
+        self._intro = html.escape(
             f"{len(report.units)} quantised units of {report.configuration}, most harmful first (drift proxy: "
             "noise each adds). Tick a unit to keep it in FP32.")
+        self.intro.value = self._intro
 
     def _reflect(self, keep_fp32) -> None:
         """Tick exactly the units whose nodes are all kept."""
