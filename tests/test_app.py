@@ -107,7 +107,7 @@ def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup,
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("pageerror", lambda exc: errors.append(str(exc) + "\n" + (exc.stack or "")))
             page.goto(url, timeout=90_000)
             page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
             assert page.locator(".jp-CodeMirrorEditor, .cm-editor").count() == 0  # no code cells
