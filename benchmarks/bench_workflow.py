@@ -54,6 +54,7 @@ def bench_explorer(samples: list[str], toggles: int, cache_dir: str) -> dict:
         steps: dict[str, float] = {}
         explorer = Explorer(sample, cache_dir=os.path.join(cache_dir, sample), background=False)
         session = explorer.session()
+        explorer.wait()  # FP32 shown first, as after display (also the panel's one-time set-up: plotly's widgets)
         clock = {"name": None, "start": 0.0}
 
         def on_step(name: str, done: int, total: int, _steps=steps, _clock=clock, _explorer=explorer) -> None:
