@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from conftest import make_labelled_sample, make_tiny_cnn
 
@@ -221,3 +222,116 @@ def test_speedup_kept_is_the_ratio_of_speedups_and_the_share_of_the_gain():
     assert speedup_kept(100.0, 120.0, 100.0)[1] is None  # full INT8 slower than FP32: no gain to keep
     with pytest.raises(InputSpecError):
         speedup_kept(100.0, 0.0, 50.0)
+
+
+class _RoleLossWorkbench:
+    """A stand-in session of 4 repeated blocks (proj: MatMul with a weight, act and gate: Relu) whose INT8 loss sits
+    in one role, every block's `proj`: agreement is within budget only once all four are FP32. The drift proxy
+    blames the gates (each adds the most noise), as it does when a transformer's noise saturates."""
+
+    progress = False
+    ROLES = ("proj", "act", "gate")
+
+    def __init__(self):
+        from onnx import TensorProto, helper, numpy_helper
+
+        nodes, inits, tensor = [], [], "t0"
+        for block in range(4):
+            for role in self.ROLES:
+                name, out = f"/block{block}/{role}", f"/block{block}/{role}_out"
+                if role == "proj":
+                    inits.append(numpy_helper.from_array(np.ones((1, 1), np.float32), f"w{block}"))
+                    nodes.append(helper.make_node("MatMul", [tensor, f"w{block}"], [out], name=name))
+                else:
+                    nodes.append(helper.make_node("Relu", [tensor], [out], name=name))
+                tensor = out
+        graph = helper.make_graph(nodes, "blocks", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 1])],
+                                  [helper.make_tensor_value_info(tensor, TensorProto.FLOAT, [1, 1])], inits)
+        self.model = Model.from_proto(helper.make_model(graph), name="blocks", source="test")
+        self.results: list[RunResult] = []
+
+    def variant_model(self, _result) -> Model:
+        return self.model
+
+    def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
+        keep = tuple(sorted(keep_fp32))
+        names = [n.name for n in self.model.proto.graph.node]
+        layers = [EngineLayer(f"{n}_layer", "x", "fp32" if n in keep or precision == "fp32" else "int8", [n],
+                              latency_ms=1.0) for n in names]
+        drift, noise = [], 0.0
+        for node in self.model.proto.graph.node:
+            if precision != "fp32" and node.name not in keep:
+                noise += 1e-2 if node.name.endswith("gate") else 1e-4
+            if precision != "fp32" and noise:
+                drift.append(DriftPoint(node.output[0], node.name, -10 * math.log10(noise), 1.0, 0.0))
+        proj_kept = all(f"/block{b}/proj" in keep for b in range(4))
+        agreement = 1.0 if precision == "fp32" else (0.995 if proj_kept else 0.95)
+        latency = 10.0 if precision == "fp32" else 5.0 + 0.1 * len(keep)
+        result = RunResult(model="blocks", precision=precision, method=None if precision == "fp32" else "minmax",
+                           qdq_style=None if precision == "fp32" else "onnxruntime", calibration=None,
+                           calibration_hash=None, backend="onnxruntime", versions={}, synthetic_data=True,
+                           latency=[LatencyStats(8, latency, latency, latency, latency, 3, 1.0)],
+                           accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40), keep_fp32=list(keep),
+                           engine=EngineGraph("onnxruntime", layers, names), drift=drift,
+                           cache_key=f"{precision}:{','.join(keep)}")
+        if all(r.cache_key != result.cache_key for r in self.results):
+            self.results.append(result)
+        return result
+
+
+def test_weighted_nodes_are_the_layers_with_a_constant_operand():
+    from onnx import TensorProto, helper, numpy_helper
+
+    from workbench.tune import weighted_nodes
+
+    w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"], name="linear"),
+             helper.make_node("MatMul", ["a", "x"], ["b"], name="scores"),  # activation x activation
+             helper.make_node("Constant", [], ["k"], name="k", value=w),
+             helper.make_node("MatMul", ["b", "k"], ["c"], name="linear_const"),
+             helper.make_node("Add", ["c", "w"], ["y"], name="bias_add")]  # a weight, but not a weighted op
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [w])
+    assert weighted_nodes(helper.make_model(graph)) == ["linear", "linear_const"]
+
+
+def test_roles_group_the_same_layer_of_repeated_blocks():
+    from workbench.tune import QuantUnit, UnitSensitivity, role_of, roles
+
+    def entry(name, noise, ms=1.0):
+        return UnitSensitivity(QuantUnit(name + "_layer", "x", [name], ms, None), noise, None)
+
+    ranking = [entry("/layer.0/ffn/out", 0.1), entry("/layer.1/ffn/out", 0.1), entry("/layer.0/query", 0.5),
+               entry("/layer.1/query", 0.5, ms=10.0), entry("/head", 1.0), entry("/layer.0/key", 0.0)]
+    assert role_of(ranking[0].unit) == "/layer.*/ffn/out"
+    groups = roles(ranking)  # /head and the lone key are not repeated roles
+    assert [[u.unit.name for u in g] for g in groups] == [["/layer.0/ffn/out", "/layer.1/ffn/out"],
+                                                          ["/layer.0/query", "/layer.1/query"]]  # per ms: 0.1 vs 0.09
+    chain = [entry(f"/relu{i}", 1.0) for i in range(4)]
+    assert roles(chain) == []  # one "role" covering every unit is the whole model, not a role
+
+
+def test_a_loss_in_one_role_is_found_by_keeping_that_role_in_fp32():
+    from workbench.tune import tune
+
+    fake = _RoleLossWorkbench()
+    found = tune(fake, max_drop=1.0, metric="agreement", budget=12, confirm=1, progress=False)
+    steps = [c.step for c in found.configurations]
+    assert steps[:3] == ["FP32 baseline", "quantise all", "quantise weighted layers only"]
+    assert steps[3].startswith("confirm /block") and steps[3].endswith("/gate")  # the proxy blames a gate
+    assert any(s.startswith("keep role /block*/gate") for s in steps)
+    assert found.stopped == "within budget (one role kept in FP32)"
+    assert sorted(found.chosen.keep_fp32) == [f"/block{b}/proj" for b in range(4)]
+    assert len(found.configurations) - 1 <= 12
+
+
+def test_kept_text_says_what_stays_in_fp32():
+    from workbench.tune import UNWEIGHTED, TunedConfig
+
+    def text(kept):
+        return TunedConfig("x", "int8", "minmax", "onnxruntime", [], kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0,
+                           0.0, True).kept_text
+
+    assert text([]) == "all int8" and text(["a"]) == "FP32: a" and text(["a", "b", "c"]) == "3 layers FP32"
+    assert text([UNWEIGHTED]) == "weighted layers int8"
+    assert text([UNWEIGHTED, "a", "b", "c"]) == "weighted layers int8, 3 layers FP32"

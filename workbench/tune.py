@@ -7,13 +7,16 @@ exactly one quantised layer. Sensitivity is ranked first by a free proxy (the qu
 from the per-tensor drift every reduced-precision result already carries), then confirmed for the top candidates by
 really rebuilding with that unit in FP32 and measuring. The search (after NNCF's accuracy-controlled quantisation)
 quantises everything, reverts the unit that helps most, re-measures, and re-ranks from the new configuration's
-drift until the accuracy drop is within budget; when single reverts help little (the loss is spread over many
-units) it keeps groups in FP32, ranked by harm per millisecond, doubling the group and then bisecting it. Every
+drift until the accuracy drop is within budget. It also tries the weighted layers (Conv, Gemm, MatMul with weights)
+alone quantised; when single reverts help little (the loss is spread over many units) it keeps one role of the
+repeated blocks at a time in FP32 (the same layer in every block), then groups ranked by harm per millisecond,
+doubling the group and then bisecting it. Every
 configuration goes through `Workbench.run`, so it is cached: a second call with the same arguments is instant.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
@@ -22,6 +25,7 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
+from .precision.int8 import WEIGHTED_OPS
 from .precision.plan import WEIGHT_ROUNDINGS
 from .results import RunResult, baseline_of, speedup_over
 
@@ -33,6 +37,7 @@ DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
 _QUANTISED = (*REDUCED_PRECISIONS, "mixed")
+UNWEIGHTED = "every unweighted node"  # the kept unit of the "weighted layers only" configurations
 
 
 @dataclass
@@ -125,10 +130,11 @@ class TunedConfig:
         """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers."""
         if self.precision == "fp32":
             return "FP32"
-        if not self.kept_units:
-            return f"all {self.precision}"
-        return "FP32: " + ", ".join(self.kept_units) if len(self.kept_units) <= 2 else \
-            f"{len(self.kept_units)} layers FP32"
+        units = [u for u in self.kept_units if u != UNWEIGHTED]
+        kept = ("FP32: " + ", ".join(units)) if len(units) <= 2 else f"{len(units)} layers FP32"
+        if len(units) < len(self.kept_units):
+            return f"weighted layers {self.precision}" + (f", {kept}" if units else "")
+        return kept if units else f"all {self.precision}"
 
     def to_json(self) -> dict:
         return {**asdict(self), "kept_text": self.kept_text}
@@ -216,6 +222,40 @@ def quantised_units(result: RunResult, node_names, dequantised=()) -> list[Quant
                                latency_share=(layer.latency_ms / total) if layer.latency_ms is not None and total
                                else None))
     return units
+
+
+def weighted_nodes(model_proto) -> list[str]:
+    """Nodes that multiply by a weight (Conv, ConvTranspose, Gemm, MatMul with a constant operand): where INT8
+    saves most of its time. Attention's activation-by-activation MatMuls, normalisations and element-wise ops are
+    not among them."""
+    index = GraphIndex(model_proto)
+
+    def constant(tensor: str) -> bool:
+        producer = index.producer(tensor)
+        return tensor in index.initializers or (producer is not None and producer.op_type == "Constant")
+
+    return [node.name for node in index.nodes
+            if node.op_type in WEIGHTED_OPS and any(constant(t) for t in node.input[1:] if t)]
+
+
+def role_of(unit: QuantUnit) -> str:
+    """What a unit does regardless of which repeated block it sits in: its name with every number as '*'
+    ('/bert/encoder/layer.*/output/dense/MatMul', '/_blocks.*/_project_conv/Conv')."""
+    return re.sub(r"\d+", "*", unit.name)
+
+
+def roles(ranking: list[UnitSensitivity]) -> list[list[UnitSensitivity]]:
+    """Units that share a role in two or more repeated blocks, one group per role, most proxy harm per ms first. A
+    "role" covering more than half of the units is not one (a chain of numbered nodes): the group reverts handle it."""
+    groups: dict[str, list[UnitSensitivity]] = {}
+    for entry in ranking:
+        groups.setdefault(role_of(entry.unit), []).append(entry)
+    repeated = [g for g in groups.values() if 2 <= len(g) <= len(ranking) / 2]
+
+    def harm_per_ms(group: list[UnitSensitivity]) -> float:
+        return sum(u.noise_added for u in group) / max(sum(u.unit.latency_ms or 0.0 for u in group), 1e-6)
+
+    return sorted(repeated, key=lambda g: -harm_per_ms(g))
 
 
 def dequantised_readers(variant_proto) -> set[str]:
@@ -314,8 +354,10 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     when none is within budget, again with the next rounding, and so on. The search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
     measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
-    repeats while the drop exceeds `max_drop` and budget remains; after PATIENCE reverts that help little it keeps
-    groups instead (`_Search.revert_groups`). `run_options` (batch, runs, dims, drift, ...) go to every
+    repeats while the drop exceeds `max_drop` and budget remains. Before reverting units it tries quantising the
+    weighted layers alone (`weighted_nodes`); after PATIENCE reverts that help little it keeps one role of the
+    repeated blocks at a time in FP32 (`_Search.revert_roles`), then groups ranked by harm per ms
+    (`_Search.revert_groups`). `run_options` (batch, runs, dims, drift, ...) go to every
     `Workbench.run`. The chosen configuration is the one with the lowest median latency among those within budget
     (FP32 itself when no other is); each carries its speed-up verdict against FP32.
     """
@@ -386,24 +428,37 @@ class _Search:
             return "fully quantised is within budget", sensitivity(
                 self.workbench, fastest, metric=self.metric, confirm=0, progress=False, **self.run_options)
         current = min(starts, key=self.drop)
+        weighted = set(weighted_nodes(self.workbench.model.proto))
+        others = [n for n in self.workbench.model.node_names if n not in weighted]
+        if weighted and others and self.spent < self.budget:
+            # outliers in normalisation, attention and activation outputs (transformers) often cost most of the
+            # accuracy while the weighted layers hold most of the time: try quantising those alone
+            light = self.measure("quantise weighted layers only", [UNWEIGHTED],
+                                 **_plan_options(current), keep_fp32=[*current.keep_fp32, *others])
+            if self.drop(light) <= self.max_drop:
+                return "weighted layers alone are within budget", sensitivity(
+                    self.workbench, light, metric=self.metric, confirm=0, progress=False, **self.run_options)
+            current = min((current, light), key=self.drop)
         report = sensitivity(self.workbench, current, metric=self.metric,
                              confirm=min(confirm, self.budget - self.spent), progress=False, **self.run_options)
+        kept = self.measured[current.cache_key][1]
         for entry in report.units:  # the confirmations ran through the cache: record them (no new work)
             if entry.recovered is not None:
-                self.measure(f"confirm {entry.unit.name}", [entry.unit.name], **_plan_options(current),
+                self.measure(f"confirm {entry.unit.name}", [*kept, entry.unit.name], **_plan_options(current),
                              keep_fp32=[*current.keep_fp32, *entry.unit.nodes])
         return self.revert(current, report.units), report
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
         """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps; after
         PATIENCE reverts in a row that do not help, or help little (the loss is spread), revert groups."""
-        kept, tried, misses, ranked = [], set(), 0, list(ranking)
+        kept, tried, misses, ranked = list(self.measured[current.cache_key][1]), set(), 0, list(ranking)
         while self.drop(current) > self.max_drop:
             candidate = next((u for u in ranking if u.unit.name not in tried), None)
             if candidate is None:
                 return "no unit left to revert"
             if misses >= PATIENCE:
-                return self.revert_groups(current, kept, ranked)
+                current, kept, ranked, stopped = self.revert_roles(current, kept, ranked)
+                return stopped or self.revert_groups(current, kept, ranked)
             keep = [*current.keep_fp32, *candidate.unit.nodes]
             if self.spent >= self.budget and not self._has(current, keep):
                 return "budget used up"
@@ -422,6 +477,26 @@ class _Search:
             else:
                 misses += 1
         return "within budget"
+
+    def revert_roles(self, current: RunResult, kept: list[str], ranking: list[UnitSensitivity]):
+        """Keep one role (the same layer in every repeated block, `roles`) in FP32 at a time, at most half the budget
+        left; transformers typically lose their accuracy in one role (e.g. the feed-forward output projection, fed
+        by GELU's long-tailed outputs) that the drift proxy cannot single out once noise saturates. Returns the
+        best configuration (the start if no role helps), its kept units, its ranking and a stop reason if done."""
+        best, best_kept = current, kept
+        for group in roles(ranking)[:max(0, (self.budget - self.spent) // 2)]:
+            nodes = [n for u in group for n in u.unit.nodes]
+            trial = self.measure(f"keep role {role_of(group[0].unit)} ({len(group)} units)",
+                                 [*kept, *(u.unit.name for u in group)], **_plan_options(current),
+                                 keep_fp32=[*current.keep_fp32, *nodes])
+            if self.drop(trial) < self.drop(best):
+                best, best_kept = trial, [*kept, *(u.unit.name for u in group)]
+        if best is current:
+            return current, kept, ranking, None
+        if self.drop(best) <= self.max_drop:
+            return best, best_kept, ranking, "within budget (one role kept in FP32)"
+        fresh = rank_by_drift(best, self.workbench.model.proto, units_of(self.workbench, best))
+        return best, best_kept, fresh, None
 
     def revert_groups(self, current: RunResult, kept: list[str], ranking: list[UnitSensitivity]) -> str:
         """Keep the k units with the most harm per millisecond in FP32, k = 2, 4, 8, ... until within budget, then

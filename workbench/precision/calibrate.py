@@ -26,7 +26,7 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper
 from onnxruntime.quantization import CalibrationMethod, quant_pre_process
-from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, HistogramCollector, TensorsData
+from onnxruntime.quantization.calibrate import CalibrationCacheEncoder, HistogramCollector, TensorData, TensorsData
 from tqdm.auto import tqdm
 
 from ..cache import ResultCache
@@ -52,6 +52,9 @@ _FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16)
 # Every calibrated tensor of a batch is held at once: ResNet-18 at 224x224 adds about 0.8 GB at batch 8 (1.4 GB at 16).
 DEFAULT_BATCH = 8
 RANGES_SUFFIX = "ranges.json"
+# Values beyond the FP16 maximum are sentinels (e.g. -3.4e38 in attention masks), not data: their tensors keep
+# min/max ranges (np.histogram cannot even bin +-3.4e38) and quantisation leaves their nodes in FP32.
+SENTINEL_ABOVE = 65504.0
 
 
 @dataclass
@@ -179,11 +182,42 @@ class FastHistogramCollector(HistogramCollector):
     calibration's histogram time. Those edges are evenly spaced up to float32 rounding, so the counts here use
     np.histogram's evenly-spaced path over the same first and last edge and number of bins (3-4x faster). A value
     within float32 rounding of an inner edge may be counted one bin over: a test bounds the effect on the ranges
-    (ORT's own compute_collection_result, unchanged, computes them). Entropy's histograms are ORT's code unchanged.
+    (ORT's own compute_collection_result, unchanged, computes them). Entropy's histograms are ORT's code unchanged,
+    except that tensors holding sentinels (|value| > SENTINEL_ABOVE) get their min/max instead of a histogram.
     """
 
-    def collect_absolute_value(self, name_to_arr):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sentinel_ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _ordinary(self, name_to_arr) -> dict[str, np.ndarray]:
+        """The tensors of a batch to histogram; sentinel tensors (now or in an earlier batch) only update their
+        min/max in `sentinel_ranges`."""
+        ordinary = {}
         for tensor, data in name_to_arr.items():
+            values = np.asarray(data)
+            low, high = (np.nanmin(values), np.nanmax(values)) if values.size else (None, None)
+            if tensor not in self.sentinel_ranges and (low is None or not max(-low, high) > SENTINEL_ABOVE):
+                ordinary[tensor] = values
+                continue
+            if tensor in self.histogram_dict:  # earlier batches were ordinary: keep their extremes
+                entry = self.histogram_dict.pop(tensor)
+                self.sentinel_ranges[tensor] = (entry[2], entry[3])
+            if low is not None:
+                old_low, old_high = self.sentinel_ranges.get(tensor, (low, high))
+                self.sentinel_ranges[tensor] = (min(old_low, low), max(old_high, high))
+        return ordinary
+
+    def collect_value(self, name_to_arr):
+        super().collect_value(self._ordinary(name_to_arr))
+
+    def compute_collection_result(self):
+        ranges = super().compute_collection_result() if self.histogram_dict else {}
+        return {**ranges, **{tensor: TensorData(lowest=np.array(low), highest=np.array(high))
+                             for tensor, (low, high) in self.sentinel_ranges.items()}}
+
+    def collect_absolute_value(self, name_to_arr):
+        for tensor, data in self._ordinary(name_to_arr).items():
             values = np.asarray(data)
             if tensor not in self.histogram_dict or values.size == 0 or values.dtype == np.float64:
                 super().collect_absolute_value({tensor: values})  # ORT's code (and its checks)

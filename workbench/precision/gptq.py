@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime
-from onnx import helper, numpy_helper
 from numpy.lib.stride_tricks import sliding_window_view
+from onnx import helper, numpy_helper
 
 from ..graph import GraphIndex
 

@@ -34,7 +34,8 @@ from ..errors import PrecisionError
 from ..graph import GraphIndex
 from ..models.spec import Model
 from . import gptq
-from .calibrate import CALIBRATION_METHODS, activation_ranges, calibration_batches, prepare, range_key
+from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
+                        range_key)
 from .plan import PrecisionPlan
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -305,10 +306,10 @@ def _name_list(names: list[str], limit: int = 12) -> str:
 
 
 def _sentinel_nodes(graph: onnx.GraphProto, ranges) -> list[str]:
-    """Producers and consumers of tensors whose range exceeds 65504 (the FP16 maximum): such values are sentinels,
-    not data, and a scale stretched over them rounds every real value to zero."""
+    """Producers and consumers of tensors whose range exceeds SENTINEL_ABOVE (the FP16 maximum): such values are
+    sentinels, not data, and a scale stretched over them rounds every real value to zero."""
     huge = {name for name, value in ranges.data.items()
-            if float(np.abs(np.asarray(value.range_value, dtype=np.float64)).max()) > 65504.0}
+            if float(np.abs(np.asarray(value.range_value, dtype=np.float64)).max()) > SENTINEL_ABOVE}
     return [node.name for node in graph.node if huge & (set(node.input) | set(node.output))]
 
 
