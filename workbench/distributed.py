@@ -45,6 +45,7 @@ def job_config(job) -> dict:
     """`Workbench.run` keyword arguments that rebuild a prepared job (in another process)."""
     plan = job.plan
     return {"precision": plan.precision, "method": plan.method, "qdq_style": plan.qdq_style,
+            "weight_rounding": plan.weight_rounding,
             "keep_fp32": list(plan.keep_fp32),
             "calibration": job.calibration.name if job.calibration is not None else None,
             "calibration_size": job.calibration.size if job.calibration is not None else DEFAULT_SIZE,

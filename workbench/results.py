@@ -191,6 +191,7 @@ class RunResult:
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
+    weight_rounding: str | None = None  # int8: "nearest" or "gptq" (None: not int8, or a result from before it)
 
     @property
     def label(self) -> str:
@@ -199,6 +200,8 @@ class RunResult:
         calibration = self.calibration and (f"{self.calibration}×{self.calibration_size}" if self.calibration_size
                                             else self.calibration)
         parts = [p for p in (self.method, self.qdq_style, calibration) if p]
+        if self.weight_rounding == "gptq":
+            parts.append("gptq weights")
         if self.keep_fp32:
             parts.append(_kept_text(self.keep_fp32))
         return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"
@@ -259,6 +262,7 @@ class RunResult:
             "calibration_hash": self.calibration_hash,
             "method": self.method,
             "qdq_style": self.qdq_style,
+            "weight_rounding": self.weight_rounding,
             "calibration_size": self.calibration_size,
             "keep_fp32": list(self.keep_fp32),
             "backend": self.backend,
@@ -299,6 +303,7 @@ class RunResult:
             precision=data["precision"],
             method=data.get("method"),
             qdq_style=data.get("qdq_style"),
+            weight_rounding=data.get("weight_rounding"),
             calibration=data.get("calibration"),
             calibration_hash=data.get("calibration_hash"),
             backend=data["backend"],

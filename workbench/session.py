@@ -185,7 +185,8 @@ class Workbench:
     def run(self, precision: str = "fp32", *, calibration: str | CalibrationSet | None = None,
             calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
             keep_fp32=(), batch: int = 8, batches=None, runs: int = 30, profile: bool = True, drift: bool = True,
-            backend: str | None = None, dims: dict[str, int] | None = None) -> RunResult:
+            backend: str | None = None, dims: dict[str, int] | None = None,
+            weight_rounding: str | None = None) -> RunResult:
         """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
         with per-layer latency and, for reduced precision, drift from FP32.
 
@@ -193,10 +194,13 @@ class Workbench:
         `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`. `dims`: sizes of
         dynamic axes other than batch for the latency and profile runs, by symbolic name (e.g. {"sequence": 64});
         the eval data is repeated or cut along those axes. Accuracy is always measured on the eval data as it is.
+        `weight_rounding` (int8): "nearest" (default, ONNX Runtime's) or "gptq" (error-compensating rounding of
+        Conv weights from the calibration set, workbench.precision.gptq; same scales and kernels).
         """
         job = self._prepare(precision, calibration=calibration, calibration_size=calibration_size, method=method,
                             qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,
-                            profile=profile, drift=drift, backend=backend, dims=dims)
+                            profile=profile, drift=drift, backend=backend, dims=dims,
+                            weight_rounding=weight_rounding)
         return self._execute(job)
 
     def sweep(self, configs: list[dict], *, executor: str = "sequential", ray_address: str | None = None,
@@ -294,8 +298,9 @@ class Workbench:
     def _prepare(self, precision: str = "fp32", *, calibration=None, calibration_size: int = DEFAULT_SIZE,
                  method=None, qdq_style=None, keep_fp32=(), batch: int = 8, batches=None, runs: int = 30,
                  profile: bool = True, drift: bool = True, backend: str | None = None,
-                 dims: dict[str, int] | None = None) -> _Job:
-        plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32))
+                 dims: dict[str, int] | None = None, weight_rounding: str | None = None) -> _Job:
+        plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32),
+                             weight_rounding=weight_rounding)
         # an explicitly given set is validated for every precision; the default one only when it is used
         needed = plan.needs_calibration or calibration is not None
         chosen = self._calibration(calibration, calibration_size) if needed else None
@@ -390,6 +395,7 @@ class Workbench:
         versions = self._versions(backend)
         return RunResult(
             model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
+            weight_rounding=plan.weight_rounding,
             calibration=job.calibration.name if job.calibration else None,
             calibration_hash=job.calibration.content_hash if job.calibration else None,
             calibration_size=job.calibration.size if job.calibration else None,
@@ -597,7 +603,7 @@ class Workbench:
         if not result.cache_key:
             raise InputSpecError(f"{result.label} has no cache_key: pass a result returned by Workbench.run.")
         plan = PrecisionPlan(result.precision, method=result.method, qdq_style=result.qdq_style,
-                             keep_fp32=tuple(result.keep_fp32))
+                             keep_fp32=tuple(result.keep_fp32), weight_rounding=result.weight_rounding)
         known = self.calibration_sets.get(result.calibration)
         calibration = known if known is not None and known.content_hash == result.calibration_hash else None
         job = _Job(plan, calibration, result.backend, [result.headline_latency.batch], result.headline_latency.runs,

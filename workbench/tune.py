@@ -26,6 +26,7 @@ from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
 from .precision.int8 import WEIGHTED_OPS
+from .precision.plan import WEIGHT_ROUNDINGS
 from .results import RunResult, baseline_of, speedup_over
 
 METRICS = ("top1", "agreement", "cosine")
@@ -122,6 +123,7 @@ class TunedConfig:
     on_frontier: bool = False
     step: str = ""  # how the search got here
     cache_key: str | None = None
+    weight_rounding: str | None = None  # int8: "nearest" or "gptq"
 
     @property
     def kept_text(self) -> str:
@@ -342,11 +344,14 @@ def _baseline(workbench, result: RunResult, run_options: dict) -> RunResult:
 
 def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
          budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
-         confirm: int = DEFAULT_CONFIRM, progress: bool | None = None, **run_options) -> TuneResult:
+         weight_roundings=WEIGHT_ROUNDINGS, confirm: int = DEFAULT_CONFIRM, progress: bool | None = None,
+         **run_options) -> TuneResult:
     """Fastest configuration of `precision` (mixed with FP32 where needed) whose `metric` drops at most `max_drop`
     below FP32 (top1/agreement in points, cosine absolute), measuring at most `budget` configurations besides FP32.
 
-    Each combination of `methods` x `qdq_styles` is measured fully quantised first; the search then starts from
+    Each combination of `methods` x `qdq_styles` is measured fully quantised first, with the first of
+    `weight_roundings` (int8: "nearest", then "gptq", which only changes the integer weights, so it costs no speed);
+    when none is within budget, again with the next rounding, and so on. The search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
     measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
     repeats while the drop exceeds `max_drop` and budget remains. Before reverting units it tries quantising the
@@ -367,7 +372,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     search = _Search(workbench, metric, max_drop, budget, run_options,
                      workbench.progress if progress is None else progress)
     try:
-        stopped, report = search.run_all(precision, calibration, methods, qdq_styles, confirm)
+        stopped, report = search.run_all(precision, calibration, methods, qdq_styles,
+                                         weight_roundings if precision == "int8" else (None,), confirm)
     finally:
         search.bar.close()
     configs = [search.config(r, kept, step) for r, kept, step in search.measured.values()]
@@ -408,10 +414,14 @@ class _Search:
             self.bar.update()
         return result
 
-    def run_all(self, precision, calibration, methods, qdq_styles, confirm):
-        starts = [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
-                               qdq_style=style)
-                  for method in methods for style in qdq_styles][:self.budget]
+    def run_all(self, precision, calibration, methods, qdq_styles, roundings, confirm):
+        starts: list[RunResult] = []
+        for rounding in roundings:  # a later rounding only when no start so far is within budget
+            if any(self.drop(r) <= self.max_drop for r in starts):
+                break
+            combos = [(method, style) for method in methods for style in qdq_styles][:self.budget - self.spent]
+            starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
+                                    qdq_style=style, weight_rounding=rounding) for method, style in combos]
         within = [r for r in starts if self.drop(r) <= self.max_drop]
         if within:  # reverting units only slows a plan down: the fastest full plan within budget is the answer
             fastest = min(within, key=lambda r: r.headline_latency.median)
@@ -522,7 +532,8 @@ class _Search:
 
     def _has(self, current: RunResult, keep: list[str]) -> bool:
         return any(sorted(r.keep_fp32) == sorted(keep) and r.method == current.method
-                   and r.qdq_style == current.qdq_style for r, _, _ in self.measured.values())
+                   and r.qdq_style == current.qdq_style and r.weight_rounding == current.weight_rounding
+                   for r, _, _ in self.measured.values())
 
     def config(self, result: RunResult, kept: list[str], step: str) -> TunedConfig:
         head = result.headline_latency
@@ -536,13 +547,15 @@ class _Search:
                            speedup_verdict="baseline" if result is self.baseline else
                            gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
-                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
+                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
+                           weight_rounding=result.weight_rounding)
 
 
 def _plan_options(result: RunResult) -> dict:
     """The run() arguments that rebuild `result`'s precision plan (keep_fp32 aside)."""
     return {"precision": result.precision, "calibration": result.calibration, "method": result.method,
-            "qdq_style": result.qdq_style, "calibration_size": result.calibration_size or DEFAULT_SIZE}
+            "qdq_style": result.qdq_style, "calibration_size": result.calibration_size or DEFAULT_SIZE,
+            "weight_rounding": result.weight_rounding}
 
 
 def _mark_frontier(configs: list[TunedConfig]) -> None:

@@ -33,6 +33,7 @@ from ..calibration import CalibrationSet
 from ..errors import PrecisionError
 from ..graph import GraphIndex
 from ..models.spec import Model
+from . import gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
                         range_key)
 from .plan import PrecisionPlan
@@ -148,6 +149,8 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
         if errors:
             notes.append(f"ONNX Runtime's quantiser fails on {len(failing)} node(s) of this graph "
                          f"({_describe(errors[0])}): kept in FP32 automatically: {_name_list(failing)}")
+    if plan.weight_rounding == "gptq":
+        notes.append(_round_with_gptq(quantized, target, batches, (model.content_hash, calibration.content_hash)))
     if plan.qdq_style == "tensorrt":
         _unquantize_weighted_add_inputs(quantized.graph)
     if not any(node.op_type == "QuantizeLinear" for node in all_nodes(quantized.graph)):
@@ -155,6 +158,20 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
                      "an If/Loop body or is not a quantisable type): the INT8 model computes in FP32")
     notes.append(STYLE_NOTES[plan.qdq_style])
     return quantized, notes
+
+
+_hessians: dict[tuple, dict] = {}  # (model hash, calibration hash, batch size) -> gptq.hessians, for this process
+
+
+def _round_with_gptq(quantized: onnx.ModelProto, target: onnx.ModelProto, batches, key: tuple) -> str:
+    """GPTQ's integer weights in place of nearest rounding (same scales); returns the note saying so."""
+    key = (*key, len(next(iter(batches[0].values()))))
+    if key not in _hessians:
+        _hessians[key] = gptq.hessians(target, batches)
+    rounded = gptq.round_weights(quantized, target, _hessians[key])
+    _loads(quantized)
+    return (f"weights of {rounded} Conv node(s) rounded by GPTQ (error-compensating rounding from the calibration "
+            "set's input statistics) instead of to nearest; same scales and kernels")
 
 
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel weights) exists from opset 13

@@ -8,6 +8,7 @@ from ..errors import PrecisionError
 PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("minmax", "entropy", "percentile")
 QDQ_STYLES = ("onnxruntime", "tensorrt")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")  # int8 weights: ONNX Runtime's round-to-nearest, or GPTQ (precision.gptq)
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class PrecisionPlan:
     qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
+    weight_rounding: str | None = None  # int8 only: nearest | gptq
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -33,9 +35,14 @@ class PrecisionPlan:
                 raise PrecisionError(f"Unknown calibration method {self.method!r}: choose one of {', '.join(METHODS)}.")
             if self.qdq_style not in QDQ_STYLES:
                 raise PrecisionError(f"Unknown Q/DQ style {self.qdq_style!r}: choose one of {', '.join(QDQ_STYLES)}.")
+            object.__setattr__(self, "weight_rounding", self.weight_rounding or "nearest")
+            if self.weight_rounding not in WEIGHT_ROUNDINGS:
+                raise PrecisionError(f"Unknown weight rounding {self.weight_rounding!r}: choose one of "
+                                     f"{', '.join(WEIGHT_ROUNDINGS)}.")
         else:
             object.__setattr__(self, "method", None)
             object.__setattr__(self, "qdq_style", None)
+            object.__setattr__(self, "weight_rounding", None)
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
 
     @property
@@ -49,11 +56,13 @@ class PrecisionPlan:
     @property
     def label(self) -> str:
         """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
-        parts = [p for p in (self.method, self.qdq_style) if p]
+        parts = [p for p in (self.method, self.qdq_style) if p] + ["gptq"] * (self.weight_rounding == "gptq")
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["keep_fp32"] = list(self.keep_fp32)
+        if self.weight_rounding in (None, "nearest"):  # the default: absent, so cache keys from before it stay valid
+            del data["weight_rounding"]
         return data
