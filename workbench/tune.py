@@ -419,6 +419,8 @@ class _Search:
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
                 break
+            if rounding == "gptq" and not any(n.op_type == "Conv" for n in self.workbench.model.proto.graph.node):
+                continue  # GPTQ rounds Conv weights only: without a Conv it would rebuild the same plan
             combos = [(method, style) for method in methods for style in qdq_styles][:self.budget - self.spent]
             starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
                                     qdq_style=style, weight_rounding=rounding) for method, style in combos]
