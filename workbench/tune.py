@@ -496,9 +496,24 @@ class _Search:
         if best is current:
             return current, kept, ranking, None
         if self.drop(best) <= self.max_drop:
+            best, best_kept = self.release(best, best_kept, [u for u in kept if u != UNWEIGHTED])
             return best, best_kept, ranking, "within budget (one role kept in FP32)"
         fresh = rank_by_drift(best, self.workbench.model.proto, units_of(self.workbench, best))
         return best, best_kept, fresh, None
+
+    def release(self, current: RunResult, kept: list[str], earlier: list[str]) -> tuple[RunResult, list[str]]:
+        """Quantise again, one at a time, units kept in FP32 before a later step made the plan fit the budget (each
+        FP32 island costs Dequantize/Quantize steps); keep each release that stays within budget."""
+        for unit in earlier:
+            nodes = set(unit.split(" + "))
+            keep = [n for n in current.keep_fp32 if n not in nodes]
+            if self.spent >= self.budget and not self._has(current, keep):
+                break
+            trial = self.measure(f"quantise {unit} again", [u for u in kept if u != unit], **_plan_options(current),
+                                 keep_fp32=keep)
+            if self.drop(trial) <= self.max_drop:
+                current, kept = trial, [u for u in kept if u != unit]
+        return current, kept
 
     def revert_groups(self, current: RunResult, kept: list[str], ranking: list[UnitSensitivity]) -> str:
         """Keep the k units with the most harm per millisecond in FP32, k = 2, 4, 8, ... until within budget, then
