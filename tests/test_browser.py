@@ -164,6 +164,15 @@ def _new_context(pw, user_data: Path, size=SIZES[0]):
         viewport={"width": size[0], "height": size[1]})
 
 
+def _page_collecting_errors(context) -> tuple[object, list[str]]:
+    """The context's page, and the list its console errors and uncaught page errors are appended to."""
+    page = context.pages[0] if context.pages else context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page, errors
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     """Every configuration the browser tests click, computed once by an explorer with the notebook's settings."""
@@ -204,10 +213,7 @@ def running_lab(home: Path):
 
 def run_notebook(context, url: str) -> tuple:
     """Open the notebook at `url` in a page of `context` and run all its cells; returns (page, console errors)."""
-    page = context.pages[0] if context.pages else context.new_page()
-    console_errors: list[str] = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    page, console_errors = _page_collecting_errors(context)
     page.goto(url, timeout=60_000)
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
     page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)  # kernel started
@@ -275,10 +281,7 @@ def test_explorer_in_jupyterlab(lab, pw, tmp_path, model):
     (tmp_path / "shots").mkdir()
     _screenshot_dirs(tmp_path / "shots")
     context = _new_context(pw, tmp_path / "chromium")
-    page = context.pages[0] if context.pages else context.new_page()
-    console_errors: list[str] = []
-    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+    page, console_errors = _page_collecting_errors(context)
     try:
         page.goto(f"{lab.url}/doc/tree/{model}.ipynb", timeout=60_000)
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
@@ -440,10 +443,7 @@ def test_toggling_back_shows_the_live_figure_drawn_before(lab, pw, tmp_path):
     model = MODELS[0]
     (tmp_path / "shots").mkdir()
     context = _new_context(pw, tmp_path / "chromium")
-    page = context.pages[0] if context.pages else context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page, errors = _page_collecting_errors(context)
     try:
         bench_browser.open_explorer(page, f"{lab.url}/doc/tree/{model}.ipynb")
         for label in ("INT8", "FP32"):

@@ -131,11 +131,34 @@ def test_bad_tune_arguments_are_typed_errors(session, no_builds, bad, message):
         session.tune(options.pop("precision", "int8"), **options, **FAST)
 
 
-class _SpreadLossWorkbench:
-    """A stand-in session whose INT8 loss is spread over 8 units: agreement recovers only once >= 5 of them are
-    kept in FP32, whichever they are; each kept unit costs 0.1 ms. Tests the search logic without engines."""
+def _stand_in_result(model, precision, keep, agreement, latency, layers, drift) -> RunResult:
+    """A result of the stand-in sessions below: one timing, agreement with FP32, the engine's layers, drift."""
+    return RunResult(model=model, precision=precision, method=None if precision == "fp32" else "minmax",
+                     qdq_style=None if precision == "fp32" else "onnxruntime", calibration=None,
+                     calibration_hash=None, backend="onnxruntime", versions={}, synthetic_data=True,
+                     latency=[LatencyStats(8, latency, latency, latency, latency, 3, 1.0)],
+                     accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40), keep_fp32=list(keep),
+                     engine=EngineGraph("onnxruntime", layers, [n for layer in layers for n in layer.onnx_nodes]),
+                     drift=drift, cache_key=f"{precision}:{','.join(keep)}")
+
+
+class _StandInWorkbench:
+    """What the search needs of a session, without engines: `model`, `results`, `variant_model` and `run`."""
 
     progress = False
+
+    def variant_model(self, _result) -> Model:
+        return self.model  # no Q/DQ nodes: which layers are quantised comes from their precision
+
+    def _recorded(self, result: RunResult) -> RunResult:
+        if all(r.cache_key != result.cache_key for r in self.results):
+            self.results.append(result)
+        return result
+
+
+class _SpreadLossWorkbench(_StandInWorkbench):
+    """A stand-in session whose INT8 loss is spread over 8 units: agreement recovers only once >= 5 of them are
+    kept in FP32, whichever they are; each kept unit costs 0.1 ms. Tests the search logic without engines."""
 
     def __init__(self):
         from onnx import TensorProto, helper
@@ -147,9 +170,6 @@ class _SpreadLossWorkbench:
         self.results: list[RunResult] = []
         self.runs: list[tuple[str, ...]] = []
 
-    def variant_model(self, _result) -> Model:
-        return self.model  # no Q/DQ nodes: which layers are quantised comes from their precision
-
     def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
         keep = tuple(sorted(keep_fp32))
         self.runs.append(keep)
@@ -160,16 +180,7 @@ class _SpreadLossWorkbench:
             DriftPoint(f"t{i + 1}", f"relu{i}", 30.0 - i, 1.0, 0.0) for i in range(8) if f"relu{i}" not in kept]
         agreement = 1.0 if precision == "fp32" else (0.995 if len(kept) >= 5 else 0.95)
         latency = 10.0 if precision == "fp32" else 5.0 + 0.1 * len(kept)
-        result = RunResult(model="chain", precision=precision, method=None if precision == "fp32" else "minmax",
-                           qdq_style=None if precision == "fp32" else "onnxruntime", calibration=None,
-                           calibration_hash=None, backend="onnxruntime", versions={}, synthetic_data=True,
-                           latency=[LatencyStats(8, latency, latency, latency, latency, 3, 1.0)],
-                           accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40), keep_fp32=list(keep),
-                           engine=EngineGraph("onnxruntime", layers, [f"relu{i}" for i in range(8)]), drift=drift,
-                           cache_key=f"{precision}:{','.join(keep)}")
-        if all(r.cache_key != result.cache_key for r in self.results):
-            self.results.append(result)
-        return result
+        return self._recorded(_stand_in_result("chain", precision, keep, agreement, latency, layers, drift))
 
 
 def test_spread_loss_switches_to_group_reverts_and_bisects_to_the_smallest_group():
@@ -224,12 +235,11 @@ def test_speedup_kept_is_the_ratio_of_speedups_and_the_share_of_the_gain():
         speedup_kept(100.0, 0.0, 50.0)
 
 
-class _RoleLossWorkbench:
+class _RoleLossWorkbench(_StandInWorkbench):
     """A stand-in session of 4 repeated blocks (proj: MatMul with a weight, act and gate: Relu) whose INT8 loss sits
     in one role, every block's `proj`: agreement is within budget only once all four are FP32. The drift proxy
     blames the gates (each adds the most noise), as it does when a transformer's noise saturates."""
 
-    progress = False
     ROLES = ("proj", "act", "gate")
 
     def __init__(self):
@@ -250,9 +260,6 @@ class _RoleLossWorkbench:
         self.model = Model.from_proto(helper.make_model(graph), name="blocks", source="test")
         self.results: list[RunResult] = []
 
-    def variant_model(self, _result) -> Model:
-        return self.model
-
     def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
         keep = tuple(sorted(keep_fp32))
         names = [n.name for n in self.model.proto.graph.node]
@@ -269,16 +276,7 @@ class _RoleLossWorkbench:
         gates_kept = sum(n.endswith("gate") and n.replace("gate", "act") not in keep for n in keep)
         agreement = 1.0 if precision == "fp32" else (0.995 if proj_kept else 0.95) + 0.0001 * gates_kept
         latency = 10.0 if precision == "fp32" else 5.0 + 0.1 * len(keep)
-        result = RunResult(model="blocks", precision=precision, method=None if precision == "fp32" else "minmax",
-                           qdq_style=None if precision == "fp32" else "onnxruntime", calibration=None,
-                           calibration_hash=None, backend="onnxruntime", versions={}, synthetic_data=True,
-                           latency=[LatencyStats(8, latency, latency, latency, latency, 3, 1.0)],
-                           accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40), keep_fp32=list(keep),
-                           engine=EngineGraph("onnxruntime", layers, names), drift=drift,
-                           cache_key=f"{precision}:{','.join(keep)}")
-        if all(r.cache_key != result.cache_key for r in self.results):
-            self.results.append(result)
-        return result
+        return self._recorded(_stand_in_result("blocks", precision, keep, agreement, latency, layers, drift))
 
 
 def test_weighted_nodes_are_the_layers_with_a_constant_operand():
