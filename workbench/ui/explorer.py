@@ -130,7 +130,8 @@ class Explorer:
         self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            widgets.HTML(VIEWS_STYLE, layout=widgets.Layout(display="none")), self.loader.widget, widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
+            widgets.HTML(VIEWS_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
+            widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
             layout=widgets.Layout(width="100%"))
         self.widget.add_class("workbench-explorer")
