@@ -25,6 +25,7 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
+from .precision import gptq
 from .precision.int8 import WEIGHTED_OPS
 from .precision.plan import WEIGHT_ROUNDINGS
 from .results import RunResult, baseline_of, speedup_over
@@ -419,8 +420,8 @@ class _Search:
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
                 break
-            if rounding == "gptq" and not any(n.op_type == "Conv" for n in self.workbench.model.proto.graph.node):
-                continue  # GPTQ rounds Conv weights only: without a Conv it would rebuild the same plan
+            if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto):
+                continue  # it would rebuild the nearest-rounded plan
             combos = [(method, style) for method in methods for style in qdq_styles][:self.budget - self.spent]
             starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
                                     qdq_style=style, weight_rounding=rounding) for method, style in combos]
@@ -487,12 +488,12 @@ class _Search:
         best configuration (the start if no role helps), its kept units, its ranking and a stop reason if done."""
         best, best_kept = current, kept
         for group in roles(ranking)[:max(0, (self.budget - self.spent) // 2)]:
-            nodes = [n for u in group for n in u.unit.nodes]
-            trial = self.measure(f"keep role {role_of(group[0].unit)} ({len(group)} units)",
-                                 [*kept, *(u.unit.name for u in group)], **_plan_options(current),
-                                 keep_fp32=[*current.keep_fp32, *nodes])
+            names = [*kept, *(u.unit.name for u in group)]
+            trial = self.measure(f"keep role {role_of(group[0].unit)} ({len(group)} units)", names,
+                                 **_plan_options(current),
+                                 keep_fp32=[*current.keep_fp32, *(n for u in group for n in u.unit.nodes)])
             if self.drop(trial) < self.drop(best):
-                best, best_kept = trial, [*kept, *(u.unit.name for u in group)]
+                best, best_kept = trial, names
         if best is current:
             return current, kept, ranking, None
         if self.drop(best) <= self.max_drop:

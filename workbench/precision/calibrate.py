@@ -193,15 +193,15 @@ class FastHistogramCollector(HistogramCollector):
         super().__init__(*args, **kwargs)
         self.sentinel_ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _ordinary(self, name_to_arr) -> dict[str, np.ndarray]:
-        """The tensors of a batch to histogram; sentinel tensors (now or in an earlier batch) only update their
-        min/max in `sentinel_ranges`."""
+    def _ordinary(self, name_to_arr) -> dict[str, tuple[np.ndarray, object, object]]:
+        """The tensors of a batch to histogram, with their min and max (None if empty); sentinel tensors (now or
+        in an earlier batch) only update their min/max in `sentinel_ranges`."""
         ordinary = {}
         for tensor, data in name_to_arr.items():
             values = np.asarray(data)
-            low, high = (np.nanmin(values), np.nanmax(values)) if values.size else (None, None)
+            low, high = _nan_extremes(values) if values.size else (None, None)
             if tensor not in self.sentinel_ranges and (low is None or not max(-low, high) > SENTINEL_ABOVE):
-                ordinary[tensor] = values
+                ordinary[tensor] = (values, low, high)
                 continue
             if tensor in self.histogram_dict:  # earlier batches were ordinary: keep their extremes
                 entry = self.histogram_dict.pop(tensor)
@@ -212,7 +212,7 @@ class FastHistogramCollector(HistogramCollector):
         return ordinary
 
     def collect_value(self, name_to_arr):
-        super().collect_value(self._ordinary(name_to_arr))
+        super().collect_value({tensor: values for tensor, (values, _, _) in self._ordinary(name_to_arr).items()})
 
     def compute_collection_result(self):
         ranges = super().compute_collection_result() if self.histogram_dict else {}
@@ -220,23 +220,19 @@ class FastHistogramCollector(HistogramCollector):
                              for tensor, (low, high) in self.sentinel_ranges.items()}}
 
     def collect_absolute_value(self, name_to_arr):
-        for tensor, data in self._ordinary(name_to_arr).items():
-            values = np.asarray(data)
+        for tensor, (values, low, high) in self._ordinary(name_to_arr).items():
             if tensor not in self.histogram_dict or values.size == 0 or values.dtype == np.float64:
                 super().collect_absolute_value({tensor: values})  # ORT's code (and its checks)
                 continue
-            values = values.ravel()
-            low, high = np.nanmin(values), np.nanmax(values)
-            values = np.absolute(values)
+            values = np.absolute(values.ravel())
             hist, edges, old_low, old_high = self.histogram_dict[tensor]
-            top = np.nanmax(values)
+            top = max(-low, high)  # the largest absolute value
             if top > edges[-1]:  # more bins of the same width, as ORT adds them
                 width = edges[1] - edges[0]
                 edges = np.hstack((edges, np.arange(edges[-1] + width, top + width, width)))
             counts, _ = np.histogram(values, len(edges) - 1, range=(edges[0], edges[-1]))
             counts[:len(hist)] += hist
             self.histogram_dict[tensor] = (counts, edges.astype(values.dtype), min(old_low, low), max(old_high, high))
-
 
     def get_entropy_threshold(self, histogram, num_quantized_bins):
         """ORT's entropy threshold (the candidate of least KL divergence), found with numpy over all candidates at
@@ -359,6 +355,12 @@ def _kl_block(hist, cumulative, starts, ends, num_quantized):
     kl = terms.sum(axis=1)
     kl[p_empty | q_empty] = np.inf
     return kl, np.abs(terms).sum(axis=1), p, q
+
+
+def _nan_extremes(values: np.ndarray):
+    """np.nanmin and np.nanmax of a non-empty array; plain min/max (4x faster) when it holds no NaN."""
+    low, high = values.min(), values.max()
+    return (np.nanmin(values), np.nanmax(values)) if np.isnan(low) or np.isnan(high) else (low, high)
 
 
 def _extremes(values: np.ndarray) -> tuple[float, float]:

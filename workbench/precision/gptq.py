@@ -40,11 +40,20 @@ def _roundable(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool:
         list(_attribute(node, "dilations", [1, 1])) == [1, 1]
 
 
+def _roundable_convs(proto: onnx.ModelProto, weights: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+    return [node for node in proto.graph.node if _roundable(node, weights)]
+
+
+def rounds_any(proto: onnx.ModelProto) -> bool:
+    """Whether GPTQ would round any weights of `proto` (it has a Conv it covers); else the plan is nearest's."""
+    return bool(_roundable_convs(proto, {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}))
+
+
 def hessians(prepared: onnx.ModelProto, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per roundable Conv (by node name): H of its input patches over `batches`, [K, K] (group 1, K = C*kh*kw)
     or [C, kh*kw, kh*kw] (depthwise)."""
     weights = {init.name: numpy_helper.to_array(init) for init in prepared.graph.initializer}
-    convs = [node for node in prepared.graph.node if _roundable(node, weights)]
+    convs = _roundable_convs(prepared, weights)
     if not convs:
         return {}
     graph_inputs = {i.name for i in prepared.graph.input}
