@@ -282,7 +282,7 @@ class _RoleLossWorkbench(_StandInWorkbench):
 def test_weighted_nodes_are_the_layers_with_a_constant_operand():
     from onnx import TensorProto, helper, numpy_helper
 
-    from workbench.tune import weighted_nodes
+    from workbench.precision.int8 import weighted_nodes
 
     w = numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
     nodes = [helper.make_node("MatMul", ["x", "w"], ["a"], name="linear"),

@@ -26,7 +26,8 @@ from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
 from .precision import gptq
-from .precision.int8 import WEIGHTED_OPS
+from .precision import dynamic
+from .precision.int8 import weighted_nodes
 from .precision.plan import WEIGHT_ROUNDINGS
 from .results import RunResult, baseline_of, speedup_over
 
@@ -225,20 +226,6 @@ def quantised_units(result: RunResult, node_names, dequantised=()) -> list[Quant
     return units
 
 
-def weighted_nodes(model_proto) -> list[str]:
-    """Nodes that multiply by a weight (Conv, ConvTranspose, Gemm, MatMul with a constant operand): where INT8
-    saves most of its time. Attention's activation-by-activation MatMuls, normalisations and element-wise ops are
-    not among them."""
-    index = GraphIndex(model_proto)
-
-    def constant(tensor: str) -> bool:
-        producer = index.producer(tensor)
-        return tensor in index.initializers or (producer is not None and producer.op_type == "Constant")
-
-    return [node.name for node in index.nodes
-            if node.op_type in WEIGHTED_OPS and any(constant(t) for t in node.input[1:] if t)]
-
-
 def role_of(unit: QuantUnit) -> str:
     """What a unit does regardless of which repeated block it sits in: its name with every number as '*'
     ('/bert/encoder/layer.*/output/dense/MatMul', '/_blocks.*/_project_conv/Conv')."""
@@ -350,7 +337,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     """Fastest configuration of `precision` (mixed with FP32 where needed) whose `metric` drops at most `max_drop`
     below FP32 (top1/agreement in points, cosine absolute), measuring at most `budget` configurations besides FP32.
 
-    Each combination of `methods` x `qdq_styles` is measured fully quantised first, with the first of
+    Each combination of `methods` x `qdq_styles` is measured fully quantised first (by default, for INT8 of a model
+    with constant-weight MatMuls, also method "dynamic": ranges at run time, `precision.dynamic`), with the first of
     `weight_roundings` (int8: "nearest", then "gptq", which only changes the integer weights, so it costs no speed);
     when none is within budget, again with the next rounding, and so on. The search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
@@ -416,13 +404,17 @@ class _Search:
         return result
 
     def run_all(self, precision, calibration, methods, qdq_styles, roundings, confirm):
+        if tuple(methods) == (None,) and precision == "int8" and dynamic.applies(self.workbench.model.proto):
+            # transformers: run-time ranges often keep the accuracy that calibrated ranges lose, at INT8 speed
+            methods = (None, "dynamic")
         starts: list[RunResult] = []
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
                 break
             if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto):
                 continue  # it would rebuild the nearest-rounded plan
-            combos = [(method, style) for method in methods for style in qdq_styles][:self.budget - self.spent]
+            combos = [(method, style) for method in methods for style in qdq_styles if method != "dynamic"
+                      or (style in (None, "onnxruntime") and rounding in (None, "nearest"))][:self.budget - self.spent]
             starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
                                     qdq_style=style, weight_rounding=rounding) for method, style in combos]
         within = [r for r in starts if self.drop(r) <= self.max_drop]
