@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from workbench.errors import PrecisionError
 from workbench.models.spec import Model
 from workbench.precision import PrecisionPlan, apply_plan, precision_notes
+from workbench.precision.apply import graph_precision
 from workbench.precision import dynamic
 
 
@@ -58,6 +59,7 @@ def test_dynamic_int8_quantises_the_weighted_matmuls_without_calibration():
     error = np.abs(result - reference).max() / np.abs(reference).max()
     assert 0 < error < 0.05  # int8 arithmetic: close, but not the same numbers
     assert any("no calibration set" in note and "per-channel" in note for note in precision_notes(quantized))
+    assert graph_precision(quantized, "int8") == {"int8": 1.0, "fp32": 0.0}  # MatMulInteger counts as INT8
 
     kept = apply_plan(model, PrecisionPlan("int8", method="dynamic", keep_fp32=("fc2",)), progress=False)
     assert _ops(kept).count("MatMulInteger") == 1 and "fc2" in [n.name for n in kept.proto.graph.node]
@@ -81,6 +83,7 @@ def test_a_dynamic_run_ignores_the_calibration_set(tmp_path):
     assert result.calibration is None and result.method == "dynamic" and "dynamic" in result.label
     assert named.cache_key == result.cache_key  # no calibration enters the plan, so none enters the key
     assert 0.9 < result.accuracy.cosine < 1.0 and fp32.accuracy.cosine == pytest.approx(1.0)
+    assert result.precision_warning is None  # its MatMuls are INT8: not "mostly FP32"
 
 
 def test_the_search_tries_dynamic_int8_where_it_applies(tmp_path):

@@ -25,11 +25,11 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
-from .precision import gptq
-from .precision import dynamic
+from .precision import dynamic, gptq
 from .precision.int8 import weighted_nodes
 from .precision.plan import WEIGHT_ROUNDINGS
-from .results import RunResult, baseline_of, speedup_over
+from .results import RetimedLatency, RunResult, baseline_of, speedup_over
+from .session import DEFAULT_RUNS, OPEN_ENGINES
 
 METRICS = ("top1", "agreement", "cosine")
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
@@ -38,6 +38,8 @@ DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
+FINALISTS = OPEN_ENGINES - 1  # reduced configurations re-timed with FP32 before choosing (the engines kept open)
+RETIME_ROUNDS = 5
 _QUANTISED = (*REDUCED_PRECISIONS, "mixed")
 UNWEIGHTED = "every unweighted node"  # the kept unit of the "weighted layers only" configurations
 
@@ -126,6 +128,8 @@ class TunedConfig:
     step: str = ""  # how the search got here
     cache_key: str | None = None
     weight_rounding: str | None = None  # int8: "nearest" or "gptq"
+    retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
+    retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
 
     @property
     def kept_text(self) -> str:
@@ -367,8 +371,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
         search.bar.close()
     configs = [search.config(r, kept, step) for r, kept, step in search.measured.values()]
     _mark_frontier(configs)
-    inside = [c for c in configs if c.within_budget]
-    chosen = min(inside, key=lambda c: c.latency_ms) if inside else None
+    chosen = _choose(workbench, configs, [r for r, _, _ in search.measured.values()],
+                     run_options.get("runs", DEFAULT_RUNS))
     return TuneResult(model=workbench.model.name, backend=search.baseline.backend, precision=precision,
                       metric=metric, max_drop=max_drop, budget=budget, chosen=chosen, configurations=configs,
                       sensitivity=report, stopped=stopped,
@@ -559,6 +563,23 @@ class _Search:
                            value=metric_value(result, self.metric), drop=drop,
                            within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
                            weight_rounding=result.weight_rounding)
+
+
+def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], runs: int) -> TunedConfig | None:
+    """The fastest configuration within budget. Each was timed when the search reached it, under whatever load the
+    machine had then, so the FINALISTS fastest reduced ones are timed again interleaved with FP32
+    (`Workbench.retime`) and the fastest of those timings wins (FP32 when it is)."""
+    inside = [c for c in configs if c.within_budget]
+    reduced = sorted((c for c in inside if c.precision != "fp32"), key=lambda c: c.latency_ms)[:FINALISTS]
+    if not reduced:
+        return min(inside, key=lambda c: c.latency_ms) if inside else None
+    finalists = [configs[0], *reduced]  # configs[0] is the FP32 baseline
+    by_key = {r.cache_key: r for r in results}
+    timed = workbench.retime([by_key[c.cache_key] for c in finalists], rounds=RETIME_ROUNDS, runs=max(5, runs // 3))
+    for config in finalists:
+        config.retimed = timed[config.cache_key]
+        config.retimed_speedup_vs_fp32 = timed[configs[0].cache_key].median_ms / config.retimed.median_ms
+    return min(finalists, key=lambda c: c.retimed.median_ms)
 
 
 def _plan_options(result: RunResult) -> dict:

@@ -81,7 +81,8 @@ def precision_notes(model: Model) -> list[str]:
 
 def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
     """What the plan really put in reduced precision: fractions of the graph's weighted ops (Conv, ConvTranspose,
-    Gemm, MatMul: nearly all the arithmetic; every compute node when there are none) in `precision` and in "fp32".
+    Gemm, MatMul and their integer forms: nearly all the arithmetic; every compute node when there are none) in
+    `precision` and in "fp32".
 
     An op counts as INT8 when it is an integer op or reads its data input (and, for weighted ops, its weights) from
     DequantizeLinear: an op kept in FP32 may still read a dequantised activation, but not dequantised weights. It
@@ -91,7 +92,7 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
         return None
     index = GraphIndex(model.proto)
     compute = [node for node in index.nodes if node.op_type not in _GLUE_OPS]
-    counted = [node for node in compute if node.op_type in _WEIGHTED_OPS] or compute
+    counted = [node for node in compute if node.op_type in _WEIGHTED_OPS | _INTEGER_OPS] or compute
     if not counted:
         return None
     if precision == "int8":

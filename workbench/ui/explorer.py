@@ -485,7 +485,7 @@ class Explorer:
 
     def _refresh_calibration_options(self) -> None:
         """Offer the current session's calibration sets (e.g. after adding one to the session)."""
-        self._fit_calibration(self.session(), self._generation, {"calibration": None})
+        self._fit_calibration(self.session(), self._generation, {"calibration": None, "method": None})
 
 
 def _sample_names() -> list[str]:
