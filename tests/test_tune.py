@@ -373,6 +373,8 @@ def test_the_choice_comes_from_timing_the_finalists_again_with_fp32():
     assert found.chosen.precision == "int8" and found.chosen.retimed.median_ms == pytest.approx(5.5)
     assert found.chosen.retimed_speedup_vs_fp32 == pytest.approx(10 / 5.5)
     assert found.chosen.to_json()["retimed"]["round_medians_ms"] == [5.5] * 5
+    assert found.chosen.timing_text == "5.5 ms median re-timed in turns with FP32 (1.82x FP32)"
+    assert found.configurations[1].timing_text == "25 ms median (0.40x FP32)"  # quantise all, as the search timed it
 
 
 def test_retime_interleaves_caches_and_limits_what_it_holds_open(tmp_path, tiny_cnn, request):

@@ -449,9 +449,8 @@ def _tune(args, command_line: str) -> int:
               + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
-          + (f", {chosen.speedup_vs_fp32:.2f}x FP32 at batch {chosen.batch}"
-             + ("" if chosen.precision == "fp32" else f" ({chosen.speedup_verdict})")
-             if chosen and chosen.speedup_vs_fp32 else "") + "; f = on the latency/accuracy frontier")
+          + (f", {chosen.timing_text} at batch {chosen.batch}" if chosen else "")
+          + "; f = on the latency/accuracy frontier")
     finalists = [c for c in found.configurations if c.retimed]
     if finalists:
         print(f"chosen after timing FP32 and the {len(finalists) - 1} fastest plan(s) within budget again, "

@@ -142,6 +142,15 @@ class TunedConfig:
             return f"weighted layers {self.precision}" + (f", {kept}" if units else "")
         return kept if units else f"all {self.precision}"
 
+    @property
+    def timing_text(self) -> str:
+        """Its latency and speed-up for people: the interleaved re-timing when it has one, else its own median."""
+        if self.retimed is not None:
+            return (f"{self.retimed.median_ms:.3g} ms median re-timed in turns with FP32 "
+                    f"({self.retimed_speedup_vs_fp32:.2f}x FP32)")
+        return f"{self.latency_ms:.3g} ms median" + (f" ({self.speedup_vs_fp32:.2f}x FP32)"
+                                                      if self.speedup_vs_fp32 else "")
+
     def to_json(self) -> dict:
         return {**asdict(self), "kept_text": self.kept_text}
 
