@@ -478,6 +478,18 @@ def test_toggling_back_shows_the_live_figure_drawn_before(lab, pw, tmp_path):
         context.close()
 
 
+def _show_explorer(page, url: str) -> None:
+    """Open an EXPLORER_CODE notebook, run its two cells, wait for the first result and hide the code."""
+    page.goto(url, timeout=60_000)
+    page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)
+    _run_cell(page, 0)
+    page.get_by_text("kernel ready").first.wait_for(timeout=60_000)
+    _run_cell(page, 1)
+    page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
+    page.locator(".jp-InputCollapser").nth(1).click()
+    page.locator(".jp-InputCollapser").first.click()
+
+
 def test_dynamic_int8_for_a_transformer_in_jupyterlab(lab, pw, cache, tmp_path):
     """MiniLM: INT8 with method "dynamic" (run-time ranges) is offered, greys out the calibration set and Q/DQ style
     it does not use, and the summary shows it beside calibrated INT8, at 1400x1000 and 1024x768."""
@@ -497,14 +509,7 @@ def test_dynamic_int8_for_a_transformer_in_jupyterlab(lab, pw, cache, tmp_path):
     context = _new_context(pw, tmp_path / "chromium")
     page, errors = _page_collecting_errors(context)
     try:
-        page.goto(f"{lab.url}/doc/tree/{model}.ipynb", timeout=60_000)
-        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)
-        _run_cell(page, 0)
-        page.get_by_text("kernel ready").first.wait_for(timeout=60_000)
-        _run_cell(page, 1)
-        page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
-        page.locator(".jp-InputCollapser").nth(1).click()
-        page.locator(".jp-InputCollapser").first.click()
+        _show_explorer(page, f"{lab.url}/doc/tree/{model}.ipynb")
         selects = page.locator(".workbench-explorer .widget-dropdown select")
         calibration, method, style = selects.nth(3), selects.nth(4), selects.nth(5)
         page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$")).click()
@@ -534,6 +539,64 @@ def test_dynamic_int8_for_a_transformer_in_jupyterlab(lab, pw, cache, tmp_path):
             assert last["x"] + last["width"] <= width, f"{width}x{height}: the summary's last column is cut off"
             _no_page_scroll(page)
             _shot(page, tmp_path, f"{model}-dynamic-{width}x{height}-summary")
+        assert not [e for e in errors if WIDGET_ERRORS.search(e)], errors
+    finally:
+        context.close()
+
+
+def test_mixed_precision_search_in_jupyterlab(lab, pw, tmp_path):
+    """The Mixed precision tab: "Find the fastest within budget" runs the search, says what it chose with the speed-up
+    re-timed in turns with FP32, and draws the Pareto view across the tab, at 1400x1000 and 1024x768."""
+    model = MODELS[0]
+    (tmp_path / "shots").mkdir()
+    context = _new_context(pw, tmp_path / "chromium")
+    page, errors = _page_collecting_errors(context)
+    try:
+        _show_explorer(page, f"{lab.url}/doc/tree/{model}.ipynb")
+        page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$")).click()
+        page.locator(".workbench-status", has_text=re.compile(r"^int8.*median", re.IGNORECASE)).wait_for(
+            timeout=120_000)
+        panel = _tab(page, "Mixed precision")
+        panel.get_by_role("button", name="Find the fastest within budget").click()
+        summary = panel.get_by_text(re.compile(r"configurations measured"))
+        summary.wait_for(timeout=300_000)
+        text = summary.inner_text()
+        assert re.search(r"ms median re-timed in turns with FP32 \([\d.]+x FP32\)|FP32, [\d.]+ ms median", text), text
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(500)
+            panel.locator(".js-plotly-plot").first.evaluate("e => e.scrollIntoView({block: 'center'})")
+            _shot(page, tmp_path, f"{model}-mixed-search-{width}x{height}")
+            assert _check_figures(page, panel, f"Mixed precision {width}x{height}") >= 1
+            _no_page_scroll(page)
+        assert not [e for e in errors if WIDGET_ERRORS.search(e)], errors
+    finally:
+        context.close()
+
+
+def test_cost_panel_figure_fills_its_output_in_jupyterlab(lab, pw, cache, tmp_path):
+    """Notebook 06's serving-cost panel: its figure spans the output at 1400x1000 and, after a resize, 1024x768."""
+    code = ("from workbench import Workbench\nfrom workbench.ui.scenarios import CostPanel\n"
+            f"wb = Workbench('digits-cnn', cache_dir={str(cache)!r}, progress=False)\n"
+            "panel = CostPanel([wb.run('fp32', runs=5), wb.run('int8', runs=5)])\npanel")
+    _write_notebook(lab.home / "root" / "cost.ipynb", code)
+    (tmp_path / "shots").mkdir()
+    context = _new_context(pw, tmp_path / "chromium")
+    page, errors = _page_collecting_errors(context)
+    try:
+        page.goto(f"{lab.url}/doc/tree/cost.ipynb", timeout=60_000)
+        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)
+        _run_cell(page, 0)
+        output = page.locator(".jp-Cell").first.locator(".jp-OutputArea-output").first
+        output.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
+        page.locator(".jp-InputCollapser").first.click()
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(500)
+            output.locator(".js-plotly-plot").first.evaluate("e => e.scrollIntoView({block: 'center'})")
+            _shot(page, tmp_path, f"cost-panel-{width}x{height}")
+            assert _check_figures(page, output, f"cost panel {width}x{height}") == 1
+            _no_page_scroll(page)
         assert not [e for e in errors if WIDGET_ERRORS.search(e)], errors
     finally:
         context.close()

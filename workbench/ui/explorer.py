@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .._optional import require
 from ..choices import dynamic_selection, explorer_methods
+from .figures import figure_output
 from ..errors import WorkbenchError
 from .loader import Loader
 
@@ -350,7 +351,7 @@ class Explorer:
         for name, (view_key, build) in specs.items():
             if view_key not in self._views:
                 figure = build()
-                self._views[view_key] = (figure, _figure_output(figure))
+                self._views[view_key] = (figure, figure_output(figure))
             shown[name] = self._views[view_key]
         shown["fusion"] = self._fusion(session, result, 0) if result.engine is not None else None
         return shown
@@ -518,20 +519,6 @@ def _ms(value: float) -> str:
 
 def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def _figure_output(figure):
-    """The figure as notebook output (plotly's JupyterLab renderer) in an Output widget. Not a FigureWidget: that
-    keeps plotly's default 700 px when drawn in a tab that is not showing; this one follows its panel's width."""
-    import ipywidgets as widgets
-    import plotly.io as pio
-
-    out = widgets.Output(layout=widgets.Layout(width="100%"))
-    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
-    # responsive: plotly.js follows window resizes itself (Voila's app page sends the renderer no resize message)
-    bundle["application/vnd.plotly.v1+json"].setdefault("config", {})["responsive"] = True
-    out.outputs = ({"output_type": "display_data", "metadata": {}, "data": bundle},)
-    return out
 
 
 def _placeholder(text: str):

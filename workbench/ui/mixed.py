@@ -12,6 +12,7 @@ import html
 from .._optional import require
 from ..errors import WorkbenchError
 from ..results import RunResult
+from .figures import figure_widget, fit_to_panel
 
 MAX_UNITS = 40  # check boxes shown (the most sensitive units)
 PICK_INT8 = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
@@ -23,7 +24,7 @@ class MixedPrecisionTab:
 
     def __init__(self, explorer) -> None:
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
-        go = require("plotly.graph_objects", extra="notebook")
+        require("plotly.graph_objects", extra="notebook")  # for the Pareto view: fail now, not after a search
         self.explorer = explorer
         self.report = None  # SensitivityReport behind the check boxes
         self.found = None  # TuneResult of the last search
@@ -45,13 +46,14 @@ class MixedPrecisionTab:
         self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))
         self.status = widgets.HTML()
         self.lint = widgets.HTML()  # lint findings of the result on display
-        self.pareto = go.FigureWidget()
+        self.pareto = None  # the Pareto view (a FigureWidget, for its click events), built by each search
+        self._pareto_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         self.find.on_click(lambda _: self.search())
         self.clear.on_click(lambda _: self.select(()))
         self.widget = widgets.VBox([
             self.intro, self.units_box,
             widgets.HBox([self.metric, self.max_drop, self.budget]), widgets.HBox([self.find, self.clear]),
-            self.status, self.pareto, self.lint])
+            self.status, self._pareto_box, self.lint])
 
     # ---- what the explorer asks -----------------------------------------------------------------
     def keep_fp32(self) -> tuple[str, ...]:
@@ -125,10 +127,9 @@ class MixedPrecisionTab:
             return
         self.found = found
         figure = pareto_figure(found)
-        with self.pareto.batch_update():
-            self.pareto.data = []
-            self.pareto.add_traces(figure.data)
-            self.pareto.layout = figure.layout
+        self.pareto = figure_widget(figure)  # a new widget per search: no empty plot before the first one
+        self._pareto_box.children = (self.pareto,)
+        fit_to_panel(self.pareto)
         for trace in self.pareto.data:
             if trace.customdata is not None:
                 trace.on_click(self._on_point)

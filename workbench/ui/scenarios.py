@@ -16,6 +16,7 @@ from ..results import RunResult
 from ..scenarios.cost import DEFAULT_VOLUMES, CostInputError, cost_table
 from ..scenarios.policy import common_batch
 from ..views.scenario_figures import cost_figure
+from .figures import figure_widget, fit_after_display
 
 # FloatLogSlider range, as powers of ten: 100 to 10 billion requests per day
 MIN_EXPONENT, MAX_EXPONENT = 2, 10
@@ -70,7 +71,7 @@ class CostPanel:
         self.provisioned = widgets.Checkbox(value=provisioned, description="Plot provisioned (always-on) cost")
         self.status = widgets.HTML()
         self.table = widgets.HTML()
-        self._figure_widget = go.FigureWidget()
+        self._figure_widget = figure_widget(go.Figure())
         self.widget = widgets.VBox([
             widgets.HBox([self.requests_per_day, self.batch]),
             widgets.HBox([self.price_per_hour, self.utilisation, self.provisioned]),
@@ -80,7 +81,9 @@ class CostPanel:
         self.update()
 
     def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        fit_after_display(self._figure_widget)
+        return bundle
 
     def settings(self) -> dict:
         """The cost-model inputs for the current control values."""

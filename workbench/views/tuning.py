@@ -78,7 +78,9 @@ def pareto_figure(found: TuneResult) -> go.Figure:
                   annotation_text=f"max drop {found.max_drop:g}", annotation_position="top left")
     fig.update_layout(
         title=dict(text=f"{found.model}: latency vs accuracy of {len(configs)} configurations",
-                   subtitle=dict(text=f"search stopped: {found.stopped} · star: fastest within budget")),
-        xaxis_title="median latency per batch (ms)", yaxis_title=f"{found.metric} drop from FP32 ({unit})",
+                   subtitle=dict(text=f"search stopped: {found.stopped} · star: fastest within budget"
+                                 + (" (re-timed in turns with FP32)" if found.chosen and found.chosen.retimed
+                                    else ""))),
+        xaxis_title="median latency per batch (ms)", yaxis_title=f"{found.metric} drop from FP32<br>({unit})",
         height=480)
     return fig
