@@ -142,6 +142,7 @@ def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | 
     import onnx
 
     from workbench.errors import PrecisionError
+    from workbench.precision import dynamic
     from workbench.precision.int8 import all_nodes
     from workbench.report import write_report
     from workbench.session import Workbench
@@ -156,6 +157,8 @@ def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | 
     except PrecisionError as exc:
         refused["fp16"] = str(exc)
     results["int8"] = wb.run("int8", **config)
+    if dynamic.applies(wb.model.proto):  # dynamic INT8 where it quantises anything (constant-weight MatMuls)
+        results["int8 dynamic"] = wb.run("int8", method="dynamic", **config)
     if html is not None:
         write_report([wb], list(results.values()), html, command=f"corpus: {model.name}")
     proto = onnx.load(path, load_external_data=False)
@@ -173,19 +176,25 @@ def run_reports(model: CorpusModel, path: Path, *, cache_dir=None, html: Path | 
         "int8_qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
                               for n in all_nodes(wb.variant_model(int8).proto.graph)),
         "int8_steps": [n for n in int8.notes if "opset" in n or "quantiser" in n],
+        "int8_dynamic_speedup": fp32.headline_latency.median / results["int8 dynamic"].headline_latency.median
+        if "int8 dynamic" in results else None,
+        "int8_dynamic_cosine": results["int8 dynamic"].accuracy.cosine if "int8 dynamic" in results else None,
         "notes": {precision: r.notes for precision, r in results.items()},
     }
 
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| model | source | opset | nodes | FP32 ms (b1) | FP16 agreement | INT8 speed-up | INT8 agreement "
-             "(cosine, first output) | Q/DQ nodes | INT8 steps taken |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "(cosine, first output) | dynamic INT8 speed-up, cosine | Q/DQ nodes | INT8 steps taken |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fp16 = "refused by the FP16 converter" if r["fp16_refused"] else f"{r['fp16_cosine']:.4f}"
         steps = "; ".join(_step(n) for n in r["int8_steps"])
+        dynamic = ("- (no constant-weight MatMul)" if r["int8_dynamic_cosine"] is None
+                   else f"{r['int8_dynamic_speedup']:.2f}x, {r['int8_dynamic_cosine']:.4f}")
         lines.append(f"| {r['model']} | `{r['package']}` ({r['framework']}) | {r['opset']} | {r['nodes']} | "
                      f"{r['fp32_ms']:.2f} | {fp16} | {r['int8_speedup']:.2f}x | {r['int8_cosine']:.4f} | "
-                     f"{r['int8_qdq_nodes']} | {steps or '-'} |")
+                     f"{dynamic} | {r['int8_qdq_nodes']} | {steps or '-'} |")
     return "\n".join(lines)
 
 

@@ -53,6 +53,9 @@ def test_corpus_model_reports(model, corpus_paths, tmp_path):
         assert "fp16" in row["fp16_refused"] and "keep_fp32" in row["fp16_refused"]
     else:
         assert row["fp16_ms"] > 0
+    if row["int8_dynamic_cosine"] is not None:  # models with constant-weight MatMuls also get dynamic INT8
+        assert row["int8_dynamic_speedup"] > 0 and 0.0 <= row["int8_dynamic_cosine"] <= 1.0 + 1e-9
+        assert "int8 (dynamic" in html.read_text()
     text = html.read_text()
     assert "int8" in text and "fp32" in text
     assert "Traceback" not in text
