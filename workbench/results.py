@@ -220,7 +220,8 @@ class RunResult:
         in FP32 (a few by name, more by count and a short digest) and engine. Batch sizes are shown beside it."""
         calibration = self.calibration and (f"{self.calibration}×{self.calibration_size}" if self.calibration_size
                                             else self.calibration)
-        parts = [p for p in (self.method, self.qdq_style, calibration) if p]
+        style = self.qdq_style if self.method != "dynamic" else None  # dynamic INT8 has no Q/DQ style to name
+        parts = [p for p in (self.method, style, calibration) if p]
         if self.weight_rounding == "gptq":
             parts.append("gptq weights")
         if self.keep_fp32:

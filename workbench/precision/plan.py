@@ -64,7 +64,8 @@ class PrecisionPlan:
     @property
     def label(self) -> str:
         """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
-        parts = [p for p in (self.method, self.qdq_style) if p] + ["gptq"] * (self.weight_rounding == "gptq")
+        style = self.qdq_style if self.method != "dynamic" else None  # dynamic INT8 has no Q/DQ style to name
+        parts = [p for p in (self.method, style) if p] + ["gptq"] * (self.weight_rounding == "gptq")
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
