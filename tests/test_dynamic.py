@@ -61,6 +61,7 @@ def test_dynamic_int8_quantises_the_weighted_matmuls_without_calibration():
     assert any("no calibration set" in note and "per-channel" in note for note in precision_notes(quantized))
     assert graph_precision(quantized, "int8") == {"int8": 1.0, "fp32": 0.0}  # MatMulInteger counts as INT8
 
+    assert [n.name for n in quantized.proto.graph.node if n.op_type == "MatMulInteger"] == ["fc1", "fc2"]
     kept = apply_plan(model, PrecisionPlan("int8", method="dynamic", keep_fp32=("fc2",)), progress=False)
     assert _ops(kept).count("MatMulInteger") == 1 and "fc2" in [n.name for n in kept.proto.graph.node]
 
@@ -84,6 +85,8 @@ def test_a_dynamic_run_ignores_the_calibration_set(tmp_path):
     assert named.cache_key == result.cache_key  # no calibration enters the plan, so none enters the key
     assert 0.9 < result.accuracy.cosine < 1.0 and fp32.accuracy.cosine == pytest.approx(1.0)
     assert result.precision_warning is None  # its MatMuls are INT8: not "mostly FP32"
+    ranked = session.sensitivity(result, metric="cosine", confirm=0, runs=3)
+    assert {n for u in ranked.units for n in u.unit.nodes} >= {"fc1", "fc2"}  # the engine's layers map back
 
 
 def test_the_search_tries_dynamic_int8_where_it_applies(tmp_path):

@@ -48,6 +48,11 @@ def quantize(model: Model, plan: PrecisionPlan, *, keep_nodes: tuple[str, ...] =
             quantize_dynamic(source, out, op_types_to_quantize=list(DYNAMIC_OPS), per_channel=per_channel,
                              weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
         quantized = onnx.load(out)
+    names = {node.name for node in quantized.graph.node}
+    for node in quantized.graph.node:  # "fc1" became "fc1_quant": give each its name back, so the engine's layers,
+        original = node.name.removesuffix("_quant")  # keep_fp32 and the sensitivity units map to the model's nodes
+        if node.op_type == "MatMulInteger" and original in weighted and original not in names:
+            node.name = original
     _loads(quantized)
     if not any(node.op_type == "DynamicQuantizeLinear" for node in quantized.graph.node):
         notes.append("this graph has no MatMul with constant weights outside keep_fp32: dynamic INT8 quantised "
