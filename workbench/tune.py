@@ -25,7 +25,7 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
-from .precision import gptq
+from .precision import bias_correction, gptq
 from .precision.int8 import WEIGHTED_OPS
 from .precision.plan import WEIGHT_ROUNDINGS
 from .results import RunResult, baseline_of, speedup_over
@@ -124,7 +124,7 @@ class TunedConfig:
     on_frontier: bool = False
     step: str = ""  # how the search got here
     cache_key: str | None = None
-    weight_rounding: str | None = None  # int8: "nearest" or "gptq"
+    weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc"
 
     @property
     def kept_text(self) -> str:
@@ -351,7 +351,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     below FP32 (top1/agreement in points, cosine absolute), measuring at most `budget` configurations besides FP32.
 
     Each combination of `methods` x `qdq_styles` is measured fully quantised first, with the first of
-    `weight_roundings` (int8: "nearest", then "gptq", which only changes the integer weights, so it costs no speed);
+    `weight_roundings` (int8: "nearest", then "gptq", then "gptq+bc", which only change the integer weights and
+    biases, so they cost no speed);
     when none is within budget, again with the next rounding, and so on. The search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
     measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
@@ -420,8 +421,9 @@ class _Search:
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
                 break
-            if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto):
-                continue  # it would rebuild the nearest-rounded plan
+            if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto) or rounding == "gptq+bc" \
+                    and not bias_correction.corrects_any(self.workbench.model.proto):
+                continue  # it would rebuild the previous rounding's plan
             combos = [(method, style) for method in methods for style in qdq_styles][:self.budget - self.spent]
             starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
                                     qdq_style=style, weight_rounding=rounding) for method, style in combos]

@@ -8,7 +8,9 @@ from ..errors import PrecisionError
 PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("minmax", "entropy", "percentile")
 QDQ_STYLES = ("onnxruntime", "tensorrt")
-WEIGHT_ROUNDINGS = ("nearest", "gptq")  # int8 weights: ONNX Runtime's round-to-nearest, or GPTQ (precision.gptq)
+# int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
+# (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
+WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class PrecisionPlan:
     qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
-    weight_rounding: str | None = None  # int8 only: nearest | gptq
+    weight_rounding: str | None = None  # int8 only: nearest | gptq | gptq+bc
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -54,9 +56,19 @@ class PrecisionPlan:
         return self.precision == "int8"
 
     @property
+    def gptq(self) -> bool:
+        """INT8 weights rounded by GPTQ."""
+        return self.weight_rounding in ("gptq", "gptq+bc")
+
+    @property
+    def bias_correction(self) -> bool:
+        """INT8 biases corrected for the mean error of each layer's output."""
+        return self.weight_rounding == "gptq+bc"
+
+    @property
     def label(self) -> str:
         """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
-        parts = [p for p in (self.method, self.qdq_style) if p] + ["gptq"] * (self.weight_rounding == "gptq")
+        parts = [p for p in (self.method, self.qdq_style) if p] + [self.weight_rounding] * self.gptq
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
