@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workbench import Workbench  # noqa: E402
-from workbench.measure import measure_latency  # noqa: E402
 from workbench.results import strict_json  # noqa: E402
 from workbench.tune import speedup_kept  # noqa: E402
 
@@ -38,18 +37,13 @@ CASES = {
 }
 
 
-def retime(wb: Workbench, results: dict, *, batch: int, dims: dict, rounds: int, runs: int) -> dict:
-    """Interleaved re-timing: per configuration the median of each round, then their median and range."""
-    keys = {name: result.cache_key for name, result in results.items()}
-    unique = {result.cache_key: result for result in results.values()}  # the chosen plan may be full INT8
-    engines = {key: wb.engine(result) for key, result in unique.items()}
-    feeds = wb._feeds(batch, dims)  # the session's own feeds at this shape (the ones every run is timed on)
-    medians: dict[str, list[float]] = {key: [] for key in engines}
-    for _ in range(rounds):
-        for key, engine in engines.items():
-            medians[key].append(measure_latency(engine, feeds, batch=batch, warmup=3, runs=runs).median)
-    return {name: {"median_ms": statistics.median(medians[key]), "min_round_ms": min(medians[key]),
-                   "max_round_ms": max(medians[key]), "rounds": medians[key]} for name, key in keys.items()}
+def retime(wb: Workbench, results: dict, *, rounds: int, runs: int) -> dict:
+    """Interleaved re-timing (`Workbench.retime`, timed now even if cached): per configuration the median of each
+    round, their median and range."""
+    timed = wb.retime(list(results.values()), rounds=rounds, runs=runs, fresh=True)
+    return {name: {"median_ms": t.median_ms, "min_round_ms": t.min_round_ms, "max_round_ms": t.max_round_ms,
+                   "rounds": t.round_medians_ms}
+            for name, t in ((name, timed[result.cache_key]) for name, result in results.items())}
 
 
 def run_case(name: str, budget: int, rounds: int, runs: int, cache_dir: str | None) -> dict:
@@ -61,11 +55,13 @@ def run_case(name: str, budget: int, rounds: int, runs: int, cache_dir: str | No
     found = wb.tune("int8", budget=budget, batch=8, dims=dims or None, **tune_args)
     seconds = time.perf_counter() - start
     full = [c for c in found.configurations if c.step == "quantise all"]
-    full_int8 = min(full, key=lambda c: c.drop)  # the start the search reverted from
+    calibrated = [c for c in full if c.method != "dynamic"]
+    full_int8 = min(calibrated or full, key=lambda c: c.drop)  # the calibrated start the speed-up kept refers to
+    dynamic = next((c for c in full if c.method == "dynamic"), None)
     chosen = found.chosen
-    picked = {"fp32": found.configurations[0], "int8": full_int8, "chosen": chosen}
-    timing = retime(wb, {k: found.result_of(c) for k, c in picked.items()}, batch=8, dims=dims,
-                    rounds=rounds, runs=runs)
+    picked = {"fp32": found.configurations[0], "int8": full_int8, "chosen": chosen,
+              **({"int8_dynamic": dynamic} if dynamic else {})}
+    timing = retime(wb, {k: found.result_of(c) for k, c in picked.items()}, rounds=rounds, runs=runs)
     fp32_ms = timing["fp32"]["median_ms"]
     speedup = {k: fp32_ms / v["median_ms"] for k, v in timing.items()}
     ratio_kept, gain_kept = speedup_kept(fp32_ms, timing["int8"]["median_ms"], timing["chosen"]["median_ms"])
@@ -74,7 +70,8 @@ def run_case(name: str, budget: int, rounds: int, runs: int, cache_dir: str | No
            "search_seconds": round(seconds, 1), "chosen": chosen.to_json() if chosen else None,
            "chosen_within_budget": bool(chosen and chosen.within_budget),
            "chosen_is_reduced_precision": bool(chosen and chosen.precision != "fp32"),
-           "full_int8": full_int8.to_json(), "retimed": timing, "speedup_vs_fp32": speedup,
+           "full_int8": full_int8.to_json(), "full_int8_dynamic": dynamic.to_json() if dynamic else None,
+           "load_average_after": os.getloadavg(), "retimed": timing, "speedup_vs_fp32": speedup,
            "speedup_ratio_chosen_vs_full_int8": ratio_kept,
            "speedup_gain_kept": gain_kept,
            "frontier": [c.to_json() for c in found.frontier]}
@@ -101,7 +98,7 @@ def main() -> int:
     rows = [run_case(name, args.budget, args.rounds, args.runs, args.cache_dir) for name in args.case or CASES]
     if args.out:
         payload = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
-                               "note": "measured on a shared 2-core machine under load from other jobs"},
+                               "note": "a shared 2-core machine: see each case's load_average_after"},
                    "command": " ".join(sys.argv), "cases": rows}
         Path(args.out).write_text(json.dumps(strict_json(payload), indent=2, allow_nan=False))
         print(f"json: {args.out}")

@@ -291,3 +291,17 @@ def test_build_uses_the_engine_cache_and_the_plan_parser(monkeypatch, tmp_path, 
     assert sum(c[0] == "builder" for c in trt.log.calls) == 2
     with pytest.raises(BackendError, match="needs a workbench Model"):
         backend.build("model.onnx")
+
+
+def test_dynamic_int8_models_are_refused_with_the_fix(monkeypatch, tmp_path):
+    from test_dynamic import make_mlp
+
+    from workbench.precision import PrecisionPlan, apply_plan
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.0.0"))
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(gpu=True))
+    backend = get_backend("tensorrt", cache_dir=tmp_path)
+    dynamic = apply_plan(make_mlp(), PrecisionPlan("int8", method="dynamic"), progress=False)
+    with pytest.raises(BackendError, match="DynamicQuantizeLinear, MatMulInteger: dynamic INT8.*calibrated INT8"):
+        backend.build(dynamic)
+    assert backend.build(make_mlp()).layers().layers  # the same model unquantised is not refused

@@ -98,6 +98,7 @@ class _JupyterLab:
     """A JupyterLab server from this venv on 127.0.0.1, no token, no password, config and settings in `home`."""
 
     def __init__(self, home: Path):
+        self.home = home
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log: list[str] = []
@@ -473,5 +474,66 @@ def test_toggling_back_shows_the_live_figure_drawn_before(lab, pw, tmp_path):
         assert _check_figures(page, panel, "INT8 shown again at 1400x1000") >= 1
         _shot(page, tmp_path, f"{model}-toggled-back-{SIZES[0][0]}x{SIZES[0][1]}")
         assert not [e for e in errors if WIDGET_ERRORS.search(e) or "Resize must be passed" in e], errors
+    finally:
+        context.close()
+
+
+def test_dynamic_int8_for_a_transformer_in_jupyterlab(lab, pw, cache, tmp_path):
+    """MiniLM: INT8 with method "dynamic" (run-time ranges) is offered, greys out the calibration set and Q/DQ style
+    it does not use, and the summary shows it beside calibrated INT8, at 1400x1000 and 1024x768."""
+    from workbench.ui import Explorer
+
+    model = "minilm-l6"
+    explorer = Explorer(model, runs=10, cache_dir=cache, background=False)  # the clicked configurations, cached
+    for precision, method in (("fp32", None), ("int8", "minmax"), ("int8", "dynamic")):
+        explorer.precision.value = precision
+        explorer.wait()
+        if method:
+            explorer.method.value = method
+        assert explorer.wait() is not None, explorer.error
+    _write_notebook(lab.home / "root" / f"{model}.ipynb", "print('kernel ready')",
+                    EXPLORER_CODE.format(model=model, cache=str(cache)))
+    (tmp_path / "shots").mkdir()
+    context = _new_context(pw, tmp_path / "chromium")
+    page, errors = _page_collecting_errors(context)
+    try:
+        page.goto(f"{lab.url}/doc/tree/{model}.ipynb", timeout=60_000)
+        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)
+        _run_cell(page, 0)
+        page.get_by_text("kernel ready").first.wait_for(timeout=60_000)
+        _run_cell(page, 1)
+        page.locator(".workbench-status", has_text="median").wait_for(timeout=120_000)
+        page.locator(".jp-InputCollapser").nth(1).click()
+        page.locator(".jp-InputCollapser").first.click()
+        selects = page.locator(".workbench-explorer .widget-dropdown select")
+        calibration, method, style = selects.nth(3), selects.nth(4), selects.nth(5)
+        page.locator(".widget-toggle-button", has_text=re.compile(r"^INT8$")).click()
+        page.locator(".workbench-status", has_text=re.compile(r"^int8 \(minmax.*median", re.IGNORECASE)).wait_for(
+            timeout=120_000)
+        assert "dynamic" in method.locator("option").all_inner_texts()
+        assert calibration.is_enabled() and style.is_enabled()
+        method.select_option("dynamic")
+        page.locator(".workbench-status", has_text=re.compile(r"^int8 \(dynamic.*median", re.IGNORECASE)).wait_for(
+            timeout=120_000)
+        assert calibration.is_disabled() and style.is_disabled() and method.is_enabled()
+        assert "mostly FP32" not in page.locator(".workbench-status").inner_text()  # its MatMuls run in INT8
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(300)
+            panel = _tab(page, "Per-layer latency")
+            page.wait_for_timeout(300)
+            assert _check_figures(page, panel, f"{model} dynamic {width}x{height}") >= 1
+            _no_page_scroll(page)
+            _shot(page, tmp_path, f"{model}-dynamic-{width}x{height}-latency")
+            panel = _tab(page, "Summary")
+            rows = panel.locator(".workbench-table tbody tr")
+            rows.first.wait_for(timeout=10_000)
+            texts = rows.all_inner_texts()
+            assert len(texts) == 3 and any("dynamic" in t for t in texts) and any("minmax" in t for t in texts), texts
+            last = panel.locator(".workbench-table th").last.bounding_box()
+            assert last["x"] + last["width"] <= width, f"{width}x{height}: the summary's last column is cut off"
+            _no_page_scroll(page)
+            _shot(page, tmp_path, f"{model}-dynamic-{width}x{height}-summary")
+        assert not [e for e in errors if WIDGET_ERRORS.search(e)], errors
     finally:
         context.close()

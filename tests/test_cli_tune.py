@@ -24,12 +24,15 @@ def test_tune_writes_chosen_plan_frontier_and_sensitivity(cache, tmp_path, capsy
     assert data["model"]["name"] == "digits-cnn" and data["metric"] == "top1" and data["max_drop"] == 0.5
     chosen = data["chosen"]
     assert chosen["within_budget"] and chosen["drop"] <= 0.5
-    assert chosen["latency_ms"] == min(c["latency_ms"] for c in data["configurations"] if c["within_budget"])
+    finalists = [c for c in data["configurations"] if c["retimed"]]  # timed again, interleaved with FP32
+    assert finalists[0]["precision"] == "fp32" and chosen in finalists
+    assert chosen["retimed"]["median_ms"] == min(c["retimed"]["median_ms"] for c in finalists)
+    assert all(c["within_budget"] for c in finalists)
     assert data["frontier"] and all(c["on_frontier"] for c in data["frontier"])
     assert data["sensitivity"]["units"] and {"unit", "noise_added", "recovered"} <= set(data["sensitivity"]["units"][0])
     assert len(data["configurations"]) <= 1 + 3
     printed = capsys.readouterr().out
-    assert "search stopped:" in printed and "bundle:" in printed
+    assert "search stopped:" in printed and "bundle:" in printed and "timing FP32 and the" in printed
     assert list((tmp_path / "bundle" / "model_repository").iterdir())  # the chosen plan as a deployment bundle
 
 

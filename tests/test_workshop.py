@@ -9,7 +9,7 @@ import pytest
 import workbench.precision
 from workbench import Workbench
 from workbench.cache import CacheWarning
-from workbench.choices import BATCH_SIZES, explorer_backends, explorer_configs
+from workbench.choices import BATCH_SIZES, explorer_backends, explorer_configs, explorer_methods
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.precision.plan import METHODS, QDQ_STYLES
@@ -58,7 +58,12 @@ def teacher_cache(tmp_path_factory):
 def test_warm_grid_is_the_explorers(tmp_path):
     configs = explorer_configs(["a", "b"])
     int8 = [c for c in configs if c["precision"] == "int8"]
-    assert len(int8) == 2 * len(METHODS) * len(QDQ_STYLES) * len(BATCH_SIZES)
+    calibrated = [m for m in METHODS if m != "dynamic"]
+    # dynamic INT8 once per batch size: no calibration set, one op style
+    assert len(int8) == (2 * len(calibrated) * len(QDQ_STYLES) + 1) * len(BATCH_SIZES)
+    assert [c for c in int8 if c["method"] == "dynamic"] == [
+        {"precision": "int8", "batch": b, "calibration": None, "method": "dynamic", "qdq_style": "onnxruntime",
+         "keep_fp32": ()} for b in BATCH_SIZES]
     assert len(configs) - len(int8) == 2 * len(BATCH_SIZES)  # fp32 and fp16 at every batch size
     assert "onnxruntime" in explorer_backends()
     pytest.importorskip("ipywidgets")
@@ -66,7 +71,8 @@ def test_warm_grid_is_the_explorers(tmp_path):
 
     explorer = Explorer("digits-cnn", cache_dir=tmp_path, runs=3, background=False)
     explorer.wait()  # the work (and the lookup of installed engines) starts once shown or waited for
-    assert tuple(explorer.batch.options) == BATCH_SIZES and tuple(explorer.method.options) == METHODS
+    assert tuple(explorer.batch.options) == BATCH_SIZES
+    assert list(explorer.method.options) == explorer_methods(explorer.session().model.proto) == calibrated
     assert tuple(explorer.qdq_style.options) == QDQ_STYLES and list(explorer.backend.options) == explorer_backends()
     assert explorer.selection() in explorer_configs(explorer.calibration.options)
 

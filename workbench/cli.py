@@ -195,6 +195,8 @@ def _warm_parser(sub) -> None:
 
 
 def _tune_parsers(sub) -> None:
+    from .precision.plan import METHODS
+
     tune = sub.add_parser(
         "tune", help="find the fastest INT8/FP32 mix within an accuracy budget",
         description="Rank MODEL's quantised layers by sensitivity and search for the fastest mixed-precision plan "
@@ -206,8 +208,9 @@ def _tune_parsers(sub) -> None:
     tune.add_argument("--metric", choices=("top1", "agreement", "cosine"), default="agreement",
                       help="accuracy measure (default agreement with FP32; top1 needs labels)")
     tune.add_argument("--budget", type=int, default=8, help="configurations to measure at most (default 8)")
-    tune.add_argument("--method", action="append", choices=("minmax", "entropy", "percentile"), default=None,
-                      help="INT8 calibration method(s) to try; repeat for several (default minmax)")
+    tune.add_argument("--method", action="append", choices=METHODS, default=None,
+                      help="INT8 method(s) to try; repeat for several (default minmax, and dynamic for models with "
+                           "constant-weight MatMuls)")
     tune.add_argument("--qdq-style", action="append", choices=("onnxruntime", "tensorrt"), default=None,
                       help="INT8 Q/DQ style(s) to try; repeat for several (default onnxruntime)")
     tune.add_argument("--calibration", default=None, help="calibration set name (default: the sample's first)")
@@ -446,9 +449,14 @@ def _tune(args, command_line: str) -> int:
               + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
-          + (f", {chosen.speedup_vs_fp32:.2f}x FP32 at batch {chosen.batch}"
-             + ("" if chosen.precision == "fp32" else f" ({chosen.speedup_verdict})")
-             if chosen and chosen.speedup_vs_fp32 else "") + "; f = on the latency/accuracy frontier")
+          + (f", {chosen.timing_text} at batch {chosen.batch}" if chosen else "")
+          + "; f = on the latency/accuracy frontier")
+    finalists = [c for c in found.configurations if c.retimed]
+    if finalists:
+        print(f"chosen after timing FP32 and the {len(finalists) - 1} fastest plan(s) within budget again, "
+              f"interleaved ({len(finalists[0].retimed.round_medians_ms)} rounds of {finalists[0].retimed.runs} runs): "
+              + "; ".join(f"{c.kept_text} {c.retimed.median_ms:.3g} ms ({c.retimed.min_round_ms:.3g}-"
+                          f"{c.retimed.max_round_ms:.3g}), {c.retimed_speedup_vs_fp32:.2f}x FP32" for c in finalists))
     if args.json_path:
         _write_json(args.json_path, {**found.to_json(), "command": command_line,
                                      "model": {"name": wb.model.name, "sha256": wb.model.content_hash}})

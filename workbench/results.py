@@ -42,6 +42,27 @@ class LatencyStats:
         return asdict(self)
 
 
+@dataclass
+class RetimedLatency:
+    """A configuration timed again in interleaved rounds with others (`measure.interleaved_latency`), in ms."""
+
+    batch: int
+    runs: int  # timed runs per round
+    median_ms: float  # median of the round medians
+    min_round_ms: float
+    max_round_ms: float
+    round_medians_ms: list[float]
+
+    @classmethod
+    def of(cls, round_medians_ms: Sequence[float], *, batch: int, runs: int) -> "RetimedLatency":
+        values = [float(v) for v in round_medians_ms]
+        return cls(batch=batch, runs=runs, median_ms=float(np.median(values)), min_round_ms=min(values),
+                   max_round_ms=max(values), round_medians_ms=values)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
 def median_interval(times_ms: Sequence[float], *, seed: int = 0) -> list[float] | None:
     """[low, high] bootstrap (percentile) CONFIDENCE interval of the median of `times_ms`; None for < 2 runs."""
     if len(times_ms) < 2:
@@ -241,7 +262,8 @@ class RunResult:
                 f"(Conv/Gemm/MatMul where the model has them) in FP32"
                 + (f" and the engine spent {time.get('fp32', 0.0):.0%} of its layer time in FP32" if time else "")
                 + f", so its accuracy and speed are largely FP32's, not {self.precision.upper()}'s. Reason: "
-                + ("; ".join(reasons) if reasons else "the precision step gave none; check keep_fp32 and the layers")
+                + ("; ".join(r.rstrip(".") for r in reasons) if reasons
+                   else "the precision step gave none; check keep_fp32 and the layers")
                 + ".")
 
     @property

@@ -22,12 +22,12 @@ from .errors import CalibrationError, InputSpecError
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
 from .limits import array_bytes, capped_threads, check_memory
 from .machine import this_machine
-from .measure import measure_accuracy, measure_drift, measure_latency
+from .measure import interleaved_latency, measure_accuracy, measure_drift, measure_latency
 from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
 from .models.spec import Model
 from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
-from .results import LAYER_TIME_BAND, RunResult
+from .results import LAYER_TIME_BAND, RetimedLatency, RunResult
 from .samples import load_model
 from .samples.base import EvalData, Sample
 from .schema import SchemaError, check_run_json
@@ -37,6 +37,7 @@ SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for mo
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
 PROFILE_RUNS = 20
 LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
+DEFAULT_RUNS = 30  # timed runs per configuration
 OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
 
 
@@ -184,7 +185,7 @@ class Workbench:
     # ---- running ------------------------------------------------------------------------------
     def run(self, precision: str = "fp32", *, calibration: str | CalibrationSet | None = None,
             calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
-            keep_fp32=(), batch: int = 8, batches=None, runs: int = 30, profile: bool = True, drift: bool = True,
+            keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS, profile: bool = True, drift: bool = True,
             backend: str | None = None, dims: dict[str, int] | None = None,
             weight_rounding: str | None = None) -> RunResult:
         """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
@@ -249,6 +250,28 @@ class Workbench:
 
         return sensitivity(self, result, metric=metric, confirm=confirm, **run_options)
 
+    def retime(self, results: list[RunResult], *, rounds: int = 5, runs: int = 10,
+               fresh: bool = False) -> dict[str, RetimedLatency]:
+        """Time up to OPEN_ENGINES results again in interleaved rounds (`measure.interleaved_latency`) at the first
+        one's headline batch and sequence sizes; by cache key. Cached like runs, so asking again is instant, unless
+        `fresh` (time now and store that)."""
+        unique = list({r.cache_key: r for r in results}.values())
+        if not 1 <= len(unique) <= OPEN_ENGINES:
+            raise InputSpecError(f"retime takes 1 to {OPEN_ENGINES} results at once (the engines kept open), got "
+                                 f"{len(unique)}: time them in groups.")
+        head = unique[0].headline_latency
+        keys = [r.cache_key for r in unique]
+        key = self.cache.key(kind="retime", results=keys, rounds=rounds, runs=runs, batch=head.batch,
+                             dims=head.dims or None)
+        stored = None if fresh else self.cache.get(key)
+        if stored is not None:
+            return {k: RetimedLatency(**v) for k, v in stored.items()}
+        engines = {k: self.engine(r) for k, r in zip(keys, unique)}
+        timed = interleaved_latency(engines, self._feeds(head.batch, head.dims), batch=head.batch, rounds=rounds,
+                                    runs=runs)
+        self.cache.put(key, {k: v.to_json() for k, v in timed.items()})
+        return timed
+
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
         """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""
@@ -297,7 +320,7 @@ class Workbench:
 
     # ---- internals ------------------------------------------------------------------------------
     def _prepare(self, precision: str = "fp32", *, calibration=None, calibration_size: int = DEFAULT_SIZE,
-                 method=None, qdq_style=None, keep_fp32=(), batch: int = 8, batches=None, runs: int = 30,
+                 method=None, qdq_style=None, keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS,
                  profile: bool = True, drift: bool = True, backend: str | None = None,
                  dims: dict[str, int] | None = None, weight_rounding: str | None = None) -> _Job:
         plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32),

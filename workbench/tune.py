@@ -25,10 +25,11 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
-from .precision import bias_correction, gptq
-from .precision.int8 import WEIGHTED_OPS
+from .precision import bias_correction, dynamic, gptq
+from .precision.int8 import weighted_nodes
 from .precision.plan import WEIGHT_ROUNDINGS
-from .results import RunResult, baseline_of, speedup_over
+from .results import RetimedLatency, RunResult, baseline_of, speedup_over
+from .session import DEFAULT_RUNS, OPEN_ENGINES
 
 METRICS = ("top1", "agreement", "cosine")
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
@@ -37,6 +38,8 @@ DEFAULT_BUDGET = 8
 DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
+FINALISTS = OPEN_ENGINES - 1  # reduced configurations re-timed with FP32 before choosing (the engines kept open)
+RETIME_ROUNDS = 5
 _QUANTISED = (*REDUCED_PRECISIONS, "mixed")
 UNWEIGHTED = "every unweighted node"  # the kept unit of the "weighted layers only" configurations
 
@@ -125,6 +128,8 @@ class TunedConfig:
     step: str = ""  # how the search got here
     cache_key: str | None = None
     weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc"
+    retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
+    retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
 
     @property
     def kept_text(self) -> str:
@@ -136,6 +141,15 @@ class TunedConfig:
         if len(units) < len(self.kept_units):
             return f"weighted layers {self.precision}" + (f", {kept}" if units else "")
         return kept if units else f"all {self.precision}"
+
+    @property
+    def timing_text(self) -> str:
+        """Its latency and speed-up for people: the interleaved re-timing when it has one, else its own median."""
+        if self.retimed is not None:
+            return (f"{self.retimed.median_ms:.3g} ms median re-timed in turns with FP32 "
+                    f"({self.retimed_speedup_vs_fp32:.2f}x FP32)")
+        return f"{self.latency_ms:.3g} ms median" + (f" ({self.speedup_vs_fp32:.2f}x FP32)"
+                                                      if self.speedup_vs_fp32 else "")
 
     def to_json(self) -> dict:
         return {**asdict(self), "kept_text": self.kept_text}
@@ -223,20 +237,6 @@ def quantised_units(result: RunResult, node_names, dequantised=()) -> list[Quant
                                latency_share=(layer.latency_ms / total) if layer.latency_ms is not None and total
                                else None))
     return units
-
-
-def weighted_nodes(model_proto) -> list[str]:
-    """Nodes that multiply by a weight (Conv, ConvTranspose, Gemm, MatMul with a constant operand): where INT8
-    saves most of its time. Attention's activation-by-activation MatMuls, normalisations and element-wise ops are
-    not among them."""
-    index = GraphIndex(model_proto)
-
-    def constant(tensor: str) -> bool:
-        producer = index.producer(tensor)
-        return tensor in index.initializers or (producer is not None and producer.op_type == "Constant")
-
-    return [node.name for node in index.nodes
-            if node.op_type in WEIGHTED_OPS and any(constant(t) for t in node.input[1:] if t)]
 
 
 def role_of(unit: QuantUnit) -> str:
@@ -350,7 +350,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     """Fastest configuration of `precision` (mixed with FP32 where needed) whose `metric` drops at most `max_drop`
     below FP32 (top1/agreement in points, cosine absolute), measuring at most `budget` configurations besides FP32.
 
-    Each combination of `methods` x `qdq_styles` is measured fully quantised first, with the first of
+    Each combination of `methods` x `qdq_styles` is measured fully quantised first (by default, for INT8 of a model
+    with constant-weight MatMuls, also method "dynamic": ranges at run time, `precision.dynamic`), with the first of
     `weight_roundings` (int8: "nearest", then "gptq", then "gptq+bc", which only change the integer weights and
     biases, so they cost no speed);
     when none is within budget, again with the next rounding, and so on. The search then starts from
@@ -380,8 +381,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
         search.bar.close()
     configs = [search.config(r, kept, step) for r, kept, step in search.measured.values()]
     _mark_frontier(configs)
-    inside = [c for c in configs if c.within_budget]
-    chosen = min(inside, key=lambda c: c.latency_ms) if inside else None
+    chosen = _choose(workbench, configs, [r for r, _, _ in search.measured.values()],
+                     run_options.get("runs", DEFAULT_RUNS))
     return TuneResult(model=workbench.model.name, backend=search.baseline.backend, precision=precision,
                       metric=metric, max_drop=max_drop, budget=budget, chosen=chosen, configurations=configs,
                       sensitivity=report, stopped=stopped,
@@ -417,6 +418,9 @@ class _Search:
         return result
 
     def run_all(self, precision, calibration, methods, qdq_styles, roundings, confirm):
+        if tuple(methods) == (None,) and precision == "int8" and dynamic.applies(self.workbench.model.proto):
+            # transformers: run-time ranges often keep the accuracy that calibrated ranges lose, at INT8 speed
+            methods = (None, "dynamic")
         starts: list[RunResult] = []
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
@@ -424,7 +428,8 @@ class _Search:
             if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto) or rounding == "gptq+bc" \
                     and not bias_correction.corrects_any(self.workbench.model.proto):
                 continue  # it would rebuild the previous rounding's plan
-            combos = [(method, style) for method in methods for style in qdq_styles][:self.budget - self.spent]
+            combos = [(method, style) for method in methods for style in qdq_styles if method != "dynamic"
+                      or (style in (None, "onnxruntime") and rounding in (None, "nearest"))][:self.budget - self.spent]
             starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,
                                     qdq_style=style, weight_rounding=rounding) for method, style in combos]
         within = [r for r in starts if self.drop(r) <= self.max_drop]
@@ -569,6 +574,23 @@ class _Search:
                            value=metric_value(result, self.metric), drop=drop,
                            within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
                            weight_rounding=result.weight_rounding)
+
+
+def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], runs: int) -> TunedConfig | None:
+    """The fastest configuration within budget. Each was timed when the search reached it, under whatever load the
+    machine had then, so the FINALISTS fastest reduced ones are timed again interleaved with FP32
+    (`Workbench.retime`) and the fastest of those timings wins (FP32 when it is)."""
+    inside = [c for c in configs if c.within_budget]
+    reduced = sorted((c for c in inside if c.precision != "fp32"), key=lambda c: c.latency_ms)[:FINALISTS]
+    if not reduced:
+        return min(inside, key=lambda c: c.latency_ms) if inside else None
+    finalists = [configs[0], *reduced]  # configs[0] is the FP32 baseline
+    by_key = {r.cache_key: r for r in results}
+    timed = workbench.retime([by_key[c.cache_key] for c in finalists], rounds=RETIME_ROUNDS, runs=max(5, runs // 3))
+    for config in finalists:
+        config.retimed = timed[config.cache_key]
+        config.retimed_speedup_vs_fp32 = timed[configs[0].cache_key].median_ms / config.retimed.median_ms
+    return min(finalists, key=lambda c: c.retimed.median_ms)
 
 
 def _plan_options(result: RunResult) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from .choices import BATCH_SIZES, EXPLORER_RUNS, explorer_backends, explorer_configs
+from .choices import BATCH_SIZES, EXPLORER_RUNS, explorer_backends, explorer_configs, explorer_methods
 from .errors import WorkbenchError
 from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
 
@@ -69,8 +69,9 @@ def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None,
                 raise WorkbenchError(f"warm cannot write to the cache {session.cache.directory} "
                                      f"({session.cache.problem}): give --cache a writable folder.")
             sets = [c for c in session.calibration_sets if calibrations is None or c in calibrations]
-            for config in explorer_configs(sets, precisions=precisions, methods=methods, qdq_styles=qdq_styles,
-                                           batches=batches):
+            offered = explorer_methods(session.model.proto)
+            for config in explorer_configs(sets, precisions=precisions, methods=[m for m in methods if m in offered],
+                                           qdq_styles=qdq_styles, batches=batches):
                 job = session._prepare(**config, runs=runs)
                 tasks.append(_Task(session, config, job, session._cached(job) is not None))
     report = WarmReport(configurations=len(tasks), cached=sum(t.cached for t in tasks))

@@ -37,6 +37,10 @@ NO_GPU = ("TensorRT needs an NVIDIA GPU with a working driver, and torch.cuda fi
           "workbench.trtplan.load_plan_dir().")
 
 
+# what dynamic INT8 (precision.dynamic) produces; TensorRT's parser supports none of them
+ORT_INTEGER_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"})
+
+
 def import_tensorrt():
     """The `tensorrt` module, or MissingDependencyError saying what to install."""
     return require("tensorrt", pip="tensorrt",
@@ -247,6 +251,12 @@ class TensorRTBackend(Backend):
         """Build (or load from the cache dir) an engine for `model`; raise BackendError with the parser's errors."""
         options = options or TensorRTOptions()
         proto = self.graph_of(model)
+        integer_ops = sorted({node.op_type for node in proto.graph.node} & ORT_INTEGER_OPS)
+        if integer_ops:
+            raise BackendError(f"The model uses ONNX Runtime's integer ops ({', '.join(integer_ops)}: dynamic INT8), "
+                               "which TensorRT's ONNX parser does not take: TensorRT quantises through Q/DQ nodes. "
+                               "Use a calibrated INT8 method (minmax, entropy, percentile), best with "
+                               "qdq_style='tensorrt'.")
         spec = Model.from_proto(proto, name=proto.graph.name or "model", source="TensorRTBackend.build")
         shapes = profile_shapes(spec.inputs, options.shape_range, opt_batch=self.opt_batch, max_batch=self.max_batch)
         model_bytes = spec.serialized()

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import InputSpecError
-from ..results import LatencyStats, median_interval
+from ..results import LatencyStats, RetimedLatency, median_interval
 
 
 def measure_latency(engine: Engine, feeds: dict[str, np.ndarray], *, batch: int, warmup: int = 5,
@@ -38,3 +38,16 @@ def measure_latency(engine: Engine, feeds: dict[str, np.ndarray], *, batch: int,
         times_ms=[round(float(t), 6) for t in times_ms],
         median_ci=median_interval(times_ms),
     )
+
+
+def interleaved_latency(engines: dict[str, Engine], feeds: dict[str, np.ndarray], *, batch: int, rounds: int = 5,
+                        runs: int = 10, warmup: int = 3) -> dict[str, RetimedLatency]:
+    """Each engine's median over `rounds` rounds, one `measure_latency(runs=runs)` per engine per round, in turn:
+    load that comes and goes slows every engine alike, so their ratios hold where separate timings drift apart."""
+    if rounds < 1:
+        raise InputSpecError(f"interleaved_latency needs rounds >= 1 (got {rounds}).")
+    medians: dict[str, list[float]] = {key: [] for key in engines}
+    for _ in range(rounds):
+        for key, engine in engines.items():
+            medians[key].append(measure_latency(engine, feeds, batch=batch, warmup=warmup, runs=runs).median)
+    return {key: RetimedLatency.of(values, batch=batch, runs=runs) for key, values in medians.items()}

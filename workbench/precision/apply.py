@@ -13,7 +13,7 @@ from ..calibration import CalibrationSet
 from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
 from ..models.spec import Model
-from . import int8
+from . import dynamic, int8
 from .fp16 import to_fp16
 from .plan import PrecisionPlan
 
@@ -31,7 +31,8 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
     """Return `model` with `plan` applied as a new ONNX graph (FP32 returns `model` itself).
 
     FP16 converts weights and activations; INT8 inserts Q/DQ nodes from ranges calibrated on `calibration`
-    (required), cached in memory and, with `cache_dir`, on disk. The result keeps the original input/output names
+    (required), cached in memory and, with `cache_dir`, on disk; INT8 with method "dynamic" measures ranges at run
+    time (no calibration). The result keeps the original input/output names
     and dtypes; its `source` ends with the plan label and `precision_notes(result)` says what was done.
     """
     if isinstance(plan, str):
@@ -45,6 +46,9 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
     if plan.precision == "fp16":
         with _failures_as_precision_errors(model, plan):
             proto, notes = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops), [FP16_NOTE]
+    elif not plan.needs_calibration:
+        with _failures_as_precision_errors(model, plan):
+            proto, notes = dynamic.quantize(model, plan, keep_nodes=keep_nodes, keep_ops=keep_ops)
     else:
         if calibration is None:
             raise CalibrationError(f"INT8 needs a calibration set to find activation ranges: pass calibration="
@@ -77,7 +81,8 @@ def precision_notes(model: Model) -> list[str]:
 
 def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
     """What the plan really put in reduced precision: fractions of the graph's weighted ops (Conv, ConvTranspose,
-    Gemm, MatMul: nearly all the arithmetic; every compute node when there are none) in `precision` and in "fp32".
+    Gemm, MatMul and their integer forms: nearly all the arithmetic; every compute node when there are none) in
+    `precision` and in "fp32".
 
     An op counts as INT8 when it is an integer op or reads its data input (and, for weighted ops, its weights) from
     DequantizeLinear: an op kept in FP32 may still read a dequantised activation, but not dequantised weights. It
@@ -87,7 +92,7 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
         return None
     index = GraphIndex(model.proto)
     compute = [node for node in index.nodes if node.op_type not in _GLUE_OPS]
-    counted = [node for node in compute if node.op_type in _WEIGHTED_OPS] or compute
+    counted = [node for node in compute if node.op_type in _WEIGHTED_OPS | _INTEGER_OPS] or compute
     if not counted:
         return None
     if precision == "int8":

@@ -273,6 +273,20 @@ def _sort_with_subgraph_inputs(graph: onnx.GraphProto) -> None:
         graph.node.extend(nodes)
 
 
+def weighted_nodes(model_proto, op_types=WEIGHTED_OPS) -> list[str]:
+    """Nodes of `op_types` that multiply by a weight (Conv, ConvTranspose, Gemm, MatMul with a constant operand):
+    where INT8 saves most of its time. Attention's activation-by-activation MatMuls, normalisations and element-wise ops are
+    not among them."""
+    index = GraphIndex(model_proto)
+
+    def constant(tensor: str) -> bool:
+        producer = index.producer(tensor)
+        return tensor in index.initializers or (producer is not None and producer.op_type == "Constant")
+
+    return [node.name for node in index.nodes
+            if node.op_type in op_types and any(constant(t) for t in node.input[1:] if t)]
+
+
 def all_nodes(graph: onnx.GraphProto):
     """Every node, those inside If/Loop/Scan bodies included."""
     for node in graph.node:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from ..errors import PrecisionError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = ("minmax", "entropy", "percentile", "dynamic")  # dynamic: ranges measured at run time, no calibration
 QDQ_STYLES = ("onnxruntime", "tensorrt")
 # int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
 # (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
@@ -15,13 +15,14 @@ WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
 
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """FP32, FP16 or INT8 (Q/DQ from calibration), optionally keeping named nodes or op types in FP32.
+    """FP32, FP16 or INT8 (Q/DQ from calibration, or method "dynamic": ONNX Runtime's dynamic quantisation of
+    MatMul), optionally keeping named nodes or op types in FP32.
 
     A non-empty `keep_fp32` makes the plan "mixed".
     """
 
     precision: str = "fp32"
-    method: str | None = None  # int8 only: minmax | entropy | percentile
+    method: str | None = None  # int8 only: minmax | entropy | percentile (calibrated) | dynamic (int8.quantize_dynamic)
     qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
@@ -41,6 +42,14 @@ class PrecisionPlan:
             if self.weight_rounding not in WEIGHT_ROUNDINGS:
                 raise PrecisionError(f"Unknown weight rounding {self.weight_rounding!r}: choose one of "
                                      f"{', '.join(WEIGHT_ROUNDINGS)}.")
+            if self.method == "dynamic" and self.qdq_style != "onnxruntime":
+                raise PrecisionError("method='dynamic' uses ONNX Runtime's integer ops (DynamicQuantizeLinear, "
+                                     "MatMulInteger), which TensorRT cannot parse: use qdq_style='onnxruntime', or a "
+                                     "calibrated method (minmax, entropy, percentile) for TensorRT-style Q/DQ.")
+            if self.method == "dynamic" and self.weight_rounding != "nearest":
+                raise PrecisionError(f"weight_rounding={self.weight_rounding!r} changes the Conv weights and biases "
+                                     "of calibrated INT8 plans; method='dynamic' quantises MatMul only: use "
+                                     "weight_rounding='nearest'.")
         else:
             object.__setattr__(self, "method", None)
             object.__setattr__(self, "qdq_style", None)
@@ -53,7 +62,7 @@ class PrecisionPlan:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.precision == "int8"
+        return self.precision == "int8" and self.method != "dynamic"
 
     @property
     def gptq(self) -> bool:

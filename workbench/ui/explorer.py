@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from .._optional import require
+from ..choices import dynamic_selection, explorer_methods
 from ..errors import WorkbenchError
 from .loader import Loader
 
@@ -68,6 +69,7 @@ class Explorer:
         self._session_lock = threading.Lock()
         self._results: dict[str, RunResult] = {}  # every configuration tried, by cache key
         self._views: dict[tuple, object] = {}  # rendered widgets and HTML, by what they show
+        self._methods: dict[str, list[str]] = {}  # INT8 methods offered, by model content hash
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-explorer")
         self._generation = 0
         self._running = 0  # generation of the computation in progress (progress of older ones is not shown)
@@ -87,7 +89,9 @@ class Explorer:
         self.precision = widgets.ToggleButtons(options=[("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8")],
                                                value="fp32", description="Precision")
         self.calibration = widgets.Dropdown(options=_calibration_names(model), description="Calibration")
-        self.method = widgets.Dropdown(options=list(METHODS), value=METHODS[0], description="Method")
+        # "dynamic" joins the calibrated methods once the model is known to have a MatMul it quantises
+        self.method = widgets.Dropdown(options=[m for m in METHODS if m != "dynamic"], value=METHODS[0],
+                                       description="Method")
         self.qdq_style = widgets.Dropdown(options=list(QDQ_STYLES), value=QDQ_STYLES[0], description="Q/DQ style")
         self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=DEFAULT_BATCH, description="Batch")
         self.status = widgets.HTML()
@@ -166,11 +170,12 @@ class Explorer:
     def selection(self) -> dict:
         """The run() arguments for the current widget values."""
         int8 = self.precision.value == "int8"
-        return {"precision": self.precision.value, "batch": self.batch.value,
-                "calibration": self.calibration.value if int8 else None,
-                "method": self.method.value if int8 else None,
-                "qdq_style": self.qdq_style.value if int8 else None,
-                "keep_fp32": self.mixed.keep_fp32() if int8 and self.mixed is not None else ()}
+        selection = {"precision": self.precision.value, "batch": self.batch.value,
+                     "calibration": self.calibration.value if int8 else None,
+                     "method": self.method.value if int8 else None,
+                     "qdq_style": self.qdq_style.value if int8 else None,
+                     "keep_fp32": self.mixed.keep_fp32() if int8 and self.mixed is not None else ()}
+        return dynamic_selection(selection) if selection["method"] == "dynamic" else selection
 
     # ---- work ---------------------------------------------------------------------------------
     def session(self, model: str | None = None, backend: str | None = None):
@@ -280,17 +285,25 @@ class Explorer:
         self._choices_filled = True
 
     def _fit_calibration(self, session, generation: int, config: dict) -> dict:
-        """Offer the session's calibration sets; a set name from another model becomes this model's first set."""
+        """Offer the session's calibration sets and the INT8 methods its model takes; a set name from another model
+        becomes this model's first set, and "dynamic" for a model it does not suit becomes the first method."""
         names = list(session.calibration_sets)
+        methods = self._methods.setdefault(session.model.content_hash, explorer_methods(session.model.proto))
         with self._lock:
-            if self._current(generation) and tuple(names) != tuple(self.calibration.options):
+            if self._current(generation):
                 self._refreshing = True
                 try:
-                    current = self.calibration.value
-                    self.calibration.options = names
-                    self.calibration.value = current if current in names else (names[0] if names else None)
+                    for control, options in ((self.calibration, names), (self.method, methods)):
+                        if tuple(options) != tuple(control.options):
+                            current = control.value
+                            control.options = options
+                            control.value = current if current in options else (options[0] if options else None)
+                    self._sync_int8_controls()
                 finally:
                     self._refreshing = False
+        if config["method"] is not None and config["method"] not in methods:
+            config = {**config, "method": methods[0], "calibration": names[0] if names else None,
+                      "qdq_style": self.qdq_style.value}
         if config["calibration"] is not None and config["calibration"] not in names:
             config = {**config, "calibration": names[0] if names else None}
         return config
@@ -453,12 +466,16 @@ class Explorer:
         int8 = self.precision.value == "int8"
         for name in INT8_CONTROLS:
             getattr(self, name).disabled = not int8
+        if self.method.value == "dynamic":  # run-time ranges: no calibration set, ONNX Runtime's ops only
+            self.calibration.disabled = self.qdq_style.disabled = True
 
     def _on_setting(self, change) -> None:
-        if change["owner"] is self.precision:
+        if change["owner"] in (self.precision, self.method):
             self._sync_int8_controls()
-        elif change["owner"] in (self.calibration, self.method, self.qdq_style) and self.precision.value != "int8":
+        if change["owner"] in (self.calibration, self.method, self.qdq_style) and self.precision.value != "int8":
             return  # INT8-only settings change nothing at FP32/FP16
+        if change["owner"] in (self.calibration, self.qdq_style) and self.method.value == "dynamic":
+            return  # dynamic INT8 uses neither
         if not self._refreshing:
             self.request()
 
@@ -468,7 +485,7 @@ class Explorer:
 
     def _refresh_calibration_options(self) -> None:
         """Offer the current session's calibration sets (e.g. after adding one to the session)."""
-        self._fit_calibration(self.session(), self._generation, {"calibration": None})
+        self._fit_calibration(self.session(), self._generation, {"calibration": None, "method": None})
 
 
 def _sample_names() -> list[str]:
@@ -486,7 +503,9 @@ def _calibration_names(model: str) -> list[str]:
 
 def _config_text(config: dict) -> str:
     text = config["precision"].upper()
-    if config["precision"] == "int8":
+    if config["method"] == "dynamic":
+        text += " (dynamic ranges, no calibration)"
+    elif config["precision"] == "int8":
         text += f" ({config['method']}, {config['qdq_style']} Q/DQ, {config['calibration']})"
     return f"{text}, batch {config['batch']}"
 

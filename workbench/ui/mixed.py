@@ -136,8 +136,7 @@ class MixedPrecisionTab:
         self.status.value = html.escape(
             f"{len(found.configurations)} configurations measured ({found.stopped}); fastest with at most "
             f"{found.max_drop:g} {METRIC_UNITS[found.metric]} lost: {chosen.kept_text if chosen else 'none'}"
-            + (f", {chosen.latency_ms:.3f} ms median ({chosen.speedup_vs_fp32:.2f}x FP32)"
-               if chosen and chosen.speedup_vs_fp32 else "") + ". Click a point to select it.")
+            + (f", {chosen.timing_text}" if chosen else "") + ". Click a point to select it.")
         if chosen is not None and chosen.precision != "fp32":
             self.select(chosen.keep_fp32)
 
