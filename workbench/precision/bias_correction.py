@@ -9,7 +9,8 @@ mean error per output channel from the layer's bias. Here it is done layer by la
 measured with every earlier correction in place, so a layer corrects only what is left of the error that reaches
 it; the error is taken where the next layer reads the value (after the output's Quantize/Dequantize, so a ReLU6
 folded into the output's range is accounted for). Only the int32 bias values change (same scales, Q/DQ placement
-and kernels), so the plan runs exactly as fast as without it.
+and kernels), so the plan runs exactly as fast as without it. Cost: one FP32 pass over the calibration set, then
+one pass of the quantised graph per corrected layer (EfficientNet-Lite0, 50 layers, 256 images: about 30 s).
 """
 from __future__ import annotations
 
