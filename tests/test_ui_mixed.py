@@ -34,10 +34,10 @@ def test_ticking_a_unit_keeps_it_in_fp32(explorer):
 def test_find_the_fastest_within_budget_selects_the_chosen_plan(explorer):
     explorer.mixed.max_drop.value = 0.0
     explorer.mixed.metric.value = "cosine"
-    explorer.mixed.budget.value = 3
+    explorer.mixed.budget.value = 4  # three full plans (nearest, gptq, gptq+bc), then one with units kept FP32
     explorer.mixed.search().result(timeout=600)
     found = explorer.mixed.found
-    assert found is not None and 2 <= len(found.configurations) <= 4
+    assert found is not None and 2 <= len(found.configurations) <= 5
     assert "configurations measured" in explorer.mixed.status.value
     assert any(trace.customdata is not None for trace in explorer.mixed.pareto.data)
     shown = explorer.wait()

@@ -212,7 +212,7 @@ class RunResult:
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
-    weight_rounding: str | None = None  # int8: "nearest" or "gptq" (None: not int8, or a result from before it)
+    weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc" (None: not int8, or a result from before it)
 
     @property
     def label(self) -> str:
@@ -222,8 +222,8 @@ class RunResult:
                                             else self.calibration)
         style = self.qdq_style if self.method != "dynamic" else None  # dynamic INT8 has no Q/DQ style to name
         parts = [p for p in (self.method, style, calibration) if p]
-        if self.weight_rounding == "gptq":
-            parts.append("gptq weights")
+        if self.weight_rounding not in (None, "nearest"):
+            parts.append(f"{self.weight_rounding} weights")
         if self.keep_fp32:
             parts.append(_kept_text(self.keep_fp32))
         return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"

@@ -195,8 +195,9 @@ class Workbench:
         `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`. `dims`: sizes of
         dynamic axes other than batch for the latency and profile runs, by symbolic name (e.g. {"sequence": 64});
         the eval data is repeated or cut along those axes. Accuracy is always measured on the eval data as it is.
-        `weight_rounding` (int8): "nearest" (default, ONNX Runtime's) or "gptq" (error-compensating rounding of
-        Conv weights from the calibration set, workbench.precision.gptq; same scales and kernels).
+        `weight_rounding` (int8): "nearest" (default, ONNX Runtime's), "gptq" (error-compensating rounding of
+        Conv weights from the calibration set, workbench.precision.gptq) or "gptq+bc" (GPTQ, then each Conv/Gemm
+        bias corrected for its output's mean error, workbench.precision.bias_correction); same scales and kernels.
         """
         job = self._prepare(precision, calibration=calibration, calibration_size=calibration_size, method=method,
                             qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,

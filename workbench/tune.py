@@ -25,7 +25,7 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
-from .precision import dynamic, gptq
+from .precision import bias_correction, dynamic, gptq
 from .precision.int8 import weighted_nodes
 from .precision.plan import WEIGHT_ROUNDINGS
 from .results import RetimedLatency, RunResult, baseline_of, speedup_over
@@ -127,7 +127,7 @@ class TunedConfig:
     on_frontier: bool = False
     step: str = ""  # how the search got here
     cache_key: str | None = None
-    weight_rounding: str | None = None  # int8: "nearest" or "gptq"
+    weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc"
     retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
     retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
 
@@ -352,7 +352,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
 
     Each combination of `methods` x `qdq_styles` is measured fully quantised first (by default, for INT8 of a model
     with constant-weight MatMuls, also method "dynamic": ranges at run time, `precision.dynamic`), with the first of
-    `weight_roundings` (int8: "nearest", then "gptq", which only changes the integer weights, so it costs no speed);
+    `weight_roundings` (int8: "nearest", then "gptq", then "gptq+bc", which only change the integer weights and
+    biases, so they cost no speed);
     when none is within budget, again with the next rounding, and so on. The search then starts from
     the fastest within budget, else the most accurate, ranks its units (`sensitivity`, `confirm` of them
     measured), keeps the unit whose revert helps most in FP32, re-ranks from the new configuration's drift, and
@@ -424,8 +425,9 @@ class _Search:
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
                 break
-            if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto):
-                continue  # it would rebuild the nearest-rounded plan
+            if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto) or rounding == "gptq+bc" \
+                    and not bias_correction.corrects_any(self.workbench.model.proto):
+                continue  # it would rebuild the previous rounding's plan
             combos = [(method, style) for method in methods for style in qdq_styles if method != "dynamic"
                       or (style in (None, "onnxruntime") and rounding in (None, "nearest"))][:self.budget - self.spent]
             starts += [self.measure("quantise all", [], precision=precision, calibration=calibration, method=method,

@@ -33,7 +33,7 @@ from ..calibration import CalibrationSet
 from ..errors import PrecisionError
 from ..graph import GraphIndex
 from ..models.spec import Model
-from . import gptq
+from . import bias_correction, gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
                         range_key)
 from .plan import PrecisionPlan
@@ -149,10 +149,12 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
         if errors:
             notes.append(f"ONNX Runtime's quantiser fails on {len(failing)} node(s) of this graph "
                          f"({_describe(errors[0])}): kept in FP32 automatically: {_name_list(failing)}")
-    if plan.weight_rounding == "gptq":
+    if plan.gptq:
         notes.append(_round_with_gptq(quantized, target, batches, (model.content_hash, calibration.content_hash)))
     if plan.qdq_style == "tensorrt":
         _unquantize_weighted_add_inputs(quantized.graph)
+    if plan.bias_correction:
+        notes.append(_correct_biases(quantized, target, batches))
     if not any(node.op_type == "QuantizeLinear" for node in all_nodes(quantized.graph)):
         notes.append("ONNX Runtime's quantiser found nothing to quantise in this graph (e.g. every op sits inside "
                      "an If/Loop body or is not a quantisable type): the INT8 model computes in FP32")
@@ -172,6 +174,17 @@ def _round_with_gptq(quantized: onnx.ModelProto, target: onnx.ModelProto, batche
     _loads(quantized)
     return (f"weights of {rounded} Conv node(s) rounded by GPTQ (error-compensating rounding from the calibration "
             "set's input statistics) instead of to nearest; same scales and kernels")
+
+
+def _correct_biases(quantized: onnx.ModelProto, target: onnx.ModelProto, batches) -> str:
+    """Bias correction in place (same scales and kernels); returns the note saying what it did."""
+    corrected = bias_correction.correct_biases(quantized, target, batches)
+    _loads(quantized)
+    if not corrected:
+        return ("bias correction found no quantised Conv/Gemm with a bias of its own to correct: biases as "
+                "quantised")
+    return (f"biases of {corrected} Conv/Gemm node(s) corrected for the mean error of their output on the "
+            "calibration set (empirical bias correction, layer by layer); same scales and kernels")
 
 
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel weights) exists from opset 13

@@ -8,7 +8,9 @@ from ..errors import PrecisionError
 PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("minmax", "entropy", "percentile", "dynamic")  # dynamic: ranges measured at run time, no calibration
 QDQ_STYLES = ("onnxruntime", "tensorrt")
-WEIGHT_ROUNDINGS = ("nearest", "gptq")  # int8 weights: ONNX Runtime's round-to-nearest, or GPTQ (precision.gptq)
+# int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
+# (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
+WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,7 @@ class PrecisionPlan:
     qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
-    weight_rounding: str | None = None  # int8 only: nearest | gptq
+    weight_rounding: str | None = None  # int8 only: nearest | gptq | gptq+bc
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -44,9 +46,10 @@ class PrecisionPlan:
                 raise PrecisionError("method='dynamic' uses ONNX Runtime's integer ops (DynamicQuantizeLinear, "
                                      "MatMulInteger), which TensorRT cannot parse: use qdq_style='onnxruntime', or a "
                                      "calibrated method (minmax, entropy, percentile) for TensorRT-style Q/DQ.")
-            if self.method == "dynamic" and self.weight_rounding == "gptq":
-                raise PrecisionError("weight_rounding='gptq' rounds the Conv weights of calibrated INT8 plans; "
-                                     "method='dynamic' quantises MatMul only: use weight_rounding='nearest'.")
+            if self.method == "dynamic" and self.weight_rounding != "nearest":
+                raise PrecisionError(f"weight_rounding={self.weight_rounding!r} changes the Conv weights and biases "
+                                     "of calibrated INT8 plans; method='dynamic' quantises MatMul only: use "
+                                     "weight_rounding='nearest'.")
         else:
             object.__setattr__(self, "method", None)
             object.__setattr__(self, "qdq_style", None)
@@ -62,10 +65,20 @@ class PrecisionPlan:
         return self.precision == "int8" and self.method != "dynamic"
 
     @property
+    def gptq(self) -> bool:
+        """INT8 weights rounded by GPTQ."""
+        return self.weight_rounding in ("gptq", "gptq+bc")
+
+    @property
+    def bias_correction(self) -> bool:
+        """INT8 biases corrected for the mean error of each layer's output."""
+        return self.weight_rounding == "gptq+bc"
+
+    @property
     def label(self) -> str:
         """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
         style = self.qdq_style if self.method != "dynamic" else None  # dynamic INT8 has no Q/DQ style to name
-        parts = [p for p in (self.method, style) if p] + ["gptq"] * (self.weight_rounding == "gptq")
+        parts = [p for p in (self.method, style) if p] + [self.weight_rounding] * self.gptq
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
