@@ -212,7 +212,8 @@ class RunResult:
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
-    weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc" (None: not int8, or a result from before it)
+    # int8: "nearest", "gptq" or "gptq+bc" (None: not int8, or a result from before it)
+    weight_rounding: str | None = None
 
     @property
     def label(self) -> str:

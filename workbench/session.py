@@ -185,8 +185,8 @@ class Workbench:
     # ---- running ------------------------------------------------------------------------------
     def run(self, precision: str = "fp32", *, calibration: str | CalibrationSet | None = None,
             calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
-            keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS, profile: bool = True, drift: bool = True,
-            backend: str | None = None, dims: dict[str, int] | None = None,
+            keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS, profile: bool = True,
+            drift: bool = True, backend: str | None = None, dims: dict[str, int] | None = None,
             weight_rounding: str | None = None) -> RunResult:
         """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
         with per-layer latency and, for reduced precision, drift from FP32.

@@ -361,8 +361,9 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     weighted layers alone (`weighted_nodes`); after PATIENCE reverts that help little it keeps one role of the
     repeated blocks at a time in FP32 (`_Search.revert_roles`), then groups ranked by harm per ms
     (`_Search.revert_groups`). `run_options` (batch, runs, dims, drift, ...) go to every
-    `Workbench.run`. The chosen configuration is the one with the lowest median latency among those within budget
-    (FP32 itself when no other is); each carries its speed-up verdict against FP32.
+    `Workbench.run`. The chosen configuration is the fastest within budget (FP32 itself when no other is): FP32 and
+    the FINALISTS fastest plans within budget are timed again in turns (`Workbench.retime`) and the fastest of those
+    timings wins; each configuration carries its speed-up verdict against FP32.
     """
     if metric not in METRICS:
         raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
@@ -425,8 +426,8 @@ class _Search:
         for rounding in roundings:  # a later rounding only when no start so far is within budget
             if any(self.drop(r) <= self.max_drop for r in starts):
                 break
-            if rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto) or rounding == "gptq+bc" \
-                    and not bias_correction.corrects_any(self.workbench.model.proto):
+            if (rounding == "gptq" and not gptq.rounds_any(self.workbench.model.proto)) or (
+                    rounding == "gptq+bc" and not bias_correction.corrects_any(self.workbench.model.proto)):
                 continue  # it would rebuild the previous rounding's plan
             combos = [(method, style) for method in methods for style in qdq_styles if method != "dynamic"
                       or (style in (None, "onnxruntime") and rounding in (None, "nearest"))][:self.budget - self.spent]

@@ -275,8 +275,8 @@ def _sort_with_subgraph_inputs(graph: onnx.GraphProto) -> None:
 
 def weighted_nodes(model_proto, op_types=WEIGHTED_OPS) -> list[str]:
     """Nodes of `op_types` that multiply by a weight (Conv, ConvTranspose, Gemm, MatMul with a constant operand):
-    where INT8 saves most of its time. Attention's activation-by-activation MatMuls, normalisations and element-wise ops are
-    not among them."""
+    where INT8 saves most of its time. Attention's activation-by-activation MatMuls, normalisations and element-wise
+    ops are not among them."""
     index = GraphIndex(model_proto)
 
     def constant(tensor: str) -> bool:

@@ -22,7 +22,7 @@ class PrecisionPlan:
     """
 
     precision: str = "fp32"
-    method: str | None = None  # int8 only: minmax | entropy | percentile (calibrated) | dynamic (int8.quantize_dynamic)
+    method: str | None = None  # int8 only: minmax | entropy | percentile (calibrated) | dynamic (precision.dynamic)
     qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from .._optional import require
 from ..choices import dynamic_selection, explorer_methods
-from .figures import figure_output
 from ..errors import WorkbenchError
+from .figures import figure_output
 from .loader import Loader
 
 if TYPE_CHECKING:
