@@ -40,9 +40,9 @@ class Spy:
         self.calls = 0
         original = Workbench._measure
 
-        def measure(session, job):
+        def measure(session, job, **steps):
             self.calls += 1
-            return original(session, job)
+            return original(session, job, **steps)
         monkeypatch.setattr(Workbench, "_measure", measure)
 
 

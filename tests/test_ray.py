@@ -24,7 +24,7 @@ class Flaky(Workbench):
     """Breaks FP16 on purpose, and kills its worker process on the first TensorRT-style INT8 run; logs each
     measurement with its process's calibration count to `<cache>/measured.log`."""
 
-    def _measure(self, job):
+    def _measure(self, job, **steps):
         from workbench.precision import cache_stats
 
         log = Path(self._settings["cache_dir"]) / "measured.log"
@@ -34,7 +34,7 @@ class Flaky(Workbench):
         if job.plan.qdq_style == "tensorrt" and not killed.exists():
             killed.write_text(str(os.getpid()))
             os._exit(1)  # the worker process dies mid-task
-        result = super()._measure(job)
+        result = super()._measure(job, **steps)
         with log.open("a") as handle:
             handle.write(f"{job.plan.label} {os.getpid()} {cache_stats.calibrations}\n")
         return result

@@ -132,10 +132,10 @@ def test_sweep_returns_one_result_per_config(session, runs, no_builds):
 
 def test_a_failing_configuration_does_not_stop_a_sequential_sweep(env, labelled_sample):
     class BrokenFP16(Workbench):
-        def _measure(self, job):
+        def _measure(self, job, **steps):
             if job.plan.precision == "fp16":
                 raise PrecisionError("FP16 broken on purpose")
-            return super()._measure(job)
+            return super()._measure(job, **steps)
 
     session = BrokenFP16(labelled_sample, progress=False)  # batch 2: not in the cache, so every config is measured
     results = session.sweep([{"precision": p, "batches": (2,), **FAST} for p in ("fp16", "fp32", "int8")])

@@ -27,9 +27,9 @@ class WorkSpy:
         self.measured, self.transformed = [], []
         measure, transform = Workbench._measure, workbench.precision.apply_plan
 
-        def spy_measure(session, job):
+        def spy_measure(session, job, **steps):
             self.measured.append(job.plan.label)
-            return measure(session, job)
+            return measure(session, job, **steps)
 
         def spy_transform(*args, **kwargs):
             self.transformed.append(args[1])

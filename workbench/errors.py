@@ -42,3 +42,7 @@ class OutputError(WorkbenchError, OSError):
     """An output file cannot be written where asked (a device, a folder, an input, an unwritable place).
 
     Also an OSError, so code that degrades on write failures (the cache) keeps catching it."""
+
+
+class Cancelled(WorkbenchError):
+    """Work was cancelled (`CancelToken.cancel`) before it finished; nothing half-done was cached."""

@@ -19,6 +19,8 @@ from .backends import DEFAULT_BACKEND, engine_options, get_backend, option_names
 from .cache import ResultCache
 from .calibration import DEFAULT_SIZE, CalibrationSet
 from .errors import CalibrationError, InputSpecError
+from .jobs import CancelToken, Progress, ProgressCallback
+from .jobs import check as check_cancel
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
 from .limits import array_bytes, capped_threads, check_memory
 from .machine import this_machine
@@ -42,8 +44,9 @@ OPEN_ENGINES = 3  # engines kept built per session (least recently used closed f
 
 
 @dataclass
-class _Job:
-    """A validated configuration: everything `run` needs, resolved before any work starts."""
+class Job:
+    """A validated configuration: everything `execute` needs, resolved before any work starts. `key` is its cache
+    key (model hash, plan, calibration, engine and options, batches, data)."""
 
     plan: PrecisionPlan
     calibration: CalibrationSet | None
@@ -55,6 +58,10 @@ class _Job:
     notes: list[str]
     key: str
     dims: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.plan.label} on {self.backend}, batch {self.batches[0]}"
 
 
 class Workbench:
@@ -137,7 +144,7 @@ class Workbench:
         self._backends: dict[str, Backend] = {}
         self._variants: dict[str, Model] = {}
         self._engines: OrderedDict[str, Engine] = OrderedDict()
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._references: dict[tuple[str, int], list[np.ndarray]] = {}
         self._subsets: dict[tuple[str, int], tuple[CalibrationSet, CalibrationSet]] = {}
 
@@ -183,13 +190,16 @@ class Workbench:
         return calibration
 
     # ---- running ------------------------------------------------------------------------------
-    def run(self, precision: str = "fp32", *, calibration: str | CalibrationSet | None = None,
+    def run(self, precision: str | PrecisionPlan = "fp32", *, calibration: str | CalibrationSet | None = None,
             calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
             keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS, profile: bool = True,
             drift: bool = True, backend: str | None = None, dims: dict[str, int] | None = None,
             weight_rounding: str | None = None) -> RunResult:
         """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
         with per-layer latency and, for reduced precision, drift from FP32.
+
+        `precision` is a precision name with the plan's fields as keywords (`method`, `qdq_style`, `keep_fp32`,
+        `weight_rounding`), or a whole `PrecisionPlan` (then those keywords stay unset).
 
         `calibration` (int8): a set name or a CalibrationSet (default: the first set), of which the first
         `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`. `dims`: sizes of
@@ -199,11 +209,11 @@ class Workbench:
         Conv weights from the calibration set, workbench.precision.gptq) or "gptq+bc" (GPTQ, then each Conv/Gemm
         bias corrected for its output's mean error, workbench.precision.bias_correction); same scales and kernels.
         """
-        job = self._prepare(precision, calibration=calibration, calibration_size=calibration_size, method=method,
-                            qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,
-                            profile=profile, drift=drift, backend=backend, dims=dims,
-                            weight_rounding=weight_rounding)
-        return self._execute(job)
+        job = self.prepare_run(precision, calibration=calibration, calibration_size=calibration_size, method=method,
+                               qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,
+                               profile=profile, drift=drift, backend=backend, dims=dims,
+                               weight_rounding=weight_rounding)
+        return self.execute(job)
 
     def sweep(self, configs: list[dict], *, executor: str = "sequential", ray_address: str | None = None,
               max_retries: int = 2) -> list[RunResult]:
@@ -215,7 +225,7 @@ class Workbench:
         `self.failures` and the others still run (the returned list holds their results). See
         workbench.distributed.
         """
-        jobs = [self._prepare(**config) for config in configs]
+        jobs = [self.prepare_run(**config) for config in configs]
         if executor == "ray":
             from .distributed import ray_sweep
 
@@ -229,7 +239,7 @@ class Workbench:
         with tqdm(jobs, desc="sweep", unit="config", disable=not self.progress) as bar:
             for job in bar:
                 try:
-                    results.append(self._execute(job))
+                    results.append(self.execute(job))
                 except Exception as exc:  # noqa: BLE001 - reported like a Ray task's failure; the others go on
                     self.failures.append(failure_of(job, exc))
                     bar.write(f"failed: {self.failures[-1].label}: {self.failures[-1].error}")
@@ -318,13 +328,25 @@ class Workbench:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
         return self.engine(result).optimized_model()
 
-    # ---- internals ------------------------------------------------------------------------------
-    def _prepare(self, precision: str = "fp32", *, calibration=None, calibration_size: int = DEFAULT_SIZE,
-                 method=None, qdq_style=None, keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS,
-                 profile: bool = True, drift: bool = True, backend: str | None = None,
-                 dims: dict[str, int] | None = None, weight_rounding: str | None = None) -> _Job:
-        plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32),
-                             weight_rounding=weight_rounding)
+    # ---- jobs: prepare, look up, execute ---------------------------------------------------------------
+    def prepare_run(self, precision: str | PrecisionPlan = "fp32", *, method=None, qdq_style=None, keep_fp32=(),
+                    weight_rounding: str | None = None, **job_options) -> Job:
+        """The Job that `run` with these same arguments would execute."""
+        if isinstance(precision, PrecisionPlan):
+            if method or qdq_style or keep_fp32 or weight_rounding:
+                raise InputSpecError("run() got a PrecisionPlan and plan keywords (method, qdq_style, keep_fp32, "
+                                     "weight_rounding): put them in the plan (dataclasses.replace(plan, ...)).")
+            plan = precision
+        else:
+            plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32),
+                                 weight_rounding=weight_rounding)
+        return self.prepare(plan, **job_options)
+
+    def prepare(self, plan: PrecisionPlan, *, backend: str | None = None, batch: int = 8, batches=None,
+                calibration=None, calibration_size: int = DEFAULT_SIZE, runs: int = DEFAULT_RUNS,
+                profile: bool = True, drift: bool = True, dims: dict[str, int] | None = None) -> Job:
+        """Validate one configuration (plan, engine, batch sizes, calibration set) and give it its cache key; no
+        work is done. `is_cached(job)` says whether `execute(job)` answers at once."""
         # an explicitly given set is validated for every precision; the default one only when it is used
         needed = plan.needs_calibration or calibration is not None
         chosen = self._calibration(calibration, calibration_size) if needed else None
@@ -343,20 +365,27 @@ class Workbench:
                              options=self._options(backend_obj).to_json(),
                              eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
                              latency_stats=LATENCY_STATS)
-        job = _Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
+        job = Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         self._jobs[key] = job
         return job
 
-    def _execute(self, job: _Job) -> RunResult:
+    def is_cached(self, job: Job) -> bool:
+        """Whether `execute(job)` is answered from the cache (no engine is built, nothing is measured)."""
+        return self._cached(job) is not None
+
+    def execute(self, job: Job, *, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> RunResult:
+        """Measure `job`, or return it from the cache. `progress` is called with a `Progress` before every step;
+        `cancel` is checked between steps (`Cancelled` is raised and nothing is cached)."""
         result = self._cached(job)
         if result is None:
-            result = self._measure(job)
+            result = self._measure(job, progress=progress, cancel=cancel)
             self.cache.put(job.key, result.to_json())
         if all(r.cache_key != job.key for r in self.results):
             self.results.append(result)
         return result
 
-    def _cached(self, job: _Job) -> RunResult | None:
+    def _cached(self, job: Job) -> RunResult | None:
         """The cached result of `job` when one passes the schema and describes this very configuration."""
         def decode(data: dict) -> RunResult:
             check_run_json(data)
@@ -367,14 +396,19 @@ class Workbench:
             return result
         return self.cache.get(job.key, decode=decode)
 
-    def _measure(self, job: _Job) -> RunResult:
+    # ---- internals ------------------------------------------------------------------------------
+    def _measure(self, job: Job, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> RunResult:
         plan = job.plan
         backend = self._backend(job.backend)
         steps = ["precision", "build", "latency", "accuracy"] + ["profile"] * job.profile + \
             ["drift"] * (job.drift and plan.precision != "fp32")
         with tqdm(total=len(steps), desc=plan.label, unit="step", leave=False, disable=not self.progress) as bar:
             def step(name: str) -> None:
+                check_cancel(cancel)
                 bar.set_postfix_str(name)
+                if progress is not None:
+                    progress(Progress(job.label, name, steps.index(name), len(steps)))
                 if self.on_step is not None:  # not bar.n: a disabled bar does not count
                     self.on_step(name, steps.index(name), len(steps))
 
@@ -413,6 +447,7 @@ class Workbench:
                 feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
                 drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend))
                 bar.update()
+        check_cancel(cancel)  # cancelled during the last step: nothing is cached
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
         notes = list(dict.fromkeys([*step_notes, *engine.notes, *job.notes, *self._notes(plan),
                                     *_layer_time_notes(ratio)]))
@@ -442,7 +477,7 @@ class Workbench:
         after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS // 2)
         return timings, float(np.median(before.times_ms + after.times_ms))
 
-    def _variant(self, job: _Job) -> Model:
+    def _variant(self, job: Job) -> Model:
         """Apply the plan; reduced-precision models are kept on disk too, so the fusion view rebuilds them fast."""
         if job.plan.precision == "fp32":
             return self.model
@@ -620,7 +655,7 @@ class Workbench:
             return (1, 8, 32)[i] if axis == 0 else 1
         return tuple(tuple(dim(axis, d, i) for axis, d in enumerate(spec.shape)) for i in range(3))
 
-    def _job_of(self, result: RunResult) -> _Job:
+    def _job_of(self, result: RunResult) -> Job:
         """The configuration behind a result; for a result from elsewhere, rebuilt from its fields."""
         if result.cache_key in self._jobs:
             return self._jobs[result.cache_key]
@@ -630,7 +665,7 @@ class Workbench:
                              keep_fp32=tuple(result.keep_fp32), weight_rounding=result.weight_rounding)
         known = self.calibration_sets.get(result.calibration)
         calibration = known if known is not None and known.content_hash == result.calibration_hash else None
-        job = _Job(plan, calibration, result.backend, [result.headline_latency.batch], result.headline_latency.runs,
+        job = Job(plan, calibration, result.backend, [result.headline_latency.batch], result.headline_latency.runs,
                    bool(result.engine), bool(result.drift), [], result.cache_key)
         self._jobs[job.key] = job
         return job

@@ -72,8 +72,8 @@ def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None,
             offered = explorer_methods(session.model.proto)
             for config in explorer_configs(sets, precisions=precisions, methods=[m for m in methods if m in offered],
                                            qdq_styles=qdq_styles, batches=batches):
-                job = session._prepare(**config, runs=runs)
-                tasks.append(_Task(session, config, job, session._cached(job) is not None))
+                job = session.prepare_run(**config, runs=runs)
+                tasks.append(_Task(session, config, job, session.is_cached(job)))
     report = WarmReport(configurations=len(tasks), cached=sum(t.cached for t in tasks))
     todo = [t for t in tasks if not t.cached]
     report.estimate_s = sum(_estimate(t, probes) for t in todo)
@@ -85,7 +85,7 @@ def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None,
         for task in bar:
             bar.set_postfix_str(f"{task.session.model.name} {task.job.plan.label} b{task.config['batch']}")
             try:
-                task.session._execute(task.job)
+                task.session.execute(task.job)
                 report.computed += 1
             except WorkbenchError as exc:
                 report.failed.append((f"{task.session.model.name} {task.job.plan.label} @ {task.job.backend}",

@@ -4,13 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import PrecisionError
+from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-PRECISIONS = ("fp32", "fp16", "int8")
-METHODS = ("minmax", "entropy", "percentile", "dynamic")  # dynamic: ranges measured at run time, no calibration
-QDQ_STYLES = ("onnxruntime", "tensorrt")
-# int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
-# (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
-WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
+__all__ = ["METHODS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
 
 
 @dataclass(frozen=True)
