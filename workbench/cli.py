@@ -391,7 +391,7 @@ def _app(args) -> int:
 
 def _plan(args, command_line: str) -> int:
     from .report import write_plan_report
-    from .trtplan import load_plan, load_plan_dir
+    from .trtplan import example_plans, load_plan, load_plan_dir
 
     profiles = args.profile or []
     if profiles and len(profiles) != len(args.graph_json):
@@ -403,7 +403,7 @@ def _plan(args, command_line: str) -> int:
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
-        if path.is_dir():
+        if path.is_dir() or source in example_plans():  # a folder, or a bundled example plan's name
             plans.append(load_plan_dir(path))
         else:
             plans.append(load_plan(path, profiles[i] if profiles else None))
@@ -472,10 +472,12 @@ def _lint(args, command_line: str) -> int:
 
     target = Path(args.target)
     check_outputs({"--json": args.json_path}, inputs=[target, *(target.glob("*.json") if target.is_dir() else ())])
-    if target.is_dir() or target.name.endswith(".graph.json"):
+    from .trtplan import example_plans
+
+    if target.is_dir() or target.name.endswith(".graph.json") or args.target in example_plans():
         from .trtplan import load_plan, load_plan_dir
 
-        plan = load_plan_dir(target) if target.is_dir() else load_plan(target)
+        plan = load_plan(target) if target.name.endswith(".graph.json") else load_plan_dir(target)
         name, findings = plan.name, lint_plan(plan)
     else:
         from .session import Workbench

@@ -174,6 +174,7 @@ class DriftPoint:
     sqnr_db: float  # inf when identical
     cosine: float
     max_abs_diff: float
+    position: int | None = None  # index among the FP32 graph's node outputs: one x axis for every variant
 
     def to_json(self) -> dict:
         # "identical" makes an infinite SQNR readable where strict JSON writes it as null (see strict_json).

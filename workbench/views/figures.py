@@ -342,9 +342,7 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
         raise WorkbenchError("None of these results has drift data: run a non-FP32 configuration with drift "
                              "measurement enabled (FP32 compared with itself has none).")
     colors = colors or config_colors(items)
-    order: list[str] = []
-    for r in items:
-        order.extend(p.tensor for p in r.drift if p.tensor not in order)
+    order = _graph_order([r.drift for r in items])
     position = {t: i + 1 for i, t in enumerate(order)}
     finite = [p.sqnr_db for r in items for p in r.drift if math.isfinite(p.sqnr_db)]
     cap = (max(finite) if finite else 0.0) + 10.0
@@ -378,6 +376,36 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
     fig.update_yaxes(title_text="cosine vs FP32", row=2, col=1)
     fig.update_xaxes(title_text="tensor position in graph order", row=2, col=1)
     return fig
+
+
+def _graph_order(point_lists: Sequence[Sequence]) -> list[str]:
+    """Every tensor of the drift point lists in the FP32 graph's order, whichever variant was computed first.
+
+    Points carry their position in the FP32 graph; results cached before they did are merged so that each list's
+    own (graph) order is kept: a topological order of "comes right after" pairs, ties in order of appearance.
+    """
+    points = [p for pts in point_lists for p in pts]
+    if all(p.position is not None for p in points):
+        return list(dict.fromkeys(p.tensor for p in sorted(points, key=lambda p: p.position)))
+    first = list(dict.fromkeys(p.tensor for p in points))
+    after: dict[str, set[str]] = {t: set() for t in first}
+    before = dict.fromkeys(first, 0)
+    for pts in point_lists:
+        for a, b in zip(pts, pts[1:]):
+            if b.tensor not in after[a.tensor]:
+                after[a.tensor].add(b.tensor)
+                before[b.tensor] += 1
+    rank = {t: i for i, t in enumerate(first)}
+    ready, order = sorted((t for t in first if not before[t]), key=rank.get), []
+    while ready:
+        tensor = ready.pop(0)
+        order.append(tensor)
+        for nxt in after[tensor]:
+            before[nxt] -= 1
+            if not before[nxt]:
+                ready.append(nxt)
+        ready.sort(key=rank.get)
+    return order + [t for t in first if t not in order]  # (a cycle cannot happen for subsequences of one order)
 
 
 # ---- latency vs accuracy -----------------------------------------------------------------------------------
