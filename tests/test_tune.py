@@ -336,13 +336,17 @@ def test_a_loss_in_one_role_is_found_by_keeping_that_role_in_fp32():
 def test_kept_text_says_what_stays_in_fp32():
     from workbench.tune import UNWEIGHTED, TunedConfig
 
-    def text(kept):
+    def text(kept, rounding=None):
         return TunedConfig("x", "int8", "minmax", "onnxruntime", [], kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0,
-                           0.0, True).kept_text
+                           0.0, True, weight_rounding=rounding).kept_text
 
     assert text([]) == "all int8" and text(["a"]) == "FP32: a" and text(["a", "b", "c"]) == "3 layers FP32"
     assert text([UNWEIGHTED]) == "weighted layers int8"
     assert text([UNWEIGHTED, "a", "b", "c"]) == "weighted layers int8, 3 layers FP32"
+    # the starts of one search differ by weight rounding: each names its own (notebook 07 once showed three
+    # identical "all int8" rows)
+    assert [text([], r) for r in ("nearest", "gptq", "gptq+bc")] == \
+        ["all int8", "all int8 (gptq weights)", "all int8 (gptq+bc weights)"]
 
 
 class _TimedUnderLoadWorkbench(_SpreadLossWorkbench):

@@ -160,6 +160,7 @@ def test_tradeoff_points_and_markers(results):
     assert len(points) == len(results)
     assert sorted(points) == sorted([(1.0, 0.85, "diamond"), (2.0, 0.90, "circle"), (2.2, 0.89, "circle-open")])
     assert fig.layout.yaxis.title.text == "top-1 accuracy"
+    assert fig.layout.yaxis.range[1] == 1.0 and all(t.cliponaxis is False for t in fig.data)  # ends at 100 %
     unlabelled = [_roundtrip(r) for r in results]
     unlabelled[1].accuracy.top1 = None
     assert tradeoff_figure(unlabelled).layout.yaxis.title.text == "top-1 agreement with FP32"
@@ -243,6 +244,19 @@ def _chain(n: int) -> tuple[Model, EngineGraph]:
     layers = [EngineLayer(f"fused{i}", "NegRelu", "fp32", [f"n{i}", f"n{i + 1}"], [f"t{i}"], [f"t{i + 2}"])
               for i in range(0, n, 2)]
     return model, EngineGraph("test", layers, model.node_names)
+
+
+def test_fusion_view_names_the_engine_kernel_as_notebook_02_and_the_report_do(model, ort_engine):
+    """An INT8 layer shows as QLinearConv (the kernel that runs) with the ONNX ops it covers, not as "Conv"."""
+    conv = next(l for l in ort_engine.layers if "conv1" in l.onnx_nodes)
+    int8 = EngineLayer(conv.name, "QLinearConv", "int8", list(conv.onnx_nodes), list(conv.inputs),
+                       list(conv.outputs))
+    engine = EngineGraph("onnxruntime", [int8 if l is conv else l for l in ort_engine.layers],
+                         list(ort_engine.source_nodes))
+    after = fusion_graph(model, engine).after_svg
+    covered = "+".join(dict.fromkeys(model.proto.graph.node[model.node_names.index(n)].op_type
+                                     for n in conv.onnx_nodes))
+    assert f"QLinearConv ({covered})" in after
 
 
 def test_fusion_graph_paginates_big_graphs():
@@ -385,8 +399,9 @@ def test_fusion_names_shapes_and_shape_arithmetic_are_readable():
     assert _dims_text(["unk__1", 32, "unk__5", "unk__6"]) == "batch×32×?×?"
     assert _dims_text(["batch", "sequence", 384]) == "batch×sequence×384"
     name = "/features/features.0/features.0.0/Conv_output_0_fusion_W_0.weight"
-    short = _short(name)
-    assert short.startswith("/features") and short.endswith("weight") and "…" in short
+    short = _short(name)  # the repeated scopes go, the end is cut: the block (features.0.0) stays readable
+    assert short.startswith("features.0.0/Conv") and short.endswith("…") and len(short) <= 34
+    assert _short("/_blocks.10/_depthwise_conv/static_padding/Reshape").startswith("_blocks.10/_depthwise_conv/")
     # x -> Shape -> Gather -> Unsqueeze -> Concat -> Reshape(x, shape) -> Relu: the four glue nodes are one box
     i = helper.make_tensor("i", TensorProto.INT64, [1], [0])
     minus = helper.make_tensor("m", TensorProto.INT64, [1], [-1])
@@ -423,7 +438,7 @@ def test_layer_group_labels_say_what_the_layer_computes():
 
     layer = EngineLayer("/_blocks.1/_swish/Clip_output_0_nchwc", "com.microsoft.nchwc.Conv", "fp32", ["conv"])
     label = LayerMatch(nodes=["conv"], layers_a=[layer]).label
-    assert label.startswith("Conv · /_blocks") and label.endswith("nchwc") and len(label) <= 34
+    assert label.startswith("Conv · _blocks.1/_swish/") and len(label) <= 34  # the block and module kept
     pair = LayerMatch(nodes=["g"], layers_b=[EngineLayer("fused /12/Gemm", "FusedGemm", "fp32", ["g"]),
                                              EngineLayer("/12/Relu", "Relu", "fp32", ["r"])]).label
     assert pair.startswith("FusedGemm+Relu · ") and pair.endswith("(+1)")

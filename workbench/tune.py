@@ -133,14 +133,18 @@ class TunedConfig:
 
     @property
     def kept_text(self) -> str:
-        """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers."""
+        """What this configuration keeps in FP32, for labels: 'all int8', or the kept layers; a weight rounding
+        other than the first ('nearest') is named, so the starts of one search read apart."""
         if self.precision == "fp32":
             return "FP32"
         units = [u for u in self.kept_units if u != UNWEIGHTED]
         kept = ("FP32: " + ", ".join(units)) if len(units) <= 2 else f"{len(units)} layers FP32"
         if len(units) < len(self.kept_units):
-            return f"weighted layers {self.precision}" + (f", {kept}" if units else "")
-        return kept if units else f"all {self.precision}"
+            text = f"weighted layers {self.precision}" + (f", {kept}" if units else "")
+        else:
+            text = kept if units else f"all {self.precision}"
+        rounding = self.weight_rounding not in (None, WEIGHT_ROUNDINGS[0])
+        return text + (f" ({self.weight_rounding} weights)" if rounding else "")
 
     @property
     def timing_text(self) -> str:

@@ -95,12 +95,16 @@ def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
     return 52 + 17 * len(lines)
 
 
-def _middle(text: str, limit: int = 34) -> str:
-    """Middle ellipsis keeps a name's start (scope) and end (op) readable."""
+def short_name(text: str, limit: int = 34) -> str:
+    """A long layer or tensor name shortened for a label, keeping the part that tells it apart (the block):
+    the leading "/" and scopes repeated by the next one ("features/features.0/features.0.0" -> "features.0.0")
+    go first, then the end is cut. Hovers and tooltips keep the whole name."""
     if len(text) <= limit:
         return text
-    head = (limit - 1) // 2
-    return text[:head] + "…" + text[-(limit - 1 - head):]
+    parts = text.strip("/").split("/")
+    parts = [p for p, following in zip(parts, parts[1:] + [""]) if not following.startswith((p + ".", p + "_"))]
+    short = "/".join(parts)
+    return short if len(short) <= limit else short[:limit - 1] + "…"
 
 
 def _results(results: RunResult | Iterable[RunResult]) -> list[RunResult]:
@@ -202,7 +206,7 @@ def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph
             xaxis_title="latency per inference (ms)", barmode="overlay")
     fig.update_layout(legend_title_text=f"layer {color_by}:")
     fig.update_yaxes(categoryorder="array", categoryarray=categories, autorange="reversed",
-                     tickvals=categories, ticktext=[_middle(c) for c in categories])
+                     tickvals=categories, ticktext=[short_name(c) for c in categories])
     return fig
 
 
@@ -236,7 +240,7 @@ class LayerMatch:
         layers = self.layers_a or self.layers_b
         kinds = "+".join(dict.fromkeys(re.split(r"[:.]", layer.type)[-1] for layer in layers))  # no op domain
         more = f" (+{len(layers) - 1})" if len(layers) > 1 else ""
-        return f"{_middle(kinds, 14)} · {_middle(layers[0].name, 30 - min(len(kinds), 14) - len(more))}{more}"
+        return f"{short_name(kinds, 14)} · {short_name(layers[0].name, 30 - min(len(kinds), 14) - len(more))}{more}"
 
 
 def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatch]:
@@ -326,7 +330,7 @@ def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors
     longest = max([m.latency_a_ms for m in shown] + [m.latency_b_ms for m in shown] + [0.0])
     fig.update_xaxes(range=[0, longest * 1.15 or 1])  # room for the ×N labels right of the longest bar
     fig.update_yaxes(categoryorder="array", categoryarray=labels, autorange="reversed", tickvals=labels,
-                     ticktext=[_middle(c, 38) for c in labels])  # labels keep their "#2"
+                     ticktext=[short_name(c, 38) for c in labels])  # labels keep their "#2"
     return fig
 
 
@@ -440,9 +444,10 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
     _layout(fig, title="Latency vs accuracy", subtitle=subtitle, min_height=480, xaxis_title="median latency per batch (ms)",
             yaxis_title="top-1 accuracy" if use_top1 else "top-1 agreement with FP32")
     values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
-    if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
+    if values:  # accuracies live in [0, 1]: the axis ends at 100 %, markers there are drawn whole over its edge
         low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02], tickformat=".0%")
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.0], tickformat=".0%")
+        fig.update_traces(cliponaxis=False)
     return fig
 
 

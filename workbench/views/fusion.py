@@ -22,6 +22,7 @@ from ..errors import MissingDependencyError, WorkbenchError
 from ..models.spec import Model
 from ..output import atomic_write
 from ..results import RunResult
+from .figures import short_name
 
 # Pastel fills keep black label text readable; greys (unfused layers) and pale yellows (inserted layers)
 # are left out so a fused group is never mistaken for either.
@@ -290,11 +291,7 @@ def _dims_text(dims) -> str:
 
 
 def _short(text: str) -> str:
-    """Middle ellipsis: the start (scope) and end (op) of a long name stay readable; the tooltip has it whole."""
-    if len(text) <= _LABEL_CHARS:
-        return text
-    head = (_LABEL_CHARS - 1) // 2
-    return text[:head] + "…" + text[-(_LABEL_CHARS - 1 - head):]
+    return short_name(text, _LABEL_CHARS)
 
 
 @dataclass
@@ -432,14 +429,17 @@ def _before_graph(graph: GraphIndex, names: list[str], units: list[_Unit], remov
 
 
 def _computes(unit: _Unit, nodes, undrawn: set[int]) -> str:
-    """What a layer computes, from the ONNX ops it covers: "Conv+Relu" (Q/DQ, constants and shape arithmetic left
-    out), else the engine's type."""
+    """What a layer runs and computes: the engine's kernel, then the ONNX ops it covers when they differ, e.g.
+    "QLinearConv (Conv+Relu)" (Q/DQ, constants and shape arithmetic left out), as notebook 02 and the report
+    name INT8 kernels."""
+    engine = re.split(r"[:.]", unit.layer.type)[-1]  # no op domain ("com.microsoft.nchwc.Conv" -> "Conv")
     ops = [nodes[i].op_type for i in unit.nodes if i not in undrawn] or [nodes[i].op_type for i in unit.nodes]
     core = [op for op in ops if op not in _QDQ] or ops
     core = [op for k, op in enumerate(core) if k == 0 or op != core[k - 1]]
-    if not core:
-        return unit.layer.type
-    return "+".join(core) if len(core) <= 4 else "+".join(core[:3]) + f"+… ({len(core)} ops)"
+    if not core or core == [engine]:
+        return engine
+    covered = "+".join(core) if len(core) <= 4 else "+".join(core[:3]) + f"+… ({len(core)} ops)"
+    return f"{engine} ({covered})"
 
 
 def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str], nodes, undrawn: set[int]):
