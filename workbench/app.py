@@ -59,10 +59,19 @@ def app_notebook(model: str, *, backend: str = "onnxruntime", cache_dir=None, sh
 
 
 def voila_command(notebook: Path, *, host: str, port: int) -> list[str]:
-    """The Voila server command line: no browser, no token (loopback), source cells stripped."""
+    """The Voila server command line: no browser, no token (loopback), source cells stripped, the workbench's
+    offline page template (run it with `voila_environment()`, which finds that template)."""
     return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--Voila.ip={host}", f"--port={port}",
             "--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=False",
-            f"--Voila.root_dir={notebook.parent}"]
+            f"--Voila.root_dir={notebook.parent}", "--template=workbench"]
+
+
+def voila_environment() -> dict[str, str]:
+    """This environment with the package's data folder first on JUPYTER_PATH: Voila finds the "workbench" page
+    template there (workbench/data/voila/templates/workbench: Voila's lab page without CDN requests)."""
+    data = Path(__file__).resolve().parent / "data"
+    path = os.pathsep.join(filter(None, [str(data), os.environ.get("JUPYTER_PATH")]))
+    return dict(os.environ, PYTHONUNBUFFERED="1", JUPYTER_PATH=path)
 
 
 def serve(model: str, *, backend: str = "onnxruntime", cache_dir=None, shared_cache=None, host: str = DEFAULT_HOST,
@@ -84,7 +93,7 @@ def serve(model: str, *, backend: str = "onnxruntime", cache_dir=None, shared_ca
                                                     shared_cache=shared_cache, runs=runs, threads=threads)))
         echo(f"app: serving the explorer at http://{host}:{port}/ (Ctrl-C to stop)")
         process = subprocess.Popen(voila_command(notebook, host=host, port=port), cwd=folder,
-                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                   env=voila_environment())
         previous = signal.signal(signal.SIGTERM, _interrupt)  # a terminated app stops its server too
         try:
             return process.wait()
