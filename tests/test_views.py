@@ -334,7 +334,8 @@ def test_long_layer_lists_show_the_slowest_and_sum_the_rest():
     rest = next(t for t in fig.data if t.name == "other layers")
     assert rest.x[0] == pytest.approx(sum(0.001 * i for i in range(60)))
     assert fig.layout.autosize and fig.layout.width is None  # width follows the container
-    assert fig.layout.height <= 1400 and fig.layout.legend.x > 1  # the legend is outside the plot, never over bars
+    # the legend is outside the plot (under it, at the bottom of the figure), never over bars
+    assert fig.layout.height <= 1400 and fig.layout.legend.yref == "container" and fig.layout.legend.y == 0
 
 
 def test_each_configuration_keeps_one_distinct_colour_across_figures(results):

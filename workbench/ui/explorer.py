@@ -22,6 +22,7 @@ from .._optional import require
 from ..choices import dynamic_selection, explorer_methods
 from ..errors import WorkbenchError
 from .figures import figure_output
+from .layout import LAYOUT_STYLE
 from .loader import Loader
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ class Explorer:
         self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            widgets.HTML(VIEWS_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
+            widgets.HTML(VIEWS_STYLE + LAYOUT_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
             widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
             layout=widgets.Layout(width="100%"))

@@ -49,19 +49,24 @@ def config_colors(results: Iterable[RunResult]) -> dict[str, str]:
     return colors
 
 
+_LEGEND_CHARS = 40  # legend lines (the legend sits under the plot, so the plot keeps the width)
+
+
 def _layout(fig: go.Figure, *, title: str, subtitle: str = "", rows: int = 0, row_px: int = 22,
             min_height: int = 320, max_height: int = 1400, legend: bool = True, **layout) -> go.Figure:
     """Common layout: width follows the container (autosize), height follows the rows (capped), the legend
-    sits right of the plot (the margin grows to fit it) so it never covers data."""
+    sits under the plot (the bottom margin grows to fit it) so it never covers data and, at 1024 px with
+    JupyterLab's sidebar open, leaves the plot its width."""
     top = titled(fig, title, subtitle)
     fig.update_layout(
         autosize=True, height=min(max_height, max(min_height, row_px * rows + 94 + top)),
         margin=dict(l=10, r=10, t=top, b=50),
-        legend=dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", title_text=""),
+        legend=dict(orientation="h", xref="container", x=0.01, xanchor="left", yref="container", y=0.0,
+                    yanchor="bottom", title_text=""),
         showlegend=legend, **layout)
     for trace in fig.data:  # long configuration labels wrap in the legend instead of squeezing the plot
-        if trace.name and len(trace.name) > 30 and "<br>" not in trace.name:
-            trace.name = wrap_label(trace.name, 30)
+        if trace.name and len(trace.name) > _LEGEND_CHARS and "<br>" not in trace.name:
+            trace.name = wrap_label(trace.name, _LEGEND_CHARS)
     fig.update_yaxes(automargin=True)
     fig.update_xaxes(automargin=True)
     return fig
@@ -80,12 +85,13 @@ def wrap_label(text: str, width: int = 22) -> str:
 
 
 def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
-    """Set a title with a smaller subtitle that wraps at about 90 characters; returns the top margin it needs (px).
+    """Set a title with a smaller subtitle that wraps at about 60 characters (it starts at the plot's left edge:
+    so it fits over the plot of a 560 px figure); returns the top margin it needs (px).
 
     The subtitle is an annotation sitting on the plot area and growing upwards, the title hangs from the top edge:
     plotly's own subtitle does not wrap, and wrapped by hand it grows up into the title in a FigureWidget.
     """
-    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 90).split("<br>")] \
+    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 60).split("<br>")] \
         if subtitle else []
     fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
                                  yref="container", pad=dict(t=10)))

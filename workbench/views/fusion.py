@@ -37,6 +37,18 @@ INSERTED_COLOR = "#fff3b0"  # reorder / cast / Q-DQ glue the engine added
 REMOVED_COLOR = "#ffffff"  # ONNX node no layer claims (folded or eliminated)
 GLUE_COLOR = "#f4f4f4"  # collapsed shape arithmetic
 _LABEL_CHARS = 34
+# Side by side from STACK_BELOW_PX of view width; narrower (1024x768 with JupyterLab's file browser open) the
+# "After fusion" column goes under the "Before" one, each scrolling inside itself, so it is always reachable.
+STACK_BELOW_PX = 760
+_FUSION_STYLE = (
+    "<style>.workbench-fusion-view{max-width:100%;container-type:inline-size}"
+    ".workbench-fusion-columns{display:flex;flex-direction:row;gap:12px;align-items:flex-start;width:100%}"
+    ".workbench-fusion-before,.workbench-fusion-after{min-width:0;overflow:auto;max-height:75vh;"
+    "border:1px solid #e4e4e4;border-radius:4px;padding:4px;box-sizing:border-box}"
+    ".workbench-fusion-before{flex:1 1 0}.workbench-fusion-after{flex:0 1 auto;max-width:48%}"
+    f"@container (max-width:{STACK_BELOW_PX}px){{.workbench-fusion-columns{{flex-direction:column}}"
+    ".workbench-fusion-before,.workbench-fusion-after{flex:none;width:100%;max-width:100%;max-height:60vh}}"
+    "</style>")
 # Ops that compute on shapes when every input they read is a shape or a constant (Shape/Size start the chain).
 _SHAPE_SOURCES = frozenset({"Shape", "Size"})
 _SHAPE_OPS = frozenset({"Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Range", "ReduceProd",
@@ -97,16 +109,15 @@ class FusionView:
                   f"{s['fused_groups']} fused groups, {s['inserted_layers']} inserted, "
                   f"{s['removed_nodes']} removed · page {self.page + 1} of {self.pages}")
         # Both columns scroll inside themselves: the wide ONNX graph never pushes the engine layers off screen.
-        column = ('<div class="{}" style="flex:{};min-width:0;overflow:auto;max-height:75vh;border:1px solid #e4e4e4;'
-                  'border-radius:4px;padding:4px"><div style="font-weight:bold;position:sticky;top:0;left:0;'
+        column = ('<div class="{}"><div style="font-weight:bold;position:sticky;top:0;left:0;'
                   'background:#fff">{}</div>{}</div>')
-        return (f'<div class="workbench-fusion-view" style="max-width:100%">'
+        return (f'{_FUSION_STYLE}<div class="workbench-fusion-view">'
                 f'<div style="font-weight:bold;font-size:1.1em">{html.escape(self.title)}</div>'
                 f'<div style="font-size:0.9em;margin:2px 0 6px 0">{html.escape(counts)}</div>'
                 f'<div style="font-size:0.85em;margin-bottom:6px">{legend}</div>'
-                f'<div style="display:flex;flex-direction:row;gap:12px;align-items:flex-start;width:100%">'
-                f'{column.format("workbench-fusion-before", "1 1 0", "Before fusion (ONNX nodes)", _inline(self.before_svg))}'
-                f'{column.format("workbench-fusion-after", "0 1 auto;max-width:48%", "After fusion (engine layers)", _inline(self.after_svg))}'
+                f'<div class="workbench-fusion-columns">'
+                f'{column.format("workbench-fusion-before", "Before fusion (ONNX nodes)", _inline(self.before_svg))}'
+                f'{column.format("workbench-fusion-after", "After fusion (engine layers)", _inline(self.after_svg))}'
                 f'</div></div>')
 
 

@@ -53,7 +53,10 @@ _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
           "min-width:3em;max-width:7em;vertical-align:bottom}"
           ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
-          ".workbench-table td.wrap{white-space:normal;min-width:6em;max-width:16em}"
+          # long names wrap inside their cell (anywhere, they have no spaces) instead of running over the next
+          ".workbench-table td.wrap{white-space:normal;min-width:8em;max-width:26em;overflow-wrap:anywhere}"
+          # the summary's configuration label on at most two lines, so its rows stay short
+          ".workbench-summary td:first-child{min-width:18em}"
           ".workbench-table th[data-dir=asc]::after{content:' ▲'}.workbench-table th[data-dir=desc]::after"
           "{content:' ▼'}</style>")
 # Inline so it works inside widget HTML and saved reports alike (no <script> needed); sorts by each cell's data-v.
@@ -110,7 +113,8 @@ def summary_html(results, baseline=None) -> HtmlTable:
     listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     footnotes = (f'<ol class="workbench-table-notes" style="font-size:12px;margin:.2rem 0 .6rem 1.2rem;'
                  f'padding:0;max-width:60rem">{listed}</ol>') if notes else ""
-    return HtmlTable(html_table(marked, columns=["label", *keys], beneath=_INTERVALS) + footnotes)
+    return HtmlTable(html_table(marked, columns=["label", *keys], beneath=_INTERVALS,
+                                css_class="workbench-table workbench-summary") + footnotes)
 
 
 def _results_list(results) -> list:
