@@ -83,15 +83,18 @@ TRUNCATED_TABS_JS = """(root) => [...root.querySelectorAll('.lm-TabBar-tab')].fi
   const label = t.querySelector('.lm-TabBar-tabLabel') || t;
   return label.scrollWidth > label.clientWidth + 1 || label.scrollHeight > label.clientHeight + 1;
 }).map(t => t.innerText)"""
-# Scroll the "After fusion" column of the page on display into view; where its first engine layer then is.
+# Bring the first engine layer of the "After fusion" column (of the page on display) on screen as a person would:
+# the column into view, then the column's own scrollbars; where that layer then is, with the column's visible box.
 AFTER_REACHABLE_JS = """(root) => {
   const page = [...root.querySelectorAll('.workbench-fusion-view')].find(v => v.offsetParent !== null);
   const column = page && page.querySelector('.workbench-fusion-after');
   if (!column) return null;
   column.scrollIntoView({block: 'start', inline: 'nearest'});
   const node = [...column.querySelectorAll('g.node')].find(g => /^a\\d+$/.test(g.querySelector('title').textContent));
-  const r = node.getBoundingClientRect();
-  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+  node.scrollIntoView({block: 'nearest', inline: 'nearest'});
+  const r = node.getBoundingClientRect(), c = column.getBoundingClientRect();
+  const inside = r.left >= c.left - 1 && r.right <= c.right + 1 && r.top >= c.top - 1 && r.bottom <= c.bottom + 1;
+  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, inside,
           width: document.documentElement.clientWidth, height: document.documentElement.clientHeight};
 }"""
 DRIFT_X_JS = """(root) => [...root.querySelectorAll('.js-plotly-plot')].filter(gd => gd.offsetParent !== null &&
@@ -222,7 +225,8 @@ def _fusion_page_problems(page, panel, tmp_path: Path, size: str) -> list[str]:
         box = panel.evaluate(AFTER_REACHABLE_JS)
         if box is None:
             problems.append(f"{where}: no 'After fusion' column")
-        elif not (0 <= box["left"] and box["right"] <= box["width"] and 0 <= box["top"] < box["height"]):
+        elif not (box["inside"] and 0 <= box["left"] and box["right"] <= box["width"]
+                  and 0 <= box["top"] < box["height"]):
             problems.append(f"{where}: the first 'After fusion' layer cannot be brought on screen: {box}")
         _shot(page, tmp_path, f"{size}-fusion-page{number}-after")
     for _ in range(pages - 1):

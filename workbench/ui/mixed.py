@@ -40,7 +40,14 @@ class MixedPrecisionTab:
         self.metric = widgets.Dropdown(options=["agreement", "top1", "cosine"], value="agreement",
                                        description="Metric")
         self.max_drop = widgets.BoundedFloatText(value=1.0, min=0.0, max=100.0, step=0.1, description="Max drop")
-        self.budget = widgets.BoundedIntText(value=6, min=1, max=50, description="Budget")
+        from ..tune import METRIC_UNITS  # (the tab is built with the first work, the tuner already loaded)
+
+        # the drop's unit follows the metric ("points of agreement with FP32", ...)
+        self.drop_unit = widgets.HTML(f"<span style='color:#555'>{METRIC_UNITS[self.metric.value]}</span>")
+        self.metric.observe(lambda change: setattr(
+            self.drop_unit, "value", f"<span style='color:#555'>{METRIC_UNITS[change['new']]}</span>"), names="value")
+        self.budget = widgets.BoundedIntText(value=6, min=1, max=50, description="Budget",
+                                             style={"description_width": "initial"})
         self.find = widgets.Button(description="Find the fastest within budget", button_style="primary",
                                    layout=widgets.Layout(width="260px"))
         self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))
@@ -52,7 +59,9 @@ class MixedPrecisionTab:
         self.clear.on_click(lambda _: self.select(()))
         self.widget = widgets.VBox([
             self.intro, self.units_box,
-            widgets.HBox([self.metric, self.max_drop, self.budget]), widgets.HBox([self.find, self.clear]),
+            widgets.HBox([self.metric, self.max_drop, self.drop_unit, self.budget],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            widgets.HBox([self.find, self.clear]),
             self.status, self._pareto_box, self.lint])
 
     # ---- what the explorer asks -----------------------------------------------------------------
