@@ -48,11 +48,12 @@ _IN_LABEL = ("precision", "method", "style", "calibration", "backend")
 
 _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0}"
           ".workbench-table{border-collapse:collapse;font-size:12.5px;line-height:1.35;width:auto}"
-          ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 5px;vertical-align:top;"
-          "text-align:left;white-space:nowrap}"
+          # (inside the wrapper: beats JupyterLab's right-aligned cells of rendered HTML)
+          ".workbench-table-wrap .workbench-table th,.workbench-table-wrap .workbench-table td{border:1px solid #ddd;"
+          "padding:3px 5px;vertical-align:top;text-align:left;white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
           "min-width:3em;max-width:7em;vertical-align:bottom}"
-          ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
+          ".workbench-table-wrap .workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
           # long names wrap inside their cell (anywhere, they have no spaces) instead of running over the next
           ".workbench-table td.wrap{white-space:normal;min-width:8em;max-width:26em;overflow-wrap:anywhere}"
           # the summary's configuration label on at most two lines, so its rows stay short
