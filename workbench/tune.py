@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tqdm.auto import tqdm
 
@@ -25,17 +25,15 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
+from .limits import OPEN_ENGINES
 from .precision import bias_correction, dynamic, gptq
 from .precision.int8 import weighted_nodes
-from .precision.plan import WEIGHT_ROUNDINGS
+from .precision.plan import WEIGHT_ROUNDINGS, PrecisionPlan
 from .results import RetimedLatency, RunResult, baseline_of, speedup_over
-from .session import DEFAULT_RUNS, OPEN_ENGINES
+from .vocabulary import DEFAULT_BUDGET, DEFAULT_CONFIRM, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, TUNE_METRICS
 
-METRICS = ("top1", "agreement", "cosine")
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
                 "cosine": "cosine to FP32 (absolute)"}
-DEFAULT_BUDGET = 8
-DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
 FINALISTS = OPEN_ENGINES - 1  # reduced configurations re-timed with FP32 before choosing (the engines kept open)
@@ -110,10 +108,7 @@ class TunedConfig:
     """One configuration the search measured, with its speed and accuracy against FP32."""
 
     label: str
-    precision: str
-    method: str | None
-    qdq_style: str | None
-    keep_fp32: list[str]
+    plan: PrecisionPlan  # its fields are keys of the JSON
     kept_units: list[str]  # units (their nodes) kept in FP32, in the order the search kept them
     latency_ms: float  # headline median
     latency_p90_ms: float
@@ -127,9 +122,28 @@ class TunedConfig:
     on_frontier: bool = False
     step: str = ""  # how the search got here
     cache_key: str | None = None
-    weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc"
     retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
     retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
+    @property
+    def method(self) -> str | None:
+        return self.plan.method
+
+    @property
+    def qdq_style(self) -> str | None:
+        return self.plan.qdq_style
+
+    @property
+    def keep_fp32(self) -> list[str]:
+        return list(self.plan.keep_fp32)
+
+    @property
+    def weight_rounding(self) -> str | None:
+        return self.plan.weight_rounding
 
     @property
     def kept_text(self) -> str:
@@ -152,7 +166,9 @@ class TunedConfig:
                                                       if self.speedup_vs_fp32 else "")
 
     def to_json(self) -> dict:
-        return {**asdict(self), "kept_text": self.kept_text}
+        data = asdict(self)
+        data.pop("plan")
+        return {**data, **self.plan.to_record(), "kept_text": self.kept_text}
 
 
 @dataclass
@@ -194,8 +210,8 @@ class TuneResult:
 # ---- metrics ------------------------------------------------------------------------------------
 def metric_value(result: RunResult, metric: str) -> float:
     """`metric` of a result: top1 and agreement in percent, cosine as is."""
-    if metric not in METRICS:
-        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
+    if metric not in TUNE_METRICS:
+        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(TUNE_METRICS)}.")
     accuracy = result.accuracy
     value = None if accuracy is None else {"top1": accuracy.top1, "agreement": accuracy.top1_agreement,
                                            "cosine": accuracy.cosine}[metric]
@@ -317,7 +333,7 @@ def rank_by_drift(result: RunResult, model_proto, units: list[QuantUnit]) -> lis
 
 
 # ---- session-level work ---------------------------------------------------------------------------
-def sensitivity(workbench, result: RunResult, *, metric: str = "agreement", confirm: int = DEFAULT_CONFIRM,
+def sensitivity(workbench, result: RunResult, *, metric: str = DEFAULT_METRIC, confirm: int = DEFAULT_CONFIRM,
                 progress: bool | None = None, **run_options) -> SensitivityReport:
     """Rank the units of `result` (a reduced-precision result of `workbench`) by harm: the drift proxy for all,
     confirmed for the `confirm` top ones by running `result`'s configuration with that unit also kept in FP32.
@@ -329,8 +345,7 @@ def sensitivity(workbench, result: RunResult, *, metric: str = "agreement", conf
     value = metric_value(result, metric)
     show = workbench.progress if progress is None else progress
     for entry in tqdm(units[:max(confirm, 0)], desc="sensitivity", unit="unit", disable=not show):
-        trial = workbench.run(**_plan_options(result), keep_fp32=[*result.keep_fp32, *entry.unit.nodes],
-                              **run_options)
+        trial = workbench.run(**_plan_options(result, keep=[*result.keep_fp32, *entry.unit.nodes]), **run_options)
         entry.recovered = metric_value(trial, metric) - value
         entry.confirmed_label, entry.confirmed_latency_ms = trial.label, trial.headline_latency.median
     confirmed = sorted((u for u in units if u.recovered is not None), key=lambda u: -u.recovered)
@@ -343,7 +358,7 @@ def _baseline(workbench, result: RunResult, run_options: dict) -> RunResult:
     return baseline_of(result, workbench.results) or workbench.run("fp32", **run_options)
 
 
-def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
+def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DROP, metric: str = DEFAULT_METRIC,
          budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
          weight_roundings=WEIGHT_ROUNDINGS, confirm: int = DEFAULT_CONFIRM, progress: bool | None = None,
          **run_options) -> TuneResult:
@@ -365,8 +380,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
     the FINALISTS fastest plans within budget are timed again in turns (`Workbench.retime`) and the fastest of those
     timings wins; each configuration carries its speed-up verdict against FP32.
     """
-    if metric not in METRICS:
-        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
+    if metric not in TUNE_METRICS:
+        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(TUNE_METRICS)}.")
     if budget < 1:
         raise InputSpecError(f"budget={budget}: allow at least one configuration to be measured.")
     if max_drop < 0:
@@ -445,7 +460,7 @@ class _Search:
             # outliers in normalisation, attention and activation outputs (transformers) often cost most of the
             # accuracy while the weighted layers hold most of the time: try quantising those alone
             light = self.measure("quantise weighted layers only", [UNWEIGHTED],
-                                 **_plan_options(current), keep_fp32=[*current.keep_fp32, *others])
+                                 **_plan_options(current, keep=[*current.keep_fp32, *others]))
             if self.drop(light) <= self.max_drop:
                 return "weighted layers alone are within budget", sensitivity(
                     self.workbench, light, metric=self.metric, confirm=0, progress=False, **self.run_options)
@@ -455,8 +470,8 @@ class _Search:
         kept = self.measured[current.cache_key][1]
         for entry in report.units:  # the confirmations ran through the cache: record them (no new work)
             if entry.recovered is not None:
-                self.measure(f"confirm {entry.unit.name}", [*kept, entry.unit.name], **_plan_options(current),
-                             keep_fp32=[*current.keep_fp32, *entry.unit.nodes])
+                self.measure(f"confirm {entry.unit.name}", [*kept, entry.unit.name], **_plan_options(
+                    current, keep=[*current.keep_fp32, *entry.unit.nodes]))
         return self.revert(current, report.units), report
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
@@ -475,7 +490,7 @@ class _Search:
                 return "budget used up"
             tried.add(candidate.unit.name)
             trial = self.measure(f"keep {candidate.unit.name}", [*kept, candidate.unit.name],
-                                 **_plan_options(current), keep_fp32=keep)
+                                 **_plan_options(current, keep=keep))
             gain, gap = self.drop(current) - self.drop(trial), self.drop(current) - self.max_drop
             if gain > 0:
                 # a revert that closes less than WEAK_STEP of the gap still counts, but as a sign that the loss is
@@ -498,8 +513,8 @@ class _Search:
         for group in roles(ranking)[:max(0, (self.budget - self.spent) // 2)]:
             names = [*kept, *(u.unit.name for u in group)]
             trial = self.measure(f"keep role {role_of(group[0].unit)} ({len(group)} units)", names,
-                                 **_plan_options(current),
-                                 keep_fp32=[*current.keep_fp32, *(n for u in group for n in u.unit.nodes)])
+                                 **_plan_options(current, keep=[*current.keep_fp32,
+                                                                 *(n for u in group for n in u.unit.nodes)]))
             if self.drop(trial) < self.drop(best):
                 best, best_kept = trial, names
         if best is current:
@@ -518,8 +533,8 @@ class _Search:
             keep = [n for n in current.keep_fp32 if n not in nodes]
             if self.spent >= self.budget and not self._has(current, keep):
                 break
-            trial = self.measure(f"quantise {unit} again", [u for u in kept if u != unit], **_plan_options(current),
-                                 keep_fp32=keep)
+            trial = self.measure(f"quantise {unit} again", [u for u in kept if u != unit], **_plan_options(
+                                     current, keep=keep))
             if self.drop(trial) <= self.max_drop:
                 current, kept = trial, [u for u in kept if u != unit]
         return current, kept
@@ -534,8 +549,8 @@ class _Search:
             if self.spent >= self.budget and not self._has(current, keep):
                 return None
             names = [*kept, *(u.unit.name for u in order[:k])]
-            trial = self.measure(f"keep {k} units with most harm per ms", names, **_plan_options(current),
-                                 keep_fp32=keep)
+            trial = self.measure(f"keep {k} units with most harm per ms", names, **_plan_options(
+                                     current, keep=keep))
             return self.drop(trial) <= self.max_drop
 
         low, k = 0, min(2, len(order))  # `low` units are known not to be enough
@@ -557,24 +572,21 @@ class _Search:
         return "within budget"
 
     def _has(self, current: RunResult, keep: list[str]) -> bool:
-        return any(sorted(r.keep_fp32) == sorted(keep) and r.method == current.method
-                   and r.qdq_style == current.qdq_style and r.weight_rounding == current.weight_rounding
-                   for r, _, _ in self.measured.values())
+        wanted = replace(current.plan, keep_fp32=tuple(sorted(keep)))
+        return any(replace(r.plan, keep_fp32=tuple(sorted(r.keep_fp32))) == wanted for r, _, _ in self.measured.values())
 
     def config(self, result: RunResult, kept: list[str], step: str) -> TunedConfig:
         head = result.headline_latency
         drop = self.drop(result)
         gain = speedup_over(result, self.baseline)
-        return TunedConfig(label=result.label, precision=result.precision, method=result.method,
-                           qdq_style=result.qdq_style, keep_fp32=list(result.keep_fp32), kept_units=list(kept),
+        return TunedConfig(label=result.label, plan=result.plan, kept_units=list(kept),
                            latency_ms=head.median, latency_p90_ms=head.p90, batch=head.batch,
                            speedup_vs_fp32=gain.ratio if gain else None,
                            speedup_ci=None if gain is None or gain.low is None else [gain.low, gain.high],
                            speedup_verdict="baseline" if result is self.baseline else
                            gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
-                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
-                           weight_rounding=result.weight_rounding)
+                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
 
 
 def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], runs: int) -> TunedConfig | None:
@@ -594,11 +606,10 @@ def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], run
     return min(finalists, key=lambda c: c.retimed.median_ms)
 
 
-def _plan_options(result: RunResult) -> dict:
-    """The run() arguments that rebuild `result`'s precision plan (keep_fp32 aside)."""
-    return {"precision": result.precision, "calibration": result.calibration, "method": result.method,
-            "qdq_style": result.qdq_style, "calibration_size": result.calibration_size or DEFAULT_SIZE,
-            "weight_rounding": result.weight_rounding}
+def _plan_options(result: RunResult, keep) -> dict:
+    """The run() arguments of `result`'s plan and calibration with `keep` (node names) kept in FP32."""
+    return {"precision": replace(result.plan, keep_fp32=tuple(keep)), "calibration": result.calibration,
+            "calibration_size": result.calibration_size or DEFAULT_SIZE}
 
 
 def _mark_frontier(configs: list[TunedConfig]) -> None:
