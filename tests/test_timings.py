@@ -82,6 +82,7 @@ def test_differences_inside_the_noise_are_no_measurable_difference():
     assert speedup_verdict(0.97, None, None) == NO_DIFFERENCE  # no run times kept: the effect size alone decides
 
 
+@pytest.mark.slow
 def test_equal_configurations_are_rarely_called_different():
     verdicts = [speedup(_stats(_times(1.0, 0.3, seed=2 * i)), _stats(_times(1.0, 0.3, seed=2 * i + 1))).verdict
                 for i in range(200)]
