@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .backends import DEFAULT_BACKEND, installed_backends
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS
@@ -21,7 +22,6 @@ DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a
 # The main job (`report` with no model): the default sample at a batch where reduced precision is measurably faster
 # on a 2-core CPU (at batch 8 it runs in ~0.3 ms, dominated by per-call overhead), on every installed CPU engine.
 MAIN_JOB_BATCH = 64
-MAIN_JOB_ENGINES = ("onnxruntime", "openvino")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,7 +168,7 @@ def _app_parser(sub) -> None:
         description="Serve the explorer (model, engine, precision, calibration, method, Q/DQ style, batch) as a web "
                     "page without code cells. Listens on 127.0.0.1 unless --host and --allow-remote say otherwise.")
     app.add_argument("model", nargs="?", default=None, help="sample shown first (default: the default sample)")
-    app.add_argument("--backend", default="onnxruntime", help="engine shown first (default onnxruntime)")
+    app.add_argument("--backend", default=DEFAULT_BACKEND, help=f"engine shown first (default {DEFAULT_BACKEND})")
     app.add_argument("--cache", dest="cache_dir", default=None,
                      help="private, writable cache (default $WORKBENCH_CACHE or ~/.cache/tensorrt-workbench)")
     app.add_argument("--shared-cache", default=None,
@@ -231,7 +231,7 @@ def _tune_parsers(sub) -> None:
     tune.add_argument("--batch", type=int, default=8, help="batch size for latency (default 8)")
     tune.add_argument("--runs", type=int, default=DEFAULT_RUNS,
                       help=f"timed runs per configuration (default {DEFAULT_RUNS})")
-    tune.add_argument("--backend", default="onnxruntime", help="engine (default onnxruntime)")
+    tune.add_argument("--backend", default=DEFAULT_BACKEND, help=f"engine (default {DEFAULT_BACKEND})")
     tune.add_argument("--cache-dir", default=None, help="result cache directory")
     tune.add_argument("--json", dest="json_path", default=None, help="write chosen plan, frontier, sensitivity")
     tune.add_argument("--bundle", default=None, help="export the chosen plan as a deployment bundle here")
@@ -245,7 +245,7 @@ def _tune_parsers(sub) -> None:
     lint.add_argument("target", help="sample name, ONNX file, torchvision:NAME, or TensorRT plan folder/graph")
     lint.add_argument("--precision", choices=PRECISIONS, default="int8", help="for a model (int8)")
     lint.add_argument("--qdq-style", choices=QDQ_STYLES, default=None, help="INT8 Q/DQ style")
-    lint.add_argument("--backend", default="onnxruntime", help="engine for a model (default onnxruntime)")
+    lint.add_argument("--backend", default=DEFAULT_BACKEND, help=f"engine for a model (default {DEFAULT_BACKEND})")
     lint.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     lint.add_argument("--cache-dir", default=None, help="result cache directory")
     lint.add_argument("--json", dest="json_path", default=None, help="write the findings here")
@@ -350,12 +350,9 @@ def _data_options(args) -> dict:
 
 def engines_and_batch(model: str | None, backends: list[str] | None, batch: int | None) -> tuple[list[str], int]:
     """The engines and batch of a `report`: as given; else the main job's (no model given: MAIN_JOB_BATCH on every
-    installed engine of MAIN_JOB_ENGINES), else ONNX Runtime at batch 8."""
-    from ._optional import available
-
+    installed CPU engine), else the default engine at batch 8."""
     main_job = model is None
-    engines = backends or ([name for name in MAIN_JOB_ENGINES if name == "onnxruntime" or available(name)]
-                           if main_job else ["onnxruntime"])
+    engines = backends or (installed_backends(device="cpu") if main_job else [DEFAULT_BACKEND])
     return engines, batch if batch is not None else (MAIN_JOB_BATCH if main_job else 8)
 
 

@@ -18,7 +18,7 @@ from ._version import __version__
 from .backends import DEFAULT_BACKEND, engine_options, get_backend, option_names
 from .cache import ResultCache
 from .calibration import DEFAULT_SIZE, CalibrationSet
-from .errors import CalibrationError, InputSpecError
+from .errors import CalibrationError, InputSpecError, PrecisionError
 from .jobs import CancelToken, Progress, ProgressCallback
 from .jobs import check as check_cancel
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
@@ -344,6 +344,9 @@ class Workbench:
         self._check_feed_memory(max(sizes), dims)
         backend_name = backend or self.backend_name
         backend_obj = self._backend(backend_name)
+        refusal = backend_obj.refusal(plan)
+        if refusal is not None:
+            raise PrecisionError(f"{plan.label} on {backend_name}: {refusal}")
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
                              backend_version=backend_obj.version(), backend_revision=backend_obj.revision,
@@ -621,7 +624,7 @@ class Workbench:
                                                     ("optimization_level", self.optimization_level))
                     if value is not None and (backend.name == self.backend_name
                                               or name in option_names(backend.name))}
-        if backend.name == "tensorrt":  # optimisation profiles come from the session's shape_range
+        if backend.capabilities.shape_ranges:  # e.g. TensorRT's optimisation profiles
             settings["shape_range"] = self._profile_ranges()
         return engine_options(backend, **{**settings, **self.engine_options.get(backend.name, {})})
 

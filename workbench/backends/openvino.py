@@ -14,7 +14,7 @@ import onnx
 from tqdm.auto import tqdm
 
 from .._optional import require
-from ..engine import Backend, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
+from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
 from ..graph import GraphIndex
 from ..models.onnx_source import with_unique_node_names
@@ -59,6 +59,9 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     options_type = OpenVinoOptions
+    # Triton has no OpenVINO platform here: a bundle serves the same ONNX with ONNX Runtime
+    capabilities = Capabilities(device="cpu", triton_platform="onnxruntime_onnx", triton_serves_measured=False,
+                                package="openvino")
 
     def __init__(self, device: str = "CPU") -> None:
         self._ov = require("openvino", extra="openvino", purpose="the OpenVINO backend")
@@ -182,7 +185,8 @@ class OpenVinoEngine(Engine):
             ))
         _claim_once(layers, self._index, self._op_nodes)
         return EngineGraph(backend=self.backend, layers=layers, source_nodes=list(self._node_names),
-                           measured_graph=f"OpenVINO CPU runtime model ({self.inference_precision})")
+                           measured_graph=f"OpenVINO CPU runtime model ({self.inference_precision})",
+                           device=OpenVinoBackend.capabilities.device)
 
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
                  progress: bool) -> list[LayerTiming]:

@@ -437,9 +437,9 @@ def join_profile(layers: list[EngineLayer], entries: list[ProfileEntry]) -> list
 
 
 def engine_graph(layers: list[EngineLayer], source_nodes: list[str] | None = None, *,
-                 backend: str = PLAN_BACKEND) -> EngineGraph:
+                 backend: str = PLAN_BACKEND, device: str = "gpu") -> EngineGraph:
     """Wrap parsed layers as an EngineGraph; without the ONNX model, source_nodes are the names the layers claim."""
     if source_nodes is None:
         source_nodes = list(dict.fromkeys(n for layer in layers for n in layer.onnx_nodes))
     return EngineGraph(backend=backend, layers=layers, source_nodes=list(source_nodes),
-                       measured_graph="TensorRT engine (inspector JSON)")
+                       measured_graph="TensorRT engine (inspector JSON)", device=device)
