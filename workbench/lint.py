@@ -15,6 +15,7 @@ from .engine import REDUCED_PRECISIONS, EngineGraph, EngineLayer
 from .results import RunResult
 from .trtplan import TrtPlan
 from .trtplan.parse import QDQ_OPS, node_op_type
+from .vocabulary import POOL_OPS, WEIGHTED_OPS
 
 DOMINANT_SHARE = 0.3  # one layer above this share of the summed layer time
 TINY_SHARE = 0.01  # a layer below this share is tiny ...
@@ -23,8 +24,8 @@ TINY_MIN_SHARE = 0.15  # ... taking this share together is a finding
 # channel multiples fast kernels want: TensorRT tensor cores (INT8 32, FP16/BF16 8); CPU engines block channels by 16
 GPU_ALIGNMENT = {"int8": 32, "fp16": 8, "bf16": 8, "mixed": 8}
 CPU_ALIGNMENT = {"int8": 16, "fp16": 16, "bf16": 16, "mixed": 16}
-_POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
-_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_POOL_OPS = frozenset(POOL_OPS)
+_WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
 _TRANSITION_TYPES = frozenset({"Reformat", "Cast", "Transpose", "Reorder", "Convert"})
 _FLOAT = frozenset({"fp32", "fp16", "bf16"})
 

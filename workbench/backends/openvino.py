@@ -19,13 +19,14 @@ from ..errors import BackendError
 from ..graph import GraphIndex
 from ..models.onnx_source import with_unique_node_names
 from ..models.spec import Model, TensorSpec
+from ..vocabulary import QDQ_OPS
 from .cpu_features import has_bf16, has_int8_dot
 
 _TAG = "onnx#"  # prefix of our provenance tags inside rt_info "originalLayersNames"
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
 _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 _HINTS = ("f32", "bf16", "f16")
-_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+_QDQ_OPS = {*QDQ_OPS, "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
 
 
 def baked_precision(proto: onnx.ModelProto) -> str:

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import vocabulary
 from ..engine import EngineGraph, EngineLayer
 from ..errors import PlanImportError
 from ..limits import MAX_NESTING, too_deep
 
 PLAN_BACKEND = "tensorrt-plan"
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+QDQ_OPS = frozenset(vocabulary.QDQ_OPS)
 
 _PROFILE_SUFFIX = re.compile(r"\s*\[profile \d+\]$")
 _REFORMAT = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor (\d+) to (.+)$")
