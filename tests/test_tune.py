@@ -141,13 +141,6 @@ def _stand_in_result(model, precision, keep, agreement, latency, layers, drift) 
                      drift=drift, cache_key=f"{precision}:{','.join(keep)}")
 
 
-def _named(precision, keep_fp32) -> tuple[str, tuple[str, ...]]:
-    """(precision name, sorted kept nodes) of what the search passes to `run`: a plan, or a name and keywords."""
-    if isinstance(precision, PrecisionPlan):
-        precision, keep_fp32 = precision.precision, precision.keep_fp32
-    return precision, tuple(sorted(keep_fp32))
-
-
 class _StandInWorkbench:
     """What the search needs of a session, without engines: `model`, `results`, `variant_model` and `run`."""
 
@@ -182,7 +175,7 @@ class _SpreadLossWorkbench(_StandInWorkbench):
         self.runs: list[tuple[str, ...]] = []
 
     def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
-        precision, keep = _named(precision, keep_fp32)
+        keep = tuple(sorted(keep_fp32))
         self.runs.append(keep)
         kept = {n for n in keep}
         layers = [EngineLayer(f"relu{i}_layer", "Relu", "fp32" if f"relu{i}" in kept or precision == "fp32"
@@ -272,7 +265,7 @@ class _RoleLossWorkbench(_StandInWorkbench):
         self.results: list[RunResult] = []
 
     def run(self, precision="fp32", *, keep_fp32=(), **_options) -> RunResult:
-        precision, keep = _named(precision, keep_fp32)
+        keep = tuple(sorted(keep_fp32))
         names = [n.name for n in self.model.proto.graph.node]
         layers = [EngineLayer(f"{n}_layer", "x", "fp32" if n in keep or precision == "fp32" else "int8", [n],
                               latency_ms=1.0) for n in names]
@@ -357,7 +350,7 @@ class _TimedUnderLoadWorkbench(_SpreadLossWorkbench):
 
     def run(self, precision="fp32", **options) -> RunResult:
         result = super().run(precision, **options)
-        if result.precision != "fp32":
+        if precision != "fp32":
             busy = 25.0 + len(result.keep_fp32)
             result.latency = [LatencyStats(8, busy, busy, busy, busy, 3, 1.0)]
         return result

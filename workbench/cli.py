@@ -12,7 +12,7 @@ from pathlib import Path
 from .backends import DEFAULT_BACKEND, installed_backends
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
-from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS
+from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS, PrecisionPlan
 from .results import strict_json
 from .vocabulary import (DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, METHODS, PRECISIONS,
                          QDQ_STYLES, TUNE_METRICS)
@@ -93,13 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plan_flags(parser, *, repeat: bool) -> None:
-    """One flag per INT8-only plan field (--method, --qdq-style, --weight-rounding, ...), choices from the vocabulary
-    (the first is the plan's default)."""
-    for name in INT8_FIELDS:
-        choices = PLAN_CHOICES[name]
-        parser.add_argument("--" + name.replace("_", "-"), action="append" if repeat else "store", choices=choices,
-                            default=None, help=f"INT8 {name.replace('_', ' ')} (default {choices[0]}"
+def _plan_flags(parser, *, repeat: bool, names=INT8_FIELDS) -> None:
+    """One flag per INT8-only plan field (--method, --qdq-style, --weight-rounding, ...), choices from the vocabulary,
+    the default an INT8 plan's."""
+    for name in names:
+        default = getattr(PrecisionPlan("int8"), name)
+        parser.add_argument("--" + name.replace("_", "-"), action="append" if repeat else "store",
+                            choices=PLAN_CHOICES[name], default=None,
+                            help=f"INT8 {name.replace('_', ' ').replace('qdq', 'Q/DQ')} (default {default or 'none'}"
                             + ("; repeat for several)" if repeat else ")"))
 
 
@@ -226,7 +227,7 @@ def _tune_parsers(sub) -> None:
     tune.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                       help=f"configurations to measure at most (default {DEFAULT_BUDGET})")
     # to try, each repeatable; without --method, dynamic is tried too for models with constant-weight MatMuls
-    _plan_flags(tune, repeat=True)
+    _plan_flags(tune, repeat=True, names=("method", "qdq_style", "weight_rounding"))  # tune's methods=, ...
     tune.add_argument("--calibration", default=None, help="calibration set name (default: the sample's first)")
     tune.add_argument("--batch", type=int, default=8, help="batch size for latency (default 8)")
     tune.add_argument("--runs", type=int, default=DEFAULT_RUNS,

@@ -30,7 +30,8 @@ from .precision import bias_correction, dynamic, gptq
 from .precision.int8 import weighted_nodes
 from .precision.plan import WEIGHT_ROUNDINGS, PrecisionPlan
 from .results import RetimedLatency, RunResult, baseline_of, speedup_over
-from .vocabulary import DEFAULT_BUDGET, DEFAULT_CONFIRM, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, TUNE_METRICS
+from .vocabulary import DEFAULT_BUDGET, DEFAULT_CONFIRM, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS
+from .vocabulary import TUNE_METRICS as METRICS
 
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
                 "cosine": "cosine to FP32 (absolute)"}
@@ -210,8 +211,8 @@ class TuneResult:
 # ---- metrics ------------------------------------------------------------------------------------
 def metric_value(result: RunResult, metric: str) -> float:
     """`metric` of a result: top1 and agreement in percent, cosine as is."""
-    if metric not in TUNE_METRICS:
-        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(TUNE_METRICS)}.")
+    if metric not in METRICS:
+        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
     accuracy = result.accuracy
     value = None if accuracy is None else {"top1": accuracy.top1, "agreement": accuracy.top1_agreement,
                                            "cosine": accuracy.cosine}[metric]
@@ -345,7 +346,8 @@ def sensitivity(workbench, result: RunResult, *, metric: str = DEFAULT_METRIC, c
     value = metric_value(result, metric)
     show = workbench.progress if progress is None else progress
     for entry in tqdm(units[:max(confirm, 0)], desc="sensitivity", unit="unit", disable=not show):
-        trial = workbench.run(**_plan_options(result, keep=[*result.keep_fp32, *entry.unit.nodes]), **run_options)
+        trial = workbench.run(**_plan_options(result), keep_fp32=[*result.keep_fp32, *entry.unit.nodes],
+                              **run_options)
         entry.recovered = metric_value(trial, metric) - value
         entry.confirmed_label, entry.confirmed_latency_ms = trial.label, trial.headline_latency.median
     confirmed = sorted((u for u in units if u.recovered is not None), key=lambda u: -u.recovered)
@@ -380,8 +382,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DR
     the FINALISTS fastest plans within budget are timed again in turns (`Workbench.retime`) and the fastest of those
     timings wins; each configuration carries its speed-up verdict against FP32.
     """
-    if metric not in TUNE_METRICS:
-        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(TUNE_METRICS)}.")
+    if metric not in METRICS:
+        raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
     if budget < 1:
         raise InputSpecError(f"budget={budget}: allow at least one configuration to be measured.")
     if max_drop < 0:
@@ -460,7 +462,7 @@ class _Search:
             # outliers in normalisation, attention and activation outputs (transformers) often cost most of the
             # accuracy while the weighted layers hold most of the time: try quantising those alone
             light = self.measure("quantise weighted layers only", [UNWEIGHTED],
-                                 **_plan_options(current, keep=[*current.keep_fp32, *others]))
+                                 **_plan_options(current), keep_fp32=[*current.keep_fp32, *others])
             if self.drop(light) <= self.max_drop:
                 return "weighted layers alone are within budget", sensitivity(
                     self.workbench, light, metric=self.metric, confirm=0, progress=False, **self.run_options)
@@ -470,8 +472,8 @@ class _Search:
         kept = self.measured[current.cache_key][1]
         for entry in report.units:  # the confirmations ran through the cache: record them (no new work)
             if entry.recovered is not None:
-                self.measure(f"confirm {entry.unit.name}", [*kept, entry.unit.name], **_plan_options(
-                    current, keep=[*current.keep_fp32, *entry.unit.nodes]))
+                self.measure(f"confirm {entry.unit.name}", [*kept, entry.unit.name], **_plan_options(current),
+                             keep_fp32=[*current.keep_fp32, *entry.unit.nodes])
         return self.revert(current, report.units), report
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
@@ -490,7 +492,7 @@ class _Search:
                 return "budget used up"
             tried.add(candidate.unit.name)
             trial = self.measure(f"keep {candidate.unit.name}", [*kept, candidate.unit.name],
-                                 **_plan_options(current, keep=keep))
+                                 **_plan_options(current), keep_fp32=keep)
             gain, gap = self.drop(current) - self.drop(trial), self.drop(current) - self.max_drop
             if gain > 0:
                 # a revert that closes less than WEAK_STEP of the gap still counts, but as a sign that the loss is
@@ -513,8 +515,8 @@ class _Search:
         for group in roles(ranking)[:max(0, (self.budget - self.spent) // 2)]:
             names = [*kept, *(u.unit.name for u in group)]
             trial = self.measure(f"keep role {role_of(group[0].unit)} ({len(group)} units)", names,
-                                 **_plan_options(current, keep=[*current.keep_fp32,
-                                                                 *(n for u in group for n in u.unit.nodes)]))
+                                 **_plan_options(current),
+                                 keep_fp32=[*current.keep_fp32, *(n for u in group for n in u.unit.nodes)])
             if self.drop(trial) < self.drop(best):
                 best, best_kept = trial, names
         if best is current:
@@ -533,8 +535,8 @@ class _Search:
             keep = [n for n in current.keep_fp32 if n not in nodes]
             if self.spent >= self.budget and not self._has(current, keep):
                 break
-            trial = self.measure(f"quantise {unit} again", [u for u in kept if u != unit], **_plan_options(
-                                     current, keep=keep))
+            trial = self.measure(f"quantise {unit} again", [u for u in kept if u != unit], **_plan_options(current),
+                                 keep_fp32=keep)
             if self.drop(trial) <= self.max_drop:
                 current, kept = trial, [u for u in kept if u != unit]
         return current, kept
@@ -549,8 +551,8 @@ class _Search:
             if self.spent >= self.budget and not self._has(current, keep):
                 return None
             names = [*kept, *(u.unit.name for u in order[:k])]
-            trial = self.measure(f"keep {k} units with most harm per ms", names, **_plan_options(
-                                     current, keep=keep))
+            trial = self.measure(f"keep {k} units with most harm per ms", names, **_plan_options(current),
+                                 keep_fp32=keep)
             return self.drop(trial) <= self.max_drop
 
         low, k = 0, min(2, len(order))  # `low` units are known not to be enough
@@ -606,10 +608,10 @@ def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], run
     return min(finalists, key=lambda c: c.retimed.median_ms)
 
 
-def _plan_options(result: RunResult, keep) -> dict:
-    """The run() arguments of `result`'s plan and calibration with `keep` (node names) kept in FP32."""
-    return {"precision": replace(result.plan, keep_fp32=tuple(keep)), "calibration": result.calibration,
-            "calibration_size": result.calibration_size or DEFAULT_SIZE}
+def _plan_options(result: RunResult) -> dict:
+    """The run() arguments that rebuild `result`'s precision plan (every field but keep_fp32) and calibration."""
+    plan = {name: value for name, value in result.plan.to_record().items() if name != "keep_fp32"}
+    return {**plan, "calibration": result.calibration, "calibration_size": result.calibration_size or DEFAULT_SIZE}
 
 
 def _mark_frontier(configs: list[TunedConfig]) -> None:

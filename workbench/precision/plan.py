@@ -87,15 +87,13 @@ class PrecisionPlan:
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
     def to_record(self) -> dict:
-        """Every field by name (keep_fp32 as a list): the plan's keys in result JSON, bundles and sweep configs."""
-        data = asdict(self)
-        data["keep_fp32"] = list(self.keep_fp32)
-        return data
+        """Every field by name (tuples as lists): the plan's keys in result JSON, bundles and sweep configs."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
 
     def to_json(self) -> dict:
         """`to_record` without later fields at their neutral values: the form in cache keys and ONNX metadata."""
         return {name: value for name, value in self.to_record().items()
-                if value not in _NEUTRAL_VALUES.get(name, ())}
+                if getattr(self, name) not in _NEUTRAL_VALUES.get(name, ())}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "PrecisionPlan":
@@ -105,7 +103,8 @@ class PrecisionPlan:
 
 PLAN_FIELDS = tuple(f.name for f in fields(PrecisionPlan))
 PLAN_CHOICES = {f.name: f.metadata[CHOICES] for f in fields(PrecisionPlan) if CHOICES in f.metadata}
-# fields only an INT8 plan sets (None otherwise): command lines and sweeps drop them for other precisions
-INT8_FIELDS = tuple(name for name in PLAN_FIELDS
-                    if getattr(PrecisionPlan("fp32"), name) is None and getattr(PrecisionPlan("int8"), name) is not None)
+# fields only an INT8 plan sets (an FP32 plan ignores any value of them): command lines and sweeps drop them for
+# other precisions
+INT8_FIELDS = tuple(name for name, choices in PLAN_CHOICES.items() if name != "precision" and choices and
+                    getattr(PrecisionPlan("fp32", **{name: choices[-1]}), name) == getattr(PrecisionPlan("fp32"), name))
 _NEUTRAL_VALUES = {f.name: f.metadata[NEUTRAL] for f in fields(PrecisionPlan) if NEUTRAL in f.metadata}
