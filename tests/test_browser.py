@@ -28,6 +28,8 @@ REPORT_SECTIONS = ("Summary", "Layer fusion", "Per-layer latency", "Per-layer ac
 # optional server endpoints, which are not this test's business).
 WIDGET_ERRORS = re.compile(r"widget|plotly|anywidget|Class \S+ not found|jupyter-widgets", re.IGNORECASE)
 
+pytestmark = pytest.mark.browser
+
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (scripts/setup.sh does)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no `playwright install`)")

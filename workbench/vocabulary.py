@@ -12,3 +12,11 @@ WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
 TUNE_METRICS = ("top1", "agreement", "cosine")  # what the mixed-precision search keeps within max_drop
 DEFAULT_MAX_DROP = 0.5  # points (top1, agreement) or hundredths of cosine the search may lose
 DEFAULT_BUDGET = 8  # configurations the search measures at most
+DEFAULT_CONFIRM = 3  # units whose harm the search confirms by measuring them kept in FP32
+DEFAULT_METRIC = "agreement"  # of TUNE_METRICS: needs no labels
+DEFAULT_RUNS = 30  # timed runs per configuration (Workbench.run, the command line)
+
+# Op types by role, declared once (precision, lint, views and engines test membership in these).
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # layers with weights: quantised, rounded, counted
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
