@@ -1,0 +1,91 @@
+"""See inside a model's INT8 error, for one session: a tensor's histogram over calibration sets with every calibration
+method's range on it, a weight's per-channel ranges, and each tensor's error split into weights and activations.
+
+Each works on the graph calibration and quantisation work on (`precision.calibrate.prepare`: BatchNormalization
+folded into Conv, constants folded), so tensor and node names are the ones INT8 results and drift show.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+
+import numpy as np
+
+from .calibration import DEFAULT_SIZE, CalibrationSet
+from .errors import InputSpecError
+from .jobs import CancelToken
+from .measure.decomposition import LayerError, decompose
+from .measure.histograms import DEFAULT_BINS, TensorHistogram, WeightRanges, tensor_histogram
+from .measure.histograms import weight_ranges as channel_ranges
+from .models.spec import Model
+from .precision import calibrate
+from .precision.decompose import activations_only, weights_only
+from .results import RunResult
+from .session import Workbench
+from .vocabulary import CALIBRATED_METHODS
+
+DECOMPOSITION_REVISION = 1  # in the cache key: change when the split or its rows change
+
+
+def histogram(session: Workbench, tensor: str, *, calibration: str | CalibrationSet | None = None,
+              compare: str | CalibrationSet | None = None, methods: tuple[str, ...] = CALIBRATED_METHODS,
+              calibration_size: int = DEFAULT_SIZE, qdq_style: str = "onnxruntime", bins: int = DEFAULT_BINS,
+              cancel: CancelToken | None = None,
+              progress: Callable[[int, int], None] | None = None) -> TensorHistogram:
+    """`tensor`'s values over the calibration set (and a second set to `compare`, e.g. another region's), with the
+    range each of `methods` calibrates from the first set drawn on both (ranges come from the calibration cache)."""
+    unknown = [m for m in methods if m not in CALIBRATED_METHODS]
+    if unknown:
+        raise InputSpecError(f"Unknown calibration method {unknown[0]!r}: choose from {', '.join(CALIBRATED_METHODS)}.")
+    prepared, _ = calibrate.prepare(session.model)
+    inputs = session.model.inputs
+    primary = session.calibration_set(calibration, calibration_size)
+    batches = calibrate.calibration_batches(primary, inputs)
+    size = len(next(iter(batches[0].values())))
+    ranges = {}
+    for method in methods:
+        key = calibrate.range_key(session.model.content_hash, primary, method, size)
+        found = calibrate.activation_ranges(prepared, key, batches, method, progress=False, cache_dir=session.cache)
+        if tensor not in found.data:
+            raise InputSpecError(f"Tensor {tensor!r} is not calibrated (not a float activation of the calibrated "
+                                 "graph): pick one the drift view lists.")
+        low, high = (float(np.asarray(v).ravel()[0]) for v in found.data[tensor].range_value)
+        ranges[method] = (low, high)
+    sets = {primary.name: batches}
+    if compare is not None:
+        other = session.calibration_set(compare, calibration_size)
+        if other.name == primary.name:
+            raise InputSpecError(f"compare={other.name!r} is the calibration set itself: pick another set.")
+        sets[other.name] = calibrate.calibration_batches(other, inputs)
+    return tensor_histogram(prepared, tensor, sets, ranges, qdq_style=qdq_style, bins=bins, cancel=cancel,
+                            progress=progress)
+
+
+def weight_ranges(session: Workbench, node: str) -> WeightRanges:
+    """Per-output-channel ranges of `node`'s weight (Conv, Gemm, MatMul) as INT8 quantises it."""
+    prepared, _ = calibrate.prepare(session.model)
+    return channel_ranges(prepared, node)
+
+
+def error_sources(session: Workbench, result: RunResult) -> list[LayerError]:
+    """Each tensor's drift with everything / only weights / only activations of `result`'s INT8 plan quantised,
+    and the cause; the two extra graphs are built and measured once, then cached with the result."""
+    if result.precision != "int8":
+        raise InputSpecError(f"{result.label} is not INT8: the weight/activation split is for INT8 results.")
+    if not result.drift:
+        raise InputSpecError(f"{result.label} was measured without drift: run it with drift=True first.")
+    key = session.cache.key(kind="error-sources", result=result.cache_key, revision=DECOMPOSITION_REVISION)
+    stored = session.cache.get(key)
+    if stored is not None:
+        return [LayerError(**row) for row in stored["rows"]]
+    prepared, _ = calibrate.prepare(session.model)
+    int8 = session.variant_model(result).proto
+    weights = Model.from_proto(weights_only(prepared, int8), name=f"{session.model.name} [int8 weights only]",
+                               source=f"{result.label}: weights quantised, activations FP32")
+    activations = Model.from_proto(activations_only(prepared, int8), name=f"{session.model.name} [int8 "
+                                   "activations only]", source=f"{result.label}: activations quantised, weights FP32")
+    weights_drift, _ = session.drift(weights, backend=result.backend)
+    activations_drift, _ = session.drift(activations, backend=result.backend)
+    rows = decompose(result.drift, weights_drift, activations_drift)
+    session.cache.put(key, {"rows": [asdict(row) for row in rows]})  # (Python's JSON keeps an identical tensor's inf)
+    return rows
