@@ -93,12 +93,16 @@ def test_weight_ranges_per_channel_against_one_per_tensor_range():
 
 def test_decompose_names_the_source_that_explains_most_noise():
     both = [DriftPoint(t, None, 20.0, 0.99, 0.1) for t in ("a", "b", "c")]
-    weights = [DriftPoint("a", None, 21.0, 0.99, 0.1), DriftPoint("b", None, 40.0, 1, 0), DriftPoint("c", None, 23, 1, 0)]
-    activations = [DriftPoint("a", None, 40.0, 1, 0), DriftPoint("b", None, 21.0, 1, 0), DriftPoint("c", None, 23, 1, 0)]
+    weights = [DriftPoint("a", None, 21.0, 0.99, 0.1), DriftPoint("b", None, 40.0, 1, 0),
+               DriftPoint("c", None, 23, 1, 0)]
+    activations = [DriftPoint("a", None, 40.0, 1, 0), DriftPoint("b", None, 21.0, 1, 0),
+                   DriftPoint("c", None, 23, 1, 0)]
     rows = decompose(both, weights, activations)
     assert [r.cause for r in rows] == [WEIGHTS, ACTIVATIONS, BOTH]
     assert rows[0].weights_share == pytest.approx(10 ** -2.1 / (10 ** -2.1 + 10 ** -4.0))
-    assert all(r.fix for r in rows)
+    assert all(r.fix and r.fix.startswith("none needed") for r in rows)  # 20 dB: under 1 % noise, nothing to fix
+    low = decompose([DriftPoint("a", None, 12.0, 0.9, 1.0)], weights[:1], activations[:1])[0]
+    assert low.cause == WEIGHTS and "GPTQ" in low.fix
     assert decompose(both, [], activations)[0].cause is None  # a missing split decides nothing
 
 

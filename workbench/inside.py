@@ -20,11 +20,11 @@ from .measure.histograms import weight_ranges as channel_ranges
 from .models.spec import Model
 from .precision import calibrate
 from .precision.decompose import activations_only, weights_only
-from .results import RunResult
+from .results import DriftPoint, RunResult
 from .session import Workbench
 from .vocabulary import CALIBRATED_METHODS
 
-DECOMPOSITION_REVISION = 1  # in the cache key: change when the split or its rows change
+DECOMPOSITION_REVISION = 2  # in the cache key: change when the split or its rows change
 
 
 def histogram(session: Workbench, tensor: str, *, calibration: str | CalibrationSet | None = None,
@@ -77,7 +77,8 @@ def error_sources(session: Workbench, result: RunResult) -> list[LayerError]:
     key = session.cache.key(kind="error-sources", result=result.cache_key, revision=DECOMPOSITION_REVISION)
     stored = session.cache.get(key)
     if stored is not None:
-        return [LayerError(**row) for row in stored["rows"]]
+        return decompose(result.drift, [DriftPoint(**p) for p in stored["weights"]],
+                         [DriftPoint(**p) for p in stored["activations"]])
     prepared, _ = calibrate.prepare(session.model)
     int8 = session.variant_model(result).proto
     weights = Model.from_proto(weights_only(prepared, int8), name=f"{session.model.name} [int8 weights only]",
@@ -86,6 +87,7 @@ def error_sources(session: Workbench, result: RunResult) -> list[LayerError]:
                                    "activations only]", source=f"{result.label}: activations quantised, weights FP32")
     weights_drift, _ = session.drift(weights, backend=result.backend)
     activations_drift, _ = session.drift(activations, backend=result.backend)
-    rows = decompose(result.drift, weights_drift, activations_drift)
-    session.cache.put(key, {"rows": [asdict(row) for row in rows]})  # (Python's JSON keeps an identical tensor's inf)
-    return rows
+    # the measurements, not the rows: causes and fixes are derived again on every read (Python's JSON keeps inf)
+    session.cache.put(key, {"weights": [asdict(p) for p in weights_drift],
+                            "activations": [asdict(p) for p in activations_drift]})
+    return decompose(result.drift, weights_drift, activations_drift)

@@ -9,12 +9,11 @@ from ..results import DriftPoint
 
 WEIGHTS, ACTIVATIONS, BOTH = "weights", "activations", "both"
 DOMINANT = 2 / 3  # share of the error noise above which one source is called the cause
+NOTABLE_DB = 20.0  # below this SQNR (noise over 1 % of the signal's power) a tensor's error is worth a fix
 FIXES = {
-    WEIGHTS: "per-channel weights, GPTQ rounding (weight_rounding='gptq'), cross-layer equalisation for "
-             "depthwise convolutions, or keep the layer in FP32",
-    ACTIVATIONS: "a range that clips outliers (percentile or entropy calibration), a calibration set like the real "
-                 "data, SmoothQuant for MatMul inputs, or keep the layer in FP32",
-    BOTH: "keep the layer in FP32 (both its weights and its inputs lose precision)",
+    WEIGHTS: "per-channel weights; GPTQ (weight_rounding='gptq'); equalisation for depthwise convs; or FP32",
+    ACTIVATIONS: "percentile or entropy ranges; a calibration set like the data; SmoothQuant (MatMul); or FP32",
+    BOTH: "keep the layer in FP32",
 }
 
 
@@ -49,9 +48,11 @@ def decompose(both: list[DriftPoint], weights: list[DriftPoint], activations: li
             if noise_w + noise_a > 0:
                 share = noise_w / (noise_w + noise_a)
                 cause = WEIGHTS if share >= DOMINANT else ACTIVATIONS if share <= 1 - DOMINANT else BOTH
+        fix = None
+        if cause:
+            fix = FIXES[cause] if point.sqnr_db < NOTABLE_DB else f"none needed (SQNR above {NOTABLE_DB:.0f} dB)"
         rows.append(LayerError(tensor=point.tensor, layer=point.layer, sqnr_db=point.sqnr_db, weights_sqnr_db=w,
-                               activations_sqnr_db=a, weights_share=share, cause=cause,
-                               fix=FIXES.get(cause) if cause else None))
+                               activations_sqnr_db=a, weights_share=share, cause=cause, fix=fix))
     return rows
 
 
