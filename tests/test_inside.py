@@ -173,3 +173,12 @@ def test_session_histogram_draws_each_methods_cached_range_on_two_sets(fashion):
         inside.histogram(fashion, tensor, compare="fashion-train")
     with pytest.raises(InputSpecError, match="Unknown calibration method"):
         inside.histogram(fashion, tensor, methods=("dynamic",))
+
+
+def test_weight_ranges_of_a_tensor_name_find_the_conv_that_computes_it(fashion):
+    result = fashion.run(PrecisionPlan("int8"), batch=8, runs=2, profile=False)
+    ranges = inside.weight_ranges(fashion, result.drift[0].tensor)  # a Relu output: Conv+BN folded computes it
+    assert ranges.op_type in ("Conv", "Gemm") or pytest.fail(ranges)
+    by_method = inside.method_ranges(fashion, methods=("minmax",))
+    low, high = by_method["minmax"][result.drift[0].tensor]
+    assert low <= high

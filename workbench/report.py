@@ -292,9 +292,8 @@ def inside_section(doc: _Html, sessions, results) -> None:
     tensor = worst(rows, 1)[0]
     doc.figure(inside_views.histogram_figure(inside.histogram(session, tensor.tensor, calibration=result.calibration,
                                                               qdq_style=result.qdq_style)))
-    if tensor.layer:
-        with contextlib.suppress(InputSpecError):  # a layer without a constant weight (pooling, Add) has none
-            doc.figure(inside_views.weight_ranges_figure(inside.weight_ranges(session, tensor.layer)))
+    with contextlib.suppress(InputSpecError):  # a layer without a constant weight (pooling, Add) has none
+        doc.figure(inside_views.weight_ranges_figure(inside.weight_ranges(session, tensor.tensor)))
 
 
 def build_plan_report(plans, *, command: str = "") -> str:
