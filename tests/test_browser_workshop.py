@@ -24,7 +24,7 @@ import pytest
 import test_browser as tb
 from test_browser import pw  # noqa: F401  (the module's Playwright fixture)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 SIZES = ((1024, 768), (1400, 1000))
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"

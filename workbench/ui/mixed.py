@@ -12,6 +12,7 @@ import html
 from .._optional import require
 from ..errors import WorkbenchError
 from ..results import RunResult
+from ..vocabulary import DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, TUNE_METRICS
 from .figures import figure_widget, fit_to_panel
 
 MAX_UNITS = 40  # check boxes shown (the most sensitive units)
@@ -37,16 +38,17 @@ class MixedPrecisionTab:
         self._intro = ""  # what the intro says about the ranking on display
         self.intro = widgets.HTML(PICK_INT8)
         self.units_box = widgets.VBox(layout=widgets.Layout(max_height="360px", overflow="auto"))
-        self.metric = widgets.Dropdown(options=["agreement", "top1", "cosine"], value="agreement",
+        self.metric = widgets.Dropdown(options=list(TUNE_METRICS), value=DEFAULT_METRIC,
                                        description="Metric")
-        self.max_drop = widgets.BoundedFloatText(value=1.0, min=0.0, max=100.0, step=0.1, description="Max drop")
+        self.max_drop = widgets.BoundedFloatText(value=DEFAULT_MAX_DROP, min=0.0, max=100.0, step=0.1,
+                                                 description="Max drop")
         from ..tune import METRIC_UNITS  # (the tab is built with the first work, the tuner already loaded)
 
         # the drop's unit follows the metric ("points of agreement with FP32", ...)
         self.drop_unit = widgets.HTML(f"<span style='color:#555'>{METRIC_UNITS[self.metric.value]}</span>")
         self.metric.observe(lambda change: setattr(
             self.drop_unit, "value", f"<span style='color:#555'>{METRIC_UNITS[change['new']]}</span>"), names="value")
-        self.budget = widgets.BoundedIntText(value=6, min=1, max=50, description="Budget",
+        self.budget = widgets.BoundedIntText(value=DEFAULT_BUDGET, min=1, max=50, description="Budget",
                                              style={"description_width": "initial"})
         self.find = widgets.Button(description="Find the fastest within budget", button_style="primary",
                                    layout=widgets.Layout(width="260px"))
