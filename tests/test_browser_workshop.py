@@ -33,10 +33,11 @@ MIN_PLOT_PX = 300
 MAX_ROW_PX = 60
 
 # Problems of one view (`root`): elements sticking out of it (unless a scroller inside it clips them), figures whose
-# plotting area is narrower than `minPlot`, overlapping texts in a figure, summary rows taller than `maxRow`.
+# plotting area is narrower than `minPlot`, overlapping texts in a figure, summary rows taller than `maxRow`, table
+# text running over its cell into the next column.
 LAYOUT_JS = """([root, minPlot, maxRow]) => {
   const R = root.getBoundingClientRect();
-  const out = {overflow: [], plots: [], overlaps: [], rows: []};
+  const out = {overflow: [], plots: [], overlaps: [], rows: [], cells: []};
   const shown = e => { for (let p = e; p && p !== root; p = p.parentElement) {
       const s = getComputedStyle(p); if (s.display === 'none' || s.visibility === 'hidden') return false; }
     return true; };
@@ -73,6 +74,11 @@ LAYOUT_JS = """([root, minPlot, maxRow]) => {
           Math.max(a.top, b.top) > 2) out.overlaps.push([boxes[i][0], boxes[j][0]]);
     }
   }
+  // table cells whose text runs over their border into the next column (long names, headers)
+  for (const cell of root.querySelectorAll('.workbench-table th, .workbench-table td')) {
+    if (shown(cell) && cell.scrollWidth > cell.clientWidth + 1) out.cells.push([cell.innerText.slice(0, 40),
+                                                                                cell.scrollWidth - cell.clientWidth]);
+  }
   for (const tr of root.querySelectorAll('.workbench-summary tbody tr')) {
     const h = tr.getBoundingClientRect().height;
     if (shown(tr) && h > maxRow) out.rows.push([tr.innerText.slice(0, 50), Math.round(h)]);
@@ -106,7 +112,8 @@ def _layout_problems(root, where: str) -> list[str]:
     """What is wrong with the view `root` (empty when it holds); collected so that one run reports every view."""
     found = root.evaluate(f"(e) => ({LAYOUT_JS})([e, {MIN_PLOT_PX}, {MAX_ROW_PX}])")
     labels = {"overflow": "sticks out of its panel", "plots": f"plotting area under {MIN_PLOT_PX} px",
-              "overlaps": "overlapping figure texts", "rows": f"summary rows over {MAX_ROW_PX} px"}
+              "overlaps": "overlapping figure texts", "rows": f"summary rows over {MAX_ROW_PX} px",
+              "cells": "table text running over its cell"}
     return [f"{where}: {text}: {found[key][:6]}" for key, text in labels.items() if found[key]]
 
 

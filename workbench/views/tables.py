@@ -51,7 +51,7 @@ _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4
           ".workbench-table{border-collapse:collapse;font-size:12.5px;line-height:1.35;width:auto}"
           # (inside the wrapper: beats JupyterLab's right-aligned cells of rendered HTML)
           ".workbench-table-wrap .workbench-table th,.workbench-table-wrap .workbench-table td{border:1px solid #ddd;"
-          "padding:3px 5px;vertical-align:top;text-align:left;white-space:nowrap}"
+          "padding:3px 5px;vertical-align:top;text-align:left}.workbench-table td{white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
           "min-width:3em;max-width:7em;vertical-align:bottom}"
           ".workbench-table-wrap .workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
