@@ -53,7 +53,7 @@ _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4
           ".workbench-table-wrap .workbench-table th,.workbench-table-wrap .workbench-table td{border:1px solid #ddd;"
           "padding:3px 5px;vertical-align:top;text-align:left}.workbench-table td{white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
-          "min-width:3em;max-width:9em;vertical-align:bottom;overflow-wrap:anywhere}"
+          "min-width:3em;max-width:9em;vertical-align:bottom;overflow-wrap:break-word}"
           ".workbench-table-wrap .workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
           # long names wrap inside their cell (anywhere, they have no spaces) instead of running over the next
           ".workbench-table td.wrap{white-space:normal;min-width:8em;max-width:26em;overflow-wrap:anywhere}"
