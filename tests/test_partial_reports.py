@@ -69,6 +69,7 @@ def test_comparison_comes_from_interleaved_rounds(tmp_path):
     for row in variants:
         rounds = row["interleaved"]["round_medians_ms"]
         assert len(rounds) == 7 and row["speedup_timing"] == "interleaved rounds"
+        assert row["interleaved_median_ms"] == pytest.approx(float(np.median(rounds)))
         ratios = np.array(base["interleaved"]["round_medians_ms"]) / np.array(rounds)
         assert row["speedup_vs_fp32"] == pytest.approx(float(np.median(ratios)))
         assert row["speedup_ci"] == pytest.approx([ratios.min(), ratios.max()])  # 7 rounds: min and max bound it

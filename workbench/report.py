@@ -121,12 +121,6 @@ class Comparison:
         mine, theirs = self.timings.get(result.cache_key), self.timings.get(base.cache_key)
         return None if mine is None or theirs is None else paired_speedup(mine, theirs)
 
-    def speedups(self, results: Sequence[RunResult]) -> dict[str, Speedup]:
-        """Each reduced-precision result's paired speed-up over its FP32 baseline, by cache key."""
-        pairs = [(r, baseline_of(r, results)) for r in results]
-        return {r.cache_key: gain for r, base in pairs if base is not None and base is not r
-                and (gain := self.speedup(r, base)) is not None}
-
     def to_json(self, result: RunResult) -> dict | None:
         """What the summary row of `result` adds under "interleaved" (None when it was not re-timed)."""
         timing = self.timings.get(result.cache_key)
@@ -187,13 +181,12 @@ def build_report(sessions, results, *, command: str = "", failures: Sequence[Fai
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
-    interleaved = comparison.speedups(results) if comparison else None
-    doc.raw(summary_html(results, interleaved=interleaved))
+    doc.raw(summary_html(results, retimed=comparison.timings if comparison else None))
     if comparison is not None:
         doc.text(f"Speed-ups, their 95 % intervals and verdicts come from {comparison.rounds} interleaved rounds: in "
                  f"each round every configuration above ran {comparison.runs} timed runs in turn, so load that comes "
-                 "and goes slows them alike. The interval is that of the median of the per-round ratios; the median "
-                 "latency and its interval are from each configuration's own runs.", "note")
+                 "and goes slows them alike. The interval is that of the median of the per-round ratios. The median "
+                 "latency, its interval and p90 are from each configuration's own runs, timed one after another.", "note")
     if failures:
         doc.raw('<h3 id="not-measured">Not measured</h3>')
         doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
@@ -303,11 +296,12 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
     if all(r.cache_key in timings for r, _ in candidates):
         result, base = min(candidates, key=lambda pair: timings[pair[0].cache_key].median_ms)
         median, rounds = timings[result.cache_key].median_ms, f" in {comparison.rounds} interleaved rounds"
+        per_batch = f"{median:.3f} ms per batch of {result.headline_latency.batch} (median of the rounds)"
     else:
         result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
-        median, rounds = result.headline_latency.median, ""
-    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy{rounds}: {result.label}, "
-            f"{median:.3f} ms per batch of {result.headline_latency.batch}")
+        rounds = ""
+        per_batch = f"{result.headline_latency.median:.3f} ms per batch of {result.headline_latency.batch}"
+    text = f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy{rounds}: {result.label}, {per_batch}"
     if result is base:
         reduced = any(r is not b for r, b in candidates)
         text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
