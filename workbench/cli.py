@@ -290,7 +290,7 @@ def _report(args, command_line: str) -> int:
     (HTML, JSON `failures`) while the rest is measured and written. Exit 1 when nothing but FP32 was measured (or,
     with --strict, when anything failed)."""
     from . import samples
-    from .report import Failure, headline, interleaved_comparison, write_report
+    from .report import Failure, headline, headline_choice, interleaved_comparison, write_report
     from .session import Workbench
     from .views import summary_table
 
@@ -349,6 +349,9 @@ def _report(args, command_line: str) -> int:
             # speedup_timing says which, "interleaved" holds the rounds)
             "summary": rows,
             "headline": headline(results, comparison=comparison),
+            # what the headline claims, for tools: configuration, baseline, verdict, speedup, ci, timing (or null)
+            "headline_verdict": choice.to_json() if (choice := headline_choice(results, comparison=comparison))
+            else None,
             "failures": [f.to_json() for f in failures],  # configurations refused or failed, with the reason
         }
         _write_json(json_path, payload)

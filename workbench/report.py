@@ -279,35 +279,67 @@ def _outputs_and_data(doc: _Html, results) -> None:
 ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)
 
 
-def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
-    """One or two sentences opening the report: the fastest configuration (highest throughput) within
-    ACCURACY_MARGIN of its FP32 baseline's accuracy, its speed-up over that baseline with the interval (or "no
-    measurable difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from
-    its interleaved rounds (and the text says so)."""
+@dataclass
+class HeadlineChoice:
+    """What the headline claims: the fastest configuration within ACCURACY_MARGIN of its FP32 baseline's accuracy,
+    that baseline, and the speed-up over it (None when it is FP32 itself), from interleaved rounds or separate runs."""
+
+    result: RunResult
+    base: RunResult
+    gain: Speedup | None
+    timing: str  # "interleaved rounds" or "separate runs"
+    reduced_within_margin: bool  # whether any reduced-precision result was within the margin at all
+
+    def to_json(self) -> dict:
+        gain = self.gain
+        return {"configuration": self.result.label, "baseline": self.base.label,
+                "verdict": "baseline" if gain is None else gain.verdict, "speedup": gain.ratio if gain else None,
+                "ci": [gain.low, gain.high] if gain and gain.low is not None else None, "timing": self.timing}
+
+
+def headline_choice(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> HeadlineChoice | None:
+    """The configuration `headline` opens with (None when none has an FP32 baseline): the highest throughput, or
+    with `comparison` the lowest median of its interleaved rounds, among results within ACCURACY_MARGIN."""
     candidates = []
     for result in results:
         base = baseline_of(result, results)
         if base is not None and _within_margin(result, base) and not result.precision_warning:  # not really FP16/INT8
             candidates.append((result, base))
     if not candidates:
-        return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
-                "run FP32 too to see what reduced precision changes.")
+        return None
+    reduced = any(r is not b for r, b in candidates)
     timings = comparison.timings if comparison else {}
     if all(r.cache_key in timings for r, _ in candidates):
         result, base = min(candidates, key=lambda pair: timings[pair[0].cache_key].median_ms)
-        median, rounds = timings[result.cache_key].median_ms, f" in {comparison.rounds} interleaved rounds"
-        per_batch = f"{median:.3f} ms per batch of {result.headline_latency.batch} (median of the rounds)"
+        gain = None if result is base else comparison.speedup(result, base)
+        return HeadlineChoice(result, base, gain, "interleaved rounds", reduced)
+    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
+    gain = None if result is base else speedup_over(result, base)
+    return HeadlineChoice(result, base, gain, "separate runs", reduced)
+
+
+def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
+    """One or two sentences opening the report: the fastest configuration within ACCURACY_MARGIN of its FP32
+    baseline's accuracy (`headline_choice`), its speed-up over that baseline with the interval (or "no measurable
+    difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from its
+    interleaved rounds (and the text says so)."""
+    choice = headline_choice(results, comparison=comparison)
+    if choice is None:
+        return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
+                "run FP32 too to see what reduced precision changes.")
+    result, base, gain = choice.result, choice.base, choice.gain
+    batch = result.headline_latency.batch
+    if choice.timing == "interleaved rounds":
+        rounds = f" in {comparison.rounds} interleaved rounds"
+        median = comparison.timings[result.cache_key].median_ms
+        per_batch = f"{median:.3f} ms per batch of {batch} (median of the rounds)"
     else:
-        result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
-        rounds = ""
-        per_batch = f"{result.headline_latency.median:.3f} ms per batch of {result.headline_latency.batch}"
+        rounds, per_batch = "", f"{result.headline_latency.median:.3f} ms per batch of {batch}"
     text = f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy{rounds}: {result.label}, {per_batch}"
-    if result is base:
-        reduced = any(r is not b for r, b in candidates)
-        text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
-                 ": FP32 itself, no reduced-precision result is within that margin.")
+    if gain is None:
+        text += (": FP32 itself, no reduced precision within that margin is faster."
+                 if choice.reduced_within_margin else ": FP32 itself, no reduced-precision result is within that margin.")
     else:
-        gain = (comparison.speedup(result, base) if comparison else None) or speedup_over(result, base)
         relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
         text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
                  f"(FP32 {_accuracy_text(base)}).")
