@@ -29,6 +29,7 @@ p{max-width:60rem}
 .warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
 .fusion{max-width:100%;overflow-x:auto}
+.not-measured td{overflow-wrap:anywhere;max-width:40rem}
 .headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 
@@ -187,12 +188,13 @@ def build_report(sessions, results, *, command: str = "", failures: Sequence[Fai
                  f"each round every configuration above ran {comparison.runs} timed runs in turn, so load that comes "
                  "and goes slows them alike. The interval is that of the median of the per-round ratios. The median "
                  "latency, its interval and p90 are from each configuration's own runs, timed one after another.", "note")
-    if failures:
-        doc.raw('<h3 id="not-measured">Not measured</h3>')
-        doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
-                   for f in failures])
     colors = views.config_colors(results)
     doc.figure(views.tradeoff_figure(results, colors=colors))
+    if failures:
+        doc.raw('<h3 id="not-measured">Not measured</h3><div class="not-measured">')
+        doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
+                   for f in failures])
+        doc.raw("</div>")
     _outputs_and_data(doc, results)
 
     def fusion() -> None:
