@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .backends import backend_names
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .results import strict_json
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"batch size for latency (default 8; {MAIN_JOB_BATCH} for the default sample)")
     report.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
     report.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
-    report.add_argument("--backend", action="append", default=None,
+    report.add_argument("--backend", action="append", default=None, choices=backend_names(),
                         help="onnxruntime (default), openvino or tensorrt; repeat to compare engines side by side "
                              "(default for the default sample: onnxruntime and, when installed, openvino)")
     report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
@@ -360,8 +361,8 @@ def _report(args, command_line: str) -> int:
         print(f"report: {path}")
     measured_reduced = any(r.precision != "fp32" for r in results)
     if failures and (args.strict or not measured_reduced):
-        print(f"error: {len(failures)} configuration(s) not measured"
-              + ("" if measured_reduced else "; nothing but FP32 was") + ": see above.", file=sys.stderr)
+        what = "" if measured_reduced else "; nothing but FP32 was measured" if results else "; nothing was measured"
+        print(f"error: {len(failures)} configuration(s) not measured{what}: see above.", file=sys.stderr)
         return 1
     return 0
 

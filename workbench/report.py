@@ -326,6 +326,8 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
     difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from its
     interleaved rounds (and the text says so)."""
     choice = headline_choice(results, comparison=comparison)
+    if not results:
+        return "Nothing could be measured: see the configurations not measured and why."
     if choice is None:
         return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
                 "run FP32 too to see what reduced precision changes.")
