@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import PrecisionError
-from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
+from ..vocabulary import ALGORITHMS, METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-__all__ = ["METHODS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+__all__ = ["ALGORITHMS", "METHODS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,8 @@ class PrecisionPlan:
     """FP32, FP16 or INT8 (Q/DQ from calibration, or method "dynamic": ONNX Runtime's dynamic quantisation of
     MatMul), optionally keeping named nodes or op types in FP32.
 
-    A non-empty `keep_fp32` makes the plan "mixed".
+    A non-empty `keep_fp32` makes the plan "mixed". `algorithms` (calibrated int8 only) names optional steps of
+    the quantisation pipeline (precision.pipeline), e.g. ("smoothquant",); they run in registration order.
     """
 
     precision: str = "fp32"
@@ -23,6 +24,7 @@ class PrecisionPlan:
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
     weight_rounding: str | None = None  # int8 only: nearest | gptq | gptq+bc
+    algorithms: tuple[str, ...] = ()  # calibrated int8 only: names from vocabulary.ALGORITHMS
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -46,10 +48,23 @@ class PrecisionPlan:
                 raise PrecisionError(f"weight_rounding={self.weight_rounding!r} changes the Conv weights and biases "
                                      "of calibrated INT8 plans; method='dynamic' quantises MatMul only: use "
                                      "weight_rounding='nearest'.")
+            if isinstance(self.algorithms, str):
+                object.__setattr__(self, "algorithms", (self.algorithms,))
+            unknown = [name for name in self.algorithms if name not in ALGORITHMS]
+            if unknown:
+                raise PrecisionError(f"Unknown algorithm(s) {', '.join(map(repr, unknown))}: choose from "
+                                     f"{', '.join(ALGORITHMS) or 'none (no algorithm is registered)'}.")
+            if self.method == "dynamic" and self.algorithms:
+                raise PrecisionError(f"algorithms={tuple(self.algorithms)!r} rewrite the graph from calibration data; "
+                                     "method='dynamic' has no calibration: use a calibrated method (minmax, entropy, "
+                                     "percentile) or no algorithms.")
+            # registration order is the order they run: equal selections give equal plans and cache keys
+            object.__setattr__(self, "algorithms", tuple(name for name in ALGORITHMS if name in self.algorithms))
         else:
             object.__setattr__(self, "method", None)
             object.__setattr__(self, "qdq_style", None)
             object.__setattr__(self, "weight_rounding", None)
+            object.__setattr__(self, "algorithms", ())
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
 
     @property
@@ -74,7 +89,7 @@ class PrecisionPlan:
     def label(self) -> str:
         """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
         style = self.qdq_style if self.method != "dynamic" else None  # dynamic INT8 has no Q/DQ style to name
-        parts = [p for p in (self.method, style) if p] + [self.weight_rounding] * self.gptq
+        parts = [p for p in (self.method, style) if p] + [self.weight_rounding] * self.gptq + list(self.algorithms)
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
@@ -83,4 +98,8 @@ class PrecisionPlan:
         data["keep_fp32"] = list(self.keep_fp32)
         if self.weight_rounding in (None, "nearest"):  # the default: absent, so cache keys from before it stay valid
             del data["weight_rounding"]
+        if self.algorithms:  # likewise absent when none
+            data["algorithms"] = list(self.algorithms)
+        else:
+            del data["algorithms"]
         return data
