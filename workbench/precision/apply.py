@@ -44,7 +44,7 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
                                    f"CalibrationSet.from_arrays(...) (or CalibrationSet.synthetic_for(model.inputs) "
                                    f"to try it without data) to apply_plan for {model.name!r}.")
         calibration.validate(model.inputs)
-    ctx = pipeline.Context(model, calibration, keep_nodes, keep_ops, progress, cache_dir)
+    ctx = pipeline.Context(model, calibration, keep_nodes, keep_ops, progress=progress, cache_dir=cache_dir)
     with _failures_as_precision_errors(model, plan):
         proto = pipeline.run(plan, ctx)
     notes = ctx.notes

@@ -325,6 +325,21 @@ def _unquantize_weighted_add_inputs(graph: onnx.GraphProto) -> None:
     _drop_unused_qdq(graph)
 
 
+def read_unquantized(graph: onnx.GraphProto, names: tuple[str, ...]) -> None:
+    """Feed the nodes `names` each input that reaches them through a Quantize -> Dequantize pair from before the
+    pair (the float tensor), dropping pairs nobody reads any more."""
+    if not names:
+        return
+    index = GraphIndex(graph)
+    for node in (node for node in graph.node if node.name in names):
+        for i, name in enumerate(node.input):
+            dq = index.producer(name)
+            q = index.producer(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    _drop_unused_qdq(graph)
+
+
 def _drop_unused_qdq(graph: onnx.GraphProto) -> None:
     while True:
         used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}

@@ -44,6 +44,7 @@ class Context:
     calibration: CalibrationSet | None = None
     keep_nodes: tuple[str, ...] = ()
     keep_ops: tuple[str, ...] = ()
+    float_nodes: tuple[str, ...] = ()  # nodes a step added that stay float and read their inputs unquantised
     progress: bool = True
     cache_dir: str | Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -161,8 +162,9 @@ class Place:
 
     def apply(self, model, plan, ctx):
         quantized, ctx.reference, notes = int8.place(model, plan, ctx.ranges, model_name=ctx.source.name,
-                                                     keep_nodes=ctx.keep_nodes, keep_ops=ctx.keep_ops,
-                                                     progress=ctx.progress)
+                                                     keep_nodes=ctx.keep_nodes + ctx.float_nodes,
+                                                     keep_ops=ctx.keep_ops, progress=ctx.progress)
+        int8.read_unquantized(quantized.graph, ctx.float_nodes)
         ctx.notes += notes
         ctx.closing_notes.append(int8.STYLE_NOTES[plan.qdq_style])
         return quantized
@@ -275,5 +277,5 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet | No
              keep_nodes: tuple[str, ...] = (), keep_ops: tuple[str, ...] = (), progress: bool = True,
              cache_dir: str | Path | None = None) -> tuple[onnx.ModelProto, list[str]]:
     """`model` through `plan`'s pipeline: the transformed graph and the notes of its steps."""
-    ctx = Context(model, calibration, keep_nodes, keep_ops, progress, cache_dir)
+    ctx = Context(model, calibration, keep_nodes, keep_ops, progress=progress, cache_dir=cache_dir)
     return run(plan, ctx), ctx.notes
