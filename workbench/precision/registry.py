@@ -7,4 +7,5 @@ Adding an algorithm: its module (a class with the `pipeline.Step` methods and `a
 from __future__ import annotations
 
 ALGORITHMS: dict[str, str] = {  # name -> "module:class" in workbench.precision; applied in this order
+    "smoothquant": "smoothquant:SmoothQuant",
 }
