@@ -8,4 +8,5 @@ from __future__ import annotations
 
 ALGORITHMS: dict[str, str] = {  # name -> "module:class" in workbench.precision; applied in this order
     "smoothquant": "smoothquant:SmoothQuant",
+    "cle": "equalization:CrossLayerEqualization",
 }
