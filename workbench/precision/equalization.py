@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime
 from onnx import helper, numpy_helper
 
 from ..graph import GraphIndex
+from .calibrate import observe
 
 SWEEPS = 20
 SETTLED = 1e-3  # stop when no scale of a sweep moves a range by more than this (log scale)
@@ -110,15 +110,9 @@ def peaks(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]]) -> dict[
                                is not None))
     if not names:
         return {}
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(proto)
-    augmented.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
     found: dict[str, np.ndarray] = {}
-    for batch in batches:
-        for name, value in zip(names, session.run(names, batch)):
+    for values in observe(proto, names, batches):
+        for name, value in zip(names, values):
             peak = np.moveaxis(np.asarray(value), 1, 0).reshape(value.shape[1], -1).max(axis=1)
             found[name] = np.maximum(found[name], peak) if name in found else peak
     return found

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime
 from onnx import helper, numpy_helper
+
+from .calibrate import observe
 
 ALPHA = 0.5
 OPS = ("MatMul", "Gemm")
@@ -52,17 +53,9 @@ def groups(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
 
 def channel_max(proto: onnx.ModelProto, names: list[str], batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """max |x| per channel (last axis) of each tensor in `names` over the calibration `batches`."""
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(proto)
-    outputs = {o.name for o in augmented.graph.output}
-    augmented.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                                  for name in names if name not in outputs)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"])
     found: dict[str, np.ndarray] = {}
-    for batch in batches:
-        for name, value in zip(names, session.run(names, batch)):
+    for values in observe(proto, names, batches):
+        for name, value in zip(names, values):
             value = np.abs(np.asarray(value, np.float32))
             peak = value.reshape(-1, value.shape[-1]).max(axis=0)
             found[name] = np.maximum(found[name], peak) if name in found else peak
