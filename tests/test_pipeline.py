@@ -11,7 +11,8 @@ from conftest import make_tiny_cnn
 
 from workbench import vocabulary
 from workbench.calibration import CalibrationSet
-from workbench.errors import PrecisionError
+from workbench.errors import Cancelled, PrecisionError
+from workbench.jobs import CancelToken
 from workbench.models.spec import Model
 from workbench.precision import apply_plan, pipeline, precision_notes, registry
 from workbench.precision.apply import STEPS_KEY
@@ -102,3 +103,19 @@ def test_a_registered_algorithm_runs_where_it_says_and_changes_the_calibration_k
     assert ctx.rewrites == ["double-negation"] and ctx.graph_key == f"{model.content_hash}|double-negation"
     assert "negated twice" in ctx.notes and {"neg1", "neg2"} <= {n.name for n in quantized.graph.node}
     assert json.loads(json.dumps(plan.to_json())) == plan.to_json()
+
+
+def test_a_cancelled_token_stops_the_pipeline_before_its_next_step(monkeypatch):
+    token, placed = CancelToken(), []
+    real_ranges = pipeline.Ranges.apply
+
+    def ranges_then_cancel(self, model, plan, ctx):
+        token.cancel()  # e.g. a newer selection arrives while calibration runs
+        return real_ranges(self, model, plan, ctx)
+
+    monkeypatch.setattr(pipeline.Ranges, "apply", ranges_then_cancel)
+    monkeypatch.setattr(pipeline.Place, "apply", lambda *args: placed.append(args))
+    model = Model.from_proto(make_tiny_cnn(), name="tiny-cnn", source="test")
+    with pytest.raises(Cancelled):
+        apply_plan(model, PrecisionPlan("int8"), _calibration(), progress=False, cancel=token)
+    assert placed == []

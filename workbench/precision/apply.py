@@ -12,6 +12,7 @@ import onnxruntime as ort
 from ..calibration import CalibrationSet
 from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
+from ..jobs import CancelToken
 from ..models.spec import Model
 from . import int8, pipeline
 from .plan import PrecisionPlan
@@ -22,13 +23,14 @@ CPU_LATENCY_KEY = "workbench.cpu_latency_representative"
 STEPS_KEY = "workbench.precision_steps"  # the keys of the pipeline steps that ran, e.g. "prepare|ranges/minmax|..."
 
 def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: CalibrationSet | None = None, *,
-               progress: bool = True, cache_dir: str | Path | None = None) -> Model:
+               progress: bool = True, cache_dir: str | Path | None = None, cancel: CancelToken | None = None) -> Model:
     """Return `model` with `plan` applied as a new ONNX graph (FP32 returns `model` itself).
 
     FP16 converts weights and activations; INT8 inserts Q/DQ nodes from ranges calibrated on `calibration`
     (required), cached in memory and, with `cache_dir`, on disk; INT8 with method "dynamic" measures ranges at run
-    time (no calibration). The result keeps the original input/output names
-    and dtypes; its `source` ends with the plan label and `precision_notes(result)` says what was done.
+    time (no calibration). The steps are those of `precision.pipeline`; `cancel` stops the work between them
+    (`errors.Cancelled`). The result keeps the original input/output names and dtypes; its `source` ends with the
+    plan label and `precision_notes(result)` says what was done.
     """
     if isinstance(plan, str):
         plan = PrecisionPlan(plan)
@@ -44,7 +46,8 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
                                    f"CalibrationSet.from_arrays(...) (or CalibrationSet.synthetic_for(model.inputs) "
                                    f"to try it without data) to apply_plan for {model.name!r}.")
         calibration.validate(model.inputs)
-    ctx = pipeline.Context(model, calibration, keep_nodes, keep_ops, progress=progress, cache_dir=cache_dir)
+    ctx = pipeline.Context(model, calibration, keep_nodes, keep_ops, progress=progress, cache_dir=cache_dir,
+                           cancel=cancel)
     with _failures_as_precision_errors(model, plan):
         proto = pipeline.run(plan, ctx)
     notes = ctx.notes

@@ -23,6 +23,7 @@ import onnx
 from onnxruntime.quantization.calibrate import TensorsData
 
 from ..calibration import CalibrationSet
+from ..jobs import CancelToken, check
 from ..models.spec import Model
 from . import bias_correction, dynamic, gptq, int8
 from .calibrate import activation_ranges, calibration_batches, prepare, range_key
@@ -47,6 +48,7 @@ class Context:
     float_nodes: tuple[str, ...] = ()  # nodes a step added that stay float and read their inputs unquantised
     progress: bool = True
     cache_dir: str | Path | None = None
+    cancel: CancelToken | None = None  # checked before each step
     notes: list[str] = field(default_factory=list)
     closing_notes: list[str] = field(default_factory=list)  # said after every step's own notes
     reference: onnx.ModelProto | None = None  # the FP32 graph Q/DQ was placed on (GPTQ and bias correction read it)
@@ -259,9 +261,11 @@ def steps(plan: PrecisionPlan) -> list[Step]:
 def run(plan: PrecisionPlan, ctx: Context) -> onnx.ModelProto:
     """`ctx.source` through every step of `plan`'s pipeline that applies; the result's notes go to `ctx.notes`.
 
-    A selected algorithm with nothing to act on in the graph is skipped with a note saying so."""
+    A selected algorithm with nothing to act on in the graph is skipped with a note saying so. Raises
+    `errors.Cancelled` before the next step once `ctx.cancel` is cancelled."""
     model = ctx.source.proto
     for step in steps(plan):
+        check(ctx.cancel)
         if step.applies(model, plan):
             model = step.apply(model, plan, ctx)
             ctx.ran.append(step.key(plan))
