@@ -48,7 +48,8 @@ def _separable(activation: str = "Relu", batch_norm: bool = False) -> onnx.Model
               helper.make_node("Conv", ["a2", "pw_w", "pw_b"], ["pw"], name="pw"),
               helper.make_node("GlobalAveragePool", ["pw"], ["gap"], name="gap"),
               helper.make_node("Flatten", ["gap"], ["y"], name="flat")]
-    graph = helper.make_graph(nodes, "separable", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, 8, 8])],
+    graph = helper.make_graph(nodes, "separable",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 6])], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8

@@ -1,5 +1,6 @@
-"""The workbench's words, defined once: precisions, INT8 methods, Q/DQ styles, weight roundings, optional algorithms, search metrics and
-their defaults. Plans validate against these; CLI flags and widget options are generated from them."""
+"""The workbench's words, defined once: precisions, INT8 methods, Q/DQ styles, weight roundings, optional algorithms
+(named by their registry, precision.registry), search metrics and their defaults. Plans validate against these; CLI
+flags and widget options are generated from them."""
 from __future__ import annotations
 
 from .precision.registry import ALGORITHMS as _REGISTERED_ALGORITHMS

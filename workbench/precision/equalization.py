@@ -17,12 +17,13 @@ left between its layers is not equalised). ReLU6 (Clip 0..6) is not scale-invari
 clip(x, 0, 6) / s. AIMET (and Nagel et al. for MobileNetV2) replace each ReLU6 between equalised layers by a ReLU
 (`relu6="relu"`), which changes the FP32 function wherever an activation exceeded 6: on efficientnet-lite0-fashion
 that alone changes the FP32 top-1 of 56 % of the eval images (benchmarks/algorithms.json). Two choices that keep
-ReLU6 instead: `relu6="bound"` moves the bound with the scale, clip(x, 0, 6) / s = min(relu(x / s), 6 / s) per channel (a
-ReLU and a Min by a per-channel constant: exact for any input, but the Min runs in float between integer layers);
-`relu6="calibrated"` (the pipeline step's default) keeps the ReLU6 and limits the scales from the calibration set:
-a channel whose input to the ReLU6 reaches 6 keeps scale 1, any other channel c gets s_c >= max x_c / 6, so no value
-seen in calibration is clipped differently (exact on the calibration set; 99.55 % FP32 top-1 agreement on the eval
-images of efficientnet-lite0-fashion, where an input beyond the calibration maxima is clipped differently). High-bias absorption (the paper's section 4.1.1) is not done.
+ReLU6 instead: `relu6="bound"` moves the bound with the scale, clip(x, 0, 6) / s = min(relu(x / s), 6 / s) per
+channel (a ReLU and a Min by a per-channel constant: exact for any input, but the Min runs in float between integer
+layers); `relu6="calibrated"` (the pipeline step's default) keeps the ReLU6 and limits the scales from the
+calibration set: a channel whose input to the ReLU6 reaches 6 keeps scale 1, any other channel c gets s_c >= max x_c
+/ 6, so no value seen in calibration is clipped differently (exact on the calibration set; 99.55 % FP32 top-1
+agreement on the eval images of efficientnet-lite0-fashion, where an input beyond the calibration maxima is clipped
+differently). High-bias absorption (the paper's section 4.1.1) is not done.
 """
 from __future__ import annotations
 

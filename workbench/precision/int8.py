@@ -58,15 +58,15 @@ STYLE_NOTES = {
 def place(prepared: onnx.ModelProto, plan: PrecisionPlan, ranges: TensorsData, *, model_name: str,
           keep_nodes: tuple[str, ...] = (), keep_ops: tuple[str, ...] = (),
           progress: bool = True) -> tuple[onnx.ModelProto, onnx.ModelProto, list[str]]:
-    """Q/DQ nodes placed on `prepared` (the pre-processed FP32 graph of model `model_name`) from calibrated `ranges`, in
-    the plan's style: segment by segment on large graphs, the nodes ONNX Runtime's quantiser fails on kept in FP32.
-    Returns the quantised graph, the FP32 graph it was made from (converted to opset 13 for per-channel weights
-    when needed) and notes."""
+    """Q/DQ nodes placed on `prepared` (the pre-processed FP32 graph of model `model_name`) from calibrated `ranges`,
+    in the plan's style (the `place` step of precision.pipeline): segment by segment on large graphs, the nodes ONNX
+    Runtime's quantiser fails on kept in FP32. Returns the quantised graph, the FP32 graph it was made from (converted
+    to opset 13 for per-channel weights when needed) and notes."""
     notes = []
     names = {node.name for node in prepared.graph.node}
     exclude = [node.name for node in prepared.graph.node if node.name in keep_nodes or node.op_type in keep_ops]
-    notes += [f"keep_fp32 node {node!r} was folded away by pre-processing (e.g. BatchNormalization into Conv): "
-              "nothing left to keep" for node in keep_nodes if node not in names]
+    notes += [f"keep_fp32 node {name!r} was folded away by pre-processing (e.g. BatchNormalization into Conv): "
+              "nothing left to keep" for name in keep_nodes if name not in names]
     sentinel_nodes = _sentinel_nodes(prepared.graph, ranges)
     if sentinel_nodes:
         exclude += sentinel_nodes
@@ -78,6 +78,7 @@ def place(prepared: onnx.ModelProto, plan: PrecisionPlan, ranges: TensorsData, *
         exclude += _bias_adds(prepared.graph)
     target, per_channel, opset_notes = _opset_for_int8(prepared, plan.per_channel)
     notes += opset_notes
+
     with tempfile.TemporaryDirectory(prefix="workbench-int8-") as tmp:
         files = (Path(tmp) / f"{kind}-{i}.{ext}" for i in itertools.count()
                  for kind, ext in (("source", "onnx"), ("ranges", "json"), ("int8", "onnx")))

@@ -51,7 +51,8 @@ def groups(proto: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return found
 
 
-def channel_max(proto: onnx.ModelProto, names: list[str], batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def channel_max(proto: onnx.ModelProto, names: list[str],
+                batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """max |x| per channel (last axis) of each tensor in `names` over the calibration `batches`."""
     found: dict[str, np.ndarray] = {}
     for values in observe(proto, names, batches):
