@@ -14,6 +14,7 @@ from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
 from ..jobs import CancelToken
 from ..models.spec import Model
+from ..vocabulary import WEIGHTED_OPS
 from . import int8, pipeline
 from .plan import PrecisionPlan
 
@@ -104,7 +105,7 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
     return {precision: share, "fp32": 1.0 - share}
 
 
-_WEIGHTED_OPS = frozenset(int8.WEIGHTED_OPS)
+_WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
 _INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
 _GLUE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity"})
 

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from ..errors import PrecisionError
 from ..graph import GraphIndex
+from ..vocabulary import WEIGHTED_OPS
 from .calibrate import CALIBRATION_METHODS, SENTINEL_ABOVE
 from .plan import PrecisionPlan
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _TRT_OPS = (*WEIGHTED_OPS, "Add")
 
 _STYLES = {
