@@ -14,7 +14,7 @@ from workbench.calibration import CalibrationSet
 from workbench.errors import Cancelled, PrecisionError
 from workbench.jobs import CancelToken
 from workbench.models.spec import Model
-from workbench.precision import apply_plan, pipeline, precision_notes, registry
+from workbench.precision import apply_plan, pipeline, precision_notes
 from workbench.precision.apply import STEPS_KEY
 from workbench.precision.plan import PrecisionPlan
 
@@ -55,7 +55,7 @@ def test_the_result_records_the_steps_that_ran_and_their_notes():
 
 
 def test_plans_validate_algorithms_against_the_registry_and_keep_their_json():
-    assert vocabulary.ALGORITHMS == tuple(registry.ALGORITHMS)  # one list: the registry's
+    assert vocabulary.ALGORITHMS == tuple(vocabulary.ALGORITHM_STEPS)  # one list: the registry's
     with pytest.raises(PrecisionError, match="Unknown algorithm"):
         PrecisionPlan("int8", algorithms=("no-such-thing",))
     assert "algorithms" not in PrecisionPlan("int8").to_json()  # absent when none: older cache keys stay
@@ -90,9 +90,9 @@ class _Negate:
 
 def test_a_registered_algorithm_runs_where_it_says_and_changes_the_calibration_key(monkeypatch):
     import sys
-    monkeypatch.setitem(registry.ALGORITHMS, "double-negation", f"{__name__}:_Negate")
-    monkeypatch.setattr(vocabulary, "ALGORITHMS", tuple(registry.ALGORITHMS))
-    monkeypatch.setattr(sys.modules["workbench.precision.plan"], "ALGORITHMS", tuple(registry.ALGORITHMS))
+    monkeypatch.setitem(vocabulary.ALGORITHM_STEPS, "double-negation", f"{__name__}:_Negate")
+    monkeypatch.setattr(vocabulary, "ALGORITHMS", tuple(vocabulary.ALGORITHM_STEPS))
+    monkeypatch.setattr(sys.modules["workbench.precision.plan"], "ALGORITHMS", tuple(vocabulary.ALGORITHM_STEPS))
     monkeypatch.setattr(pipeline, "algorithm", lambda name: _Negate())
     plan = PrecisionPlan("int8", algorithms=["double-negation"])
     assert plan.to_json()["algorithms"] == ["double-negation"] and "double-negation" in plan.label

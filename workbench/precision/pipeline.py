@@ -3,7 +3,7 @@ SmoothQuant, bias correction, ...) into one pipeline.
 
 Each step is ONNX -> ONNX and says three things: whether it `applies(model, plan)`, how it `apply(model, plan,
 ctx)`s itself, and its part of the cache `key(plan)`. `steps(plan)` lists the built-in steps in order with the
-optional algorithms the plan selects (`PrecisionPlan(algorithms=...)`, names from `precision.registry`) placed
+optional algorithms the plan selects (`PrecisionPlan(algorithms=...)`, names from `vocabulary.ALGORITHM_STEPS`) placed
 after the built-in step each names in its `after`; `run` folds the model through those that apply. The steps that
 rewrite the FP32 graph before calibration (SmoothQuant, cross-layer equalisation) change the calibration cache
 key, so ranges are measured on the graph that is quantised.
@@ -28,8 +28,8 @@ from ..models.spec import Model
 from . import bias_correction, dynamic, gptq, int8
 from .calibrate import activation_ranges, calibration_batches, prepare, range_key
 from .fp16 import to_fp16
+from ..vocabulary import ALGORITHM_STEPS
 from .plan import PrecisionPlan
-from .registry import ALGORITHMS
 
 FP16_NOTE = ("FP16 weights and activations, FP32 graph inputs/outputs (Cast at the boundary). ONNX Runtime's CPU "
              "provider lacks FP16 kernels for many ops and computes them in FP32 from the FP16-rounded values, so "
@@ -71,7 +71,7 @@ class Context:
 
 
 class Step(Protocol):
-    """One ONNX -> ONNX step. An optional algorithm (registered in precision.registry) also names, as `after`, the
+    """One ONNX -> ONNX step. An optional algorithm (registered in vocabulary.ALGORITHM_STEPS) also names, as `after`, the
     built-in step it follows, and returns a new graph rather than changing the one it is given."""
 
     name: str
@@ -243,8 +243,8 @@ BUILT_IN: tuple[Step, ...] = (FP16(), Dynamic(), Prepare(), Ranges(), Place(), G
 
 
 def algorithm(name: str) -> Step:
-    """The registered optional step `name` (precision.registry), its module imported now."""
-    module, _, attribute = ALGORITHMS[name].partition(":")
+    """The registered optional step `name` (vocabulary.ALGORITHM_STEPS), its module imported now."""
+    module, _, attribute = ALGORITHM_STEPS[name].partition(":")
     return getattr(importlib.import_module(f".{module}", __package__), attribute)()
 
 

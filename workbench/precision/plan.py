@@ -33,7 +33,7 @@ class PrecisionPlan:
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
     weight_rounding: str | None = field(default=None, metadata={CHOICES: WEIGHT_ROUNDINGS,
                                                                  NEUTRAL: (None, "nearest")})  # int8 only
-    # calibrated int8 only: names from vocabulary.ALGORITHMS (precision.registry)
+    # calibrated int8 only: names from vocabulary.ALGORITHMS (the registry of pipeline steps)
     algorithms: tuple[str, ...] = field(default=(), metadata={NEUTRAL: ((),)})
 
     def __post_init__(self) -> None:
