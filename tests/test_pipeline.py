@@ -119,3 +119,25 @@ def test_a_cancelled_token_stops_the_pipeline_before_its_next_step(monkeypatch):
     with pytest.raises(Cancelled):
         apply_plan(model, PrecisionPlan("int8"), _calibration(), progress=False, cancel=token)
     assert placed == []
+
+
+def test_algorithms_ride_through_run_the_result_json_and_the_command_line(tmp_path):
+    from conftest import make_labelled_sample
+
+    from workbench.cli import _parser
+    from workbench.results import RunResult
+    from workbench.schema import check_run_json
+    from workbench.session import Workbench
+
+    session = Workbench(make_labelled_sample(), progress=False, cache_dir=tmp_path)
+    options = {"batch": 8, "runs": 3, "drift": False, "profile": False}
+    plain, equalised = session.run("int8", **options), session.run("int8", algorithms=("cle",), **options)
+    assert equalised.plan == PrecisionPlan("int8", algorithms=("cle",)) and plain.cache_key != equalised.cache_key
+    assert "cle" in equalised.label and "cle" not in plain.label
+    data = json.loads(json.dumps(equalised.to_json()))
+    check_run_json(data)
+    assert data["algorithms"] == ["cle"] and RunResult.from_json(data).plan == equalised.plan
+    # (the tiny CNN's only Conv -> ReLU -> Conv also feeds a residual Add: no pair to equalise, and it says so)
+    assert "cle: this graph has nothing it applies to; skipped" in equalised.precision_notes
+    args = _parser().parse_args(["report", "--algorithms", "smoothquant"])
+    assert PrecisionPlan("int8", algorithms=args.algorithms).algorithms == ("smoothquant",)

@@ -34,7 +34,7 @@ class PrecisionPlan:
     weight_rounding: str | None = field(default=None, metadata={CHOICES: WEIGHT_ROUNDINGS,
                                                                  NEUTRAL: (None, "nearest")})  # int8 only
     # calibrated int8 only: names from vocabulary.ALGORITHMS (the registry of pipeline steps)
-    algorithms: tuple[str, ...] = field(default=(), metadata={NEUTRAL: ((),)})
+    algorithms: tuple[str, ...] = field(default=(), metadata={CHOICES: ALGORITHMS, NEUTRAL: ((),)})
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
