@@ -141,3 +141,13 @@ def test_algorithms_ride_through_run_the_result_json_and_the_command_line(tmp_pa
     assert "cle: this graph has nothing it applies to; skipped" in equalised.precision_notes
     args = _parser().parse_args(["report", "--algorithms", "smoothquant"])
     assert PrecisionPlan("int8", algorithms=args.algorithms).algorithms == ("smoothquant",)
+
+
+def test_the_fp32_graph_of_a_plan_is_the_one_its_qdq_were_placed_on():
+    from workbench.precision.calibrate import prepare
+
+    model = Model.from_proto(make_tiny_cnn(), name="tiny-cnn", source="test")
+    assert pipeline.fp32_graph(model, PrecisionPlan("int8")) is prepare(model)[0]
+    assert pipeline.fp32_graph(model, PrecisionPlan("fp16")) is model.proto
+    smoothed = pipeline.fp32_graph(model, PrecisionPlan("int8", algorithms=("smoothquant",)), _calibration())
+    assert [n.op_type for n in smoothed.graph.node if n.name.endswith("_SmoothQuant")] == ["Mul"]  # before the Gemm

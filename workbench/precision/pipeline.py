@@ -277,6 +277,17 @@ def run(plan: PrecisionPlan, ctx: Context) -> onnx.ModelProto:
     return model
 
 
+def fp32_graph(model: Model, plan: PrecisionPlan, calibration: CalibrationSet | None = None) -> onnx.ModelProto:
+    """The FP32 graph a calibrated INT8 plan places its Q/DQ nodes on: `model` pre-processed, then rewritten by the
+    plan's algorithms that run before calibration (their statistics from `calibration`). What an INT8 result's
+    graph compares with, node by node."""
+    ctx, graph, ordered = Context(model, calibration, progress=False), model.proto, steps(plan)
+    for step in ordered[:[step.name for step in ordered].index("ranges")]:
+        if step.name in ("prepare", *plan.algorithms) and step.applies(graph, plan):
+            graph = step.apply(graph, plan, ctx)
+    return graph
+
+
 def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet | None = None, *,
              keep_nodes: tuple[str, ...] = (), keep_ops: tuple[str, ...] = (), progress: bool = True,
              cache_dir: str | Path | None = None) -> tuple[onnx.ModelProto, list[str]]:
