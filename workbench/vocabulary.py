@@ -1,6 +1,6 @@
 """The workbench's words, defined once: precisions, INT8 methods, Q/DQ styles, weight roundings, optional algorithms
-(their registry), search metrics and their defaults. Plans validate against these; CLI
-flags and widget options are generated from them."""
+(their registry), search metrics and their defaults. Plans validate against these; CLI flags and widget options are
+generated from them."""
 from __future__ import annotations
 
 PRECISIONS = ("fp32", "fp16", "int8")
