@@ -322,9 +322,10 @@ def _report(args, command_line: str) -> int:
                        threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
+            reduced = precision != "fp32"
             options = {"calibration": args.calibration if precision == "int8" else None,
                        **_int8_options(args, precision),
-                       "keep_fp32": tuple(args.keep_fp32 or ()) if precision != "fp32" else ()}
+                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else ()}
             try:
                 results.append(wb.run(precision=precision, calibration_size=args.calibration_size, batch=batch,
                                       runs=args.runs, drift=not args.no_drift, **options))
@@ -380,7 +381,8 @@ def _report(args, command_line: str) -> int:
 def _plan_label(precision: str, options: dict) -> str:
     """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
     try:
-        return PrecisionPlan(precision, **{k: v for k, v in options.items() if k in PLAN_FIELDS}).label
+        return PrecisionPlan(precision, **{name: value for name, value in options.items()
+                                           if name in PLAN_FIELDS and value is not None}).label
     except WorkbenchError:
         return precision
 
