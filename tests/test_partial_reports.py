@@ -63,6 +63,8 @@ def test_dynamic_int8_and_every_vocabulary_choice_are_accepted(tmp_path):
     assert tuple(actions["precision"].choices) == vocabulary.PRECISIONS
     code, data, _ = _report(tmp_path, "--precision", "fp32", "--precision", "int8", "--method", "dynamic")
     assert code == 0 and data["results"][1]["method"] == "dynamic"
+    code, data, _ = _report(tmp_path, "--precision", "int8", "--per-tensor", name="per-tensor")
+    assert code == 0 and data["results"][0]["precision_notes"][0].startswith("INT8 (per-tensor weights)")
 
 
 @pytest.mark.slow  # measures digits-cnn on the command line
