@@ -533,6 +533,7 @@ def _print_summary(results) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
+    from .views.tables import metric_text
 
     def pct(value) -> str:
         return "    n/a" if value is None else f"{value * 100:6.2f}%"
@@ -551,13 +552,14 @@ def _print_summary(results) -> None:
     gains = [gain(row) for row in rows]
     gain_width = max(len("speed-up vs FP32 (95% CI)"), *(len(g) for g in gains))
     header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8} "
-              f"{'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
+              f"{'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}  accuracy (metric used)")
     print(header)
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
-              f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
+              f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  "
+              f"{metric_text(row['headline_metric'], row['headline_value'], row['headline_output']) if row['headline_metric'] else 'n/a'}{flag}")
     print(headline(results))
     for r in results:
         if r.precision_warning:
