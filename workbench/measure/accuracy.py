@@ -106,6 +106,9 @@ def infer_task(name: str, value: Output, *, image_sizes: Sequence[tuple[int, int
     first = value[0] if isinstance(value, list) and value else value
     array = np.asarray(first)
     per_sample = array.shape[1:] if isinstance(value, np.ndarray) else array.shape
+    if isinstance(value, list) and array.ndim and all(np.shape(v) == array.shape for v in value) \
+            and array.shape[0] == 1:  # one sample per run: a fixed-batch model whose output axis is named
+        per_sample = array.shape[1:]
     if _BOXES.search(name) and array.ndim and array.shape[-1] == 4:
         return "detection"
     spatial = {tuple(s) for s in image_sizes}
@@ -158,7 +161,8 @@ def _output_agreement(name: str, kind: str, out: Output, ref: Output, labels) ->
 
 def classification_metrics(out: Output, ref: Output, labels=None) -> dict:
     """top1 (argmax vs labels; None without labels) and agreement (argmax vs FP32's argmax), over samples."""
-    if not isinstance(out, np.ndarray) or not isinstance(ref, np.ndarray) or out.ndim < 2:
+    out, ref = _rows(out), _rows(ref)
+    if out is None or ref is None or out.shape != ref.shape or out.ndim < 2:
         return {"top1": None, "agreement": None}
     pred = np.argmax(out.reshape(len(out), -1), axis=1)
     agreement = float(np.mean(pred == np.argmax(ref.reshape(len(ref), -1), axis=1))) if len(out) else None
@@ -176,8 +180,9 @@ def label_metrics(out: Output, ref: Output, labels=None) -> dict:
     total = sum(e.size for e in equal)
     agreement = float(sum(e.sum() for e in equal) / total) if total else None
     top1 = None
-    if isinstance(out, np.ndarray) and out.size == len(out):
-        top1 = _top1(out.reshape(-1), labels)
+    rows = _rows(out)
+    if rows is not None and rows.size == len(rows):
+        top1 = _top1(rows.reshape(-1), labels)
     return {"top1": top1, "agreement": agreement}
 
 
@@ -464,6 +469,17 @@ def metric_name(metric: Metric) -> str:
 # ---- helpers --------------------------------------------------------------------------------------------------------
 def _pairs(out: Output, ref: Output) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(zip(_runs(out), _runs(ref)))
+
+
+def _rows(value: Output) -> np.ndarray | None:
+    """Samples-first rows of an output: the array, or per-run arrays of one shape joined (a model with a fixed
+    batch whose output's first axis is named, not fixed); None when the runs differ in shape."""
+    if isinstance(value, np.ndarray):
+        return value
+    runs = _runs(value)
+    if not runs or len({r.shape for r in runs}) != 1 or not runs[0].ndim:
+        return None
+    return np.concatenate(runs)
 
 
 def _runs(value: Output) -> list[np.ndarray]:
