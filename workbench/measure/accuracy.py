@@ -6,6 +6,7 @@ not the sample count, e.g. boxes after NMS: [N, 4] per image); such outputs are 
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -387,24 +388,22 @@ def _detection_group(names: list[str], refs: list[Output], kinds: dict[str, str]
 # ---- values ---------------------------------------------------------------------------------------------------------
 def _value_metrics(out: Output, ref: Output) -> dict:
     """cosine (mean over samples or runs), relative_l2 (over everything) and max_abs_diff; None where the shapes of
-    a run differ."""
+    a run differ. One sample at a time in float64, so large outputs (token logits) need no float64 copy."""
     pairs = _pairs(out, ref)
     if not pairs or any(np.shape(a) != np.shape(b) for a, b in pairs):
         return {"cosine": None, "relative_l2": None, "max_abs_diff": None}
-    a = [np.asarray(x, np.float64).reshape(-1) for x, _ in pairs]
-    b = [np.asarray(y, np.float64).reshape(-1) for _, y in pairs]
-    if len({x.size for x in a}) == 1:
-        cosines = _cosine_rows(np.stack(a), np.stack(b))
-    else:
-        cosines = np.array([cosine(x, y) for x, y in zip(a, b)])
-    diff = np.concatenate([x - y for x, y in zip(a, b)]) if a else np.zeros(0)
-    norm = float(np.linalg.norm(np.concatenate(b))) if b else 0.0
+    cosines, error, norm, largest = [], 0.0, 0.0, []
     with np.errstate(invalid="ignore", over="ignore"):
-        max_abs = float(np.max(np.abs(diff), initial=0.0))
-        error = float(np.linalg.norm(diff))
+        for a, b in pairs:
+            a, b = np.asarray(a, np.float64).reshape(1, -1), np.asarray(b, np.float64).reshape(1, -1)
+            cosines.append(float(_cosine_rows(a, b)[0]))
+            diff = a - b
+            error += float(np.sum(diff * diff))
+            norm += float(np.sum(b * b))
+            largest.append(float(np.max(np.abs(diff), initial=0.0)))  # NaN (an FP16 overflow) is kept
+    error, norm = math.sqrt(error), math.sqrt(norm)
     relative = error / norm if norm > 0 else (0.0 if error == 0 else None)
-    return {"cosine": float(np.mean(cosines)) if len(cosines) else None, "relative_l2": relative,
-            "max_abs_diff": max_abs}
+    return {"cosine": float(np.mean(cosines)), "relative_l2": relative, "max_abs_diff": float(np.max(largest))}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
