@@ -557,9 +557,11 @@ def _print_summary(results) -> None:
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
+        metric = metric_text(row["headline_metric"], row["headline_value"], row["headline_output"]) \
+            if row["headline_metric"] else "n/a"
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
               f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  "
-              f"{metric_text(row['headline_metric'], row['headline_value'], row['headline_output']) if row['headline_metric'] else 'n/a'}{flag}")
+              f"{metric}{flag}")
     print(headline(results))
     for r in results:
         if r.precision_warning:

@@ -33,14 +33,15 @@ _SEGMENTATION = re.compile(r"seg|mask", re.I)
 
 def measure_accuracy(outputs: Sequence[Output] | np.ndarray, reference: Sequence[Output] | np.ndarray,
                      labels=None, *, task: str | None = None, output_names: Sequence[str] | None = None,
-                     tasks: Mapping[str, str] | None = None, metric: Metric | None = None,
+                     tasks: Mapping[str, str] | str | None = None, metric: Metric | None = None,
                      samples: int | None = None, image_sizes: Sequence[tuple[int, int]] = ()) -> AccuracyStats:
     """Compare a variant's outputs with the FP32 reference outputs (same order) and optional labels.
 
-    Each output gets a task: from `tasks` (output name -> task), else `task` for the first output (a sample's
-    declared task), else inferred from its name, dtype and shape (`infer_task`), and the metrics of that task
-    (`OutputAgreement.metrics`; None where a metric cannot apply). `metric(fp32_outputs, variant_outputs, labels)`
-    is a metric of your own (higher is better); when given it decides the headline. `image_sizes`: (height, width)
+    Each output gets a task: from `tasks` (output name -> task, or one task for the first output), else `task` for
+    the first output (a sample's declared task), else inferred from its name, dtype and shape (`infer_task`), and
+    the metrics of that task (`OutputAgreement.metrics`; None where a metric cannot apply).
+    `metric(fp32_outputs, variant_outputs, labels)` is a metric of your own (higher is better); when given it
+    decides the headline. `image_sizes`: (height, width)
     of the image inputs, so an output of that size is read as a segmentation map. Top-level `top1` /
     `top1_agreement` are those of the first class-score or label output (None without one), `cosine` that of the
     first float output, `max_abs_diff` the largest over float outputs.
@@ -373,7 +374,7 @@ def _detection_group(names: list[str], refs: list[Output], kinds: dict[str, str]
         return {}
     array = np.asarray(refs[names.index(boxes)][0] if isinstance(refs[names.index(boxes)], list) and
                        refs[names.index(boxes)] else refs[names.index(boxes)])
-    if not array.ndim or array.shape[-1] not in (4, 6, 7):
+    if not array.ndim or array.shape[-1] not in (4, 6):
         return {}
     group = {"boxes": boxes}
     for role, pattern in (("count", _COUNT), ("scores", _SCORES), ("classes", _CLASSES)):

@@ -241,10 +241,10 @@ def _plan(spec: TensorSpec, axis: int | None, shape: tuple[Dim, ...], override, 
     if dtype.kind == "O":
         known = graph.string_facts(spec.name) if graph is not None else None
         words = known or DEFAULT_WORDS
+        source = (f"the {len(words)} strings the graph maps" if known
+                  else f"a small vocabulary ({', '.join(words[:4])}, ...)")
         return replace(plan, values="words", words=tuple(words), choices=(
-            *choices, f"input {spec.name!r}: strings drawn from "
-                      + (f"the {len(words)} strings the graph maps" if known else f"a small vocabulary ({', '.join(words[:4])}"
-                         ", ...)") + " (give your own with data=/--data)"))
+            *choices, f"input {spec.name!r}: strings drawn from {source} (give your own with data=/--data)"))
     if dtype.kind == "b" or (dtype.kind in "iu" and "mask" in lowered):
         return replace(plan, values="ones", choices=(*choices, f"input {spec.name!r}: a mask of ones"))
     if dtype.kind in "iu":
