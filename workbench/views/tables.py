@@ -27,6 +27,7 @@ class Column:
 COLUMNS: dict[str, Column] = {
     "label": Column("configuration"), "config": Column("configuration"), "model": Column("model"),
     "precision": Column("precision"), "method": Column("method"), "style": Column("Q/DQ style"),
+    "weight_rounding": Column("weight rounding"),
     "calibration": Column("calibration"), "backend": Column("engine"), "engine": Column("engine"),
     "batch": Column("batch", "count"),
     "latency_median_ms": Column("median latency (ms)", "ms"), "latency_p90_ms": Column("p90 latency (ms)", "ms"),
@@ -53,7 +54,7 @@ _INTERVALS = {"latency_median_ms": "latency_median_ci_ms", "speedup_vs_fp32": "s
 _TOP1_KEYS = ("top1", "top1_drop", "agreement")
 _TOP1_WORDS = (ACCURACY_METRICS["top1"][0], ACCURACY_METRICS["agreement"][0])
 # Keys of views.summary_table that the configuration label already says; the table shows the label instead.
-_IN_LABEL = ("precision", "method", "style", "calibration", "backend")
+_IN_LABEL = ("precision", "method", "style", "weight_rounding", "calibration", "backend")
 
 _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0}"
           ".workbench-table{border-collapse:collapse;font-size:12.5px;line-height:1.35;width:auto}"
