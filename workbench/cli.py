@@ -543,7 +543,7 @@ def _print_summary(results) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
-    from .views.tables import metric_text
+    from .views.accuracy_text import metric_text
 
     def pct(value) -> str:
         return "    n/a" if value is None else f"{value * 100:6.2f}%"

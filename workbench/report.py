@@ -19,7 +19,8 @@ from .backends.cpu_features import cpu_flags
 from .errors import InputSpecError, MissingDependencyError
 from .results import RunResult, baseline_of, speedup_over
 from .vocabulary import ACCURACY_METRICS
-from .views.tables import html_table, metric_text, metric_value_text, metrics_text, summary_html
+from .views.accuracy_text import metric_text, metric_value_text, metrics_text
+from .views.tables import html_table, summary_html
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;line-height:1.45}

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..vocabulary import ACCURACY_METRICS
+from .accuracy_text import metric_text
 
 
 @dataclass(frozen=True)
@@ -169,27 +170,6 @@ def format_value(value, kind: str = "number") -> str:
     if kind == "count" or isinstance(value, int):
         return f"{value:,}"
     return significant(value)
-
-
-def metric_text(name: str, value: float | None, output: str | None = None) -> str:
-    """An accuracy metric for people: its words, output and value with unit, e.g. "mean IoU vs FP32 (out) 98.70 %";
-    "n/a" for a metric that does not apply."""
-    words = ACCURACY_METRICS.get(name, (name,))[0]
-    return f"{words}" + (f" ({output})" if output else "") + f" {metric_value_text(name, value)}"
-
-
-def metric_value_text(name: str, value: float | None) -> str:
-    """A metric's value with its unit ("98.70 %", "0.999812", "0.0123"), or "n/a"."""
-    kind = ACCURACY_METRICS.get(name, (name, "number"))[1]
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    # two decimals of a percentage: the headline's margin is half a point
-    return f"{value * 100:.2f} %" if kind == "fraction" else format_value(value, kind)
-
-
-def metrics_text(metrics: Mapping[str, float | None]) -> str:
-    """Every metric of one output, e.g. "matched boxes vs FP32 97.5 %, mAP@0.5 vs FP32 96.1 %", n/a included."""
-    return ", ".join(metric_text(name, value) for name, value in metrics.items()) or "n/a"
 
 
 def significant(value: float, digits: int = 3) -> str:
