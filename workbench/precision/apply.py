@@ -13,10 +13,10 @@ from ..calibration import CalibrationSet
 from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
 from ..models.spec import Model
-from ..vocabulary import WEIGHTED_OPS
+from ..vocabulary import INTEGER_OPS, QDQ_OPS, WEIGHTED_OPS
 from . import dynamic, int8
 from .fp16 import to_fp16
-from .plan import PrecisionPlan
+from .plan import KEEP_FP32_HOW, PrecisionPlan
 
 PLAN_KEY = "workbench.precision_plan"
 NOTES_KEY = "workbench.precision_notes"
@@ -46,7 +46,9 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
         return model
     if plan.precision == "fp16":
         with _failures_as_precision_errors(model, plan):
-            proto, notes = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops), [FP16_NOTE]
+            proto, failing = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops)
+        notes = [FP16_NOTE] + ([f"Kept in FP32 because the FP16 graph does not load with them in FP16 (found by "
+                                f"bisection): {', '.join(failing)}"] if failing else [])
     elif not plan.needs_calibration:
         with _failures_as_precision_errors(model, plan):
             proto, notes = dynamic.quantize(model, plan, keep_nodes=keep_nodes, keep_ops=keep_ops)
@@ -112,8 +114,8 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
 
 
 _WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
-_INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
-_GLUE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity"})
+_INTEGER_OPS = frozenset(INTEGER_OPS)
+_GLUE_OPS = frozenset({*QDQ_OPS, "Cast", "Constant", "Identity"})
 
 
 def _float16_tensors(proto: onnx.ModelProto) -> set[str]:
@@ -161,7 +163,7 @@ def _failures_as_precision_errors(model: Model, plan: PrecisionPlan) -> Iterator
         raise
     except Exception as exc:  # noqa: BLE001 - converter/quantiser failures come as many exception types
         raise PrecisionError(f"Could not apply {plan.label} to {model.name!r} ({type(exc).__name__}: {exc}). Keep the "
-                             "op types or nodes it names in FP32 via PrecisionPlan(keep_fp32=...).") from exc
+                             f"op types or nodes it names in FP32: {KEEP_FP32_HOW}.") from exc
 
 
 def _set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
@@ -175,10 +177,10 @@ def _check(original: Model, result: Model, plan: PrecisionPlan) -> None:
         ort.InferenceSession(result.serialized(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnx and onnxruntime raise many exception types
         raise PrecisionError(f"Applying {plan.label} to {original.name!r} produced a graph that does not load "
-                             f"({type(exc).__name__}: {exc}). Keep the failing nodes or op types in FP32 via "
-                             "keep_fp32.") from exc
+                             f"({type(exc).__name__}: {exc}). Keep the failing nodes or op types in "
+                             f"FP32: {KEEP_FP32_HOW}.") from exc
     io_before = [(s.name, s.dtype) for s in original.inputs + original.outputs]
     io_after = [(s.name, s.dtype) for s in result.inputs + result.outputs]
     if io_before != io_after:
         raise PrecisionError(f"Applying {plan.label} to {original.name!r} changed the graph inputs/outputs from "
-                             f"{io_before} to {io_after}; keep the boundary nodes in FP32 via keep_fp32.")
+                             f"{io_before} to {io_after}; keep the boundary nodes in FP32: {KEEP_FP32_HOW}.")

@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import PrecisionError
 from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-__all__ = ["INT8_FIELDS", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+# Every way to keep nodes in FP32, as errors advise it (Python and the command line offer the same).
+KEEP_FP32_HOW = ("PrecisionPlan(keep_fp32=[...]) or run(..., keep_fp32=[...]) in Python, --keep-fp32 NODE|OPTYPE "
+                 "(repeatable) on the command line")
+
+__all__ = ["INT8_FIELDS", "KEEP_FP32_HOW", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS", "QDQ_STYLES",
+           "WEIGHT_ROUNDINGS", "PrecisionPlan"]
 
 # Field metadata. CHOICES: the vocabulary a field takes (command-line flags and widgets offer these). NEUTRAL: a field
 # added after the first plans were cached declares the values that mean "as before"; `to_json` leaves it out then, so
