@@ -15,7 +15,7 @@ from .output import atomic_write, check_outputs
 from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS, PrecisionPlan
 from .results import strict_json
 from .vocabulary import (DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, METHODS, PRECISIONS,
-                         QDQ_STYLES, TUNE_METRICS)
+                         OUTPUT_TASKS, QDQ_STYLES, TUNE_METRICS)
 
 DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--input", action="append", default=None, metavar="NAME=SHAPE",
                       help="shape for an input's synthetic data (e.g. images=1,3,640,640) or a scalar input's value "
                            "(e.g. sr=16000); repeat for several inputs")
+    data.add_argument("--task", action="append", default=None, type=_task_arg, metavar="[OUTPUT=]TASK",
+                      help="what an output is, so accuracy uses its metrics (docs/accuracy.md): TASK for the first "
+                           f"output or OUTPUT=TASK (repeat); TASK is one of {', '.join(OUTPUT_TASKS)} (default: "
+                           "inferred from each output's name, type and shape)")
 
     plan = sub.add_parser(
         "plan", help="import TensorRT engine plans built elsewhere (engine inspector + trtexec JSON)",
@@ -381,6 +385,26 @@ def _report(args, command_line: str) -> int:
     return 0
 
 
+def _task_arg(text: str) -> tuple[str | None, str]:
+    """`TASK` (the first output) or `OUTPUT=TASK`, TASK from vocabulary.OUTPUT_TASKS."""
+    output, _, task = text.rpartition("=")
+    if task not in OUTPUT_TASKS:
+        raise argparse.ArgumentTypeError(f"{task!r} is not a task: use one of {', '.join(OUTPUT_TASKS)}, as TASK "
+                                         "(the first output) or OUTPUT=TASK")
+    return output or None, task
+
+
+def _tasks(pairs) -> dict | str | None:
+    """--task values as Workbench(tasks=...): one task for the first output, or output name -> task."""
+    if not pairs:
+        return None
+    first = [task for output, task in pairs if output is None]
+    named = {output: task for output, task in pairs if output is not None}
+    if first and named:
+        raise WorkbenchError("--task: give either one TASK (the first output) or OUTPUT=TASK pairs, not both.")
+    return first[-1] if first else named
+
+
 def _plan_label(precision: str, options: dict) -> str:
     """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
     try:
@@ -396,6 +420,7 @@ def _data_options(args) -> dict:
 
     preprocessing = ImagePreprocessing.parse(args.image_preprocessing) if args.image_preprocessing else None
     return {"inputs": dict(parse_override(text) for text in args.input or []) or None, "data": args.data,
+            "tasks": _tasks(getattr(args, "task", None)),
             "calibration_data": args.calibration_data, "eval_data": args.eval_data,
             "image_preprocessing": preprocessing}
 
@@ -571,6 +596,7 @@ def _print_summary(results, *, retimed=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
+    from .views.accuracy_text import metric_text
 
     def pct(value) -> str:
         return "    n/a" if value is None else f"{value * 100:6.2f}%"
@@ -596,13 +622,16 @@ def _print_summary(results, *, retimed=None, comparison=None) -> None:
 
     header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8}"
               + f" {'rounds ms':>9}" * turns
-              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
+              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}  accuracy (metric used)")
     print(header)
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
+        metric = metric_text(row["headline_metric"], row["headline_value"], row["headline_output"]) \
+            if row["headline_metric"] else "n/a"
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f}"
-              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
+              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  "
+              f"{metric}{flag}")
     if comparison is not None:
         print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
     print(headline(results, comparison=comparison))
