@@ -9,6 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import output
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .results import strict_json
@@ -279,14 +280,15 @@ def _samples() -> int:
 
 def _report(args, command_line: str) -> int:
     from . import samples
-    from .report import headline, write_report
+    from .report import build_report, headline
     from .session import Workbench
     from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
     out = args.out or (None if args.json_path else DEFAULT_REPORT)
     json_path = args.json_path or (_json_beside(out) if out else None)
-    check_outputs({"--out": out, "--json": json_path}, inputs=[model])
+    check_outputs({"--out": out, "--json": json_path},
+                  inputs=[model, args.data, args.calibration_data, args.eval_data])
     precisions = args.precision or list(DEFAULT_PRECISIONS)
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
     progress = not args.quiet
@@ -305,6 +307,7 @@ def _report(args, command_line: str) -> int:
                 qdq_style=args.qdq_style if precision == "int8" else None,
                 batch=batch, runs=args.runs, drift=not args.no_drift))
     _print_summary(results)
+    files = {}
     if json_path:
         payload = {
             "model": {"name": sessions[0].model.name,
@@ -318,10 +321,14 @@ def _report(args, command_line: str) -> int:
             "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
             "headline": headline(results),
         }
-        _write_json(json_path, payload)
+        files[json_path] = _json_bytes(payload)
     if out:
-        path = write_report(sessions, results, out, command=command_line)
-        print(f"report: {path}")
+        files[out] = build_report(sessions, results, command=command_line).encode("utf-8")
+    output.write_group(files)  # both from this run, swapped in together
+    if json_path:
+        print(f"json: {json_path}")
+    if out:
+        print(f"report: {out}")
     return 0
 
 
@@ -351,6 +358,7 @@ def _warm(args) -> int:
     from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
     from .warm import warm
 
+    check_outputs({"--json": args.json_path})
     report = warm(args.samples, cache_dir=args.cache_dir, shared_cache=args.shared_cache, backends=args.backend,
                   precisions=args.precision or PRECISIONS, calibrations=args.calibration,
                   methods=args.method or METHODS, qdq_styles=args.qdq_style or QDQ_STYLES,
@@ -364,6 +372,7 @@ def _sweep(args, command_line: str) -> int:
     from .session import Workbench
 
     configs = [{**config, "drift": not args.no_drift} for config in grid_configs(args.grid)]
+    check_outputs({"--json": args.json_path}, inputs=[args.model])
     wb = Workbench(args.model, cache_dir=args.cache_dir, shared_cache=args.shared_cache, threads=args.threads,
                    progress=not args.quiet)
     executor = "sequential" if args.ray is None else "ray"
@@ -391,15 +400,14 @@ def _app(args) -> int:
 
 def _plan(args, command_line: str) -> int:
     from .report import write_plan_report
-    from .trtplan import load_plan, load_plan_dir
+    from .trtplan import load_plan, load_plan_dir, plan_files
 
     profiles = args.profile or []
     if profiles and len(profiles) != len(args.graph_json):
         raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
                              "give one --profile per graph, or none to find them beside the graph files.")
-    inputs = [*args.graph_json, *profiles,
-              *(str(p) for folder in args.graph_json if Path(folder).is_dir() for p in Path(folder).glob("*.json"))]
-    check_outputs({"--out": args.out, "--json": args.json_path}, inputs=inputs)
+    check_outputs({"--out": args.out, "--json": args.json_path},
+                  inputs=[*profiles, *(p for graph in args.graph_json for p in plan_files(graph))])
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
@@ -470,8 +478,10 @@ def _tune(args, command_line: str) -> int:
 def _lint(args, command_line: str) -> int:
     from .lint import lint_plan, lint_result, op_types_of
 
+    from .trtplan import plan_files
+
     target = Path(args.target)
-    check_outputs({"--json": args.json_path}, inputs=[target, *(target.glob("*.json") if target.is_dir() else ())])
+    check_outputs({"--json": args.json_path}, inputs=[args.target, *plan_files(target)])
     if target.is_dir() or target.name.endswith(".graph.json"):
         from .trtplan import load_plan, load_plan_dir
 
@@ -499,8 +509,12 @@ def _lint(args, command_line: str) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    atomic_write(path, json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8"))
+    atomic_write(path, _json_bytes(payload))
     print(f"json: {path}")
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8")
 
 
 def _print_summary(results) -> None:

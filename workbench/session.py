@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -159,6 +160,7 @@ class Workbench:
         self._calibration_sources = {name: {"kind": "synthetic" if cal.synthetic and self.sample is None else kind,
                                             "description": cal.description}
                                      for name, cal in self.calibration_sets.items()}
+        self._data_paths = [Path(p) for p in (data, calibration_data, eval_data) if isinstance(p, (str, os.PathLike))]
         if data is None and calibration_data is None and eval_data is None:
             return
         inputs = self.model.inputs
@@ -182,6 +184,12 @@ class Workbench:
         self.calibration_sets = {name: user_set, **{k: v for k, v in self.calibration_sets.items()
                                                     if self.sample is not None}}
         self._calibration_sources[name] = calibration.source
+
+    @property
+    def input_paths(self) -> list[Path]:
+        """The files this session reads (the model file, user data): what no output of it may overwrite."""
+        model = Path(self.model.source) if self.model.source and Path(self.model.source).is_file() else None
+        return ([model] if model else []) + self._data_paths
 
     def add_calibration_set(self, calibration: CalibrationSet) -> CalibrationSet:
         """Validate `calibration` against the model inputs and make it selectable by name."""

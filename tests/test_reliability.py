@@ -1,0 +1,151 @@
+"""Reliability round 2 (issue 28): outputs never destroy inputs, a cache that trusts nothing it did not write, model
+identity by content, bounded user data, tune's honest labels, bundles that stay inside themselves."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import make_tiny_cnn
+from workbench import output
+from workbench.cli import main
+from workbench.errors import OutputError
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(make_tiny_cnn().SerializeToString())
+    return model
+
+
+def _npz(path, n=8):
+    rng = np.random.default_rng(0)
+    np.savez(path, input=rng.standard_normal((n, 1, 8, 8)).astype(np.float32), labels=np.arange(n) % 4)
+    return path
+
+
+# ---- 1. one output guard ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--data", "--calibration-data", "--eval-data"])
+@pytest.mark.parametrize("output_option", ["--json", "--out"])
+def test_report_never_writes_onto_its_data(tmp_path, tiny_file, capsys, option, output_option):
+    data = _npz(tmp_path / "data.npz")
+    before = data.read_bytes()
+    cache = tmp_path / "cache"
+    code = main(["report", str(tiny_file), "--precision", "fp32", "--runs", "1", "--quiet", "--no-drift",
+                 "--cache-dir", str(cache), option, str(data), output_option, str(data)])
+    assert code == 2 and "input of this command" in capsys.readouterr().err
+    assert data.read_bytes() == before and not cache.exists()
+
+
+def test_sweep_checks_its_json_before_any_work(tmp_path, tiny_file, capsys):
+    before = tiny_file.read_bytes()
+    cache = tmp_path / "cache"
+    code = main(["sweep", str(tiny_file), "--grid", "precision=fp32", "--grid", "runs=1", "--no-drift", "--quiet",
+                 "--cache-dir", str(cache), "--json", str(tiny_file)])
+    assert code == 2 and "input of this command" in capsys.readouterr().err
+    assert tiny_file.read_bytes() == before and not cache.exists()
+
+
+def test_warm_checks_its_json_before_any_work(tmp_path, capsys, monkeypatch):
+    import workbench.warm
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("warm started before its output was checked")
+
+    monkeypatch.setattr(workbench.warm, "warm", no_work)
+    code = main(["warm", "--cache", str(tmp_path / "cache"), "--json", str(tmp_path)])
+    assert code == 2 and "folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sidecar", [".profile.json", ".metadata.json", ".build.metadata.json",
+                                     ".profile.metadata.json"])
+@pytest.mark.parametrize("command", ["plan", "lint"])
+def test_plan_and_lint_never_write_onto_a_sidecar_found_beside_the_graph(tmp_path, capsys, sidecar, command):
+    graph = tmp_path / "a.graph.json"
+    graph.write_text('{"Layers": ["conv1"], "Bindings": ["input"]}')
+    side = tmp_path / f"a{sidecar}"
+    side.write_text("[]")
+    assert main([command, str(graph), "--json", str(side)]) == 2
+    assert "input of this command" in capsys.readouterr().err and side.read_text() == "[]"
+
+
+def test_python_write_report_never_writes_onto_the_sessions_data(tmp_path, tiny_file):
+    from workbench.report import write_report
+    from workbench.session import Workbench
+
+    data = _npz(tmp_path / "data.npz")
+    before = data.read_bytes()
+    wb = Workbench(str(tiny_file), cache_dir=tmp_path / "cache", progress=False, data=str(data))
+    assert str(data) in map(str, wb.input_paths) and str(tiny_file) in map(str, wb.input_paths)
+    with pytest.raises(OutputError, match="input"):
+        write_report([wb], [], data)
+    assert data.read_bytes() == before
+
+
+def test_an_output_over_a_file_inside_an_input_folder_is_refused(tmp_path):
+    folder = tmp_path / "images" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "1.png").write_bytes(b"png")
+    with pytest.raises(OutputError, match="input"):
+        output.check_outputs({"--json": folder / "1.png"}, inputs=[tmp_path / "images"])
+    output.check_outputs({"--json": tmp_path / "images" / "new.json"}, inputs=[tmp_path / "images"])
+
+
+def test_a_group_of_outputs_is_swapped_under_one_lock(tmp_path, monkeypatch):
+    """While one writer swaps its JSON and HTML into place, another cannot: the pair always comes from one run."""
+    held = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        probe = os.open(tmp_path, os.O_RDONLY)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(probe)
+        real_replace(src, dst)
+
+    (tmp_path / "r.json").write_text("old")
+    monkeypatch.setattr(output.os, "replace", replace)
+    written = output.write_group({tmp_path / "r.json": b"{}", tmp_path / "r.html": b"<html>"})
+    assert held == [True, True] and sorted(p.name for p in written) == ["r.html", "r.json"]
+    assert (tmp_path / "r.json").read_bytes() == b"{}" and (tmp_path / "r.html").read_bytes() == b"<html>"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_group_that_cannot_be_written_leaves_every_old_file(tmp_path, monkeypatch):
+    (tmp_path / "r.json").write_text("old json")
+    (tmp_path / "r.html").write_text("old html")
+    real_mkstemp = output.tempfile.mkstemp
+    calls = []
+
+    def mkstemp(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(output.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(OutputError, match="No space"):
+        output.write_group({tmp_path / "r.json": b"{}", tmp_path / "r.html": b"<html>"})
+    assert (tmp_path / "r.json").read_text() == "old json" and (tmp_path / "r.html").read_text() == "old html"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.json"]
+
+
+def test_report_writes_json_and_html_as_one_group(tmp_path, tiny_file, monkeypatch, capsys):
+    groups = []
+    real = output.write_group
+    monkeypatch.setattr(output, "write_group", lambda files: groups.append(sorted(map(str, files))) or real(files))
+    code = main(["report", str(tiny_file), "--precision", "fp32", "--runs", "1", "--quiet", "--no-drift",
+                 "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "r.html")])
+    assert code == 0
+    ours = [group for group in groups if str(tmp_path / "r.html") in group or str(tmp_path / "r.json") in group]
+    assert ours == [sorted([str(tmp_path / "r.html"), str(tmp_path / "r.json")])]
+    assert json.loads((tmp_path / "r.json").read_text())["results"]
