@@ -142,10 +142,111 @@ def test_a_group_that_cannot_be_written_leaves_every_old_file(tmp_path, monkeypa
 def test_report_writes_json_and_html_as_one_group(tmp_path, tiny_file, monkeypatch, capsys):
     groups = []
     real = output.write_group
-    monkeypatch.setattr(output, "write_group", lambda files: groups.append(sorted(map(str, files))) or real(files))
+    monkeypatch.setattr(output, "write_group",
+                        lambda files, **kw: groups.append(sorted(map(str, files))) or real(files, **kw))
     code = main(["report", str(tiny_file), "--precision", "fp32", "--runs", "1", "--quiet", "--no-drift",
                  "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "r.html")])
     assert code == 0
     ours = [group for group in groups if str(tmp_path / "r.html") in group or str(tmp_path / "r.json") in group]
     assert ours == [sorted([str(tmp_path / "r.html"), str(tmp_path / "r.json")])]
     assert json.loads((tmp_path / "r.json").read_text())["results"]
+
+
+# ---- 2. a cache that follows no link and trusts only what it can check --------------------------------------------
+
+from workbench.cache import KEY_ENV_VAR, CacheWarning, ResultCache  # noqa: E402
+from workbench.errors import CacheError  # noqa: E402
+
+
+@pytest.fixture
+def no_cache_key(monkeypatch):
+    monkeypatch.delenv(KEY_ENV_VAR, raising=False)
+    monkeypatch.delenv("WORKBENCH_CACHE_KEY_FILE", raising=False)
+    monkeypatch.delenv("WORKBENCH_SHARED_CACHE", raising=False)
+
+
+def test_the_cache_never_writes_through_a_planted_link(tmp_path, no_cache_key):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cache = ResultCache(tmp_path / "cache")
+    key = cache.key(kind="run", model="abc")
+    cache.directory.mkdir()
+    for suffix in ("json", "onnx", "onnx.sha256"):
+        (cache.directory / f"{key}.{suffix}").symlink_to(victim)
+    cache.put(key, {"a": 1})
+    cache.put_bytes(key, b"model bytes", "onnx")
+    assert victim.read_text() == "precious"
+    assert not (cache.directory / f"{key}.json").is_symlink() and cache.get(key) == {"a": 1}
+    assert cache.get_bytes(key, "onnx") == b"model bytes"
+
+
+def test_the_cache_reads_no_link_and_no_special_file(tmp_path, no_cache_key):
+    writer = ResultCache(tmp_path / "outside")
+    key = writer.key(kind="run")
+    writer.put(key, {"a": 1})
+    writer.put_bytes(key, b"x", "bin")
+    cache = ResultCache(tmp_path / "cache")
+    cache.directory.mkdir()
+    (cache.directory / f"{key}.json").symlink_to(writer.path(key))
+    (cache.directory / f"{key}.bin").symlink_to(writer.path(key, "bin"))
+    (cache.directory / f"{key}.bin.sha256").symlink_to(writer.path(key, "bin.sha256"))
+    assert cache.get(key) is None and cache.get_bytes(key) is None and cache.find(key) is None
+    assert key not in cache
+    fifo_key = cache.key(kind="fifo")
+    os.mkfifo(cache.directory / f"{fifo_key}.json")  # would block a plain open()
+    assert cache.get(fifo_key) is None
+
+
+def test_a_planted_link_as_a_cache_subfolder_is_refused(tmp_path, no_cache_key):
+    cache = ResultCache(tmp_path / "cache")
+    cache.directory.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (cache.directory / "tensorrt").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(CacheError, match="link"):
+        cache.subfolder("tensorrt")
+    assert cache.subfolder("engines").is_dir() and cache.subfolder("engines").parent == cache.directory
+
+
+def test_a_shared_layer_writable_by_others_is_not_trusted_without_a_key(tmp_path, no_cache_key):
+    shared = ResultCache(tmp_path / "shared")
+    key = shared.key(kind="run")
+    shared.put(key, {"speedup": 8.97})
+    shared.directory.chmod(0o777)
+    with pytest.warns(CacheWarning, match="writable by others"):
+        cache = ResultCache(tmp_path / "private", shared=shared.directory)
+        assert cache.get(key) is None
+
+
+def test_shared_entries_are_authenticated_with_the_teachers_key(tmp_path, no_cache_key, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv(KEY_ENV_VAR, "teacher-secret")
+    teacher = ResultCache(tmp_path / "shared")
+    key = teacher.key(kind="run")
+    teacher.put(key, {"top1": 0.71})
+    teacher.put_bytes(key, b"onnx", "onnx")
+    student = ResultCache(tmp_path / "private", shared=teacher.directory)
+    assert student.get(key) == {"top1": 0.71} and student.get_bytes(key, "onnx") == b"onnx"
+    # someone who can write the folder but holds no key edits an entry and recomputes its checksum
+    envelope = json.loads(teacher.path(key).read_text())
+    envelope["entry"]["top1"] = 0.999
+    envelope["sha256"] = hashlib.sha256(json.dumps(envelope["entry"], sort_keys=True, separators=(",", ":"))
+                                        .encode()).hexdigest()
+    teacher.path(key).write_text(json.dumps(envelope))
+    teacher.path(key, "onnx").write_bytes(b"evil")
+    teacher.path(key, "onnx.sha256").write_text(hashlib.sha256(b"evil").hexdigest())
+    student = ResultCache(tmp_path / "private2", shared=teacher.directory)
+    assert student.get(key) is None and student.get_bytes(key, "onnx") is None
+    assert student.counters.rejected == 2
+    ResultCache(teacher.directory, key="another-key").put(key, {"top1": 0.71})  # sealed with another key
+    assert ResultCache(tmp_path / "private3", shared=teacher.directory).get(key) is None
+
+
+def test_a_missing_shared_cache_is_a_typed_error(tmp_path, tiny_file, capsys, no_cache_key):
+    with pytest.raises(CacheError, match="does not exist"):
+        ResultCache(tmp_path / "cache", shared=tmp_path / "nowhere")
+    code = main(["report", str(tiny_file), "--precision", "fp32", "--runs", "1", "--quiet", "--no-drift",
+                 "--cache-dir", str(tmp_path / "cache"), "--shared-cache", str(tmp_path / "nowhere"),
+                 "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--shared-cache" in err and "does not exist" in err

@@ -46,3 +46,7 @@ class OutputError(WorkbenchError, OSError):
 
 class Cancelled(WorkbenchError):
     """Work was cancelled (`CancelToken.cancel`) before it finished; nothing half-done was cached."""
+
+
+class CacheError(WorkbenchError):
+    """A cache was asked for that cannot be used safely: a missing shared layer, a planted link inside it."""

@@ -12,25 +12,26 @@ from pathlib import Path
 from .errors import OutputError
 
 
-def atomic_write(path: str | os.PathLike, payload: bytes) -> Path:
+def atomic_write(path: str | os.PathLike, payload: bytes, *, follow_links: bool = True) -> Path:
     """Write `payload` to `path` via a temporary file beside it and os.replace: readers (and a crash) see the old
     file or the new one, never half of one. Returns the path written.
 
     A symlink is written through (its target is replaced, the link stays); anything but a regular file (device,
     FIFO, socket, folder) is refused. An existing file keeps its mode; a new one gets 0666 minus the umask.
-    Failures (refusal, disk full, no permission) raise OutputError naming the path.
+    Failures (refusal, disk full, no permission) raise OutputError naming the path. With `follow_links=False`
+    (the cache) a link or special file at `path` is itself replaced, never written through.
     """
-    return write_group({path: payload})[0]
+    return write_group({path: payload}, follow_links=follow_links)[0]
 
 
-def write_group(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
+def write_group(files: Mapping[str | os.PathLike, bytes], *, follow_links: bool = True) -> list[Path]:
     """Write several files that belong together (a report's HTML and its JSON): every payload goes to a temporary
     file first, then all are swapped into place while an exclusive lock on each target folder is held, so two
     writers of the same outputs never leave one run's JSON beside the other's HTML. On any failure before the
     swap, every previous file is unchanged and no temporary file is left. Returns the paths written."""
-    targets = {Path(os.path.realpath(path)): (Path(path), payload) for path, payload in files.items()}
+    targets = {_target(Path(path), follow_links): (Path(path), payload) for path, payload in files.items()}
     for target, (path, _) in targets.items():
-        problem = _target_problem(target)
+        problem = _target_problem(target) if follow_links else _entry_problem(target)
         if problem:
             raise OutputError(f"Cannot write {os.fspath(path)}: {problem}.")
     staged: list[tuple[str, Path]] = []
@@ -51,10 +52,28 @@ def write_group(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
     return [path for path, _ in targets.values()]
 
 
+def _target(path: Path, follow_links: bool) -> Path:
+    """The name to replace: `path` with every link resolved, or (not following) only its folder's links."""
+    if follow_links:
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _entry_problem(target: Path) -> str | None:
+    """Why the name `target` (not followed) cannot be replaced by a regular file, or None."""
+    try:
+        return "it is a folder; give a file name inside it" if stat.S_ISDIR(os.lstat(target).st_mode) else None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"it cannot be inspected ({exc.strerror or exc})"
+
+
 def _stage(target: Path, payload: bytes, path: Path) -> str:
     """A temporary file beside `target` holding `payload` (with the mode `target` has or would get)."""
     try:
-        mode = stat.S_IMODE(target.stat().st_mode)
+        info = os.lstat(target)
+        mode = stat.S_IMODE(info.st_mode) if stat.S_ISREG(info.st_mode) else 0o666 & ~current_umask()
     except FileNotFoundError:
         mode = 0o666 & ~current_umask()
     target.parent.mkdir(parents=True, exist_ok=True)
