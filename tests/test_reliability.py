@@ -250,3 +250,52 @@ def test_a_missing_shared_cache_is_a_typed_error(tmp_path, tiny_file, capsys, no
                  "--json", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert code == 2 and "--shared-cache" in err and "does not exist" in err
+
+
+# ---- 3. model identity by content ----------------------------------------------------------------------------------
+
+def _two_model_files(tmp_path):
+    paths = []
+    for seed, folder in ((0, "a"), (1, "b")):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "model.onnx"
+        path.write_bytes(make_tiny_cnn(seed).SerializeToString())
+        paths.append(path)
+    return paths
+
+
+def test_a_baseline_is_found_by_model_content_never_by_name(tmp_path):
+    from workbench.results import RunResult, baseline_of
+    from workbench.session import Workbench
+
+    a, b = _two_model_files(tmp_path)
+    run = {"runs": 2, "drift": False}
+    wa = Workbench(str(a), cache_dir=tmp_path / "cache", progress=False)
+    wb = Workbench(str(b), cache_dir=tmp_path / "cache", progress=False)
+    a_fp32, b_fp32, b_fp16 = wa.run("fp32", **run), wb.run("fp32", **run), wb.run("fp16", **run)
+    assert a_fp32.model == b_fp16.model == "model"  # both files are model.onnx
+    assert b_fp16.model_sha256 == wb.model.content_hash != a_fp32.model_sha256
+    assert baseline_of(b_fp16, [a_fp32]) is None
+    assert baseline_of(b_fp16, [a_fp32, b_fp32]) is b_fp32
+    again = RunResult.from_json(json.loads(json.dumps(b_fp16.to_json())))
+    assert again.model_sha256 == b_fp16.model_sha256
+    assert Workbench(str(b), cache_dir=tmp_path / "cache", progress=False).run("fp16", **run).model_sha256 \
+        == wb.model.content_hash  # also when served from the cache
+
+
+def test_the_loader_gives_same_named_files_unique_names(tmp_path, explorer):
+    a, b = _two_model_files(tmp_path)
+    first = explorer.loader.load_path(str(a))
+    second = explorer.loader.load_path(str(b))
+    assert first and second and first != second
+    assert explorer.session(first).model.content_hash != explorer.session(second).model.content_hash
+    assert explorer.loader.load_path(str(a)) == first  # the same file again keeps its name
+
+
+def test_an_upload_named_like_a_sample_never_replaces_the_sample(explorer):
+    sample_hash = explorer.session("digits-cnn").model.content_hash
+    name = explorer.loader.load_onnx("digits-cnn.onnx", make_tiny_cnn(2).SerializeToString())
+    assert name and name != "digits-cnn" and name in explorer.model.options
+    assert explorer.session("digits-cnn").model.content_hash == sample_hash
+    explorer.model.value = "digits-cnn"
+    explorer.wait()

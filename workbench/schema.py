@@ -26,7 +26,8 @@ def check_run_json(data) -> None:
     for name in ("model", "precision", "backend"):
         _check(isinstance(data.get(name), str), name, "is not a string")
     _check(data["precision"] in PRECISIONS, "precision", f"is not one of {PRECISIONS}")
-    for name in ("method", "qdq_style", "weight_rounding", "calibration", "calibration_hash", "drift_graph", "cache_key"):
+    for name in ("method", "qdq_style", "weight_rounding", "calibration", "calibration_hash", "drift_graph", "cache_key",
+                 "model_sha256"):
         _check(data.get(name) is None or isinstance(data[name], str), name, "is not a string or null")
     for name in ("synthetic_data", "accelerated"):
         _check(isinstance(data.get(name, False), bool), name, "is not a boolean")

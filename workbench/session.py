@@ -401,6 +401,7 @@ class Workbench:
             if (result.cache_key, result.precision, result.backend, [s.batch for s in result.latency]) != \
                     (job.key, job.plan.precision, job.backend, job.batches):
                 raise SchemaError(f"the entry under {job.key} describes another configuration ({result.label})")
+            result.model_sha256 = self.model.content_hash  # the key holds it, also for entries from before
             return result
         return self.cache.get(job.key, decode=decode)
 
@@ -475,6 +476,7 @@ class Workbench:
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
+            model_sha256=self.model.content_hash,
             graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
