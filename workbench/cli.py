@@ -145,7 +145,7 @@ def grid_configs(grid: list[str] | None) -> list[dict]:
 
 
 def _app_parser(sub) -> None:
-    from .app import DEFAULT_HOST, DEFAULT_PORT
+    from .app import DEFAULT_CULL_IDLE_S, DEFAULT_CULL_INTERVAL_S, DEFAULT_HOST, DEFAULT_PORT
 
     app = sub.add_parser(
         "app", help="serve the explorer as a standalone web page (Voila), e.g. for workshop participants",
@@ -161,6 +161,11 @@ def _app_parser(sub) -> None:
     app.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     app.add_argument("--allow-remote", action="store_true",
                      help="needed to listen on an address other than loopback (the app has no password)")
+    app.add_argument("--token", default=None, help="require this token in the page URL (?token=...)")
+    app.add_argument("--cull-idle", type=int, default=DEFAULT_CULL_IDLE_S,
+                     help=f"shut a closed page's kernel down after this many idle seconds (default {DEFAULT_CULL_IDLE_S})")
+    app.add_argument("--cull-interval", type=int, default=DEFAULT_CULL_INTERVAL_S,
+                     help=f"seconds between checks for such kernels (default {DEFAULT_CULL_INTERVAL_S})")
     app.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default: the explorer's)")
     app.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
 
@@ -395,7 +400,8 @@ def _app(args) -> int:
 
     return serve(args.model or samples.DEFAULT_SAMPLE, backend=args.backend, cache_dir=args.cache_dir,
                  shared_cache=args.shared_cache, host=args.host, port=args.port, allow_remote=args.allow_remote,
-                 runs=args.runs, threads=args.threads)
+                 runs=args.runs, threads=args.threads, token=args.token, cull_idle_s=args.cull_idle,
+                 cull_interval_s=args.cull_interval)
 
 
 def _plan(args, command_line: str) -> int:
