@@ -299,3 +299,50 @@ def test_an_upload_named_like_a_sample_never_replaces_the_sample(explorer):
     assert explorer.session("digits-cnn").model.content_hash == sample_hash
     explorer.model.value = "digits-cnn"
     explorer.wait()
+
+
+# ---- 5. Netron serves a private copy, to loopback names only ------------------------------------------------------
+
+def _http(url: str, path: str, host: str | None = None) -> tuple[int, bytes]:
+    import http.client
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": host or parsed.netloc})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_netron_serves_a_private_copy_of_a_model_file_to_loopback_names_only(tmp_path):
+    pytest.importorskip("netron")
+    from workbench.errors import MissingDependencyError
+    from workbench.views import netron
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    model = folder / "model.onnx"
+    model.write_bytes(make_tiny_cnn().SerializeToString())
+    (folder / "id_rsa").write_text("PRIVATE KEY")
+    try:
+        url = netron.open_in_netron(model)
+    except MissingDependencyError as exc:
+        pytest.skip(f"Netron refuses to run: {exc}")
+    try:
+        served = netron._SERVERS[url][1]
+        assert served.parent != folder and served.read_bytes() == model.read_bytes()
+        status, body = _http(url, f"/data/{served.name}")
+        assert status == 200 and body == model.read_bytes()
+        for path in ("/data/id_rsa", "/data/../data/id_rsa", f"/data/{folder}/id_rsa"):
+            status, body = _http(url, path)
+            assert b"PRIVATE KEY" not in body
+        status, body = _http(url, "/", host="rebind.example:80")
+        assert status == 403 and b"<html" not in body.lower()
+        status, _ = _http(url, "/", host=f"localhost:{url.rsplit(':', 1)[1]}")
+        assert status == 200
+        assert netron.open_in_netron(model) == url  # the same file again: the running server
+    finally:
+        netron.stop_all()
