@@ -346,3 +346,104 @@ def test_netron_serves_a_private_copy_of_a_model_file_to_loopback_names_only(tmp
         assert netron.open_in_netron(model) == url  # the same file again: the running server
     finally:
         netron.stop_all()
+
+
+# ---- 6. the loader never echoes files; user data has bounds ------------------------------------------------------
+
+from workbench.errors import InputSpecError  # noqa: E402
+from workbench.models.spec import TensorSpec  # noqa: E402
+from workbench.userdata import ImagePreprocessing, load_data, read_npz  # noqa: E402
+
+IMAGE_INPUT = [TensorSpec("input", "float32", ("batch", 1, 8, 8))]
+
+
+def test_the_loader_never_shows_a_files_content(tmp_path, explorer):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$very-secret-hash:19000:0:99999:7:::\n")
+    assert explorer.loader.load_path(str(secret)) is None
+    assert "very-secret" not in explorer.loader.message.value and "root:" not in explorer.loader.message.value
+    assert "Could not load" in explorer.loader.message.value
+
+
+def _npy_member(shape, dtype="<f4") -> bytes:
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
+def test_an_npz_header_claiming_1e12_samples_is_refused_before_allocating(tmp_path):
+    import zipfile
+
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("input.npy", _npy_member((10**12, 1, 8, 8)))
+    with pytest.raises(InputSpecError, match="needs 232.8 TiB"):
+        load_data(path, IMAGE_INPUT)
+
+
+def test_an_npz_that_decompresses_beyond_the_bound_is_refused(tmp_path, monkeypatch):
+    import workbench.userdata
+
+    np.savez_compressed(tmp_path / "zeros.npz", input=np.zeros((4096, 1, 8, 8), np.float32))  # 1 MiB of zeros
+    monkeypatch.setattr(workbench.userdata, "MAX_DATA_BYTES", 64 << 10)
+    with pytest.raises(InputSpecError, match="MiB|KiB|GiB"):
+        read_npz(tmp_path / "zeros.npz")
+
+
+def test_pickled_npz_members_are_refused_without_unpickling(tmp_path):
+    np.save(tmp_path / "input.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "evil.npz", "w") as archive:
+        archive.write(tmp_path / "input.npy", "input.npy")
+    with pytest.raises(InputSpecError, match="object"):
+        load_data(tmp_path / "evil.npz", IMAGE_INPUT)
+
+
+def test_fifos_and_devices_are_refused_as_data(tmp_path):
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(InputSpecError, match="regular file"):
+        load_data(fifo, IMAGE_INPUT)
+    with pytest.raises(InputSpecError, match="regular file"):
+        load_data("/dev/zero", IMAGE_INPUT)
+    folder = tmp_path / "images" / "cat"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "1.png")
+    with pytest.raises(InputSpecError, match="regular file"):
+        load_data(tmp_path / "images", IMAGE_INPUT)
+
+
+def test_an_image_with_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import workbench.userdata
+
+    folder = tmp_path / "images" / "cat"
+    folder.mkdir(parents=True)
+    Image.new("L", (600, 500)).save(folder / "big.png")
+    monkeypatch.setattr(workbench.userdata, "MAX_IMAGE_PIXELS", 100_000)
+    with pytest.raises(InputSpecError, match="300,000 pixels|megapixel"):
+        load_data(tmp_path / "images", IMAGE_INPUT)
+
+
+@pytest.mark.parametrize("text, argument", [("size=0x0", "size"), ("size=20000x20000", "size"),
+                                            ("mean=1:2", "mean"), ("std=0", "std"), ("std=1:nan:1", "std"),
+                                            ("scale=0", "scale"), ("size=-3", "size"), ("mean=inf", "mean")])
+def test_bad_preprocessing_arguments_are_typed_errors_naming_the_argument(text, argument):
+    with pytest.raises(InputSpecError, match=rf"^Image preprocessing {argument}"):
+        ImagePreprocessing.parse(text)
+
+
+def test_labels_outside_the_models_classes_are_refused(tmp_path):
+    from workbench.session import Workbench
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", input=rng.standard_normal((8, 1, 8, 8)).astype(np.float32),
+             labels=np.arange(8) + 10)  # the model has 4 classes
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(make_tiny_cnn().SerializeToString())
+    with pytest.raises(InputSpecError, match="labels.*0-3|4 classes"):
+        Workbench(str(model), cache_dir=tmp_path / "cache", progress=False, data=str(tmp_path / "d.npz"))

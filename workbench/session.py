@@ -163,14 +163,14 @@ class Workbench:
         self._data_paths = [Path(p) for p in (data, calibration_data, eval_data) if isinstance(p, (str, os.PathLike))]
         if data is None and calibration_data is None and eval_data is None:
             return
-        inputs = self.model.inputs
+        inputs, classes = self.model.inputs, class_count(self.model)
         calibration = evaluation = None
         if data is not None:
-            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing))
+            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing, classes=classes))
         if calibration_data is not None:
-            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing)
+            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing, classes=classes)
         if eval_data is not None:
-            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing)
+            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing, classes=classes)
         if evaluation is not None:
             self.eval = EvalData(evaluation.arrays, evaluation.labels, f"{evaluation.size} samples from "
                                  f"{evaluation.source.get('path', 'user data')}")
@@ -685,6 +685,16 @@ class Workbench:
         fixed = [spec.shape[0] for spec in self.model.inputs
                  if axes[spec.name] == 0 and isinstance(spec.shape[0], int)]
         return min(fixed) if fixed else None
+
+
+def class_count(model: Model) -> int | None:
+    """How many classes a classifier's labels index: the last axis of its one float output, when fixed and above 1;
+    None when that is not clear (then labels are not bounded)."""
+    floats = [spec for spec in model.outputs if spec.dtype.startswith("float")]
+    if len(floats) != 1 or not floats[0].shape:
+        return None
+    last = floats[0].shape[-1]
+    return last if isinstance(last, int) and last > 1 else None
 
 
 def _check_no_empty_inputs(model: Model) -> None:

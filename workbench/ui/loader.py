@@ -3,12 +3,8 @@ an uploaded .npz calibration set (arrays by input name). Errors show in the pane
 from __future__ import annotations
 
 import html
-import io
-import zipfile
 from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from .._optional import require
 from ..errors import WorkbenchError
@@ -69,14 +65,12 @@ class Loader:
 
     def load_calibration(self, filename: str, content: bytes) -> str | None:
         """Add an uploaded .npz (arrays by input name) as a calibration set of the current model."""
-        from ..userdata import load_data
+        from ..userdata import load_data, read_npz
 
         try:
-            with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            return self._error(f"{filename} is not a readable .npz ({type(exc).__name__}): save it with "
-                               "np.savez(path, **{input_name: array}).")
+            arrays = read_npz(content, label=filename)  # headers and sizes checked before decompressing
+        except WorkbenchError as exc:
+            return self._error(str(exc))
         explorer = self.explorer
         try:
             session = explorer.session()
