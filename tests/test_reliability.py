@@ -447,3 +447,35 @@ def test_labels_outside_the_models_classes_are_refused(tmp_path):
     model.write_bytes(make_tiny_cnn().SerializeToString())
     with pytest.raises(InputSpecError, match="labels.*0-3|4 classes"):
         Workbench(str(model), cache_dir=tmp_path / "cache", progress=False, data=str(tmp_path / "d.npz"))
+
+
+# ---- 7. tune says what precision really ran ------------------------------------------------------------------------
+
+def _relu_chain(n: int = 3):
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes, prev = [], "x"
+    for i in range(n):
+        nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"relu{i}"))
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["batch", 16])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=onnx.IR_VERSION)
+
+
+def test_tune_never_labels_an_fp32_plan_int8_and_carries_the_warning(tmp_path, capsys):
+    path = tmp_path / "chain.onnx"
+    path.write_bytes(_relu_chain().SerializeToString())
+    code = main(["tune", str(path), "--budget", "3", "--runs", "3", "--quiet", "--cache-dir", str(tmp_path / "c"),
+                 "--json", str(tmp_path / "t.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    found = json.loads((tmp_path / "t.json").read_text())
+    int8 = [c for c in found["configurations"] if c["precision"] == "int8"]
+    assert int8, "the search measured no INT8 configuration"
+    for config in int8:
+        assert "all int8" not in config["kept_text"] and "FP32" in config["kept_text"]
+        assert config["precision_warning"] and "mostly FP32" in config["precision_warning"]
+        assert config["precision_share"]["graph"]
+    assert "all int8" not in out and "WARNING" in out

@@ -462,6 +462,8 @@ def _tune(args, command_line: str) -> int:
               f"{config.drop:+.4f}{unit}  {config.kept_text}"
               + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
+    for warning in dict.fromkeys(c.precision_warning for c in found.configurations if c.precision_warning):
+        print(f"WARNING: {warning}")
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
           + (f", {chosen.timing_text} at batch {chosen.batch}" if chosen else "")
           + "; f = on the latency/accuracy frontier")

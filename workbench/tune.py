@@ -130,12 +130,18 @@ class TunedConfig:
     weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc"
     retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
     retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
+    precision_share: dict | None = None  # what really ran (RunResult.precision_share)
+    precision_warning: str | None = None  # set when the plan left most compute in FP32 (RunResult.precision_warning)
 
     @property
     def kept_text(self) -> str:
-        """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers."""
+        """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers; a plan whose
+        graph holds nothing in reduced precision says so, whatever its precision is called."""
         if self.precision == "fp32":
             return "FP32"
+        graph = (self.precision_share or {}).get("graph") or {}
+        if graph and not graph.get(self.precision):
+            return f"FP32 (nothing in {self.precision.upper()})"
         units = [u for u in self.kept_units if u != UNWEIGHTED]
         kept = ("FP32: " + ", ".join(units)) if len(units) <= 2 else f"{len(units)} layers FP32"
         if len(units) < len(self.kept_units):
@@ -574,7 +580,8 @@ class _Search:
                            gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
                            within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
-                           weight_rounding=result.weight_rounding)
+                           weight_rounding=result.weight_rounding, precision_share=result.precision_share,
+                           precision_warning=result.precision_warning)
 
 
 def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], runs: int) -> TunedConfig | None:
