@@ -479,3 +479,64 @@ def test_tune_never_labels_an_fp32_plan_int8_and_carries_the_warning(tmp_path, c
         assert config["precision_warning"] and "mostly FP32" in config["precision_warning"]
         assert config["precision_share"]["graph"]
     assert "all int8" not in out and "WARNING" in out
+
+
+# ---- 8. bundles replace only bundles and stay inside themselves ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundle_session(tmp_path_factory):
+    from workbench.models.spec import Model
+    from workbench.session import Workbench
+
+    wb = Workbench(Model.from_proto(make_tiny_cnn(), name="tiny", source="test"),
+                   cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+    return wb, wb.run("fp16", runs=2, drift=False)
+
+
+def test_replace_never_deletes_a_folder_that_only_has_a_file_named_metadata_json(tmp_path, bundle_session):
+    from workbench.scenarios import BundleError, export_bundle
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "metadata.json").write_text('{"author": "me"}')
+    (project / "thesis.tex").write_text("years of work")
+    with pytest.raises(BundleError, match="not a bundle"):
+        export_bundle(*bundle_session, project, replace=True)
+    assert (project / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_bundle_into_a_link_lands_in_its_target_and_the_link_stays(tmp_path, bundle_session):
+    from workbench.scenarios import export_bundle, verify_bundle
+
+    target = tmp_path / "real"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    for replace in (False, True):
+        export_bundle(*bundle_session, link, replace=replace)
+        assert link.is_symlink() and (target / "metadata.json").is_file() and verify_bundle(link) == []
+
+
+def test_verify_bundle_reads_nothing_outside_the_bundle(tmp_path, bundle_session, monkeypatch):
+    import hashlib
+
+    import workbench.scenarios.bundle as bundle
+    from workbench.scenarios import export_bundle, verify_bundle
+
+    out = export_bundle(*bundle_session, tmp_path / "b")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    meta = json.loads((out / "metadata.json").read_text())
+    [model_rel] = [rel for rel in meta["files"] if rel.endswith("model.onnx")]
+    (out / model_rel).unlink()
+    (out / model_rel).symlink_to(outside)
+    meta["files"][model_rel] = hashlib.sha256(b"secret").hexdigest()
+    meta["files"]["../secret.txt"] = hashlib.sha256(b"secret").hexdigest()
+    meta["files"][str(outside)] = hashlib.sha256(b"secret").hexdigest()
+    (out / "metadata.json").write_text(json.dumps(meta))
+    read = []
+    real_sha = bundle.file_sha256
+    monkeypatch.setattr(bundle, "file_sha256", lambda path: read.append(os.path.realpath(path)) or real_sha(path))
+    problems = verify_bundle(out)
+    assert str(outside) not in read
+    assert sum("outside the bundle" in p or "link" in p for p in problems) == 3, problems
