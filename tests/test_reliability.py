@@ -5,6 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -540,3 +543,48 @@ def test_verify_bundle_reads_nothing_outside_the_bundle(tmp_path, bundle_session
     problems = verify_bundle(out)
     assert str(outside) not in read
     assert sum("outside the bundle" in p or "link" in p for p in problems) == 3, problems
+
+
+# ---- 9. Ray: arguments and reachability checked before any work, a clean SIGTERM ---------------------------------
+
+@pytest.mark.parametrize("args, message", [(["--ray", "--max-retries", "-5"], "--max-retries -5"),
+                                           (["--ray", "127.0.0.1:1"], "Cannot reach the Ray cluster at 127.0.0.1:1"),
+                                           (["--ray", "auto"], "Cannot reach the Ray cluster at 127.0.0.1:1"),
+                                           (["--ray", "ray://127.0.0.1:1"], "ray[client]")])
+def test_sweep_checks_ray_arguments_before_any_work(tmp_path, tiny_file, capsys, monkeypatch, args, message):
+    import importlib.util
+
+    pytest.importorskip("ray")
+    if "ray[client]" in message and importlib.util.find_spec("grpc") is not None:
+        pytest.skip("ray[client] is installed here")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # what `--ray auto` finds first
+    cache = tmp_path / "cache"
+    code = main(["sweep", str(tiny_file), "--grid", "precision=fp32", "--quiet", "--cache-dir", str(cache), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not cache.exists()
+
+
+def test_sigterm_ends_a_command_cleanly(tmp_path, tiny_file):
+    import sys
+    import threading
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(tiny_file), "--grid",
+                                "runs=200000", "--grid", "precision=fp32", "--no-drift", "--cache-dir",
+                                str(tmp_path / "cache")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env=env)
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(iter(lambda: process.stderr.read(1), "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 120
+        while "latency" not in "".join(err) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling for the progress bar: the work has started
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.2)  # let the reader thread take the last bytes
+    text = "".join(err)
+    assert process.returncode == 143 and "terminated" in text and "Traceback" not in text, text[-2000:]

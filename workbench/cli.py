@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -247,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command_line = "python -m workbench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    previous = _terminate_as_interrupt()
     try:
         if args.command == "samples":
             return _samples()
@@ -268,9 +271,30 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the work is so that it unwinds like Ctrl-C (temporary files removed, Ray tasks
+    cancelled) instead of dying mid-write."""
+
+
+def _terminate_as_interrupt():
+    """Turn SIGTERM into Terminated for this command (main thread only); returns the previous handler or None."""
+    def terminate(_signum, _frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _samples() -> int:
@@ -378,6 +402,10 @@ def _sweep(args, command_line: str) -> int:
 
     configs = [{**config, "drift": not args.no_drift} for config in grid_configs(args.grid)]
     check_outputs({"--json": args.json_path}, inputs=[args.model])
+    if args.ray is not None:
+        from .distributed import check_ray_options
+
+        check_ray_options(args.ray or None, args.max_retries)
     wb = Workbench(args.model, cache_dir=args.cache_dir, shared_cache=args.shared_cache, threads=args.threads,
                    progress=not args.quiet)
     executor = "sequential" if args.ray is None else "ray"

@@ -50,3 +50,7 @@ class Cancelled(WorkbenchError):
 
 class CacheError(WorkbenchError):
     """A cache was asked for that cannot be used safely: a missing shared layer, a planted link inside it."""
+
+
+class ClusterError(WorkbenchError):
+    """A Ray cluster cannot be used as asked: unreachable address, missing client support, bad retry count."""
