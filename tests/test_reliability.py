@@ -588,3 +588,79 @@ def test_sigterm_ends_a_command_cleanly(tmp_path, tiny_file):
     time.sleep(0.2)  # let the reader thread take the last bytes
     text = "".join(err)
     assert process.returncode == 143 and "terminated" in text and "Traceback" not in text, text[-2000:]
+
+
+# ---- 10. smaller faults -------------------------------------------------------------------------------------------
+
+def test_a_layer_name_nested_1000_deep_is_split_without_recursion():
+    from workbench.trtplan.parse import split_layer_name
+
+    name = "PWN(" * 1000 + "conv1" + ")" * 1000
+    split = split_layer_name(name)
+    assert "conv1" in " ".join([*split.nodes, *split.internal])
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_a_policy_number_with_5000_digits_is_a_policy_error(tmp_path, suffix):
+    from workbench.errors import PolicyError
+    from workbench.scenarios.policy import PolicyTable
+
+    path = tmp_path / f"p{suffix}"
+    path.write_text('{"regions": [{"region": "eu", "allowed_precisions": ["int8"], "max_accuracy_drop": '
+                    + "9" * 5000 + "}]}")
+    with pytest.raises(PolicyError, match="max_accuracy_drop|number"):
+        PolicyTable.load(path)
+
+
+def test_a_28_mb_policy_is_refused_before_parsing(tmp_path, monkeypatch):
+    import yaml
+
+    from workbench.errors import PolicyError
+    from workbench.scenarios.policy import PolicyTable
+
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"regions: []\n" + b"# padding\n" * 2_800_000)
+    monkeypatch.setattr(yaml, "safe_load", lambda *a, **k: pytest.fail("a 28 MB policy was parsed"))
+    with pytest.raises(PolicyError, match="MB"):
+        PolicyTable.load(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_tune_refuses_a_max_drop_that_is_not_a_number_of_points(tmp_path, tiny_file, capsys, value):
+    cache = tmp_path / "cache"
+    code = main(["tune", str(tiny_file), "--max-drop", value, "--quiet", "--cache-dir", str(cache)])
+    assert code == 2 and "--max-drop" in capsys.readouterr().err and not cache.exists()
+
+
+def test_warm_into_a_full_disk_fails_loudly(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def full(files, **kw):  # the cache's probe (a temporary file) succeeds, then the disk is full
+        raise OutputError(f"Could not write {list(files)[0]} ({os.strerror(errno.ENOSPC)})")
+
+    monkeypatch.setattr(output, "write_group", full)
+    code = main(["warm", "--samples", "digits-cnn", "--backend", "onnxruntime", "--precision", "fp32",
+                 "--batch", "1", "--runs", "1", "--quiet", "--cache", str(tmp_path / "cache")])
+    captured = capsys.readouterr()
+    assert code != 0 and "not written" in captured.out + captured.err
+
+
+def test_a_model_with_only_rank_0_inputs_runs_or_fails_clearly(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from workbench.errors import WorkbenchError
+    from workbench.session import Workbench
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"], name="square")], "scalar",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=onnx.IR_VERSION)
+    path = tmp_path / "scalar.onnx"
+    path.write_bytes(proto.SerializeToString())
+    try:
+        result = Workbench(str(path), cache_dir=tmp_path / "cache", progress=False).run("fp32", runs=2, drift=False)
+    except WorkbenchError as exc:
+        assert "rank" in str(exc) or "scalar" in str(exc)
+    else:
+        assert result.headline_latency.median > 0

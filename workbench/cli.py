@@ -471,7 +471,9 @@ def _json_beside(report: str) -> Path:
 
 def _tune(args, command_line: str) -> int:
     from .session import Workbench
+    from .tune import check_max_drop
 
+    check_max_drop(args.max_drop)
     check_outputs({"--json": args.json_path}, inputs=[args.model])
     if args.bundle:
         from .scenarios.bundle import check_bundle_target

@@ -698,6 +698,10 @@ def class_count(model: Model) -> int | None:
 
 
 def _check_no_empty_inputs(model: Model) -> None:
+    if model.inputs and all(len(spec.shape) == 0 for spec in model.inputs):
+        raise InputSpecError(f"Every input of {model.name!r} is a scalar (rank 0), so there is no sample axis to "
+                             "batch, time or measure accuracy over: export the model with a batch axis (e.g. "
+                             "shape ['batch'] instead of []).")
     empty = [spec for spec in model.inputs if 0 in spec.shape]
     if empty:
         raise InputSpecError(f"Input {empty[0].name!r} of {model.name!r} declares shape {list(empty[0].shape)} with a "

@@ -349,6 +349,13 @@ def _baseline(workbench, result: RunResult, run_options: dict) -> RunResult:
     return baseline_of(result, workbench.results) or workbench.run("fp32", **run_options)
 
 
+def check_max_drop(max_drop: float) -> None:
+    """A drop budget is a finite number of points (or cosine units) of 0 or more: NaN would accept everything."""
+    if not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) or max_drop < 0:
+        raise InputSpecError(f"--max-drop / max_drop={max_drop}: give the accuracy you can afford to lose as a finite "
+                             "number of 0 or more (e.g. 0.5 points).")
+
+
 def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
          budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
          weight_roundings=WEIGHT_ROUNDINGS, confirm: int = DEFAULT_CONFIRM, progress: bool | None = None,
@@ -375,8 +382,7 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: s
         raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
     if budget < 1:
         raise InputSpecError(f"budget={budget}: allow at least one configuration to be measured.")
-    if max_drop < 0:
-        raise InputSpecError(f"max_drop={max_drop}: give the accuracy you can afford to lose as a positive number.")
+    check_max_drop(max_drop)
     if precision == "fp32":
         raise InputSpecError("tune searches a reduced precision: pass precision='int8' (or 'fp16').")
     search = _Search(workbench, metric, max_drop, budget, run_options,
