@@ -632,6 +632,7 @@ def test_tune_refuses_a_max_drop_that_is_not_a_number_of_points(tmp_path, tiny_f
     assert code == 2 and "--max-drop" in capsys.readouterr().err and not cache.exists()
 
 
+@pytest.mark.filterwarnings("ignore::workbench.cache.CacheWarning")  # the full disk, as intended
 def test_warm_into_a_full_disk_fails_loudly(tmp_path, monkeypatch, capsys):
     import errno
 
