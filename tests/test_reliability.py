@@ -665,3 +665,20 @@ def test_a_model_with_only_rank_0_inputs_runs_or_fails_clearly(tmp_path):
         assert "rank" in str(exc) or "scalar" in str(exc)
     else:
         assert result.headline_latency.median > 0
+
+
+def test_a_file_size_limit_is_blamed_on_the_limit_not_the_model(tmp_path):
+    import resource
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 10, 20 << 10))  # ulimit -f 20 (KiB)
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), TMPDIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "workbench", "report", "digits-cnn", "--precision", "fp32",
+                           "--runs", "2", "--no-drift", "--quiet", "--cache-dir", str(tmp_path / "cache"),
+                           "--json", str(tmp_path / "r.json")], preexec_fn=limit, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "INVALID_PROTOBUF" not in done.stderr and "re-export" not in done.stderr, done.stderr
+    assert "file-size limit" in done.stderr or "File too large" in done.stderr, done.stderr
