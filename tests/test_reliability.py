@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -682,3 +683,54 @@ def test_a_file_size_limit_is_blamed_on_the_limit_not_the_model(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "INVALID_PROTOBUF" not in done.stderr and "re-export" not in done.stderr, done.stderr
     assert "file-size limit" in done.stderr or "File too large" in done.stderr, done.stderr
+
+
+_RAY_DRIVER = """
+import os, sys, time
+from workbench.distributed import start_ray
+ray = start_ray()
+raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+deadline = time.monotonic() + 60
+agents = []
+while len(agents) < 2 and time.monotonic() < deadline:  # polling for the raylet's agents to start
+    agents = [int(e) for e in os.listdir("/proc") if e.isdigit() and open(f"/proc/{e}/stat").read().rsplit(")", 1)[1].split()[1] == str(raylet)]
+    time.sleep(0.5)
+print("AGENTS", *agents, flush=True)
+time.sleep(600)
+"""
+
+
+def test_kill_9_of_a_sweep_leaves_no_ray_agents_of_the_cluster_it_started(tmp_path):
+    import sys
+
+    pytest.importorskip("ray")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), RAY_USAGE_STATS_ENABLED="0")
+    driver = subprocess.Popen([sys.executable, "-c", _RAY_DRIVER], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=env)
+    agents: list[int] = []
+    try:
+        for line in driver.stdout:
+            if line.startswith("AGENTS"):
+                agents = [int(p) for p in line.split()[1:]]
+                break
+        assert agents, "the local Ray started no agents"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+        def alive(pid: int) -> bool:
+            try:
+                return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+            except OSError:
+                return False
+        deadline = time.monotonic() + 10
+        while any(map(alive, agents)) and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling for the agents to go
+        assert not any(map(alive, agents)), f"Ray agents {[p for p in agents if alive(p)]} outlived the driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for pid in agents:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

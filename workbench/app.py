@@ -41,7 +41,9 @@ if os.getppid() != parent:
 def watch():
     while os.getppid() == parent:
         time.sleep(0.5)
-    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)  # Voila stops and shuts its kernels down...
+    time.sleep(2.5)
+    os._exit(0)  # ...or, on a loaded machine, is ended so its port closes at once (kernels follow their parent)
 threading.Thread(target=watch, daemon=True).start()
 sys.argv = ["voila", *sys.argv[2:]]
 from voila.app import main

@@ -29,6 +29,30 @@ from .results import RunResult
 LOOPBACK = "127.0.0.1"
 CONNECT_TIMEOUT_S = 5.0  # to reach a cluster's address before handing it to Ray (which retries for minutes)
 RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` notes the address `auto` finds
+# Ray kills its raylet with the driver (PR_SET_PDEATHSIG), but the raylet's agents then linger for minutes. This
+# watcher, a child of the driver, notes the raylet's children while the driver lives and kills them once it is gone.
+_REAPER = """
+import os, signal, sys, time
+parent, raylet, known = int(sys.argv[1]), int(sys.argv[2]), [int(pid) for pid in sys.argv[3:]]
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def children():  # a standalone copy of distributed._children: this watcher imports nothing of the workbench
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1] == str(raylet):
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
+while os.getppid() == parent:
+    known = children() or known
+    time.sleep(0.5)
+for pid in known:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
 
 
 @dataclass
@@ -136,7 +160,35 @@ def start_ray(address: str | None = None):
         else:
             ray.init(num_cpus=usable_cores(), include_dashboard=False, _node_ip_address=LOOPBACK,
                      log_to_driver=False)
+            _reap_agents_after_us(ray)
     return ray
+
+
+def _reap_agents_after_us(ray) -> None:
+    """Start the watcher (_REAPER) for the local Ray just started (Linux; skipped when Ray's layout differs)."""
+    import subprocess
+    import sys
+
+    try:
+        raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    except (AttributeError, KeyError, IndexError):
+        return
+    if Path("/proc").is_dir():  # the agents already running are passed in: the driver may die before it looks
+        subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(raylet),
+                          *map(str, _children(raylet))], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
 
 
 def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2,
