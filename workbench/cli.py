@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from . import output
-from .backends import DEFAULT_BACKEND, installed_backends
+from .backends import DEFAULT_BACKEND, backend_names, installed_backends
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS, PrecisionPlan
@@ -48,12 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--calibration", help="calibration set name (default: the sample's first set)")
     report.add_argument("--calibration-size", type=int, default=256, help="calibration samples (default 256)")
     _plan_flags(report, repeat=False)
+    report.add_argument("--keep-fp32", action="append", default=None, metavar="NODE|OPTYPE",
+                        help="keep a node (by name) or every node of an op type in FP32 in the FP16 and INT8 "
+                             "variants; repeat for several")
+    report.add_argument("--per-tensor", action="store_true",
+                        help="INT8 weights with one scale per tensor (default: one per output channel)")
+    report.add_argument("--strict", action="store_true",
+                        help="exit 1 when any configuration could not be measured (default: only when nothing "
+                             "but FP32 could be)")
     report.add_argument("--batch", type=int, default=None,
                         help=f"batch size for latency (default 8; {MAIN_JOB_BATCH} for the default sample)")
     report.add_argument("--runs", type=int, default=DEFAULT_RUNS,
                         help=f"timed runs per configuration (default {DEFAULT_RUNS})")
     report.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
-    report.add_argument("--backend", action="append", default=None,
+    report.add_argument("--backend", action="append", default=None, choices=backend_names(),
                         help="onnxruntime (default), openvino or tensorrt; repeat to compare engines side by side "
                              "(default for the default sample: onnxruntime and, when installed, openvino)")
     report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
@@ -324,8 +332,11 @@ def _samples() -> int:
 
 
 def _report(args, command_line: str) -> int:
+    """Measure every precision on every engine; a configuration that is refused or fails becomes a failure row
+    (HTML, JSON `failures`) while the rest is measured and written. Exit 1 when nothing but FP32 was measured (or,
+    with --strict, when anything failed)."""
     from . import samples
-    from .report import build_report, headline
+    from .report import Failure, build_report, headline, headline_choice, interleaved_comparison
     from .session import Workbench
     from .views import summary_table
 
@@ -334,24 +345,44 @@ def _report(args, command_line: str) -> int:
     json_path = args.json_path or (_json_beside(out) if out else None)
     check_outputs({"--out": out, "--json": json_path},
                   inputs=[model, args.data, args.calibration_data, args.eval_data])
-    precisions = args.precision or list(DEFAULT_PRECISIONS)
+    precisions = list(dict.fromkeys(args.precision or DEFAULT_PRECISIONS))
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
+    backends = list(dict.fromkeys(backends))
     progress = not args.quiet
-    results = []
-    sessions = []
+    results, sessions, failures = [], [], []
     for backend in backends:
         wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, shared_cache=args.shared_cache,
                        threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
-            results.append(wb.run(
-                precision=precision,
-                calibration=args.calibration if precision == "int8" else None,
-                calibration_size=args.calibration_size, **_int8_options(args, precision),
-                batch=batch, runs=args.runs, drift=not args.no_drift))
-    _print_summary(results)
+            reduced = precision != "fp32"
+            options = {"calibration": args.calibration if precision == "int8" else None,
+                       **_int8_options(args, precision),
+                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else (),
+                       "per_channel": False if args.per_tensor and precision == "int8" else None}
+            try:
+                results.append(wb.run(precision=precision, calibration_size=args.calibration_size, batch=batch,
+                                      runs=args.runs, drift=not args.no_drift, **options))
+            except Exception as exc:  # noqa: BLE001 - any refusal or engine failure is a row; the others go on
+                if args.traceback:
+                    traceback.print_exc()
+                failures.append(Failure.of(exc, precision=precision, backend=backend,
+                                           label=f"{_plan_label(precision, options)} @ {backend}"))
+                print(f"not measured: {failures[-1].label}: {failures[-1].error_type}: {failures[-1].reason}",
+                      file=sys.stderr)
+    try:
+        comparison = interleaved_comparison(sessions, results)
+    except WorkbenchError as exc:  # the separate runs still stand; say why the turns are missing
+        comparison = None
+        print(f"warning: speed-ups from separate runs, the interleaved re-timing failed: {exc}", file=sys.stderr)
+    retimed = comparison.timings if comparison else None
+    if results:
+        _print_summary(results, retimed=retimed, comparison=comparison)
     files = {}
     if json_path:
+        rows = summary_table(results, retimed=retimed) if results else []
+        for row, result in zip(rows, results):
+            row["interleaved"] = comparison.to_json(result) if comparison else None
         payload = {
             "model": {"name": sessions[0].model.name,
                       "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
@@ -361,18 +392,39 @@ def _report(args, command_line: str) -> int:
                       "sha256": sessions[0].model.content_hash},
             "command": command_line,
             "results": [r.to_json() for r in results],
-            "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
-            "headline": headline(results),
+            # per result: speed-up over its FP32 baseline, interval, verdict (from interleaved rounds when re-timed:
+            # speedup_timing says which, "interleaved" holds the rounds)
+            "summary": rows,
+            "headline": headline(results, comparison=comparison),
+            # what the headline claims, for tools: configuration, baseline, verdict, speedup, ci, timing (or null)
+            "headline_verdict": choice.to_json() if (choice := headline_choice(results, comparison=comparison))
+            else None,
+            "failures": [f.to_json() for f in failures],  # configurations refused or failed, with the reason
         }
         files[json_path] = _json_bytes(payload)
-    if out:
-        files[out] = build_report(sessions, results, command=command_line).encode("utf-8")
-    output.write_group(files)  # both from this run, swapped in together
+    if out and results:
+        files[out] = build_report(sessions, results, command=command_line, failures=failures,
+                                  comparison=comparison).encode("utf-8")
+    output.write_group(files)  # the JSON and the HTML of this run, swapped in together
     if json_path:
         print(f"json: {json_path}")
-    if out:
+    if out and results:
         print(f"report: {out}")
+    measured_reduced = any(r.precision != "fp32" for r in results)
+    if failures and (args.strict or not measured_reduced):
+        what = "" if measured_reduced else "; nothing but FP32 was measured" if results else "; nothing was measured"
+        print(f"error: {len(failures)} configuration(s) not measured{what}: see above.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _plan_label(precision: str, options: dict) -> str:
+    """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
+    try:
+        return PrecisionPlan(precision, **{name: value for name, value in options.items()
+                                           if name in PLAN_FIELDS and value is not None}).label
+    except WorkbenchError:
+        return precision
 
 
 def _data_options(args) -> dict:
@@ -566,7 +618,7 @@ def _json_bytes(payload: dict) -> bytes:
     return json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8")
 
 
-def _print_summary(results) -> None:
+def _print_summary(results, *, retimed=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
@@ -583,19 +635,28 @@ def _print_summary(results) -> None:
         ci = row["latency_median_ci_ms"]
         return "n/a" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
-    rows = summary_table(results)
+    rows = summary_table(results, retimed=retimed)
     width = max(len("configuration"), *(len(r.label) for r in results))
     gains = [gain(row) for row in rows]
     gain_width = max(len("speed-up vs FP32 (95% CI)"), *(len(g) for g in gains))
-    header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8} "
-              f"{'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
+    turns = retimed is not None  # a column for the median of the interleaved rounds the speed-ups come from
+
+    def rounds_ms(row) -> str:
+        value = row.get("interleaved_median_ms")
+        return f" {value:9.3f}" if value is not None else f" {'n/a':>9}" * turns
+
+    header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8}"
+              + f" {'rounds ms':>9}" * turns
+              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
     print(header)
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
-        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
-              f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
-    print(headline(results))
+        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f}"
+              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
+    if comparison is not None:
+        print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
+    print(headline(results, comparison=comparison))
     for r in results:
         if r.precision_warning:
             print(f"WARNING: {r.precision_warning}")

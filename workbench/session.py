@@ -276,6 +276,12 @@ class Workbench:
         self.cache.put(key, {k: v.to_json() for k, v in timed.items()})
         return timed
 
+    def latency_feeds(self, result: RunResult) -> dict[str, np.ndarray]:
+        """The inputs `result`'s headline latency is timed on (its batch and dynamic-axis sizes), e.g. to time its
+        engine in turns with engines of other sessions (`report.interleaved_comparison`)."""
+        head = result.headline_latency
+        return self._feeds(head.batch, head.dims)
+
     def drift(self, variant: Model, *, backend: str | None = None):
         """Per-tensor drift of any variant of this session's model from FP32 (`measure.measure_drift`) on the
         first DRIFT_SAMPLES eval samples, on `backend` (default: the session's): (points, note)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import LAYER_TIME_BAND, RunResult, baseline_of, speedup_over
+from ..results import LAYER_TIME_BAND, RetimedLatency, RunResult, baseline_of, paired_speedup, speedup_over
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -414,7 +414,8 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
     values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
     if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
         low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02], tickformat=".0%")
+        # the bottom sits a little under a tick: a tick label in the corner would overlap the first latency tick
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)) - 0.01, 1.02], tickformat=".0%")
     return fig
 
 
@@ -424,16 +425,25 @@ SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "weight_rou
                    "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
 
 
-def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
+def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None, *,
+                  retimed: Mapping[str, RetimedLatency] | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
     FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
     [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
-    "baseline". `views.tables.summary_html` shows it as a table for people."""
+    "baseline". `retimed` (by cache key): timings of the same interleaved rounds (`measure.interleaved_latency`);
+    where a result and its baseline both have one, the speed-up, interval and verdict come from those rounds
+    (`results.paired_speedup`) instead of the separate runs, `speedup_timing` says which ("interleaved rounds" or
+    "separate runs") and `interleaved_median_ms` is the median of the result's round medians (both keys only with
+    `retimed`).
+    `views.tables.summary_html` shows it as a table for people."""
     items = _results(results)
     rows = []
     for r in items:
         base = baseline or baseline_of(r, items)
-        gain = speedup_over(r, base) if base else None
+        timed = retimed or {}
+        paired = paired_speedup(timed[r.cache_key], timed[base.cache_key]) if (
+            base is not None and base is not r and r.cache_key in timed and base.cache_key in timed) else None
+        gain = paired or (speedup_over(r, base) if base else None)
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
@@ -449,4 +459,11 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "agreement": acc.top1_agreement if acc else None, "cosine": acc.cosine if acc else None,
             "accelerated": r.accelerated, "notes": "; ".join(r.notes),
         })
+        if retimed is not None:  # each beside the column it explains
+            extra = {"latency_p90_ms": ("interleaved_median_ms",
+                                        timed[r.cache_key].median_ms if r.cache_key in timed else None),
+                     "speedup_verdict": ("speedup_timing", None if gain is None or base is r else
+                                         "interleaved rounds" if paired else "separate runs")}
+            rows[-1] = {k: v for key, value in rows[-1].items()
+                        for k, v in [(key, value), *([extra[key]] if key in extra else [])]}
     return rows
