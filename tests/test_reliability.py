@@ -680,7 +680,7 @@ def test_a_file_size_limit_is_blamed_on_the_limit_not_the_model(tmp_path):
                            "--runs", "2", "--no-drift", "--quiet", "--cache-dir", str(tmp_path / "cache"),
                            "--json", str(tmp_path / "r.json")], preexec_fn=limit, env=env, capture_output=True,
                           text=True, timeout=300)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr  # 1: a failure row (report goes on)
     assert "INVALID_PROTOBUF" not in done.stderr and "re-export" not in done.stderr, done.stderr
     assert "file-size limit" in done.stderr or "File too large" in done.stderr, done.stderr
 
