@@ -132,37 +132,62 @@ def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
 
 @dataclass
 class OutputAgreement:
-    """Agreement of one model output with FP32: mean per-sample cosine, max-abs error, and top-1 agreement only
-    where the output is a class score ([samples, classes])."""
+    """Agreement of one model output with FP32 (and labels), by the output's task (`vocabulary.OUTPUT_TASKS`):
+    `metrics` maps metric names (`vocabulary.ACCURACY_METRICS`) to values, None where a metric cannot apply.
+    `cosine` / `max_abs_diff` only for float outputs, `top1_agreement` only for class scores and labels; None
+    otherwise. `note` says why an output has no metrics of its own (e.g. scores scored with their boxes)."""
 
     name: str
     shape: list[int]
-    cosine: float
-    max_abs_diff: float
+    cosine: float | None
+    max_abs_diff: float | None
     top1_agreement: float | None = None
+    task: str | None = None  # None in results from before tasks
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    note: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "OutputAgreement":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 @dataclass
 class AccuracyStats:
-    """Accuracy against labels (top1) and agreement with the FP32 reference."""
+    """Accuracy against labels (top1) and agreement with the FP32 reference, per output and overall.
+
+    `top1` / `top1_agreement` are those of the first class-score or label output (None without labels, or when no
+    output is class scores or labels); `cosine` that of the first float output; `headline_metric` ({"name",
+    "output", "value"}) the one number that speaks for the model (`measure.accuracy.headline_of`, or your own
+    metric's, `custom_metric`); None when no metric applies."""
 
     top1: float | None  # None when the data has no labels
-    top1_agreement: float | None  # fraction of samples whose argmax matches FP32
-    cosine: float | None  # mean cosine similarity of outputs to FP32
+    top1_agreement: float | None  # fraction of samples whose class (argmax of scores, or label) matches FP32
+    cosine: float | None  # mean cosine similarity of the first float output to FP32
     max_abs_diff: float | None
     samples: int
     outputs: list[OutputAgreement] = field(default_factory=list)  # every output, in graph order
+    headline_metric: dict | None = None
+    custom_metric: dict | None = None  # {"name", "output": None, "value"} of a metric callable
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "AccuracyStats":
-        outputs = [OutputAgreement(**o) for o in data.get("outputs", [])]
-        return cls(**{k: v for k, v in data.items() if k != "outputs"}, outputs=outputs)
+        names = {f.name for f in fields(cls)} - {"outputs"}
+        outputs = [OutputAgreement.from_json(o) for o in data.get("outputs", [])]
+        return cls(**{k: v for k, v in data.items() if k in names}, outputs=outputs)
+
+    def metric(self, name: str, output: str | None = None) -> float | None:
+        """Value of metric `name` of output `output` (default: the first output that has it), else None."""
+        for agreement in self.outputs:
+            if output in (None, agreement.name) and agreement.metrics.get(name) is not None:
+                return agreement.metrics[name]
+        return None
 
 
 @dataclass

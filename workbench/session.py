@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import marshal
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +27,8 @@ from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOpti
 from .limits import array_bytes, capped_threads, check_memory
 from .machine import this_machine
 from .measure import interleaved_latency, measure_accuracy, measure_drift, measure_latency
-from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
+from .measure.accuracy import Metric, metric_name, resolve_tasks
+from .models.inputs import InputPlan, Override, batch_axes, feeder, image_axes, plan_inputs
 from .models.spec import Model
 from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PrecisionPlan
@@ -39,6 +42,8 @@ SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for mo
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
 PROFILE_RUNS = 20
 LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
+ACCURACY_STATS = 2  # in the cache key: results cached before per-output tasks and metrics are re-measured
+REFERENCE_LAYOUT = 2  # in the reference key: outputs without a sample axis are kept whole, one array per sample
 DEFAULT_RUNS = 30  # timed runs per configuration
 OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
 
@@ -83,6 +88,12 @@ class Workbench:
     labels from sub-folder names and `image_preprocessing`, a dict of arrays, or any iterable of batches such as a
     torch DataLoader), validated against the model's inputs, and split into calibration and evaluation halves with a
     fixed seed; or give them separately as `calibration_data` / `eval_data`.
+
+    `tasks` says what outputs are, so accuracy uses metrics that mean something for them (docs/accuracy.md):
+    {"output name": task} with tasks from `vocabulary.OUTPUT_TASKS`, or one task for the first output; outputs not
+    named get the sample's task (first output) or one inferred from their name, dtype and shape. `metric`, a
+    callable `metric(fp32_outputs, variant_outputs, labels) -> float` (higher is better), is measured for every
+    result, reported under its function name, and decides the headline.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, shared_cache=None,
@@ -91,7 +102,8 @@ class Workbench:
                  engine_options: dict[str, dict] | None = None, progress: bool = True, eval_limit: int | None = None,
                  on_step: Callable[[str, int, int], None] | None = None,
                  inputs: dict[str, Override] | None = None, data=None, calibration_data=None, eval_data=None,
-                 image_preprocessing: ImagePreprocessing | None = None) -> None:
+                 image_preprocessing: ImagePreprocessing | None = None, tasks: dict[str, str] | str | None = None,
+                 metric: Metric | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
@@ -136,7 +148,12 @@ class Workbench:
             drawn = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
                                                  plans=self.input_plans)
             self.eval = EvalData(drawn.arrays, None, drawn.description)
-            self.task = "classification"
+            self.task = None  # inferred per output
+        self.tasks = resolve_tasks([spec.name for spec in self.model.outputs], tasks)
+        if metric is not None and not callable(metric):
+            raise InputSpecError(f"metric={metric!r} is not callable: pass a function metric(fp32_outputs, "
+                                 "variant_outputs, labels) -> float.")
+        self.metric = metric
         self._to_feeds = feeder(self.model.inputs)
         self._use_data(data, calibration_data, eval_data, image_preprocessing, eval_limit)
         self.results: list[RunResult] = []
@@ -322,7 +339,8 @@ class Workbench:
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
         (default: the result's headline batch)."""
-        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds)
+        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds,
+                        self.model.output_arrays)
 
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
@@ -364,7 +382,8 @@ class Workbench:
                              batches=sizes, runs=runs,
                              options=self._options(backend_obj).to_json(),
                              eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
-                             latency_stats=LATENCY_STATS)
+                             latency_stats=LATENCY_STATS, accuracy_stats=ACCURACY_STATS, tasks=self.tasks or None,
+                             metric=_metric_identity(self.metric))
         job = Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         self._jobs[key] = job
         return job
@@ -432,8 +451,9 @@ class Workbench:
             if plan.precision == "fp32":
                 self._references.setdefault((job.backend, headline), outputs)
             reference = self._reference(job.backend, headline)
-            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task,
-                                        output_names=[spec.name for spec in self.model.outputs])
+            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task, tasks=self.tasks,
+                                        metric=self.metric, output_names=[spec.name for spec in self.model.outputs],
+                                        samples=self.eval.size, image_sizes=self._image_sizes())
             bar.update()
             graph, ratio, around = engine.layers(), None, None
             if job.profile:
@@ -502,25 +522,34 @@ class Workbench:
         backend = self._backend(backend_name)
         key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
                              backend_version=backend.version(), batch=batch,
-                             options=self._options(backend).to_json(), eval=self._eval_hash)
+                             options=self._options(backend).to_json(), eval=self._eval_hash,
+                             layout=REFERENCE_LAYOUT)
         outputs = self.cache.get_bytes(key, "npz", decode=_load_arrays)
         if outputs is None:
             with backend.build(self.model, self._options(backend)) as engine:
                 outputs = self._eval_outputs(backend, self.model, engine, batch)
-            buffer = io.BytesIO()
-            np.savez(buffer, *outputs)
-            self.cache.put_bytes(key, buffer.getvalue(), "npz")
+            self.cache.put_bytes(key, _save_arrays(outputs), "npz")
         self._references[(backend_name, batch)] = outputs
         return outputs
 
-    def _eval_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int) -> list[np.ndarray]:
-        """Outputs of `engine` (built from `model`) on the eval data in batches of `batch`. When the engine chose its
-        own thread count and its outputs do not depend on it, one single-thread engine per core runs a contiguous
-        share of the same batches side by side (small models barely use intra-op threads): same outputs, faster."""
+    def _eval_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int) -> list:
+        """Outputs of `engine` (built from `model`) on the eval data in batches of `batch` (`_run_all`): arrays with
+        samples on axis 0, or, for outputs without a sample axis (boxes after NMS), one whole array per sample (the
+        samples are then run one by one when the model takes any batch size)."""
+        outputs = self._batched_outputs(backend, model, engine, batch)
+        if batch > 1 and self._fixed_batch() is None and any(isinstance(o, list) for o in outputs):
+            outputs = self._batched_outputs(backend, model, engine, 1)
+        return outputs
+
+    def _batched_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int) -> list:
+        """`_run_all` on the eval data. When the engine chose its own thread count and its outputs do not depend on
+        it, one single-thread engine per core runs a contiguous share of the same batches side by side (small models
+        barely use intra-op threads): same outputs, faster."""
         options = self._options(backend)
         workers = min(os.cpu_count() or 1, math.ceil(self.eval.size / batch))
+        whole = self._whole_outputs()
         if workers < 2 or not backend.thread_independent_outputs or getattr(options, "threads", 1) is not None:
-            return _run_all(engine, self.eval.arrays, batch, self._to_feeds)
+            return _run_all(engine, self.eval.arrays, batch, self._to_feeds, self.model.output_arrays, whole)
         shares = np.array_split(np.arange(math.ceil(self.eval.size / batch)) * batch, workers)
         bounds = [(int(share[0]), int(min(share[-1] + batch, self.eval.size))) for share in shares]
         with contextlib.ExitStack() as stack:
@@ -529,11 +558,28 @@ class Workbench:
             def run(index: int) -> list[np.ndarray]:
                 start, end = bounds[index]
                 return _run_all(engines[index], {k: v[start:end] for k, v in self.eval.arrays.items()}, batch,
-                                self._to_feeds)
+                                self._to_feeds, self.model.output_arrays, whole)
 
             with ThreadPoolExecutor(workers) as pool:  # engines release the GIL while they run
                 parts = list(pool.map(run, range(workers)))
-        return [np.concatenate(chunks) for chunks in zip(*parts)]
+        return [_joined(chunks) for chunks in zip(*parts)]
+
+    def _whole_outputs(self) -> set[int]:
+        """Outputs that have no sample axis whatever their size: scalars, and outputs of a fixed-batch model whose
+        first axis is dynamic (its size is not the batch: e.g. the boxes left after NMS)."""
+        fixed = self._fixed_batch() is not None
+        return {i for i, spec in enumerate(self.model.outputs)
+                if spec.kind == "tensor" and (not spec.shape or (fixed and not isinstance(spec.shape[0], int)))}
+
+    def _image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of the image inputs as fed: outputs of that size are segmentation maps."""
+        sizes = []
+        for spec in self.model.inputs:
+            axes = image_axes(spec)
+            array = self.eval.arrays.get(spec.name)
+            if axes is not None and array is not None and array.ndim == 4:
+                sizes.append((int(array.shape[axes[0]]), int(array.shape[axes[1]])))
+        return sizes
 
     def _calibration(self, calibration, size: int) -> CalibrationSet:
         if size < 1:
@@ -696,18 +742,36 @@ def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) 
 
 
 def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int,
-             to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> list[np.ndarray]:
+             to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+             to_arrays: Callable[[list], list] | None = None, whole: set[int] = frozenset()) -> list:
     """Run every sample (samples on axis 0) through `engine` in batches of `batch`, each made into feeds by
-    `to_feeds`; outputs concatenated along axis 0."""
+    `to_feeds` and its outputs into numpy by `to_arrays` (`Model.output_arrays`: ZipMap maps as probability
+    matrices). An output whose first axis is the batch in every run is concatenated along axis 0; any other
+    (and those numbered in `whole`) is a list with one whole array per run, never cut."""
     total = len(next(iter(arrays.values())))
-    chunks: list[list[np.ndarray]] = []
+    chunks: list[list] = []
+    counts: list[int] = []
     for start in range(0, total, batch):
         part = {k: v[start:start + batch] for k, v in arrays.items()}
         count = len(next(iter(part.values())))
         if count < batch:  # pad the last batch (fixed-batch engines need full batches), then drop the padding
             part = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in part.items()}
-        chunks.append([out[:count] for out in engine.run(to_feeds(part))])
-    return [np.concatenate(parts) for parts in zip(*chunks)]
+        outputs = engine.run(to_feeds(part))
+        chunks.append(to_arrays(outputs) if to_arrays is not None else outputs)
+        counts.append(count)
+    joined = []
+    for index, runs in enumerate(zip(*chunks)):
+        batched = index not in whole and all(isinstance(out, np.ndarray) and out.ndim and len(out) == batch
+                                             for out in runs)
+        joined.append(np.concatenate([out[:count] for out, count in zip(runs, counts)]) if batched else list(runs))
+    return joined
+
+
+def _joined(parts: Sequence) -> np.ndarray | list:
+    """Outputs of consecutive shares of the samples (`_run_all`) as one: arrays concatenated, else one list."""
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return np.concatenate(parts)
+    return [item for part in parts for item in (list(part) if isinstance(part, (list, np.ndarray)) else [part])]
 
 
 def _join_timings(graph: EngineGraph, timings: list[LayerTiming], end_to_end_ms: float) -> float | None:
@@ -733,7 +797,39 @@ def _labels_hash(labels: np.ndarray | None) -> str:
     return "" if labels is None else CalibrationSet("labels", {"labels": np.asarray(labels)}).content_hash
 
 
-def _load_arrays(data: bytes) -> list[np.ndarray]:
-    """Arrays saved with np.savez (no pickles: allow_pickle stays False)."""
+def _metric_identity(metric: Metric | None) -> str | None:
+    """A metric callable in a cache key: its name and a digest of its code (a changed metric is measured again)."""
+    if metric is None:
+        return None
+    code = getattr(metric, "__code__", None) or getattr(getattr(metric, "__call__", None), "__code__", None)
+    digest = hashlib.sha256(marshal.dumps(code) if code is not None else repr(metric).encode()).hexdigest()[:16]
+    return f"{metric_name(metric)}#{digest}"
+
+
+def _save_arrays(outputs: list) -> bytes:
+    """Outputs as an .npz: arrays as arr_I, per-sample lists as list_I_J (read back by `_load_arrays`)."""
+    named = {}
+    for i, output in enumerate(outputs):
+        if isinstance(output, list):
+            named.update({f"list_{i}_{j}": np.asarray(part) for j, part in enumerate(output)})
+            named.setdefault(f"list_{i}_count", np.array(len(output)))
+        else:
+            named[f"arr_{i}"] = output
+    buffer = io.BytesIO()
+    np.savez(buffer, **named)
+    return buffer.getvalue()
+
+
+def _load_arrays(data: bytes) -> list:
+    """Outputs saved by `_save_arrays` (no pickles: allow_pickle stays False)."""
     with np.load(io.BytesIO(data)) as archive:
-        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+        files = set(archive.files)
+        outputs = []
+        for i in range(len(files)):
+            if f"arr_{i}" in files:
+                outputs.append(archive[f"arr_{i}"])
+            elif f"list_{i}_count" in files:
+                outputs.append([archive[f"list_{i}_{j}"] for j in range(int(archive[f"list_{i}_count"]))])
+            else:
+                break
+        return outputs

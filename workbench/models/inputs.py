@@ -190,8 +190,8 @@ def _resolve_override(spec: TensorSpec, axis: int | None, override) -> tuple[Dim
     return shape if axis is None else shape[:axis] + shape[axis + 1:]
 
 
-def _is_image(spec: TensorSpec) -> tuple[int, int] | None:
-    """The (height, width) axes of an NCHW or NHWC float image input, else None."""
+def image_axes(spec: TensorSpec) -> tuple[int, int] | None:
+    """The (height, width) feed axes of an NCHW or NHWC float image input, else None."""
     if len(spec.shape) != 4 or np.dtype(spec.dtype).kind != "f":
         return None
     if spec.shape[1] in (1, 3, 4):
@@ -204,7 +204,7 @@ def _is_image(spec: TensorSpec) -> tuple[int, int] | None:
 def _plan(spec: TensorSpec, axis: int | None, shape: tuple[Dim, ...], override, graph: "_GraphFacts | None",
           attempt: int) -> InputPlan:
     choices: list[str] = []
-    image = _is_image(spec)
+    image = image_axes(spec)
     # feed axis of each sample axis
     feed_axes = [i for i in range(len(spec.shape)) if i != axis]
     concrete = []
