@@ -12,8 +12,9 @@ from pathlib import Path
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .results import strict_json
+from .vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
 # The main job (`report` with no model): the default sample at a batch where reduced precision is measurably faster
 # on a 2-core CPU (at batch 8 it runs in ~0.3 ms, dominated by per-call overhead), on every installed CPU engine.
@@ -41,10 +42,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="precision to measure; repeat for several (default: fp32, fp16, int8)")
     report.add_argument("--calibration", help="calibration set name (default: the sample's first set)")
     report.add_argument("--calibration-size", type=int, default=256, help="calibration samples (default 256)")
-    report.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None,
-                        help="INT8 calibration method (default minmax)")
-    report.add_argument("--qdq-style", choices=("onnxruntime", "tensorrt"), default=None,
-                        help="INT8 Q/DQ style (default onnxruntime)")
+    report.add_argument("--method", choices=METHODS, default=None,
+                        help="INT8 method (default minmax; dynamic: ranges measured at run time, no calibration)")
+    report.add_argument("--qdq-style", choices=QDQ_STYLES, default=None, help="INT8 Q/DQ style (default onnxruntime)")
+    report.add_argument("--weight-rounding", choices=WEIGHT_ROUNDINGS, default=None,
+                        help="INT8 weight rounding (default nearest)")
+    report.add_argument("--keep-fp32", action="append", default=None, metavar="NODE|OPTYPE",
+                        help="keep a node (by name) or every node of an op type in FP32 in the FP16 and INT8 "
+                             "variants; repeat for several")
+    report.add_argument("--strict", action="store_true",
+                        help="exit 1 when any configuration could not be measured (default: only when nothing "
+                             "but FP32 could be)")
     report.add_argument("--batch", type=int, default=None,
                         help=f"batch size for latency (default 8; {MAIN_JOB_BATCH} for the default sample)")
     report.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
@@ -229,7 +237,7 @@ def _tune_parsers(sub) -> None:
                     "TARGET is a model (measured here, at --precision) or a folder / *.graph.json of a TensorRT plan.")
     lint.add_argument("target", help="sample name, ONNX file, torchvision:NAME, or TensorRT plan folder/graph")
     lint.add_argument("--precision", choices=DEFAULT_PRECISIONS, default="int8", help="for a model (int8)")
-    lint.add_argument("--qdq-style", choices=("onnxruntime", "tensorrt"), default=None, help="INT8 Q/DQ style")
+    lint.add_argument("--qdq-style", choices=QDQ_STYLES, default=None, help="INT8 Q/DQ style")
     lint.add_argument("--backend", default="onnxruntime", help="engine for a model (default onnxruntime)")
     lint.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     lint.add_argument("--cache-dir", default=None, help="result cache directory")
@@ -278,8 +286,11 @@ def _samples() -> int:
 
 
 def _report(args, command_line: str) -> int:
+    """Measure every precision on every engine; a configuration that is refused or fails becomes a failure row
+    (HTML, JSON `failures`) while the rest is measured and written. Exit 1 when nothing but FP32 was measured (or,
+    with --strict, when anything failed)."""
     from . import samples
-    from .report import headline, write_report
+    from .report import Failure, headline, interleaved_comparison, write_report
     from .session import Workbench
     from .views import summary_table
 
@@ -287,25 +298,44 @@ def _report(args, command_line: str) -> int:
     out = args.out or (None if args.json_path else DEFAULT_REPORT)
     json_path = args.json_path or (_json_beside(out) if out else None)
     check_outputs({"--out": out, "--json": json_path}, inputs=[model])
-    precisions = args.precision or list(DEFAULT_PRECISIONS)
+    precisions = list(dict.fromkeys(args.precision or DEFAULT_PRECISIONS))
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
+    backends = list(dict.fromkeys(backends))
     progress = not args.quiet
-    results = []
-    sessions = []
+    results, sessions, failures = [], [], []
     for backend in backends:
         wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, shared_cache=args.shared_cache,
                        threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
-            results.append(wb.run(
-                precision=precision,
-                calibration=args.calibration if precision == "int8" else None,
-                calibration_size=args.calibration_size,
-                method=args.method if precision == "int8" else None,
-                qdq_style=args.qdq_style if precision == "int8" else None,
-                batch=batch, runs=args.runs, drift=not args.no_drift))
-    _print_summary(results)
+            reduced = precision != "fp32"
+            options = {"calibration": args.calibration if precision == "int8" else None,
+                       "method": args.method if precision == "int8" else None,
+                       "qdq_style": args.qdq_style if precision == "int8" else None,
+                       "weight_rounding": args.weight_rounding if precision == "int8" else None,
+                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else ()}
+            try:
+                results.append(wb.run(precision=precision, calibration_size=args.calibration_size, batch=batch,
+                                      runs=args.runs, drift=not args.no_drift, **options))
+            except Exception as exc:  # noqa: BLE001 - any refusal or engine failure is a row; the others go on
+                if args.traceback:
+                    traceback.print_exc()
+                failures.append(Failure.of(exc, precision=precision, backend=backend,
+                                           label=f"{_plan_label(precision, options)} @ {backend}"))
+                print(f"not measured: {failures[-1].label}: {failures[-1].error_type}: {failures[-1].reason}",
+                      file=sys.stderr)
+    try:
+        comparison = interleaved_comparison(sessions, results)
+    except WorkbenchError as exc:  # the separate runs still stand; say why the turns are missing
+        comparison = None
+        print(f"warning: speed-ups from separate runs, the interleaved re-timing failed: {exc}", file=sys.stderr)
+    interleaved = comparison.speedups(results) if comparison else None
+    if results:
+        _print_summary(results, interleaved=interleaved, comparison=comparison)
     if json_path:
+        rows = summary_table(results, interleaved=interleaved) if results else []
+        for row, result in zip(rows, results):
+            row["interleaved"] = comparison.to_json(result) if comparison else None
         payload = {
             "model": {"name": sessions[0].model.name,
                       "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
@@ -315,14 +345,33 @@ def _report(args, command_line: str) -> int:
                       "sha256": sessions[0].model.content_hash},
             "command": command_line,
             "results": [r.to_json() for r in results],
-            "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
-            "headline": headline(results),
+            # per result: speed-up over its FP32 baseline, interval, verdict (from interleaved rounds when re-timed:
+            # speedup_timing says which, "interleaved" holds the rounds)
+            "summary": rows,
+            "headline": headline(results, comparison=comparison),
+            "failures": [f.to_json() for f in failures],  # configurations refused or failed, with the reason
         }
         _write_json(json_path, payload)
-    if out:
-        path = write_report(sessions, results, out, command=command_line)
+    if out and results:
+        path = write_report(sessions, results, out, command=command_line, failures=failures, comparison=comparison)
         print(f"report: {path}")
+    measured_reduced = any(r.precision != "fp32" for r in results)
+    if failures and (args.strict or not measured_reduced):
+        print(f"error: {len(failures)} configuration(s) not measured"
+              + ("" if measured_reduced else "; nothing but FP32 was") + ": see above.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _plan_label(precision: str, options: dict) -> str:
+    """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
+    from .precision.plan import PrecisionPlan
+
+    try:
+        return PrecisionPlan(precision, method=options["method"], qdq_style=options["qdq_style"],
+                             keep_fp32=options["keep_fp32"], weight_rounding=options["weight_rounding"]).label
+    except WorkbenchError:
+        return precision
 
 
 def _data_options(args) -> dict:
@@ -503,7 +552,7 @@ def _write_json(path: str, payload: dict) -> None:
     print(f"json: {path}")
 
 
-def _print_summary(results) -> None:
+def _print_summary(results, *, interleaved=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
@@ -520,7 +569,7 @@ def _print_summary(results) -> None:
         ci = row["latency_median_ci_ms"]
         return "n/a" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
-    rows = summary_table(results)
+    rows = summary_table(results, interleaved=interleaved)
     width = max(len("configuration"), *(len(r.label) for r in results))
     gains = [gain(row) for row in rows]
     gain_width = max(len("speed-up vs FP32 (95% CI)"), *(len(g) for g in gains))
@@ -532,7 +581,9 @@ def _print_summary(results) -> None:
         flag = "" if r.accelerated else "  (not accelerated here)"
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
               f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
-    print(headline(results))
+    if comparison is not None:
+        print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
+    print(headline(results, comparison=comparison))
     for r in results:
         if r.precision_warning:
             print(f"WARNING: {r.precision_warning}")

@@ -6,6 +6,7 @@ import json
 import math
 import platform
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from .backends import get_backend
 from .output import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
-from .results import RunResult, baseline_of, speedup_over
+from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
 from .views.tables import html_table, summary_html
 
 _STYLE = """
@@ -83,15 +84,97 @@ def _versions(results) -> dict[str, str]:
     return versions
 
 
-def build_report(sessions, results, *, command: str = "") -> str:
-    """HTML for a `report` run: summary, fusion, per-layer latency, drift, policies, cost, provenance."""
+@dataclass
+class Failure:
+    """A configuration a report could not measure (refused by the precision step, or its engine failed to build or
+    run), kept as a row with its reason while everything else is measured."""
+
+    precision: str
+    backend: str
+    label: str
+    error_type: str
+    reason: str
+
+    @classmethod
+    def of(cls, exc: BaseException, *, precision: str, backend: str, label: str) -> "Failure":
+        return cls(precision, backend, label, type(exc).__name__, str(exc).strip() or repr(exc))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+COMPARISON_ROUNDS = 7  # the fewest rounds whose lowest and highest speed-up bound a 95 % interval of the median
+COMPARISON_RUNS = 10  # timed runs per configuration per round
+
+
+@dataclass
+class Comparison:
+    """Every configuration of a report timed again in the same interleaved rounds (`measure.interleaved_latency`:
+    FP32 and each variant of every engine in turn, `rounds` times): the report's speed-ups, their intervals and
+    its headline come from these rounds (`results.paired_speedup`), not from runs timed minutes apart."""
+
+    rounds: int
+    runs: int  # timed runs per configuration in each round
+    timings: dict[str, RetimedLatency]  # by result cache key
+
+    def speedup(self, result: RunResult, base: RunResult) -> Speedup | None:
+        mine, theirs = self.timings.get(result.cache_key), self.timings.get(base.cache_key)
+        return None if mine is None or theirs is None else paired_speedup(mine, theirs)
+
+    def speedups(self, results: Sequence[RunResult]) -> dict[str, Speedup]:
+        """Each reduced-precision result's paired speed-up over its FP32 baseline, by cache key."""
+        pairs = [(r, baseline_of(r, results)) for r in results]
+        return {r.cache_key: gain for r, base in pairs if base is not None and base is not r
+                and (gain := self.speedup(r, base)) is not None}
+
+    def to_json(self, result: RunResult) -> dict | None:
+        """What the summary row of `result` adds under "interleaved" (None when it was not re-timed)."""
+        timing = self.timings.get(result.cache_key)
+        return None if timing is None else {"rounds": self.rounds, **timing.to_json()}
+
+
+def interleaved_comparison(sessions, results: Sequence[RunResult], *, rounds: int = COMPARISON_ROUNDS,
+                           runs: int = COMPARISON_RUNS, fresh: bool = False) -> Comparison | None:
+    """Time every result of a report again, all engines in turns in the same rounds (so the fastest is chosen, and
+    each speed-up measured, under the same load). Cached in the first session's cache like `Workbench.retime`
+    (asking again is instant) unless `fresh`. None when there is nothing to compare (no two results)."""
+    from .measure import interleaved_latency
+
+    if len(results) < 2:
+        return None
+    session_of = {s.backend_name: s for s in sessions}
+    head = results[0].headline_latency
+    keys = [r.cache_key for r in results]
+    cache = sessions[0].cache
+    key = cache.key(kind="report-comparison", results=keys, rounds=rounds, runs=runs, batch=head.batch,
+                    dims=head.dims or None)
+    stored = None if fresh else cache.get(key)
+    if stored is None:
+        engines = {r.cache_key: session_of[r.backend].engine(r) for r in results}
+        timed = interleaved_latency(engines, session_of[results[0].backend].latency_feeds(results[0]),
+                                    batch=head.batch, rounds=rounds, runs=runs)
+        cache.put(key, {k: v.to_json() for k, v in timed.items()})
+    else:
+        timed = {k: RetimedLatency(**v) for k, v in stored.items()}
+    return Comparison(rounds, runs, timed)
+
+
+def build_report(sessions, results, *, command: str = "", failures: Sequence[Failure] = (),
+                 comparison: Comparison | None = None) -> str:
+    """HTML for a `report` run: summary (with the configurations that could not be measured and why), fusion,
+    per-layer latency, drift, policies, cost, provenance. With `comparison`, speed-ups and the headline come
+    from its interleaved rounds."""
     from . import views
     from .scenarios import cost, policy
     from .views import scenario_figures
 
     model = sessions[0].model
     doc = _Html(f"TensorRT Workbench report: {model.name}")
-    doc.text(headline(results), "headline")
+    doc.text(headline(results, comparison=comparison), "headline")
+    if failures:
+        doc.text(f"{len(failures)} configuration{'s' * (len(failures) != 1)} could not be measured: "
+                 + ", ".join(f.label for f in failures) + " (see “Not measured” below). Everything else was.",
+                 "warning")
     doc.text(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Model source: {model.source}.")
     if any(r.synthetic_data for r in results):
         doc.text("These results were measured on synthetic inputs generated from the model's input specs: "
@@ -104,7 +187,17 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
-    doc.raw(summary_html(results))
+    interleaved = comparison.speedups(results) if comparison else None
+    doc.raw(summary_html(results, interleaved=interleaved))
+    if comparison is not None:
+        doc.text(f"Speed-ups, their 95 % intervals and verdicts come from {comparison.rounds} interleaved rounds: in "
+                 f"each round every configuration above ran {comparison.runs} timed runs in turn, so load that comes "
+                 "and goes slows them alike. The interval is that of the median of the per-round ratios; the median "
+                 "latency and its interval are from each configuration's own runs.", "note")
+    if failures:
+        doc.raw('<h3 id="not-measured">Not measured</h3>')
+        doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
+                   for f in failures])
     colors = views.config_colors(results)
     doc.figure(views.tradeoff_figure(results, colors=colors))
     _outputs_and_data(doc, results)
@@ -193,10 +286,11 @@ def _outputs_and_data(doc: _Html, results) -> None:
 ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)
 
 
-def headline(results: Sequence[RunResult]) -> str:
+def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
     """One or two sentences opening the report: the fastest configuration (highest throughput) within
     ACCURACY_MARGIN of its FP32 baseline's accuracy, its speed-up over that baseline with the interval (or "no
-    measurable difference"), and what its engine fused."""
+    measurable difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from
+    its interleaved rounds (and the text says so)."""
     candidates = []
     for result in results:
         base = baseline_of(result, results)
@@ -205,16 +299,21 @@ def headline(results: Sequence[RunResult]) -> str:
     if not candidates:
         return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
                 "run FP32 too to see what reduced precision changes.")
-    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
-    head = result.headline_latency
-    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy: {result.label}, "
-            f"{head.median:.3f} ms per batch of {head.batch}")
+    timings = comparison.timings if comparison else {}
+    if all(r.cache_key in timings for r, _ in candidates):
+        result, base = min(candidates, key=lambda pair: timings[pair[0].cache_key].median_ms)
+        median, rounds = timings[result.cache_key].median_ms, f" in {comparison.rounds} interleaved rounds"
+    else:
+        result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
+        median, rounds = result.headline_latency.median, ""
+    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy{rounds}: {result.label}, "
+            f"{median:.3f} ms per batch of {result.headline_latency.batch}")
     if result is base:
         reduced = any(r is not b for r, b in candidates)
         text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
                  ": FP32 itself, no reduced-precision result is within that margin.")
     else:
-        gain = speedup_over(result, base)
+        gain = (comparison.speedup(result, base) if comparison else None) or speedup_over(result, base)
         relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
         text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
                  f"(FP32 {_accuracy_text(base)}).")
@@ -295,8 +394,9 @@ def _provenance(doc: _Html, command: str, results) -> None:
     doc.table([{"package": k, "version": v} for k, v in _versions(results).items()])
 
 
-def write_report(sessions, results, path: str | Path, *, command: str = "") -> Path:
-    return _write(path, build_report(sessions, results, command=command))
+def write_report(sessions, results, path: str | Path, *, command: str = "", failures: Sequence[Failure] = (),
+                 comparison: Comparison | None = None) -> Path:
+    return _write(path, build_report(sessions, results, command=command, failures=failures, comparison=comparison))
 
 
 def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:

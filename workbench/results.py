@@ -122,6 +122,30 @@ def speedup(result_stats: LatencyStats, baseline_stats: LatencyStats, *, seed: i
     return Speedup(ratio, low, high, speedup_verdict(ratio, low, high))
 
 
+def paired_speedup(result: RetimedLatency, baseline: RetimedLatency) -> Speedup:
+    """Speed-up of `result` over `baseline` timed in the same interleaved rounds: the median of the per-round ratios
+    (baseline's round median / result's) and a distribution-free interval for it, from order statistics of those
+    ratios with at least CONFIDENCE coverage (7 rounds: their lowest and highest ratio; 5 rounds: none, too few),
+    then `speedup_verdict`. Load that comes and goes hits both sides of a round alike, so the ratios hold."""
+    ratios = sorted(b / r for b, r in zip(baseline.round_medians_ms, result.round_medians_ms))
+    rank = _median_interval_rank(len(ratios))
+    low, high = (ratios[rank], ratios[-1 - rank]) if rank is not None else (None, None)
+    ratio = float(np.median(ratios))
+    return Speedup(ratio, low, high, speedup_verdict(ratio, low, high))
+
+
+def _median_interval_rank(n: int) -> int | None:
+    """Largest k with P(Binomial(n, 1/2) <= k) <= (1 - CONFIDENCE) / 2: [x_(k), x_(n-1-k)] (0-based, sorted) covers
+    the median with at least CONFIDENCE. None when even [min, max] covers it less often (n < 6 for 95%)."""
+    tail, rank = 0.0, None
+    for k in range(n // 2):
+        tail += math.comb(n, k) / 2 ** n
+        if tail > (1 - CONFIDENCE) / 2:
+            break
+        rank = k
+    return rank
+
+
 def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
     """`speedup` of `result`'s headline latency over `baseline`'s latency at the same batch and dims (None if the
     baseline was not timed there). Find the baseline with `baseline_of`."""

@@ -299,6 +299,12 @@ class Workbench:
         self.cache.put(key, {k: v.to_json() for k, v in timed.items()})
         return timed
 
+    def latency_feeds(self, result: RunResult) -> dict[str, np.ndarray]:
+        """The inputs `result`'s headline latency is timed on (its batch and dynamic-axis sizes), e.g. to time its
+        engine in turns with engines of other sessions (`report.interleaved_comparison`)."""
+        head = result.headline_latency
+        return self._feeds(head.batch, head.dims)
+
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
         """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""

@@ -182,7 +182,8 @@ class OnnxRuntimeEngine(Engine):
             so.profile_file_prefix = str(Path(tmp) / "profile")
             so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")
             try:
-                session = ort.InferenceSession(self._optimized.SerializeToString(), so, providers=_PROVIDERS)
+                graph = with_input_weights(self._optimized, self.source_model)
+                session = ort.InferenceSession(graph.SerializeToString(), so, providers=_PROVIDERS)
             except Exception as exc:
                 raise BackendError(f"ONNX Runtime could not reload the optimised graph for profiling: {exc}") from exc
             profiled = [(n.name, n.op_type) for n in onnx.load(so.optimized_model_filepath).graph.node]
@@ -193,6 +194,25 @@ class OnnxRuntimeEngine(Engine):
                 session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
         return _typical_node_times(events, warmup, runs)
+
+
+def with_input_weights(optimized: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """`optimized`, or a copy where graph inputs that are weights of `source` (initializers listed as inputs, as
+    IR < 4 files do) get their values back: ORT's saved optimised graph keeps such inputs but not always their
+    initializers, and a session on it would then ask for them as feeds. Inputs no node reads are dropped."""
+    present = {init.name for init in optimized.graph.initializer}
+    weights = {init.name: init for init in source.graph.initializer}
+    read = {name for node in optimized.graph.node for name in node.input}
+    missing = [v.name for v in optimized.graph.input if v.name in weights and v.name not in present]
+    if not missing:
+        return optimized
+    repaired = onnx.ModelProto()
+    repaired.CopyFrom(optimized)
+    kept = [v for v in repaired.graph.input if v.name not in missing or v.name in read]
+    del repaired.graph.input[:]
+    repaired.graph.input.extend(kept)
+    repaired.graph.initializer.extend(weights[name] for name in missing if name in read)
+    return repaired
 
 
 def _typical_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:

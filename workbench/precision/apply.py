@@ -15,7 +15,7 @@ from ..graph import GraphIndex
 from ..models.spec import Model
 from . import dynamic, int8
 from .fp16 import to_fp16
-from .plan import PrecisionPlan
+from .plan import KEEP_FP32_HOW, PrecisionPlan
 
 PLAN_KEY = "workbench.precision_plan"
 NOTES_KEY = "workbench.precision_notes"
@@ -160,7 +160,7 @@ def _failures_as_precision_errors(model: Model, plan: PrecisionPlan) -> Iterator
         raise
     except Exception as exc:  # noqa: BLE001 - converter/quantiser failures come as many exception types
         raise PrecisionError(f"Could not apply {plan.label} to {model.name!r} ({type(exc).__name__}: {exc}). Keep the "
-                             "op types or nodes it names in FP32 via PrecisionPlan(keep_fp32=...).") from exc
+                             f"op types or nodes it names in FP32: {KEEP_FP32_HOW}.") from exc
 
 
 def _set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
@@ -174,10 +174,10 @@ def _check(original: Model, result: Model, plan: PrecisionPlan) -> None:
         ort.InferenceSession(result.serialized(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnx and onnxruntime raise many exception types
         raise PrecisionError(f"Applying {plan.label} to {original.name!r} produced a graph that does not load "
-                             f"({type(exc).__name__}: {exc}). Keep the failing nodes or op types in FP32 via "
-                             "keep_fp32.") from exc
+                             f"({type(exc).__name__}: {exc}). Keep the failing nodes or op types in "
+                             f"FP32: {KEEP_FP32_HOW}.") from exc
     io_before = [(s.name, s.dtype) for s in original.inputs + original.outputs]
     io_after = [(s.name, s.dtype) for s in result.inputs + result.outputs]
     if io_before != io_after:
         raise PrecisionError(f"Applying {plan.label} to {original.name!r} changed the graph inputs/outputs from "
-                             f"{io_before} to {io_after}; keep the boundary nodes in FP32 via keep_fp32.")
+                             f"{io_before} to {io_after}; keep the boundary nodes in FP32: {KEEP_FP32_HOW}.")

@@ -36,7 +36,7 @@ from ..models.spec import Model
 from . import bias_correction, gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
                         range_key)
-from .plan import PrecisionPlan
+from .plan import KEEP_FP32_HOW, PrecisionPlan
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _TRT_OPS = (*WEIGHTED_OPS, "Add")
@@ -125,7 +125,7 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
                     raise PrecisionError(
                         f"ONNX Runtime's quantiser fails on {model.name!r} ({_describe(exc)}) and still fails with "
                         f"the nodes it fails on kept in FP32 ({_describe(final)}): nothing can be quantised. Keep "
-                        "more op types in FP32 via PrecisionPlan(keep_fp32=...).") from final
+                        f"more op types in FP32: {KEEP_FP32_HOW}.") from final
 
         parts = segments(target)
         try:

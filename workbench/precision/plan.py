@@ -6,7 +6,11 @@ from dataclasses import asdict, dataclass
 from ..errors import PrecisionError
 from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-__all__ = ["METHODS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+# Every way to keep nodes in FP32, as errors advise it (Python and the command line offer the same).
+KEEP_FP32_HOW = ("PrecisionPlan(keep_fp32=[...]) or run(..., keep_fp32=[...]) in Python, --keep-fp32 NODE|OPTYPE "
+                 "(repeatable) on the command line")
+
+__all__ = ["KEEP_FP32_HOW", "METHODS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import LAYER_TIME_BAND, RunResult, baseline_of, speedup_over
+from ..results import LAYER_TIME_BAND, RunResult, Speedup, baseline_of, speedup_over
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -421,19 +421,23 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
                    "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
-                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
+                   "speedup_verdict", "speedup_timing", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
 
 
-def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
+def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None, *,
+                  interleaved: Mapping[str, Speedup] | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
     FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
     [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
-    "baseline". `views.tables.summary_html` shows it as a table for people."""
+    "baseline". `interleaved` (by cache key) gives speed-ups timed in interleaved rounds with the baseline
+    (`results.paired_speedup`), used instead of the separate runs' where present; `speedup_timing` says which
+    ("interleaved rounds" or "separate runs"). `views.tables.summary_html` shows it as a table for people."""
     items = _results(results)
     rows = []
     for r in items:
         base = baseline or baseline_of(r, items)
-        gain = speedup_over(r, base) if base else None
+        paired = (interleaved or {}).get(r.cache_key) if base is not None and base is not r else None
+        gain = paired or (speedup_over(r, base) if base else None)
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
@@ -443,6 +447,8 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
             "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,
             "speedup_verdict": None if gain is None else "baseline" if base is r else gain.verdict,
+            "speedup_timing": None if gain is None or base is r else
+            "interleaved rounds" if paired else "separate runs",
             "top1": top1,
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None
             else None,

@@ -7,6 +7,7 @@ arithmetic (Shape/Gather/Unsqueeze/Concat... chains feeding Reshape, Pad, Expand
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections.abc import Callable
@@ -339,14 +340,45 @@ def _roles(graph: GraphIndex) -> _Roles:
     return _Roles(hidden, roots, boxes)
 
 
+# Graphviz rejects any DOT string longer than 16,384 characters (a syntax error, no SVG). Drawn labels are cut far
+# below that; a longer tooltip (e.g. the node list of a layer fusing thousands of nodes) goes into DOT as a short
+# placeholder (letters and digits only: dot escapes the rest) that `_render` swaps for the full, escaped text in the
+# SVG, so the hover still shows all of it.
+_DOT_CHARS = 16_384
+_LABEL_PART_CHARS = 200
+_LONG_TEXTS: dict[str, str] = {}  # placeholder -> full text, bounded (see _long_text)
+
+
 def _label(*parts: str) -> str:
     graphviz = require("graphviz", extra="notebook", purpose="the fusion graph view")
-    return graphviz.nohtml("\\n".join(graphviz.escape(p) for p in parts if p))
+    return graphviz.nohtml("\\n".join(graphviz.escape(_cut(p)) for p in parts if p))
+
+
+def _cut(text: str) -> str:
+    """A drawn label part of at most _LABEL_PART_CHARS characters (the hover and the JSON keep the full text)."""
+    if len(text) <= _LABEL_PART_CHARS:
+        return text
+    return text[:_LABEL_PART_CHARS - 40] + f"… (+{len(text) - _LABEL_PART_CHARS + 40:,} characters)"
 
 
 def _text(text: str) -> str:
     """Any name as literal DOT text: backslashes, quotes and '<...>' lose their special meaning."""
-    return require("graphviz", extra="notebook", purpose="the fusion graph view").escape(text)
+    escaped = require("graphviz", extra="notebook", purpose="the fusion graph view").escape(text)
+    return escaped if len(escaped) < _DOT_CHARS // 2 else _long_text(text)
+
+
+def _long_text(text: str) -> str:
+    key = "workbenchlongtext" + hashlib.sha1(text.encode("utf-8")).hexdigest()
+    if len(_LONG_TEXTS) > 256:
+        _LONG_TEXTS.clear()
+    _LONG_TEXTS[key] = text
+    return key
+
+
+def _with_long_texts(svg: str) -> str:
+    for key in [k for k in _LONG_TEXTS if k in svg]:
+        svg = svg.replace(key, html.escape(_LONG_TEXTS[key], quote=True).replace("\n", "&#10;"))
+    return svg
 
 
 def _digraph(name: str):
@@ -487,7 +519,7 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[s
 def _render(g) -> str:
     graphviz = require("graphviz", extra="notebook", purpose="the fusion graph view")
     try:
-        return g.pipe(format="svg", encoding="utf-8")
+        return _with_long_texts(g.pipe(format="svg", encoding="utf-8"))
     except graphviz.ExecutableNotFound as exc:
         raise MissingDependencyError(
             "Graphviz's 'dot' program was not found on PATH (needed for the fusion graph view): "

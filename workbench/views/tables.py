@@ -30,7 +30,8 @@ COLUMNS: dict[str, Column] = {
     "latency_ms": Column("median latency (ms)", "ms"),
     "speedup_vs_fp32": Column("speed-up vs FP32", "speedup"),
     "latency_median_ci_ms": Column("median 95 % interval (ms)", "ms"),
-    "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"), "top1": Column("top-1 accuracy", "fraction"),
+    "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"),
+    "speedup_timing": Column("speed-up timed in"), "top1": Column("top-1 accuracy", "fraction"),
     "top1_drop": Column("top-1 drop (points)", "points"), "agreement": Column("agreement with FP32", "fraction"),
     "cosine": Column("cosine vs FP32", "cosine"), "accelerated": Column("accelerated", "bool"),
     "notes": Column("notes"),
@@ -93,11 +94,11 @@ def html_table(rows: Sequence[Mapping], *, columns: Iterable[str] | None = None,
                      f'<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
-def summary_html(results, baseline=None) -> HtmlTable:
+def summary_html(results, baseline=None, *, interleaved=None) -> HtmlTable:
     """`views.summary_table` as a table for people: one row per configuration and batch, the label naming it."""
     from .figures import summary_table
 
-    rows = summary_table(results, baseline)
+    rows = summary_table(results, baseline, interleaved=interleaved)
     keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes", *_INTERVALS.values())]
     if len({row["model"] for row in rows}) == 1:
         keys.remove("model")
