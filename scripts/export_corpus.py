@@ -395,7 +395,8 @@ MODELS = (
     ExportedModel("gpt2-kv-cache", "torch.onnx.export(dynamo=False), opset 17", "decoder with KV-cache inputs "
                   "(GPT-2 from GPT2Config: 2 layers, width 32, vocab 128, random weights)", "Apache-2.0 "
                   "(transformers)", _build_gpt2_kv, inputs=gpt2_input_overrides(), packages=_HF,
-                  tasks={"logits": "sequence"}),
+                  tasks={"logits": "sequence", **{f"present_{kind}_{layer}": "regression" for layer in
+                                                  range(GPT2_LAYERS) for kind in ("key", "value")}}),
     ExportedModel("bert-tiny-encoder", "torch.onnx.export(dynamo=False), opset 17", "encoder returning hidden "
                   "states (BERT from BertConfig: 2 layers, width 64, random weights)", "Apache-2.0 (transformers)",
                   _build_bert, inputs=("input_ids=1,16", "attention_mask=1,16"), packages=_HF,
