@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .results import strict_json
-from .vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
+from .vocabulary import METHODS, OUTPUT_TASKS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
 DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--input", action="append", default=None, metavar="NAME=SHAPE",
                       help="shape for an input's synthetic data (e.g. images=1,3,640,640) or a scalar input's value "
                            "(e.g. sr=16000); repeat for several inputs")
+    data.add_argument("--task", action="append", default=None, type=_task_arg, metavar="[OUTPUT=]TASK",
+                      help="what an output is, so accuracy uses its metrics (docs/accuracy.md): TASK for the first "
+                           f"output or OUTPUT=TASK (repeat); TASK is one of {', '.join(OUTPUT_TASKS)} (default: "
+                           "inferred from each output's name, type and shape)")
 
     plan = sub.add_parser(
         "plan", help="import TensorRT engine plans built elsewhere (engine inspector + trtexec JSON)",
@@ -374,12 +378,33 @@ def _plan_label(precision: str, options: dict) -> str:
         return precision
 
 
+def _task_arg(text: str) -> tuple[str | None, str]:
+    """`TASK` (the first output) or `OUTPUT=TASK`, TASK from vocabulary.OUTPUT_TASKS."""
+    output, _, task = text.rpartition("=")
+    if task not in OUTPUT_TASKS:
+        raise argparse.ArgumentTypeError(f"{task!r} is not a task: use one of {', '.join(OUTPUT_TASKS)}, as TASK "
+                                         "(the first output) or OUTPUT=TASK")
+    return output or None, task
+
+
+def _tasks(pairs) -> dict | str | None:
+    """--task values as Workbench(tasks=...): one task for the first output, or output name -> task."""
+    if not pairs:
+        return None
+    first = [task for output, task in pairs if output is None]
+    named = {output: task for output, task in pairs if output is not None}
+    if first and named:
+        raise WorkbenchError("--task: give either one TASK (the first output) or OUTPUT=TASK pairs, not both.")
+    return first[-1] if first else named
+
+
 def _data_options(args) -> dict:
     from .models.inputs import parse_override
     from .userdata import ImagePreprocessing
 
     preprocessing = ImagePreprocessing.parse(args.image_preprocessing) if args.image_preprocessing else None
     return {"inputs": dict(parse_override(text) for text in args.input or []) or None, "data": args.data,
+            "tasks": _tasks(getattr(args, "task", None)),
             "calibration_data": args.calibration_data, "eval_data": args.eval_data,
             "image_preprocessing": preprocessing}
 

@@ -18,7 +18,8 @@ from .output import atomic_write
 from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
-from .views.tables import html_table, summary_html
+from .vocabulary import ACCURACY_METRICS
+from .views.tables import html_table, metric_text, metrics_text, summary_html
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;line-height:1.45}
@@ -260,17 +261,23 @@ def build_report(sessions, results, *, command: str = "", failures: Sequence[Fai
 
 
 def _outputs_and_data(doc: _Html, results) -> None:
-    """Agreement with FP32 for every output (detection maps, sequences, states: not only class scores) and where
-    each result's data came from."""
+    """Every output's metrics by its task (detection, segmentation, labels, sequences, states: not only class
+    scores) and where each result's data came from."""
     def number(value, spec: str) -> str:  # NaN outputs come back from the cache as null
         return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
-    rows = [{"configuration": r.label, "output": o.name, "shape": "x".join(map(str, o.shape)),
-             "cosine": number(o.cosine, ".5f"), "max-abs error": number(o.max_abs_diff, ".3g"),
-             "top-1 agreement": "n/a (not class scores)" if o.top1_agreement is None else f"{o.top1_agreement:.2%}"}
-            for r in results if r.precision != "fp32" and r.accuracy for o in r.accuracy.outputs]
+    rows = [{"configuration": r.label, "output": o.name, "task": o.task or "n/a",
+             "shape": "x".join(map(str, o.shape)),
+             "metrics": o.note if o.note and not o.metrics else metrics_text(o.metrics) if o.task else "n/a",
+             "cosine": number(o.cosine, ".5f"), "max-abs error": number(o.max_abs_diff, ".3g")}
+            for r in results if r.accuracy and (r.precision != "fp32" or any(
+                o.metrics.get(name) is not None for o in r.accuracy.outputs for name in _VS_LABELS))
+            for o in r.accuracy.outputs]
     if rows:
-        doc.heading("Every output: agreement with FP32", "outputs")
+        doc.heading("Every output: metrics by task", "outputs")
+        doc.text("Each output is measured with the metrics of its task (declared with --task OUTPUT=TASK or "
+                 "tasks=, else inferred from its name, type and shape); \"vs FP32\" compares with the FP32 engine's "
+                 "outputs on the same data, the others with the labels. n/a: the metric does not apply.")
         doc.table(rows)
     rows = {}
     for result in results:
@@ -283,7 +290,8 @@ def _outputs_and_data(doc: _Html, results) -> None:
         doc.table(list(rows.values()))
 
 
-ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)
+ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (the headline metric: top-1, agreement, mean IoU...)
+_VS_LABELS = ("top1", "pixel_accuracy", "mean_iou_labels", "map50_labels", "token_accuracy")  # FP32 rows show these
 
 
 def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
@@ -297,6 +305,11 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
         if base is not None and _within_margin(result, base) and not result.precision_warning:  # not really FP16/INT8
             candidates.append((result, base))
     if not candidates:
+        if any(baseline_of(r, results) is not None for r in results) and \
+                all(_metric(r)[1] is None for r in results):
+            return ("No accuracy metric applies to this model's outputs, so no configuration can be called as "
+                    "accurate as FP32: declare what the outputs are (--task OUTPUT=TASK, Python tasks= or metric=); "
+                    "speeds are in the summary.")
         return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
                 "run FP32 too to see what reduced precision changes.")
     timings = comparison.timings if comparison else {}
@@ -306,7 +319,7 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
     else:
         result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
         median, rounds = result.headline_latency.median, ""
-    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy{rounds}: {result.label}, "
+    text = (f"Fastest within {_margin_text(result)} of FP32 on {_metric_words(result)}{rounds}: {result.label}, "
             f"{median:.3f} ms per batch of {result.headline_latency.batch}")
     if result is base:
         reduced = any(r is not b for r, b in candidates)
@@ -320,22 +333,30 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
     return text + _fused_text(result)
 
 
-def _metric(result: RunResult) -> tuple[str, float | None]:
-    acc = result.accuracy
-    if acc is None:
-        return "agreement", None
-    return ("top-1", acc.top1) if acc.top1 is not None else ("agreement", acc.top1_agreement)
+def _metric(result: RunResult) -> tuple[str, float | None, str | None]:
+    """(metric name, value, output) that decides the headline (`AccuracyStats.headline`)."""
+    return result.accuracy.headline if result.accuracy is not None else ("agreement", None, None)
 
 
 def _within_margin(result: RunResult, base: RunResult) -> bool:
-    (name, value), (base_name, base_value) = _metric(result), _metric(base)
-    return value is not None and base_value is not None and name == base_name and \
+    (name, value, output), (base_name, base_value, base_output) = _metric(result), _metric(base)
+    return value is not None and base_value is not None and (name, output) == (base_name, base_output) and \
         value >= base_value - ACCURACY_MARGIN
 
 
+def _margin_text(result: RunResult) -> str:
+    kind = ACCURACY_METRICS.get(_metric(result)[0], ("", "number", True))[1]
+    return f"{ACCURACY_MARGIN * 100:.1f} points" if kind == "fraction" else f"{ACCURACY_MARGIN:g}"
+
+
+def _metric_words(result: RunResult) -> str:
+    name, _, output = _metric(result)
+    return metric_text(name, None, output).replace(" n/a", "")
+
+
 def _accuracy_text(result: RunResult) -> str:
-    name, value = _metric(result)
-    return f"{name} {value * 100:.2f}%"
+    name, value, output = _metric(result)
+    return metric_text(name, value, output)
 
 
 def _fused_text(result: RunResult) -> str:

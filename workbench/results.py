@@ -206,12 +206,14 @@ class AccuracyStats:
         outputs = [OutputAgreement.from_json(o) for o in data.get("outputs", [])]
         return cls(**{k: v for k, v in data.items() if k in names}, outputs=outputs)
 
-    def metric(self, name: str, output: str | None = None) -> float | None:
-        """Value of metric `name` of output `output` (default: the first output that has it), else None."""
-        for agreement in self.outputs:
-            if output in (None, agreement.name) and agreement.metrics.get(name) is not None:
-                return agreement.metrics[name]
-        return None
+    @property
+    def headline(self) -> tuple[str, float | None, str | None]:
+        """(metric name, value, output) that speaks for the model: `headline_metric` (value None where no metric
+        applies); for results from before tasks, top1, else top1_agreement."""
+        if self.headline_metric is not None or (self.outputs and self.outputs[0].task is not None):
+            chosen = self.headline_metric or {}
+            return chosen.get("name", "agreement"), chosen.get("value"), chosen.get("output")
+        return ("top1", self.top1, None) if self.top1 is not None else ("agreement", self.top1_agreement, None)
 
 
 @dataclass

@@ -344,9 +344,10 @@ class Workbench:
 
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
-        (default: the result's headline batch)."""
+        (default: the result's headline batch): arrays with samples on axis 0, or for outputs without a sample axis
+        a list of whole arrays, one per run (`_run_all`)."""
         return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds,
-                        self.model.output_arrays)
+                        self.model.output_arrays, self._whole_outputs())
 
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""

@@ -229,14 +229,18 @@ def validate(data: UserData, inputs: list[TensorSpec]) -> None:
                              "samples on axis 0.")
     for name in shared:
         data.arrays[name] = np.broadcast_to(data.arrays[name], (sizes[0], *data.arrays[name].shape))
+    for spec in inputs:  # string inputs: numpy's fixed-width strings (what .npz stores) as the engine's objects
+        if spec.dtype == "object" and spec.name in data.arrays and data.arrays[spec.name].dtype.kind in "US":
+            data.arrays[spec.name] = data.arrays[spec.name].astype(str).astype(object)
     try:
         CalibrationSet(name=str(data.source.get("name", where)), arrays=data.arrays).validate(inputs)
     except CalibrationError as exc:
         raise InputSpecError(str(exc).replace("Calibration set", "Data")) from None
     if data.labels is not None:
-        if data.labels.ndim != 1 or len(data.labels) != data.size or data.labels.dtype.kind not in "iub":
-            raise InputSpecError(f"{where}: 'labels' must be one integer per sample ({data.size}); got "
-                                 f"{data.labels.dtype}{list(data.labels.shape)}.")
+        if data.labels.ndim < 1 or len(data.labels) != data.size or data.labels.dtype.kind not in "iubU":
+            raise InputSpecError(f"{where}: 'labels' must be one integer (or class name) per sample ({data.size}), "
+                                 f"or per pixel [samples, height, width]; got {data.labels.dtype}"
+                                 f"{list(data.labels.shape)}.")
 
 
 def split(data: UserData, *, eval_fraction: float = 0.5, seed: int = SPLIT_SEED) -> tuple[UserData, UserData]:

@@ -23,7 +23,7 @@ OUTPUT_TASKS = ("classification", "label", "segmentation", "detection", "embeddi
 # value is shown ("fraction": as %, "cosine": near 1, "number": 3 significant digits) and whether higher is better.
 ACCURACY_METRICS = {
     "top1": ("top-1 accuracy", "fraction", True),
-    "agreement": ("agreement with FP32", "fraction", True),
+    "agreement": ("top-1 agreement with FP32", "fraction", True),
     "cosine": ("cosine vs FP32", "cosine", True),
     "relative_l2": ("relative L2 error vs FP32", "number", False),
     "max_abs_diff": ("max-abs error vs FP32", "number", False),

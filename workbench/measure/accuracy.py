@@ -25,7 +25,7 @@ _SCORES = re.compile(r"score|conf", re.I)
 _CLASSES = re.compile(r"label|class", re.I)
 _COUNT = re.compile(r"num_det|count|num_box", re.I)
 _PROBABILITIES = re.compile(r"prob|logit|softmax|class|score|pred", re.I)
-_EMBEDDING = re.compile(r"hidden|embed|pool|feature|encoder_out|vector", re.I)
+_EMBEDDING = re.compile(r"hidden|embed|pool|encoder_out|vector", re.I)
 _CACHE = re.compile(r"present|past|cache|state", re.I)
 _SEGMENTATION = re.compile(r"seg|mask", re.I)
 
@@ -119,10 +119,10 @@ def infer_task(name: str, value: Output, *, image_sizes: Sequence[tuple[int, int
         return "segmentation"
     if _SEGMENTATION.search(name) and len(per_sample) == 3:
         return "segmentation"
-    if _CACHE.search(name):
-        return "regression"
     if _EMBEDDING.search(name):
         return "embedding"
+    if _CACHE.search(name):
+        return "regression"
     if len(per_sample) == 1 and per_sample[0] >= 2:
         return "classification"
     if len(per_sample) == 2 and "logit" in name.lower():

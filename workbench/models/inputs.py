@@ -23,6 +23,10 @@ from .spec import Dim, TensorSpec
 IMAGE_SIZES = (224, 320, 256, 192, 160, 128, 96, 64, 48, 32, 640)  # tried in order for dynamic height/width
 SEQUENCE_SIZES = (64, 128, 256, 512, 32, 16, 1024, 8)  # tried in order for other dynamic axes
 DEFAULT_ID_RANGE = (0, 2)  # integer inputs the graph does not tell more about
+# string inputs the graph does not tell more about (no LabelEncoder / CategoryMapper / OneHotEncoder keys)
+DEFAULT_WORDS = ("the", "model", "runs", "fast", "and", "well", "on", "data", "a", "small", "test", "red")
+_STRING_KEYS = {"LabelEncoder": "keys_strings", "CategoryMapper": "cats_strings", "OneHotEncoder": "cats_strings",
+                "TfIdfVectorizer": "pool_strings", "DictVectorizer": "string_vocabulary"}
 _PASS_THROUGH = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"})
 _COMPARISONS = frozenset({"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"})
 
@@ -35,7 +39,8 @@ class InputPlan:
 
     `batch_axis`: the feed axis that holds the samples (None: one value shared by every batch). `sample_shape`:
     the concrete shape of one sample (the feed shape without the batch axis). `values`: how synthetic data is drawn
-    ("normal", "integers", "ones", "constant"), with `low`/`high` (integers in [low, high)) or `value`.
+    ("normal", "integers", "ones", "constant", "words"), with `low`/`high` (integers in [low, high)), `value`, or
+    `words` (strings drawn from them).
     `choices` says, in words, what was chosen and why (it goes into the result's notes).
     """
 
@@ -49,6 +54,7 @@ class InputPlan:
     high: float | None = None
     value: float | None = None
     choices: tuple[str, ...] = field(default_factory=tuple)
+    words: tuple[str, ...] = ()
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """A samples-first array (n, *sample_shape) as this input's feed."""
@@ -64,6 +70,8 @@ class InputPlan:
             return np.ones(shape, dtype=dtype)
         if self.values == "integers":
             return rng.integers(int(self.low), int(self.high), shape).astype(dtype)
+        if self.values == "words":
+            return np.array(self.words, dtype=object)[rng.integers(0, len(self.words), shape)]
         if dtype.kind == "f":
             return rng.standard_normal(shape).astype(dtype)
         return np.zeros(shape, dtype=dtype)
@@ -71,7 +79,7 @@ class InputPlan:
     def to_json(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "batch_axis": self.batch_axis,
                 "sample_shape": list(self.sample_shape), "values": self.values, "low": self.low, "high": self.high,
-                "value": self.value, "choices": list(self.choices)}
+                "value": self.value, "choices": list(self.choices), "words": list(self.words)}
 
 
 def batch_axes(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
@@ -230,6 +238,13 @@ def _plan(spec: TensorSpec, axis: int | None, shape: tuple[Dim, ...], override, 
         return replace(plan, values="constant", value=override,
                        choices=(*choices, f"input {spec.name!r}: fixed value {override} (given)"))
     lowered = spec.name.lower()
+    if dtype.kind == "O":
+        known = graph.string_facts(spec.name) if graph is not None else None
+        words = known or DEFAULT_WORDS
+        return replace(plan, values="words", words=tuple(words), choices=(
+            *choices, f"input {spec.name!r}: strings drawn from "
+                      + (f"the {len(words)} strings the graph maps" if known else f"a small vocabulary ({', '.join(words[:4])}"
+                         ", ...)") + " (give your own with data=/--data)"))
     if dtype.kind == "b" or (dtype.kind in "iu" and "mask" in lowered):
         return replace(plan, values="ones", choices=(*choices, f"input {spec.name!r}: a mask of ones"))
     if dtype.kind in "iu":
@@ -293,6 +308,25 @@ class _GraphFacts:
         for node in self.index.nodes:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = node.attribute[0].t
+
+    def string_facts(self, name: str) -> tuple[str, ...] | None:
+        """The strings a node reading `name` maps (a LabelEncoder's keys, a CategoryMapper's categories, ...),
+        through ops that only move the strings (reshapes, a Gather of columns, ...)."""
+        frontier, seen = [name], set()
+        while frontier:
+            tensor = frontier.pop()
+            if tensor in seen:
+                continue
+            seen.add(tensor)
+            for node in self.index.consumers(tensor):
+                wanted = _STRING_KEYS.get(node.op_type)
+                for attribute in node.attribute:
+                    if attribute.name == wanted and attribute.strings:
+                        return tuple(dict.fromkeys(v.decode() for v in attribute.strings))
+                if node.op_type in (*_PASS_THROUGH, "Gather", "Slice", "Split", "Concat") \
+                        and list(node.input).index(tensor) == 0:
+                    frontier.extend(node.output)
+        return None
 
     def integer_facts(self, name: str) -> tuple[str, float] | None:
         frontier, seen = [name], set()

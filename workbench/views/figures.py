@@ -13,6 +13,8 @@ from plotly.subplots import make_subplots
 from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
 from ..results import LAYER_TIME_BAND, RunResult, Speedup, baseline_of, speedup_over
+from ..vocabulary import ACCURACY_METRICS
+from .tables import metric_text
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -382,24 +384,25 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
 
 # ---- latency vs accuracy -----------------------------------------------------------------------------------
 def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, str] | None = None) -> go.Figure:
-    """Median latency vs accuracy (top1, or agreement with FP32 when any result lacks labels), one point each.
+    """Median latency vs accuracy, one point each: the results' headline metric (`AccuracyStats.headline`: top-1,
+    mean IoU, matched boxes, cosine...) when they share one, else top-1 agreement with FP32.
 
     Hollow markers: precision not accelerated on that backend; diamonds: measured on synthetic data.
     """
     items = _results(results)
     scored = [r for r in items if r.accuracy is not None]
-    use_top1 = bool(scored) and all(r.accuracy.top1 is not None for r in scored)
-    metric = "top1" if use_top1 else "top1_agreement"
+    shared = {(r.accuracy.headline[0], r.accuracy.headline[2]) for r in scored}
+    metric, output = next(iter(shared)) if len(shared) == 1 else ("agreement", None)
+    words, kind, _ = ACCURACY_METRICS.get(metric, (metric, "number", True))
     colors = colors or config_colors(items)
     several_batches = len({r.headline_latency.batch for r in scored}) > 1
     fig = go.Figure()
     for r in scored:  # one trace per configuration: the legend names it, its colour is the configuration's
         notes = ([] if r.accelerated else ["not accelerated on this backend (runs no faster than FP32)"]) + \
                 (["synthetic data: accuracy is not meaningful"] if r.synthetic_data else [])
-        value = getattr(r.accuracy, metric)
+        value = _plotted(r, metric)
         hover = "<br>".join([f"<b>{r.label}</b>", f"median latency: {r.headline_latency.median:.3f} ms "
-                             f"(batch {r.headline_latency.batch})",
-                             f"{metric}: {'-' if value is None else f'{value:.4f}'}", *notes])
+                             f"(batch {r.headline_latency.batch})", metric_text(metric, value, output), *notes])
         color = colors.get(r.label, PRECISION_COLORS["unknown"])
         fig.add_scatter(
             name=r.label + (f", batch {r.headline_latency.batch}" if several_batches else ""), mode="markers", x=[r.headline_latency.median], y=[value], hovertext=[hover],
@@ -410,18 +413,25 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
     subtitle = "hollow: not accelerated on this backend · diamond: synthetic data" + (
         f" · {missing} result(s) without accuracy not shown" if missing else "")
     _layout(fig, title="Latency vs accuracy", subtitle=subtitle, min_height=480, xaxis_title="median latency per batch (ms)",
-            yaxis_title="top-1 accuracy" if use_top1 else "top-1 agreement with FP32")
-    values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
-    if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
+            yaxis_title=words + (f" ({output})" if output else ""))
+    values = [v for v in (_plotted(r, metric) for r in scored) if v is not None]
+    if values and kind in ("fraction", "cosine"):  # these live in [0, 1]: never let autorange stretch past 1
         low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02], tickformat=".0%")
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02],
+                         tickformat=".0%" if kind == "fraction" else None)
     return fig
+
+
+def _plotted(result: RunResult, metric: str) -> float | None:
+    name, value, _ = result.accuracy.headline
+    return value if name == metric else result.accuracy.top1_agreement
 
 
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
                    "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
-                   "speedup_verdict", "speedup_timing", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
+                   "speedup_verdict", "speedup_timing", "top1", "top1_drop", "agreement", "cosine", "headline_metric",
+                   "headline_output", "headline_value", "accelerated", "notes")
 
 
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None, *,
@@ -453,6 +463,9 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None
             else None,
             "agreement": acc.top1_agreement if acc else None, "cosine": acc.cosine if acc else None,
+            # the metric the headline uses for this result (by its outputs' tasks): name, output, value
+            "headline_metric": acc.headline[0] if acc else None, "headline_output": acc.headline[2] if acc else None,
+            "headline_value": acc.headline[1] if acc else None,
             "accelerated": r.accelerated, "notes": "; ".join(r.notes),
         })
     return rows

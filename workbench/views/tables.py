@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..vocabulary import ACCURACY_METRICS
+
 
 @dataclass(frozen=True)
 class Column:
@@ -19,6 +21,7 @@ class Column:
 
     header: str
     kind: str = "text"
+    missing: str = "–"  # shown for None (accuracy columns: "n/a", the metric does not apply)
 
 
 COLUMNS: dict[str, Column] = {
@@ -31,9 +34,10 @@ COLUMNS: dict[str, Column] = {
     "speedup_vs_fp32": Column("speed-up vs FP32", "speedup"),
     "latency_median_ci_ms": Column("median 95 % interval (ms)", "ms"),
     "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"),
-    "speedup_timing": Column("speed-up timed in"), "top1": Column("top-1 accuracy", "fraction"),
-    "top1_drop": Column("top-1 drop (points)", "points"), "agreement": Column("agreement with FP32", "fraction"),
-    "cosine": Column("cosine vs FP32", "cosine"), "accelerated": Column("accelerated", "bool"),
+    "speedup_timing": Column("speed-up timed in"), "top1": Column("top-1 accuracy", "fraction", "n/a"),
+    "top1_drop": Column("top-1 drop (points)", "points", "n/a"),
+    "agreement": Column("top-1 agreement with FP32", "fraction", "n/a"), "cosine": Column("cosine vs FP32", "cosine", "n/a"),
+    "accuracy": Column("accuracy (metric the headline uses)"), "accelerated": Column("accelerated", "bool"),
     "notes": Column("notes"),
     "requests_per_day": Column("requests per day", "number"), "price_per_hour": Column("price per engine-hour"),
     "utilisation": Column("utilisation", "fraction"), "engine_hours_per_day": Column("engine-hours per day", "number"),
@@ -98,7 +102,7 @@ def summary_html(results, baseline=None, *, interleaved=None) -> HtmlTable:
     """`views.summary_table` as a table for people: one row per configuration and batch, the label naming it."""
     from .figures import summary_table
 
-    rows = summary_table(results, baseline, interleaved=interleaved)
+    rows = [_with_accuracy_text(row) for row in summary_table(results, baseline, interleaved=interleaved)]
     keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes", *_INTERVALS.values())]
     if len({row["model"] for row in rows}) == 1:
         keys.remove("model")
@@ -112,6 +116,18 @@ def summary_html(results, baseline=None, *, interleaved=None) -> HtmlTable:
     footnotes = (f'<ol class="workbench-table-notes" style="font-size:12px;margin:.2rem 0 .6rem 1.2rem;'
                  f'padding:0;max-width:60rem">{listed}</ol>') if notes else ""
     return HtmlTable(html_table(marked, columns=["label", *keys], beneath=_INTERVALS) + footnotes)
+
+
+def _with_accuracy_text(row: dict) -> dict:
+    """The summary row with its headline metric as one text column ("accuracy") after the verdict."""
+    name, value, output = (row.get(k) for k in ("headline_metric", "headline_value", "headline_output"))
+    shown = {}
+    for key, cell in row.items():
+        if key not in ("headline_metric", "headline_value", "headline_output"):
+            shown[key] = cell
+        if key == "speedup_verdict":
+            shown["accuracy"] = metric_text(name, value, output) if name else "n/a"
+    return shown
 
 
 def _results_list(results) -> list:
@@ -146,6 +162,22 @@ def format_value(value, kind: str = "number") -> str:
     return significant(value)
 
 
+def metric_text(name: str, value: float | None, output: str | None = None) -> str:
+    """An accuracy metric for people: its words, value with unit and output, e.g. "mean IoU vs FP32 98.7 % (out)";
+    "n/a" for a metric that does not apply."""
+    words, kind, _ = ACCURACY_METRICS.get(name, (name, "number", True))
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        shown = "n/a"
+    else:  # two decimals of a percentage: the headline's margin is half a point
+        shown = f"{value * 100:.2f} %" if kind == "fraction" else format_value(value, kind)
+    return f"{words} {shown}" + (f" ({output})" if output else "")
+
+
+def metrics_text(metrics: Mapping[str, float | None]) -> str:
+    """Every metric of one output, e.g. "matched boxes vs FP32 97.5 %, mAP@0.5 vs FP32 96.1 %", n/a included."""
+    return ", ".join(metric_text(name, value) for name, value in metrics.items()) or "n/a"
+
+
 def significant(value: float, digits: int = 3) -> str:
     """`value` to `digits` significant digits (all integer digits kept) without scientific notation (1234.6 -> "1,235", 0.0123 -> "0.0123")."""
     if value == 0:
@@ -155,7 +187,7 @@ def significant(value: float, digits: int = 3) -> str:
 
 
 def _cell(value, spec: Column, under=None) -> str:
-    text = format_value(value, spec.kind)
+    text = spec.missing if value is None else format_value(value, spec.kind)
     small = "" if under is None else \
         f'<br><span style="font-size:11px;color:#666">{html.escape(format_value(under, spec.kind))}</span>'
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (int, float)):
