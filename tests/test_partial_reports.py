@@ -69,6 +69,7 @@ def test_comparison_comes_from_interleaved_rounds(tmp_path):
     for row in variants:
         rounds = row["interleaved"]["round_medians_ms"]
         assert len(rounds) == 7 and row["speedup_timing"] == "interleaved rounds"
+        assert row["interleaved_median_ms"] == pytest.approx(float(np.median(rounds)))
         ratios = np.array(base["interleaved"]["round_medians_ms"]) / np.array(rounds)
         assert row["speedup_vs_fp32"] == pytest.approx(float(np.median(ratios)))
         assert row["speedup_ci"] == pytest.approx([ratios.min(), ratios.max()])  # 7 rounds: min and max bound it
@@ -91,3 +92,12 @@ def test_paired_speedup_sees_through_load_that_comes_and_goes():
     assert mixed.low < 1 < mixed.high and mixed.verdict == NO_DIFFERENCE
     # five rounds cannot bound the median at 95 %: no interval, the effect size alone decides
     assert paired_speedup(_timed([5] * 5), _timed([10] * 5)).low is None
+
+
+def test_headline_verdict_names_what_the_headline_claims(tmp_path):
+    code, data, _ = _report(tmp_path, "--precision", "fp32", "--precision", "int8")
+    claim = data["headline_verdict"]
+    assert code == 0 and claim["timing"] == "interleaved rounds"
+    assert claim["configuration"] in data["headline"] and claim["baseline"].startswith("fp32")
+    row = next(r for r in data["summary"] if r["label"] == claim["configuration"])
+    assert claim["verdict"] == row["speedup_verdict"]

@@ -294,7 +294,7 @@ def _report(args, command_line: str) -> int:
     (HTML, JSON `failures`) while the rest is measured and written. Exit 1 when nothing but FP32 was measured (or,
     with --strict, when anything failed)."""
     from . import samples
-    from .report import Failure, headline, interleaved_comparison, write_report
+    from .report import Failure, headline, headline_choice, interleaved_comparison, write_report
     from .session import Workbench
     from .views import summary_table
 
@@ -333,11 +333,11 @@ def _report(args, command_line: str) -> int:
     except WorkbenchError as exc:  # the separate runs still stand; say why the turns are missing
         comparison = None
         print(f"warning: speed-ups from separate runs, the interleaved re-timing failed: {exc}", file=sys.stderr)
-    interleaved = comparison.speedups(results) if comparison else None
+    retimed = comparison.timings if comparison else None
     if results:
-        _print_summary(results, interleaved=interleaved, comparison=comparison)
+        _print_summary(results, retimed=retimed, comparison=comparison)
     if json_path:
-        rows = summary_table(results, interleaved=interleaved) if results else []
+        rows = summary_table(results, retimed=retimed) if results else []
         for row, result in zip(rows, results):
             row["interleaved"] = comparison.to_json(result) if comparison else None
         payload = {
@@ -353,6 +353,9 @@ def _report(args, command_line: str) -> int:
             # speedup_timing says which, "interleaved" holds the rounds)
             "summary": rows,
             "headline": headline(results, comparison=comparison),
+            # what the headline claims, for tools: configuration, baseline, verdict, speedup, ci, timing (or null)
+            "headline_verdict": choice.to_json() if (choice := headline_choice(results, comparison=comparison))
+            else None,
             "failures": [f.to_json() for f in failures],  # configurations refused or failed, with the reason
         }
         _write_json(json_path, payload)
@@ -577,7 +580,7 @@ def _write_json(path: str, payload: dict) -> None:
     print(f"json: {path}")
 
 
-def _print_summary(results, *, interleaved=None, comparison=None) -> None:
+def _print_summary(results, *, retimed=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
@@ -594,18 +597,25 @@ def _print_summary(results, *, interleaved=None, comparison=None) -> None:
         ci = row["latency_median_ci_ms"]
         return "n/a" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
-    rows = summary_table(results, interleaved=interleaved)
+    rows = summary_table(results, retimed=retimed)
     width = max(len("configuration"), *(len(r.label) for r in results))
     gains = [gain(row) for row in rows]
     gain_width = max(len("speed-up vs FP32 (95% CI)"), *(len(g) for g in gains))
-    header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8} "
-              f"{'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
+    turns = retimed is not None  # a column for the median of the interleaved rounds the speed-ups come from
+
+    def rounds_ms(row) -> str:
+        value = row.get("interleaved_median_ms")
+        return f" {value:9.3f}" if value is not None else f" {'n/a':>9}" * turns
+
+    header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8}"
+              + f" {'rounds ms':>9}" * turns
+              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
     print(header)
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
-        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
-              f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
+        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f}"
+              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
     if comparison is not None:
         print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
     print(headline(results, comparison=comparison))

@@ -122,12 +122,6 @@ class Comparison:
         mine, theirs = self.timings.get(result.cache_key), self.timings.get(base.cache_key)
         return None if mine is None or theirs is None else paired_speedup(mine, theirs)
 
-    def speedups(self, results: Sequence[RunResult]) -> dict[str, Speedup]:
-        """Each reduced-precision result's paired speed-up over its FP32 baseline, by cache key."""
-        pairs = [(r, baseline_of(r, results)) for r in results]
-        return {r.cache_key: gain for r, base in pairs if base is not None and base is not r
-                and (gain := self.speedup(r, base)) is not None}
-
     def to_json(self, result: RunResult) -> dict | None:
         """What the summary row of `result` adds under "interleaved" (None when it was not re-timed)."""
         timing = self.timings.get(result.cache_key)
@@ -188,13 +182,12 @@ def build_report(sessions, results, *, command: str = "", failures: Sequence[Fai
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
-    interleaved = comparison.speedups(results) if comparison else None
-    doc.raw(summary_html(results, interleaved=interleaved))
+    doc.raw(summary_html(results, retimed=comparison.timings if comparison else None))
     if comparison is not None:
         doc.text(f"Speed-ups, their 95 % intervals and verdicts come from {comparison.rounds} interleaved rounds: in "
                  f"each round every configuration above ran {comparison.runs} timed runs in turn, so load that comes "
-                 "and goes slows them alike. The interval is that of the median of the per-round ratios; the median "
-                 "latency and its interval are from each configuration's own runs.", "note")
+                 "and goes slows them alike. The interval is that of the median of the per-round ratios. The median "
+                 "latency, its interval and p90 are from each configuration's own runs, timed one after another.", "note")
     if failures:
         doc.raw('<h3 id="not-measured">Not measured</h3>')
         doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
@@ -294,17 +287,52 @@ ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (the headline me
 _VS_LABELS = ("top1", "pixel_accuracy", "mean_iou_labels", "map50_labels", "token_accuracy")  # FP32 rows show these
 
 
-def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
-    """One or two sentences opening the report: the fastest configuration (highest throughput) within
-    ACCURACY_MARGIN of its FP32 baseline's accuracy, its speed-up over that baseline with the interval (or "no
-    measurable difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from
-    its interleaved rounds (and the text says so)."""
+@dataclass
+class HeadlineChoice:
+    """What the headline claims: the fastest configuration within ACCURACY_MARGIN of its FP32 baseline's accuracy,
+    that baseline, and the speed-up over it (None when it is FP32 itself), from interleaved rounds or separate runs."""
+
+    result: RunResult
+    base: RunResult
+    gain: Speedup | None
+    timing: str  # "interleaved rounds" or "separate runs"
+    reduced_within_margin: bool  # whether any reduced-precision result was within the margin at all
+
+    def to_json(self) -> dict:
+        gain = self.gain
+        return {"configuration": self.result.label, "baseline": self.base.label,
+                "verdict": "baseline" if gain is None else gain.verdict, "speedup": gain.ratio if gain else None,
+                "ci": [gain.low, gain.high] if gain and gain.low is not None else None, "timing": self.timing}
+
+
+def headline_choice(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> HeadlineChoice | None:
+    """The configuration `headline` opens with (None when none has an FP32 baseline): the highest throughput, or
+    with `comparison` the lowest median of its interleaved rounds, among results within ACCURACY_MARGIN."""
     candidates = []
     for result in results:
         base = baseline_of(result, results)
         if base is not None and _within_margin(result, base) and not result.precision_warning:  # not really FP16/INT8
             candidates.append((result, base))
     if not candidates:
+        return None
+    reduced = any(r is not b for r, b in candidates)
+    timings = comparison.timings if comparison else {}
+    if all(r.cache_key in timings for r, _ in candidates):
+        result, base = min(candidates, key=lambda pair: timings[pair[0].cache_key].median_ms)
+        gain = None if result is base else comparison.speedup(result, base)
+        return HeadlineChoice(result, base, gain, "interleaved rounds", reduced)
+    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
+    gain = None if result is base else speedup_over(result, base)
+    return HeadlineChoice(result, base, gain, "separate runs", reduced)
+
+
+def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
+    """One or two sentences opening the report: the fastest configuration within ACCURACY_MARGIN of its FP32
+    baseline's accuracy (`headline_choice`), its speed-up over that baseline with the interval (or "no measurable
+    difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from its
+    interleaved rounds (and the text says so)."""
+    choice = headline_choice(results, comparison=comparison)
+    if choice is None:
         if any(baseline_of(r, results) is not None for r in results) and \
                 all(_metric(r)[1] is None for r in results):
             return ("No accuracy metric applies to this model's outputs, so no configuration can be called as "
@@ -312,21 +340,20 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
                     "speeds are in the summary.")
         return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
                 "run FP32 too to see what reduced precision changes.")
-    timings = comparison.timings if comparison else {}
-    if all(r.cache_key in timings for r, _ in candidates):
-        result, base = min(candidates, key=lambda pair: timings[pair[0].cache_key].median_ms)
-        median, rounds = timings[result.cache_key].median_ms, f" in {comparison.rounds} interleaved rounds"
+    result, base, gain = choice.result, choice.base, choice.gain
+    batch = result.headline_latency.batch
+    if choice.timing == "interleaved rounds":
+        rounds = f" in {comparison.rounds} interleaved rounds"
+        median = comparison.timings[result.cache_key].median_ms
+        per_batch = f"{median:.3f} ms per batch of {batch} (median of the rounds)"
     else:
-        result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
-        median, rounds = result.headline_latency.median, ""
+        rounds, per_batch = "", f"{result.headline_latency.median:.3f} ms per batch of {batch}"
     text = (f"Fastest within {_margin_text(result)} of FP32 on {_metric_words(result)}{rounds}: {result.label}, "
-            f"{median:.3f} ms per batch of {result.headline_latency.batch}")
-    if result is base:
-        reduced = any(r is not b for r, b in candidates)
-        text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
-                 ": FP32 itself, no reduced-precision result is within that margin.")
+            f"{per_batch}")
+    if gain is None:
+        text += (": FP32 itself, no reduced precision within that margin is faster."
+                 if choice.reduced_within_margin else ": FP32 itself, no reduced-precision result is within that margin.")
     else:
-        gain = (comparison.speedup(result, base) if comparison else None) or speedup_over(result, base)
         relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
         text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
                  f"(FP32 {_accuracy_text(base)}).")

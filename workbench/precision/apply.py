@@ -45,7 +45,9 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
         return model
     if plan.precision == "fp16":
         with _failures_as_precision_errors(model, plan):
-            proto, notes = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops), [FP16_NOTE]
+            proto, failing = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops)
+        notes = [FP16_NOTE] + ([f"Kept in FP32 because the FP16 graph does not load with them in FP16 (found by "
+                                f"bisection): {', '.join(failing)}"] if failing else [])
     elif not plan.needs_calibration:
         with _failures_as_precision_errors(model, plan):
             proto, notes = dynamic.quantize(model, plan, keep_nodes=keep_nodes, keep_ops=keep_ops)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import warnings
 
 import onnx
+import onnxruntime as ort
 
 from .._optional import require
 from ..graph import GraphIndex
+from .int8 import _failing_nodes, _sort_with_subgraph_inputs, all_nodes
 
 # IEEE half limits. The converter's defaults (1e-7, 1e4) would clamp weights in [1e4, 65504] that a real FP16 engine
 # keeps, so we clamp only what FP16 cannot represent: that is what rounding to FP16 does anyway.
@@ -14,14 +16,72 @@ _FP16_MAX = 65504.0
 _FP16_MIN_SUBNORMAL = 2.0 ** -24
 
 
+# Ops on integer data or quantisation parameters: an already-quantised model keeps them as they are (their float
+# scales stay float32) and FP16 applies to its float compute only.
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "MatMulInteger", "ConvInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat",
+                 "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
+                 "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
+
+
 def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
+            keep_ops: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, list[str]]:
+    """`proto` in FP16 (`convert`) as a graph that checks and loads in ONNX Runtime, and the nodes that had to stay
+    in FP32 for that (empty when none).
+
+    When the converter's graph does not load (mixed types around If/Loop bodies, ops with no FP16 form...), the
+    nodes it fails on are found by bisection, first by op type then by node, as INT8 does for the quantiser
+    (`int8._failing_nodes`), and kept in FP32. Raises the last error when even that does not load."""
+    def attempt(excluded: list[str], only_types: list[str] | None = None) -> onnx.ModelProto:
+        others = () if only_types is None else tuple(sorted(_op_types(proto) - set(only_types)))
+        converted = convert(proto, keep_nodes=tuple(excluded), keep_ops=(*keep_ops, *others))
+        _check_loads(converted)
+        return converted
+
+    try:
+        return attempt(list(keep_nodes)), []
+    except Exception:  # noqa: BLE001 - the checker, shape inference and ORT raise many types
+        failing = _failing_nodes(proto, list(keep_nodes), None, attempt)
+    try:
+        return attempt([*keep_nodes, *failing]), failing
+    except Exception:  # noqa: BLE001 - nodes that fail only together: shrink "everything in FP32" instead
+        failing = _shrink_kept(proto, list(keep_nodes), attempt)
+        return attempt([*keep_nodes, *failing]), failing
+
+
+MAX_SHRINK_ATTEMPTS = 64  # conversions tried while shrinking; past it, more nodes than needed stay in FP32
+
+
+def _shrink_kept(proto: onnx.ModelProto, keep_nodes: list[str], attempt) -> list[str]:
+    """Nodes to keep in FP32, found from the other end: start with every node kept (a valid graph) and release
+    halves, then quarters... of them to FP16 while the graph still loads (delta debugging, at most
+    MAX_SHRINK_ATTEMPTS conversions). Raises the error of the all-FP32 graph when even that does not load."""
+    kept = [n.name for n in all_nodes(proto.graph) if n.name and n.name not in keep_nodes]
+    attempt([*keep_nodes, *kept])
+    tries, chunk = 0, max(1, len(kept) // 2)
+    while chunk >= 1 and tries < MAX_SHRINK_ATTEMPTS:
+        start = 0
+        while start < len(kept) and tries < MAX_SHRINK_ATTEMPTS:
+            trial = kept[:start] + kept[start + chunk:]
+            tries += 1
+            try:
+                attempt([*keep_nodes, *trial])
+                kept = trial
+            except Exception:  # noqa: BLE001
+                start += chunk
+        chunk //= 2
+    return kept
+
+
+def convert(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
             keep_ops: tuple[str, ...] = ()) -> onnx.ModelProto:
     """Convert a float32 graph to float16 with `onnxconverter_common.float16` (the same code as ORT's transformer tool).
 
     Inputs and outputs stay float32 (Cast nodes at the boundary). Nodes named in `keep_nodes` and nodes whose op type
-    is in `keep_ops` (on top of the converter's default block list of ML ops with no FP16 form) stay float32, with
-    Casts around them. ONNX Runtime's CPU provider adds its own Casts around ops that have no FP16 kernel, so the
-    result always runs; the values between ops are FP16-rounded either way.
+    is in `keep_ops` (on top of the converter's default block list of ML ops with no FP16 form, and QUANTIZED_OPS)
+    stay float32, with Casts around them. ONNX Runtime's CPU provider adds its own Casts around ops that have no FP16
+    kernel, so the result always runs; the values between ops are FP16-rounded either way. Nodes are sorted so that
+    If/Loop/Scan bodies come after the producers of the outer tensors they read.
     """
     float16 = require("onnxconverter_common.float16", pip="onnxconverter-common", purpose="FP16 precision plans")
     source = onnx.ModelProto()
@@ -34,14 +94,68 @@ def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
             min_positive_val=_FP16_MIN_SUBNORMAL,
             max_finite_val=_FP16_MAX,
             keep_io_types=True,
-            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(keep_ops),
+            op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(QUANTIZED_OPS) + list(keep_ops),
             node_block_list=list(keep_nodes),
         )
+    blocked_ops = {*float16.DEFAULT_OP_BLOCK_LIST, *QUANTIZED_OPS, *keep_ops}
+    _cast_blocked_inputs(converted.graph, lambda node: node.op_type in blocked_ops or node.name in keep_nodes, {})
     _drop_io_value_info(converted.graph)
     _restore_fp32_outputs(converted.graph, {out.name for out in proto.graph.output
                                             if out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})
     _retarget_float_casts(converted.graph)
+    _restore_fp32_quantization_params(converted.graph, proto.graph)
+    _sort_with_subgraph_inputs(converted.graph)
     return converted
+
+
+def _cast_blocked_inputs(graph: onnx.GraphProto, blocked, outer: dict[str, int]) -> None:
+    """Give every node kept in FP32 float32 inputs: the converter casts the inputs of kept nodes in the main graph
+    but not those a node kept in FP32 inside an If/Loop/Scan body (every node of a kept node's body) reads from the
+    outer graph, which are float16 there (and the body then fails type inference). Insert a Cast to float32 before
+    each such read, at any depth."""
+    types = dict(outer)
+    types.update({v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]})
+    types.update({init.name: init.data_type for init in graph.initializer})
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type == "Cast" and node.output:
+            types[node.output[0]] = next((a.i for a in node.attribute if a.name == "to"), 0)
+        if blocked(node):
+            for k, name in enumerate(node.input):
+                if types.get(name) == onnx.TensorProto.FLOAT16:
+                    cast = onnx.helper.make_node("Cast", [name], [f"{name}_fp32_for_{node.name}"],
+                                                 name=f"{node.name}_input{k}_to_fp32", to=onnx.TensorProto.FLOAT)
+                    nodes.append(cast)
+                    node.input[k] = cast.output[0]
+        inner = (lambda _: True) if blocked(node) else blocked  # the converter leaves a kept node's body FP32
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                _cast_blocked_inputs(sub, inner, types)
+        nodes.append(node)
+    if len(nodes) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _op_types(proto: onnx.ModelProto) -> set[str]:
+    return {node.op_type for node in all_nodes(proto.graph)}
+
+
+def _check_loads(proto: onnx.ModelProto) -> None:
+    onnx.checker.check_model(proto)
+    ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _restore_fp32_quantization_params(graph: onnx.GraphProto, original: onnx.GraphProto) -> None:
+    """Scales (and float zero points) of Q/DQ and integer ops are quantisation parameters, not compute: where the
+    converter rounded one of those initializers to float16 (it sees only a float tensor), put back the original
+    float32 values, so a DequantizeLinear is never fed float16 unless its scale was float16 to begin with."""
+    params = {name for node in all_nodes(graph) if node.op_type in QUANTIZED_OPS for name in node.input[1:]}
+    before = {init.name: init for init in original.initializer}
+    for k, init in enumerate(graph.initializer):
+        old = before.get(init.name)
+        if init.name in params and old is not None and init.data_type != old.data_type:
+            graph.initializer[k].CopyFrom(old)
 
 
 def _drop_io_value_info(graph: onnx.GraphProto) -> None:

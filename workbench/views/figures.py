@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 
 from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import LAYER_TIME_BAND, RunResult, Speedup, baseline_of, speedup_over
+from ..results import LAYER_TIME_BAND, RetimedLatency, RunResult, baseline_of, paired_speedup, speedup_over
 from ..vocabulary import ACCURACY_METRICS
 from .tables import metric_text
 
@@ -430,23 +430,28 @@ def _plotted(result: RunResult, metric: str) -> float | None:
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
                    "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
-                   "speedup_verdict", "speedup_timing", "top1", "top1_drop", "agreement", "cosine", "headline_metric",
-                   "headline_output", "headline_value", "accelerated", "notes")
+                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "headline_metric", "headline_output",
+                   "headline_value", "accelerated", "notes")
 
 
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None, *,
-                  interleaved: Mapping[str, Speedup] | None = None) -> list[dict]:
+                  retimed: Mapping[str, RetimedLatency] | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
     FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
     [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
-    "baseline". `interleaved` (by cache key) gives speed-ups timed in interleaved rounds with the baseline
-    (`results.paired_speedup`), used instead of the separate runs' where present; `speedup_timing` says which
-    ("interleaved rounds" or "separate runs"). `views.tables.summary_html` shows it as a table for people."""
+    "baseline". `retimed` (by cache key): timings of the same interleaved rounds (`measure.interleaved_latency`);
+    where a result and its baseline both have one, the speed-up, interval and verdict come from those rounds
+    (`results.paired_speedup`) instead of the separate runs, `speedup_timing` says which ("interleaved rounds" or
+    "separate runs") and `interleaved_median_ms` is the median of the result's round medians (both keys only with
+    `retimed`).
+    `views.tables.summary_html` shows it as a table for people."""
     items = _results(results)
     rows = []
     for r in items:
         base = baseline or baseline_of(r, items)
-        paired = (interleaved or {}).get(r.cache_key) if base is not None and base is not r else None
+        timed = retimed or {}
+        paired = paired_speedup(timed[r.cache_key], timed[base.cache_key]) if (
+            base is not None and base is not r and r.cache_key in timed and base.cache_key in timed) else None
         gain = paired or (speedup_over(r, base) if base else None)
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
@@ -457,8 +462,6 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
             "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,
             "speedup_verdict": None if gain is None else "baseline" if base is r else gain.verdict,
-            "speedup_timing": None if gain is None or base is r else
-            "interleaved rounds" if paired else "separate runs",
             "top1": top1,
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None
             else None,
@@ -468,4 +471,9 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "headline_value": acc.headline[1] if acc else None,
             "accelerated": r.accelerated, "notes": "; ".join(r.notes),
         })
+        if retimed is not None:
+            rows[-1].update({
+                "interleaved_median_ms": timed[r.cache_key].median_ms if r.cache_key in timed else None,
+                "speedup_timing": None if gain is None or base is r else
+                "interleaved rounds" if paired else "separate runs"})
     return rows

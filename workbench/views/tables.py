@@ -34,8 +34,9 @@ COLUMNS: dict[str, Column] = {
     "speedup_vs_fp32": Column("speed-up vs FP32", "speedup"),
     "latency_median_ci_ms": Column("median 95 % interval (ms)", "ms"),
     "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"),
-    "speedup_timing": Column("speed-up timed in"), "top1": Column("top-1 accuracy", "fraction", "n/a"),
-    "top1_drop": Column("top-1 drop (points)", "points", "n/a"),
+    "speedup_timing": Column("speed-up timed in"),
+    "interleaved_median_ms": Column("median in interleaved rounds (ms)", "ms"),
+    "top1": Column("top-1 accuracy", "fraction", "n/a"), "top1_drop": Column("top-1 drop (points)", "points", "n/a"),
     "agreement": Column("top-1 agreement with FP32", "fraction", "n/a"), "cosine": Column("cosine vs FP32", "cosine", "n/a"),
     "accuracy": Column("accuracy (metric the headline uses)"), "accelerated": Column("accelerated", "bool"),
     "notes": Column("notes"),
@@ -98,11 +99,11 @@ def html_table(rows: Sequence[Mapping], *, columns: Iterable[str] | None = None,
                      f'<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
-def summary_html(results, baseline=None, *, interleaved=None) -> HtmlTable:
+def summary_html(results, baseline=None, *, retimed=None) -> HtmlTable:
     """`views.summary_table` as a table for people: one row per configuration and batch, the label naming it."""
     from .figures import summary_table
 
-    rows = [_with_accuracy_text(row) for row in summary_table(results, baseline, interleaved=interleaved)]
+    rows = [_with_accuracy_text(row) for row in summary_table(results, baseline, retimed=retimed)]
     keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes", *_INTERVALS.values())]
     if len({row["model"] for row in rows}) == 1:
         keys.remove("model")
