@@ -584,6 +584,7 @@ def _print_summary(results, *, retimed=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
+    from .views.tables import metric_text
 
     def pct(value) -> str:
         return "    n/a" if value is None else f"{value * 100:6.2f}%"
@@ -609,13 +610,15 @@ def _print_summary(results, *, retimed=None, comparison=None) -> None:
 
     header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8}"
               + f" {'rounds ms':>9}" * turns
-              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
+              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}  accuracy (metric used)")
     print(header)
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
+        accuracy = (metric_text(row["headline_metric"], row["headline_value"], row["headline_output"])
+                    if row["headline_metric"] else "n/a")
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f}"
-              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
+              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  {accuracy}{flag}")
     if comparison is not None:
         print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
     print(headline(results, comparison=comparison))

@@ -19,7 +19,7 @@ from .backends.cpu_features import cpu_flags
 from .errors import MissingDependencyError
 from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
 from .vocabulary import ACCURACY_METRICS
-from .views.tables import html_table, metric_text, metrics_text, summary_html
+from .views.tables import html_table, metric_text, metric_value_text, metrics_text, summary_html
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;line-height:1.45}
@@ -356,7 +356,7 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
     else:
         relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
         text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
-                 f"(FP32 {_accuracy_text(base)}).")
+                 f"(FP32 {metric_value_text(_metric(base)[0], _metric(base)[1])}).")
     return text + _fused_text(result)
 
 
@@ -378,7 +378,7 @@ def _margin_text(result: RunResult) -> str:
 
 def _metric_words(result: RunResult) -> str:
     name, _, output = _metric(result)
-    return metric_text(name, None, output).replace(" n/a", "")
+    return metric_text(name, None, output).removesuffix(" n/a")
 
 
 def _accuracy_text(result: RunResult) -> str:

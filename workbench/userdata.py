@@ -238,8 +238,8 @@ def validate(data: UserData, inputs: list[TensorSpec]) -> None:
         raise InputSpecError(str(exc).replace("Calibration set", "Data")) from None
     if data.labels is not None:
         if data.labels.ndim < 1 or len(data.labels) != data.size or data.labels.dtype.kind not in "iubU":
-            raise InputSpecError(f"{where}: 'labels' must be one integer (or class name) per sample ({data.size}), "
-                                 f"or per pixel [samples, height, width]; got {data.labels.dtype}"
+            raise InputSpecError(f"{where}: 'labels' must be one integer per sample ({data.size}) (or a class name; "
+                                 f"per pixel [samples, height, width] for segmentation); got {data.labels.dtype}"
                                  f"{list(data.labels.shape)}.")
 
 

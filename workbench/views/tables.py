@@ -164,14 +164,19 @@ def format_value(value, kind: str = "number") -> str:
 
 
 def metric_text(name: str, value: float | None, output: str | None = None) -> str:
-    """An accuracy metric for people: its words, value with unit and output, e.g. "mean IoU vs FP32 98.7 % (out)";
+    """An accuracy metric for people: its words, output and value with unit, e.g. "mean IoU vs FP32 (out) 98.70 %";
     "n/a" for a metric that does not apply."""
-    words, kind, _ = ACCURACY_METRICS.get(name, (name, "number", True))
+    words = ACCURACY_METRICS.get(name, (name,))[0]
+    return f"{words}" + (f" ({output})" if output else "") + f" {metric_value_text(name, value)}"
+
+
+def metric_value_text(name: str, value: float | None) -> str:
+    """A metric's value with its unit ("98.70 %", "0.999812", "0.0123"), or "n/a"."""
+    kind = ACCURACY_METRICS.get(name, (name, "number"))[1]
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        shown = "n/a"
-    else:  # two decimals of a percentage: the headline's margin is half a point
-        shown = f"{value * 100:.2f} %" if kind == "fraction" else format_value(value, kind)
-    return f"{words} {shown}" + (f" ({output})" if output else "")
+        return "n/a"
+    # two decimals of a percentage: the headline's margin is half a point
+    return f"{value * 100:.2f} %" if kind == "fraction" else format_value(value, kind)
 
 
 def metrics_text(metrics: Mapping[str, float | None]) -> str:
