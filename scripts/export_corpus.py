@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = 2  # bump when an export function changes: the cache key changes with it
+VERSION = 3  # bump when an export function changes: the cache key changes with it
 SEED = 0
 
 
@@ -55,8 +56,6 @@ def export(model: ExportedModel, dest: Path | None = None) -> Path:
     if not (folder / "model.onnx").is_file():
         partial = folder.with_name(folder.name + ".part")
         if partial.exists():
-            import shutil
-
             shutil.rmtree(partial)
         partial.mkdir(parents=True)
         model.build(partial)
@@ -81,6 +80,17 @@ def _torch_export(module, args: tuple, path: Path, *, dynamo: bool, input_names,
         else:
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic_axes, opset_version=opset)
+
+
+EVAL_IMAGES, CALIBRATION_IMAGES = 8, 16  # random images (no labels: variants are compared with FP32)
+
+
+def _save_images(folder: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Random images in [0, 1) for evaluation and calibration, written beside the model; returns them all."""
+    images = np.random.default_rng(SEED).random((EVAL_IMAGES + CALIBRATION_IMAGES, *shape), dtype=np.float32)
+    np.savez(folder / "eval.npz", **{name: images[:EVAL_IMAGES]})
+    np.savez(folder / "calibration.npz", **{name: images[EVAL_IMAGES:]})
+    return images
 
 
 class _Detection:
@@ -127,10 +137,7 @@ def _build_detection(dynamo: bool) -> Callable[[Path], None]:
 
         from torchvision.ops import boxes as box_ops
 
-        images = np.random.default_rng(SEED).random((32, 3, 160, 160), dtype=np.float32)  # no labels: vs FP32
-        np.savez(folder / "eval.npz", image=images[:12])
-        np.savez(folder / "calibration.npz", image=images[12:])
-        image = torch.from_numpy(images[:1])
+        image = torch.from_numpy(_save_images(folder, "image", (3, 160, 160))[:1])
         # torch.export cannot guard on batched_nms's data-dependent size tests: the coordinate trick without them
         with mock.patch.object(box_ops, "batched_nms", _traceable_batched_nms):
             _torch_export(_Detection.module(), (image,), folder / "model.onnx", dynamo=dynamo, input_names=["image"],
@@ -154,7 +161,7 @@ def _build_segmentation(folder: Path) -> None:
         def forward(self, image):
             return self.net(image)["out"]
 
-    image = torch.rand(1, 3, 96, 96)
+    image = torch.from_numpy(_save_images(folder, "image", (3, 96, 96))[:1])
     _torch_export(Wrapped(), (image,), folder / "model.onnx", dynamo=False, input_names=["image"],
                   output_names=["masks"], dynamic_axes={"image": {0: "batch"}, "masks": {0: "batch"}}, opset=17)
 
@@ -331,17 +338,20 @@ def _build_qdq(folder: Path) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     source = export(MODEL_BY_NAME["lraspp-segmentation"], folder.parent)
-    rng = np.random.default_rng(SEED)
+    with np.load(source / "calibration.npz") as data:
+        images = data["image"]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"image": rng.random((1, 3, 96, 96), dtype=np.float32)} for _ in range(8)])
+            self.batches = iter([{"image": images[i:i + 1]} for i in range(len(images))])
 
         def get_next(self):
             return next(self.batches, None)
 
     quantize_static(str(source / "model.onnx"), str(folder / "model.onnx"), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=False)
+    for data in ("eval.npz", "calibration.npz"):
+        shutil.copyfile(source / data, folder / data)
 
 
 def _build_ir3(folder: Path) -> None:

@@ -99,7 +99,10 @@ def _reporter(done: dict, tmp_path_factory):
     def get(name: str) -> Report:
         if name not in done:
             model = corpus.MODEL_BY_NAME[name]
-            folder = corpus.export(model)
+            try:
+                folder = corpus.export(model)
+            except ImportError as exc:  # an exporter of the dev extra is missing (pip install -e '.[torch,dev]')
+                pytest.skip(f"{name} cannot be exported here: {exc}")
             done[name] = Report(model, folder, tmp_path_factory.mktemp(name))
         return done[name]
 
