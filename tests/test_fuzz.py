@@ -37,6 +37,8 @@ from workbench.trtplan.parse import (parse_build_metadata, parse_device_metadata
                                      parse_profile_metadata)
 from workbench.trtplan.report import compare_plans, plan_summary  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 SCALE = float(os.environ.get("WORKBENCH_FUZZ_SCALE", "1"))
 # examples per test; docs/reference.md's "Reliability" section lists the totals
 COUNTS = {"onnx_bytes": 400, "onnx_graphs": 60, "calibration": 600, "synthetic_specs": 300, "plan_json": 700,

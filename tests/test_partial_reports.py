@@ -101,3 +101,24 @@ def test_headline_verdict_names_what_the_headline_claims(tmp_path):
     assert claim["configuration"] in data["headline"] and claim["baseline"].startswith("fp32")
     row = next(r for r in data["summary"] if r["label"] == claim["configuration"])
     assert claim["verdict"] == row["speedup_verdict"]
+
+
+def test_an_engine_that_cannot_run_is_a_row_and_the_other_engine_is_kept(tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here: its engine does not fail")
+    except ImportError:
+        pass
+    code, data, page = _report(tmp_path, "--precision", "fp32", "--precision", "int8", "--backend", "onnxruntime",
+                               "--backend", "tensorrt")
+    assert code == 0 and [r["backend"] for r in data["results"]] == ["onnxruntime", "onnxruntime"]
+    assert {(f["backend"], f["error_type"]) for f in data["failures"]} == {("tensorrt", "MissingDependencyError")}
+    assert len(data["failures"]) == 2 and "pip install tensorrt" in data["failures"][0]["reason"]
+    code, data, _ = _report(tmp_path, "--precision", "fp32", "--backend", "tensorrt", name="nothing")
+    assert code == 1 and data["results"] == [] and data["headline"].startswith("Nothing could be measured")
+
+
+def test_unknown_engine_names_are_usage_errors():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", "digits-cnn", "--backend", "nosuch"])
+    assert exit_info.value.code == 2

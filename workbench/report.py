@@ -1,6 +1,7 @@
 """Self-contained HTML reports (plotly.js and SVGs inlined; opens offline) from stored results."""
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import math
@@ -16,7 +17,7 @@ import plotly.io as pio
 from .backends import get_backend
 from .output import atomic_write
 from .backends.cpu_features import cpu_flags
-from .errors import MissingDependencyError
+from .errors import InputSpecError, MissingDependencyError
 from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
 from .vocabulary import ACCURACY_METRICS
 from .views.tables import html_table, metric_text, metric_value_text, metrics_text, summary_html
@@ -30,6 +31,7 @@ p{max-width:60rem}
 .warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
 .fusion{max-width:100%;overflow-x:auto}
+.not-measured .workbench-table td.wrap:last-child{max-width:36rem;overflow-wrap:anywhere}
 .headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 
@@ -188,12 +190,13 @@ def build_report(sessions, results, *, command: str = "", failures: Sequence[Fai
                  f"each round every configuration above ran {comparison.runs} timed runs in turn, so load that comes "
                  "and goes slows them alike. The interval is that of the median of the per-round ratios. The median "
                  "latency, its interval and p90 are from each configuration's own runs, timed one after another.", "note")
-    if failures:
-        doc.raw('<h3 id="not-measured">Not measured</h3>')
-        doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
-                   for f in failures])
     colors = views.config_colors(results)
     doc.figure(views.tradeoff_figure(results, colors=colors))
+    if failures:
+        doc.raw('<h3 id="not-measured">Not measured</h3><div class="not-measured">')
+        doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
+                   for f in failures])
+        doc.raw("</div>")
     _outputs_and_data(doc, results)
 
     def fusion() -> None:
@@ -235,6 +238,8 @@ def build_report(sessions, results, *, command: str = "", failures: Sequence[Fai
         doc.figure(views.drift_figure(drifting, colors=colors))
     else:
         doc.text("No reduced-precision configuration with drift measurements in this run.")
+
+    doc.section("Why layers drift: weights or activations", "inside", lambda: inside_section(doc, sessions, results))
 
     doc.heading("Why is it not faster? Engine lint", "lint")
     lint_section(doc, sessions, results)
@@ -332,6 +337,8 @@ def headline(results: Sequence[RunResult], *, comparison: Comparison | None = No
     difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from its
     interleaved rounds (and the text says so)."""
     choice = headline_choice(results, comparison=comparison)
+    if not results:
+        return "Nothing could be measured: see the configurations not measured and why."
     if choice is None:
         if any(baseline_of(r, results) is not None for r in results) and \
                 all(_metric(r)[1] is None for r in results):
@@ -415,6 +422,29 @@ def lint_section(doc: _Html, sessions, results) -> None:
             doc.table(findings_table(findings))
         else:
             doc.text("Nothing to flag: no rule found time lost to conversions, misaligned channels or layer shape.")
+
+
+def inside_section(doc: _Html, sessions, results) -> None:
+    """For the first calibrated INT8 result: where its error comes from (weights or activations, worst tensors
+    first), the histogram of the worst tensor with every method's range, and the weight ranges of its layer."""
+    from . import inside
+    from .measure.decomposition import worst
+    from .views import inside as inside_views
+
+    result = next((r for r in results if r.precision == "int8" and r.method != "dynamic" and r.drift), None)
+    if result is None:
+        doc.text("No calibrated INT8 configuration with drift measurements in this run.")
+        return
+    session = next(s for s in sessions if s.backend_name == result.backend)
+    rows = inside.error_sources(session, result)
+    doc.raw(f"<h3>{html.escape(result.label)}</h3>")
+    doc.figure(inside_views.error_sources_figure(rows))
+    doc.table(inside_views.error_sources_table(rows, count=5))
+    tensor = worst(rows, 1)[0]
+    doc.figure(inside_views.histogram_figure(inside.histogram(session, tensor.tensor, calibration=result.calibration,
+                                                              qdq_style=result.qdq_style)))
+    with contextlib.suppress(InputSpecError):  # a layer without a constant weight (pooling, Add) has none
+        doc.figure(inside_views.weight_ranges_figure(inside.weight_ranges(session, tensor.tensor)))
 
 
 def build_plan_report(plans, *, command: str = "") -> str:

@@ -33,12 +33,12 @@ from ..calibration import CalibrationSet
 from ..errors import PrecisionError
 from ..graph import GraphIndex
 from ..models.spec import Model
+from ..vocabulary import WEIGHTED_OPS
 from . import bias_correction, gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
                         range_key)
 from .plan import KEEP_FP32_HOW, PrecisionPlan
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _TRT_OPS = (*WEIGHTED_OPS, "Add")
 
 _STYLES = {

@@ -54,7 +54,7 @@ class Explorer:
         # the background after display, so the panel is on screen at once.
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
         from ..choices import BATCH_SIZES, DEFAULT_BATCH, EXPLORER_RUNS
-        from ..precision.plan import METHODS, QDQ_STYLES
+        from ..precision.plan import METHODS, PRECISIONS, QDQ_STYLES
 
         self._session_kwargs = {"cache_dir": cache_dir, "shared_cache": shared_cache, "threads": threads,
                                 "progress": False}
@@ -87,7 +87,7 @@ class Explorer:
 
         self.model = widgets.Dropdown(options=names, value=model, description="Model")
         self.backend = widgets.Dropdown(options=[backend], value=backend, description="Engine")
-        self.precision = widgets.ToggleButtons(options=[("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8")],
+        self.precision = widgets.ToggleButtons(options=[(p.upper(), p) for p in PRECISIONS],
                                                value="fp32", description="Precision")
         self.calibration = widgets.Dropdown(options=_calibration_names(model), description="Calibration")
         # "dynamic" joins the calibrated methods once the model is known to have a MatMul it quantises

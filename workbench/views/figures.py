@@ -417,7 +417,8 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
     values = [v for v in (_plotted(r, metric) for r in scored) if v is not None]
     if values and kind in ("fraction", "cosine"):  # these live in [0, 1]: never let autorange stretch past 1
         low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02],
+        # the bottom sits a little under a tick: a tick label in the corner would overlap the first latency tick
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)) - 0.01, 1.02],
                          tickformat=".0%" if kind == "fraction" else None)
     return fig
 
@@ -428,8 +429,8 @@ def _plotted(result: RunResult, metric: str) -> float | None:
 
 
 # ---- summary -----------------------------------------------------------------------------------------------
-SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
-                   "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
+SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "weight_rounding", "calibration", "backend",
+                   "batch", "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
                    "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "headline_metric", "headline_output",
                    "headline_value", "accelerated", "notes")
 
@@ -457,7 +458,7 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
         top1 = acc.top1 if acc else None
         rows.append({
             "label": r.label, "model": r.model, "precision": r.precision, "method": r.method, "style": r.qdq_style,
-            "calibration": r.calibration, "backend": r.backend, "batch": r.headline_latency.batch,
+            "weight_rounding": r.weight_rounding, "calibration": r.calibration, "backend": r.backend, "batch": r.headline_latency.batch,
             "latency_median_ms": r.headline_latency.median, "latency_median_ci_ms": r.headline_latency.median_ci,
             "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
             "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,
@@ -471,9 +472,11 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "headline_value": acc.headline[1] if acc else None,
             "accelerated": r.accelerated, "notes": "; ".join(r.notes),
         })
-        if retimed is not None:
-            rows[-1].update({
-                "interleaved_median_ms": timed[r.cache_key].median_ms if r.cache_key in timed else None,
-                "speedup_timing": None if gain is None or base is r else
-                "interleaved rounds" if paired else "separate runs"})
+        if retimed is not None:  # each beside the column it explains
+            extra = {"latency_p90_ms": ("interleaved_median_ms",
+                                        timed[r.cache_key].median_ms if r.cache_key in timed else None),
+                     "speedup_verdict": ("speedup_timing", None if gain is None or base is r else
+                                         "interleaved rounds" if paired else "separate runs")}
+            rows[-1] = {k: v for key, value in rows[-1].items()
+                        for k, v in [(key, value), *([extra[key]] if key in extra else [])]}
     return rows
