@@ -70,7 +70,7 @@ def reports(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize(("model", "metric", "absent"), [
     ("segmentation", "mean IoU vs FP32", "top-1 accuracy"),
-    ("digits", "top-1 accuracy", None),
+    ("digits", "top-1 accuracy (label)", None),
 ])
 def test_report_shows_the_metric_of_each_task(reports, tmp_path, model, metric, absent):
     shots = [tmp_path]
@@ -91,15 +91,20 @@ def test_report_shows_the_metric_of_each_task(reports, tmp_path, model, metric, 
                 assert absent not in headline
             summary = page.locator(".workbench-table").nth(1)  # after the "accelerated" table
             headers = summary.locator("th").all_inner_texts()
-            column = next(i for i, h in enumerate(headers) if h.startswith("accuracy"))
-            cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
-            assert cells and all(metric in c and re.search(r"\d", c) for c in cells), cells
-            if model == "segmentation":  # top-1 of a segmentation map: n/a, not a number
-                top1 = next(i for i, h in enumerate(headers) if h.startswith("top-1 accuracy"))
-                assert set(summary.locator(f"tbody tr td:nth-child({top1 + 1})").all_inner_texts()) == {"n/a"}
+            if model == "segmentation":  # its metric in the accuracy column; no top-1 of a segmentation map
+                column = next(i for i, h in enumerate(headers) if h.startswith("accuracy"))
+                cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+                assert cells and all(metric in c and re.search(r"\d+\.\d+ %", c) for c in cells), cells
+                assert not any(h.startswith("top-1") for h in headers), headers
+            else:  # class scores: the top-1 columns say it, no extra column
+                assert not any(h.startswith("accuracy") for h in headers), headers
+                column = next(i for i, h in enumerate(headers) if h.startswith("top-1 accuracy"))
+                cells = summary.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+                assert cells and all(re.fullmatch(r"\d+\.\d %", c) for c in cells), cells
             outputs = page.locator("h2#outputs ~ div.workbench-table-wrap").first
             text = outputs.inner_text()
-            assert ("segmentation" in text and "pixel agreement" in text) if model == "segmentation" else \
+            assert ("segmentation" in text and "pixel agreement" in text and "mean IoU vs labels n/a" in text) \
+                if model == "segmentation" else \
                 ("label" in text and "classification" in text and "top-1 accuracy" in text)
             for width, height in SIZES:
                 page.set_viewport_size({"width": width, "height": height})

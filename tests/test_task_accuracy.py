@@ -179,6 +179,30 @@ def test_int_label_output_is_compared_as_labels_and_a_swapped_label_fails():
     assert stats.headline_metric == {"name": "top1", "output": "label", "value": pytest.approx(0.75)}
 
 
+def test_class_scores_of_a_fixed_batch_model_kept_per_sample_still_score():
+    """[1, classes] per run (a fixed-batch-1 model whose output axis is named): joined, not n/a."""
+    reference = [np.array([[0.9, 0.1]]), np.array([[0.2, 0.8]])]
+    variant = [np.array([[0.9, 0.1]]), np.array([[0.6, 0.4]])]
+    stats = measure_accuracy([variant], [reference], np.array([0, 1]), output_names=["logits"], samples=2)
+    assert stats.top1 == pytest.approx(0.5) and stats.top1_agreement == pytest.approx(0.5)
+
+
+def test_non_tensor_outputs_become_arrays():
+    from workbench.models.spec import TensorSpec
+
+    zipmap = TensorSpec("p", "float32", (None, 3), "sequence_of_maps", ("b", "a", "c"))
+    matrix = zipmap.as_array([{"a": 0.1, "b": 0.7, "c": 0.2}, {"a": 0.5, "b": 0.2, "c": 0.3}])
+    np.testing.assert_allclose(matrix, [[0.7, 0.1, 0.2], [0.2, 0.5, 0.3]])  # the ZipMap's class order
+    sequence = TensorSpec("s", "float32", (), "sequence")
+    assert sequence.as_array([np.ones(2), np.zeros(2)]).shape == (2, 2)
+    assert isinstance(sequence.as_array([np.ones(2), np.zeros(3)]), list)  # kept per item when shapes differ
+    strings = TensorSpec("label", "object", (None,)).as_array(np.array(["cat", "dog"], dtype=object))
+    assert strings.dtype.kind == "U"  # stored without pickles, compared as labels
+    seq_type = helper.make_sequence_type_proto(helper.make_tensor_type_proto(TensorProto.FLOAT, None))
+    spec = TensorSpec.from_value_info(helper.make_value_info("s", seq_type))
+    assert (spec.kind, spec.dtype) == ("sequence", "float32")
+
+
 def test_classification_top1_and_agreement():
     reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], np.float32)
     variant = np.array([[0.9, 0.1], [0.6, 0.4], [0.6, 0.4]], np.float32)
@@ -425,3 +449,47 @@ def test_run_result_json_with_tasks_passes_the_schema(digits_models, tmp_path):
     data = json.loads(json.dumps(result.to_json()))
     check_run_json(data)
     assert RunResult.from_json(data).accuracy == result.accuracy
+
+
+def test_lightgbm_via_onnxmltools_zipmap_top1_equals_real_accuracy(tmp_path):
+    lightgbm = pytest.importorskip("lightgbm")
+    onnxmltools = pytest.importorskip("onnxmltools")
+    from onnxmltools.convert.common.data_types import FloatTensorType
+    from sklearn.datasets import load_digits
+
+    from workbench import Workbench, load_model
+
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    model = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1).fit(x[:1000], y[:1000])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(onnxmltools.convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, 64]))],
+                                               target_opset=15), tmp_path / "lgbm.onnx")
+    assert load_model(tmp_path / "lgbm.onnx").outputs[1].kind == "sequence_of_maps"
+    wb = Workbench(tmp_path / "lgbm.onnx", eval_data={"input": x[1000:], "labels": y[1000:]},
+                   cache_dir=tmp_path / "cache", progress=False)
+    accuracy = wb.run("fp32", runs=3, profile=False, drift=False).accuracy
+    assert abs(accuracy.top1 - model.score(x[1000:], y[1000:])) * 100 < 0.1
+    assert accuracy.outputs[1].task == "classification"
+
+
+def test_session_metric_callable_is_named_in_results_and_decides_the_headline(digits_models, tmp_path):
+    from workbench import Workbench
+    from workbench.report import headline
+
+    folder, _ = digits_models
+
+    def share_of_confident(fp32_outputs, variant_outputs, labels):
+        return float(np.mean(np.max(variant_outputs[1], axis=1) > 0.5))
+
+    wb = Workbench(folder / "plain.onnx", eval_data=folder / "eval.npz", cache_dir=tmp_path, progress=False,
+                   metric=share_of_confident)
+    result = wb.run("fp32", runs=3, profile=False, drift=False)
+    assert result.to_json()["accuracy"]["headline_metric"]["name"] == "share_of_confident"
+    assert 0.5 < result.accuracy.headline_metric["value"] <= 1.0
+    assert "share_of_confident" in headline([result])
+    plain = Workbench(folder / "plain.onnx", eval_data=folder / "eval.npz", cache_dir=tmp_path, progress=False)
+    assert plain.run("fp32", runs=3, profile=False, drift=False).accuracy.custom_metric is None  # not the cached one
+    with pytest.raises(InputSpecError, match="not callable"):
+        Workbench(folder / "plain.onnx", eval_data=folder / "eval.npz", cache_dir=tmp_path, metric="top1")

@@ -149,6 +149,7 @@ class Workbench:
             self.eval = EvalData(drawn.arrays, None, drawn.description)
             self.task = None  # inferred per output
         self.tasks = resolve_tasks([spec.name for spec in self.model.outputs], tasks)
+        self._settings["tasks"] = self.tasks or None  # Ray workers measure with the same tasks
         if metric is not None and not callable(metric):
             raise InputSpecError(f"metric={metric!r} is not callable: pass a function metric(fp32_outputs, "
                                  "variant_outputs, labels) -> float.")
@@ -231,6 +232,9 @@ class Workbench:
         if executor == "ray":
             from .distributed import ray_sweep
 
+            if self.metric is not None:
+                raise InputSpecError("A metric callable is not sent to Ray workers: sweep with "
+                                     "executor='sequential', or leave metric= out for the Ray sweep.")
             results, self.failures = ray_sweep(self, jobs, address=ray_address, max_retries=max_retries)
             return results
         if executor != "sequential":

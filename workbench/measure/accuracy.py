@@ -6,6 +6,7 @@ not the sample count, e.g. boxes after NMS: [N, 4] per image); such outputs are 
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -32,14 +33,15 @@ _SEGMENTATION = re.compile(r"seg|mask", re.I)
 
 def measure_accuracy(outputs: Sequence[Output] | np.ndarray, reference: Sequence[Output] | np.ndarray,
                      labels=None, *, task: str | None = None, output_names: Sequence[str] | None = None,
-                     tasks: Mapping[str, str] | None = None, metric: Metric | None = None,
+                     tasks: Mapping[str, str] | str | None = None, metric: Metric | None = None,
                      samples: int | None = None, image_sizes: Sequence[tuple[int, int]] = ()) -> AccuracyStats:
     """Compare a variant's outputs with the FP32 reference outputs (same order) and optional labels.
 
-    Each output gets a task: from `tasks` (output name -> task), else `task` for the first output (a sample's
-    declared task), else inferred from its name, dtype and shape (`infer_task`), and the metrics of that task
-    (`OutputAgreement.metrics`; None where a metric cannot apply). `metric(fp32_outputs, variant_outputs, labels)`
-    is a metric of your own (higher is better); when given it decides the headline. `image_sizes`: (height, width)
+    Each output gets a task: from `tasks` (output name -> task, or one task for the first output), else `task` for
+    the first output (a sample's declared task), else inferred from its name, dtype and shape (`infer_task`), and
+    the metrics of that task (`OutputAgreement.metrics`; None where a metric cannot apply).
+    `metric(fp32_outputs, variant_outputs, labels)` is a metric of your own (higher is better); when given it
+    decides the headline. `image_sizes`: (height, width)
     of the image inputs, so an output of that size is read as a segmentation map. Top-level `top1` /
     `top1_agreement` are those of the first class-score or label output (None without one), `cosine` that of the
     first float output, `max_abs_diff` the largest over float outputs.
@@ -106,6 +108,9 @@ def infer_task(name: str, value: Output, *, image_sizes: Sequence[tuple[int, int
     first = value[0] if isinstance(value, list) and value else value
     array = np.asarray(first)
     per_sample = array.shape[1:] if isinstance(value, np.ndarray) else array.shape
+    if isinstance(value, list) and array.ndim and all(np.shape(v) == array.shape for v in value) \
+            and array.shape[0] == 1:  # one sample per run: a fixed-batch model whose output axis is named
+        per_sample = array.shape[1:]
     if _BOXES.search(name) and array.ndim and array.shape[-1] == 4:
         return "detection"
     spatial = {tuple(s) for s in image_sizes}
@@ -158,7 +163,8 @@ def _output_agreement(name: str, kind: str, out: Output, ref: Output, labels) ->
 
 def classification_metrics(out: Output, ref: Output, labels=None) -> dict:
     """top1 (argmax vs labels; None without labels) and agreement (argmax vs FP32's argmax), over samples."""
-    if not isinstance(out, np.ndarray) or not isinstance(ref, np.ndarray) or out.ndim < 2:
+    out, ref = _rows(out), _rows(ref)
+    if out is None or ref is None or out.shape != ref.shape or out.ndim < 2:
         return {"top1": None, "agreement": None}
     pred = np.argmax(out.reshape(len(out), -1), axis=1)
     agreement = float(np.mean(pred == np.argmax(ref.reshape(len(ref), -1), axis=1))) if len(out) else None
@@ -176,8 +182,9 @@ def label_metrics(out: Output, ref: Output, labels=None) -> dict:
     total = sum(e.size for e in equal)
     agreement = float(sum(e.sum() for e in equal) / total) if total else None
     top1 = None
-    if isinstance(out, np.ndarray) and out.size == len(out):
-        top1 = _top1(out.reshape(-1), labels)
+    rows = _rows(out)
+    if rows is not None and rows.size == len(rows):
+        top1 = _top1(rows.reshape(-1), labels)
     return {"top1": top1, "agreement": agreement}
 
 
@@ -367,7 +374,7 @@ def _detection_group(names: list[str], refs: list[Output], kinds: dict[str, str]
         return {}
     array = np.asarray(refs[names.index(boxes)][0] if isinstance(refs[names.index(boxes)], list) and
                        refs[names.index(boxes)] else refs[names.index(boxes)])
-    if not array.ndim or array.shape[-1] not in (4, 6, 7):
+    if not array.ndim or array.shape[-1] not in (4, 6):
         return {}
     group = {"boxes": boxes}
     for role, pattern in (("count", _COUNT), ("scores", _SCORES), ("classes", _CLASSES)):
@@ -382,24 +389,22 @@ def _detection_group(names: list[str], refs: list[Output], kinds: dict[str, str]
 # ---- values ---------------------------------------------------------------------------------------------------------
 def _value_metrics(out: Output, ref: Output) -> dict:
     """cosine (mean over samples or runs), relative_l2 (over everything) and max_abs_diff; None where the shapes of
-    a run differ."""
+    a run differ. One sample at a time in float64, so large outputs (token logits) need no float64 copy."""
     pairs = _pairs(out, ref)
     if not pairs or any(np.shape(a) != np.shape(b) for a, b in pairs):
         return {"cosine": None, "relative_l2": None, "max_abs_diff": None}
-    a = [np.asarray(x, np.float64).reshape(-1) for x, _ in pairs]
-    b = [np.asarray(y, np.float64).reshape(-1) for _, y in pairs]
-    if len({x.size for x in a}) == 1:
-        cosines = _cosine_rows(np.stack(a), np.stack(b))
-    else:
-        cosines = np.array([cosine(x, y) for x, y in zip(a, b)])
-    diff = np.concatenate([x - y for x, y in zip(a, b)]) if a else np.zeros(0)
-    norm = float(np.linalg.norm(np.concatenate(b))) if b else 0.0
+    cosines, error, norm, largest = [], 0.0, 0.0, []
     with np.errstate(invalid="ignore", over="ignore"):
-        max_abs = float(np.max(np.abs(diff), initial=0.0))
-        error = float(np.linalg.norm(diff))
+        for a, b in pairs:
+            a, b = np.asarray(a, np.float64).reshape(1, -1), np.asarray(b, np.float64).reshape(1, -1)
+            cosines.append(float(_cosine_rows(a, b)[0]))
+            diff = a - b
+            error += float(np.sum(diff * diff))
+            norm += float(np.sum(b * b))
+            largest.append(float(np.max(np.abs(diff), initial=0.0)))  # NaN (an FP16 overflow) is kept
+    error, norm = math.sqrt(error), math.sqrt(norm)
     relative = error / norm if norm > 0 else (0.0 if error == 0 else None)
-    return {"cosine": float(np.mean(cosines)) if len(cosines) else None, "relative_l2": relative,
-            "max_abs_diff": max_abs}
+    return {"cosine": float(np.mean(cosines)), "relative_l2": relative, "max_abs_diff": float(np.max(largest))}
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -464,6 +469,17 @@ def metric_name(metric: Metric) -> str:
 # ---- helpers --------------------------------------------------------------------------------------------------------
 def _pairs(out: Output, ref: Output) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(zip(_runs(out), _runs(ref)))
+
+
+def _rows(value: Output) -> np.ndarray | None:
+    """Samples-first rows of an output: the array, or per-run arrays of one shape joined (a model with a fixed
+    batch whose output's first axis is named, not fixed); None when the runs differ in shape."""
+    if isinstance(value, np.ndarray):
+        return value
+    runs = _runs(value)
+    if not runs or len({r.shape for r in runs}) != 1 or not runs[0].ndim:
+        return None
+    return np.concatenate(runs)
 
 
 def _runs(value: Output) -> list[np.ndarray]:

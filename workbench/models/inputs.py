@@ -241,10 +241,10 @@ def _plan(spec: TensorSpec, axis: int | None, shape: tuple[Dim, ...], override, 
     if dtype.kind == "O":
         known = graph.string_facts(spec.name) if graph is not None else None
         words = known or DEFAULT_WORDS
+        source = (f"the {len(words)} strings the graph maps" if known
+                  else f"a small vocabulary ({', '.join(words[:4])}, ...)")
         return replace(plan, values="words", words=tuple(words), choices=(
-            *choices, f"input {spec.name!r}: strings drawn from "
-                      + (f"the {len(words)} strings the graph maps" if known else f"a small vocabulary ({', '.join(words[:4])}"
-                         ", ...)") + " (give your own with data=/--data)"))
+            *choices, f"input {spec.name!r}: strings drawn from {source} (give your own with data=/--data)"))
     if dtype.kind == "b" or (dtype.kind in "iu" and "mask" in lowered):
         return replace(plan, values="ones", choices=(*choices, f"input {spec.name!r}: a mask of ones"))
     if dtype.kind in "iu":
@@ -299,8 +299,8 @@ def _runs(proto: onnx.ModelProto, plans: list[InputPlan]) -> bool:
 
 
 class _GraphFacts:
-    """What a graph says about its integer inputs: the table a Gather indexes with them, a constant they are
-    compared with."""
+    """What a graph says about its integer and string inputs: the table a Gather indexes with them, a constant they
+    are compared with, the strings an encoder maps."""
 
     def __init__(self, proto: onnx.ModelProto):
         self.index = GraphIndex(proto)
@@ -312,23 +312,28 @@ class _GraphFacts:
     def string_facts(self, name: str) -> tuple[str, ...] | None:
         """The strings a node reading `name` maps (a LabelEncoder's keys, a CategoryMapper's categories, ...),
         through ops that only move the strings (reshapes, a Gather of columns, ...)."""
-        frontier, seen = [name], set()
-        while frontier:
-            tensor = frontier.pop()
-            if tensor in seen:
-                continue
-            seen.add(tensor)
-            for node in self.index.consumers(tensor):
-                wanted = _STRING_KEYS.get(node.op_type)
-                for attribute in node.attribute:
-                    if attribute.name == wanted and attribute.strings:
-                        return tuple(dict.fromkeys(v.decode() for v in attribute.strings))
-                if node.op_type in (*_PASS_THROUGH, "Gather", "Slice", "Split", "Concat") \
-                        and list(node.input).index(tensor) == 0:
-                    frontier.extend(node.output)
+        for _, node in self._readers(name, _PASS_THROUGH | {"Gather", "Slice", "Split", "Concat"}):
+            wanted = _STRING_KEYS.get(node.op_type)
+            for attribute in node.attribute:
+                if attribute.name == wanted and attribute.strings:
+                    return tuple(dict.fromkeys(v.decode() for v in attribute.strings))
         return None
 
     def integer_facts(self, name: str) -> tuple[str, float] | None:
+        for tensor, node in self._readers(name, _PASS_THROUGH):
+            if node.op_type == "Gather" and list(node.input).index(tensor) == 1 and node.input[0] in self.constants:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                return "gather", int(self.constants[node.input[0]].dims[axis])
+            if node.op_type in _COMPARISONS:
+                other = [i for i in node.input if i != tensor and i in self.constants]
+                if other:
+                    value = numpy_helper.to_array(self.constants[other[0]])
+                    if value.size == 1:
+                        return "compare", value.reshape(-1)[0].item()
+        return None
+
+    def _readers(self, name: str, through: frozenset[str]):
+        """(tensor, node) for every node reading `name`, or what ops in `through` made of it (as their input 0)."""
         frontier, seen = [name], set()
         while frontier:
             tensor = frontier.pop()
@@ -336,16 +341,6 @@ class _GraphFacts:
                 continue
             seen.add(tensor)
             for node in self.index.consumers(tensor):
-                if node.op_type == "Gather" and list(node.input).index(tensor) == 1 \
-                        and node.input[0] in self.constants:
-                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                    return "gather", int(self.constants[node.input[0]].dims[axis])
-                if node.op_type in _COMPARISONS:
-                    other = [i for i in node.input if i != tensor and i in self.constants]
-                    if other:
-                        value = numpy_helper.to_array(self.constants[other[0]])
-                        if value.size == 1:
-                            return "compare", value.reshape(-1)[0].item()
-                if node.op_type in _PASS_THROUGH and list(node.input).index(tensor) == 0:
+                yield tensor, node
+                if node.op_type in through and list(node.input).index(tensor) == 0:
                     frontier.extend(node.output)
-        return None
