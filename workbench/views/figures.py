@@ -14,7 +14,7 @@ from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
 from ..results import LAYER_TIME_BAND, RetimedLatency, RunResult, baseline_of, paired_speedup, speedup_over
 from ..vocabulary import ACCURACY_METRICS
-from .tables import metric_text
+from .numbers import metric_text
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
