@@ -6,17 +6,20 @@ versions.
 
     python scripts/export_corpus.py [--dest DIR] [NAME ...]   # default $WORKBENCH_EXPORTED or
                                                                # ~/.cache/tensorrt-workbench/exported
+    python scripts/export_corpus.py --table WORK               # + one FP32/FP16/INT8 report each: markdown table
 
 tests/corpus/README.md lists the models, exporters and licences; tests/test_corpus_exported.py reports on them.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import shutil
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -433,13 +436,91 @@ MODELS = (
 MODEL_BY_NAME = {m.name: m for m in MODELS}
 
 
+# --- reports on the corpus (tests/test_corpus_exported.py and --table) ----------------------------------------------
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TIMED_RUNS = 3  # per configuration: the corpus checks outcomes, not speed (benchmarks/ times speed)
+CALIBRATION_SAMPLES = 16
+COMPARISON = 3  # interleaved rounds, and runs per round, of the report's comparison
+
+
+def report_argv(model: ExportedModel, folder: Path, work: Path) -> list[str]:
+    """`python -m workbench report` arguments for FP32 + FP16 + INT8 of one exported model in one report, its JSON
+    and HTML written into `work` (with its result cache)."""
+    options = ["--batch", "1", "--runs", str(TIMED_RUNS), "--calibration-size", str(CALIBRATION_SAMPLES),
+               "--no-drift", "--quiet", "--cache-dir", str(work / "cache")]
+    if (folder / "eval.npz").is_file():
+        options += ["--eval-data", str(folder / "eval.npz")]
+    if (folder / "calibration.npz").is_file():
+        options += ["--calibration-data", str(folder / "calibration.npz")]
+    for override in model.inputs:
+        options += ["--input", override]
+    return ["report", str(folder / "model.onnx"), *[a for p in PRECISIONS for a in ("--precision", p)], *options,
+            "--json", str(work / "report.json"), "--out", str(work / "report.html")]
+
+
+@contextmanager
+def bounded_comparison(rounds: int = COMPARISON, runs: int = COMPARISON):
+    """The report's interleaved re-timing with fewer rounds and runs (it is not what the corpus checks)."""
+    from unittest import mock
+
+    from workbench import report
+
+    with mock.patch.object(report, "interleaved_comparison",
+                           functools.partial(report.interleaved_comparison, rounds=rounds, runs=runs)):
+        yield
+
+
+def summary_row(model: ExportedModel, payload: dict) -> str:
+    """One markdown row: each precision's median latency and headline metric, or why it was not measured."""
+    cells = []
+    for precision in PRECISIONS:
+        result = next((r for r in payload["results"] if r["precision"] == precision), None)
+        failure = next((f for f in payload["failures"] if f["precision"] == precision), None)
+        if result is None:
+            cells.append(f"not measured: {failure['error_type']}: {failure['reason'][:160]}" if failure else "-")
+            continue
+        row = next(r for r in payload["summary"] if r["label"] == result["label"])
+        metric = result["accuracy"]["headline_metric"]
+        text = f"{row['latency_median_ms']:.2f} ms"
+        if metric is not None:
+            value = metric["value"]
+            shown = f"{value:.4f}" if metric["name"] == "cosine" else f"{value * 100:.2f} %"
+            text += f"; {metric['name']} ({metric['output']}) {shown}"
+        cells.append(text)
+    first = next((r["accuracy"]["headline_metric"] for r in payload["results"]), None)
+    return (f"| {model.name} | {model.exporter} | " + " | ".join(cells)
+            + f" | {first['name'] + ' of ' + first['output'] if first else 'n/a'} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="models to build (default: all)")
     parser.add_argument("--dest", type=Path, default=None, help="cache folder (default $WORKBENCH_EXPORTED)")
+    parser.add_argument("--table", type=Path, default=None, metavar="WORK",
+                        help="also report FP32/FP16/INT8 on each (reports into WORK) and print a markdown table")
     args = parser.parse_args(argv)
-    for model in (MODEL_BY_NAME[n] for n in args.names) if args.names else MODELS:
-        print(f"{model.name}: {export(model, args.dest)}")
+    models = [MODEL_BY_NAME[n] for n in args.names] if args.names else list(MODELS)
+    folders = {}
+    for model in models:
+        folders[model.name] = export(model, args.dest)
+        print(f"{model.name}: {folders[model.name]}")
+    if args.table:
+        import json
+
+        from workbench.cli import main as workbench_main
+
+        rows = []
+        with bounded_comparison():
+            for model in models:
+                work = args.table / model.name
+                work.mkdir(parents=True, exist_ok=True)
+                code = workbench_main(report_argv(model, folders[model.name], work))
+                payload = json.loads((work / "report.json").read_text())
+                rows.append(summary_row(model, payload) + f" exit {code} |")
+        print("| model | exporter | FP32 | FP16 | INT8 | headline metric | exit code |")
+        print("|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
     return 0
 
 

@@ -5,7 +5,6 @@ and the metrics are checked against values computed here independently (scikit-l
 loop for detection, a plain per-pixel argmax for segmentation)."""
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import sys
@@ -26,10 +25,6 @@ corpus = importlib.util.module_from_spec(_spec)
 sys.modules["export_corpus"] = corpus
 _spec.loader.exec_module(corpus)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-RUNS = 3  # timed runs per configuration: the corpus checks outcomes, not speed
-COMPARISON = 3  # interleaved rounds, and runs per round, of the report's comparison
-CALIBRATION = 16
 VARIANTS = ("fp16", "int8")
 TYPED_ERRORS = {cls.__name__ for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, Exception)}
 
@@ -39,21 +34,9 @@ class Report:
 
     def __init__(self, model, folder: Path, work: Path):
         self.model, self.folder, self.work = model, folder, work
-        self.path = folder / "model.onnx"
-        self.cache = work / "cache"
-        self.json_path, self.html = work / "report.json", work / "report.html"
-        options = ["--batch", "1", "--runs", str(RUNS), "--calibration-size", str(CALIBRATION), "--no-drift",
-                   "--quiet", "--cache-dir", str(self.cache)]
-        if (folder / "eval.npz").is_file():
-            options += ["--eval-data", str(folder / "eval.npz")]
-        if (folder / "calibration.npz").is_file():
-            options += ["--calibration-data", str(folder / "calibration.npz")]
-        for override in model.inputs:
-            options += ["--input", override]
-        self.argv = ["report", str(self.path), *[a for p in PRECISIONS for a in ("--precision", p)], *options,
-                     "--json", str(self.json_path), "--out", str(self.html)]
-        self.code = cli_main(self.argv)
-        self.payload = json.loads(self.json_path.read_text()) if self.json_path.is_file() else None
+        self.cache, self.html, json_path = work / "cache", work / "report.html", work / "report.json"
+        self.code = cli_main(corpus.report_argv(model, folder, work))
+        self.payload = json.loads(json_path.read_text()) if json_path.is_file() else None
 
     def result(self, precision: str) -> dict | None:
         return next((r for r in self.payload["results"] if r["precision"] == precision), None)
@@ -74,24 +57,20 @@ class Report:
             data["eval_data"] = str(self.folder / "eval.npz")
         if (self.folder / "calibration.npz").is_file():
             data["calibration_data"] = str(self.folder / "calibration.npz")
-        return Workbench(str(self.path), cache_dir=self.cache, progress=False,
+        return Workbench(str(self.folder / "model.onnx"), cache_dir=self.cache, progress=False,
                          inputs=dict(parse_override(t) for t in self.model.inputs) or None, **data)
 
     def rerun(self, wb, precision: str):
-        return wb.run(precision, batch=1, runs=RUNS, calibration_size=CALIBRATION, drift=False)
+        return wb.run(precision, batch=1, runs=corpus.TIMED_RUNS, calibration_size=corpus.CALIBRATION_SAMPLES,
+                      drift=False)
 
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    """name -> Report, each model exported (cached across sessions) and reported once per test session. The
-    report's interleaved re-timing runs COMPARISON rounds of COMPARISON runs here (the corpus checks outcomes,
-    not speed; benchmarks/ times speed)."""
-    from workbench import report as report_module
-
+    """name -> Report, each model exported (cached across sessions) and reported once per test session, with the
+    report's interleaved re-timing bounded (the corpus checks outcomes, not speed)."""
     done: dict[str, Report] = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report_module, "interleaved_comparison",
-                      functools.partial(report_module.interleaved_comparison, rounds=COMPARISON, runs=COMPARISON))
+    with corpus.bounded_comparison():
         yield _reporter(done, tmp_path_factory)
 
 
