@@ -13,6 +13,8 @@ from conftest import make_tiny_cnn
 
 from test_browser import CHROMIUM, SIZES, _check_figures, _new_context, _no_page_scroll, _shot  # noqa: F401
 
+pytestmark = pytest.mark.browser
+
 sync_api = pytest.importorskip("playwright.sync_api")
 HUGE = "block/" * 4000 + "conv2"  # 24,005 characters: one DOT string may hold 16,384
 

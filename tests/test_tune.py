@@ -26,7 +26,8 @@ def session(tmp_path_factory):
 
 
 def _result(layers, drift, accuracy=None) -> RunResult:
-    return RunResult(model="tiny-cnn", plan=PrecisionPlan("int8"), calibration="noise", calibration_hash="x", backend="onnxruntime", versions={},
+    return RunResult(model="tiny-cnn", plan=PrecisionPlan("int8"), calibration="noise", calibration_hash="x",
+                     backend="onnxruntime", versions={},
                      synthetic_data=False, latency=[LatencyStats(8, 1.0, 1.1, 0.9, 1.0, 3, 8000.0)],
                      accuracy=accuracy, engine=EngineGraph("onnxruntime", layers, []), drift=drift)
 

@@ -14,8 +14,8 @@ from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS, PrecisionPlan
 from .results import strict_json
-from .vocabulary import (DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, METHODS, OUTPUT_TASKS,
-                         PRECISIONS, QDQ_STYLES, TUNE_METRICS)
+from .vocabulary import (DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, METHODS, PRECISIONS,
+                         OUTPUT_TASKS, QDQ_STYLES, TUNE_METRICS)
 
 DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
@@ -326,9 +326,10 @@ def _report(args, command_line: str) -> int:
                        threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
+            reduced = precision != "fp32"
             options = {"calibration": args.calibration if precision == "int8" else None,
                        **_int8_options(args, precision),
-                       "keep_fp32": tuple(args.keep_fp32 or ()) if precision != "fp32" else ()}
+                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else ()}
             try:
                 results.append(wb.run(precision=precision, calibration_size=args.calibration_size, batch=batch,
                                       runs=args.runs, drift=not args.no_drift, **options))
@@ -381,14 +382,6 @@ def _report(args, command_line: str) -> int:
     return 0
 
 
-def _plan_label(precision: str, options: dict) -> str:
-    """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
-    try:
-        return PrecisionPlan(precision, **{k: v for k, v in options.items() if k in PLAN_FIELDS}).label
-    except WorkbenchError:
-        return precision
-
-
 def _task_arg(text: str) -> tuple[str | None, str]:
     """`TASK` (the first output) or `OUTPUT=TASK`, TASK from vocabulary.OUTPUT_TASKS."""
     output, _, task = text.rpartition("=")
@@ -407,6 +400,15 @@ def _tasks(pairs) -> dict | str | None:
     if first and named:
         raise WorkbenchError("--task: give either one TASK (the first output) or OUTPUT=TASK pairs, not both.")
     return first[-1] if first else named
+
+
+def _plan_label(precision: str, options: dict) -> str:
+    """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
+    try:
+        return PrecisionPlan(precision, **{name: value for name, value in options.items()
+                                           if name in PLAN_FIELDS and value is not None}).label
+    except WorkbenchError:
+        return precision
 
 
 def _data_options(args) -> dict:
@@ -589,7 +591,7 @@ def _print_summary(results, *, retimed=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
-    from .views.tables import metric_text
+    from .views.accuracy_text import metric_text
 
     def pct(value) -> str:
         return "    n/a" if value is None else f"{value * 100:6.2f}%"
@@ -620,10 +622,11 @@ def _print_summary(results, *, retimed=None, comparison=None) -> None:
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
-        accuracy = (metric_text(row["headline_metric"], row["headline_value"], row["headline_output"])
-                    if row["headline_metric"] else "n/a")
+        metric = metric_text(row["headline_metric"], row["headline_value"], row["headline_output"]) \
+            if row["headline_metric"] else "n/a"
         print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f}"
-              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  {accuracy}{flag}")
+              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  "
+              f"{metric}{flag}")
     if comparison is not None:
         print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
     print(headline(results, comparison=comparison))

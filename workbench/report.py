@@ -20,7 +20,8 @@ from .backends.cpu_features import cpu_flags
 from .errors import InputSpecError, MissingDependencyError
 from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
 from .vocabulary import ACCURACY_METRICS
-from .views.tables import html_table, metric_text, metric_value_text, metrics_text, summary_html
+from .views.accuracy_text import metric_text, metric_value_text, metrics_text
+from .views.tables import html_table, summary_html
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;line-height:1.45}
@@ -31,7 +32,7 @@ p{max-width:60rem}
 .warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
 .fusion{max-width:100%;overflow-x:auto}
-.not-measured .workbench-table td.wrap:last-child{max-width:36rem;overflow-wrap:anywhere}
+.not-measured td{overflow-wrap:anywhere;max-width:40rem}
 .headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 

@@ -21,6 +21,8 @@ DEFAULT_RUNS = 30  # timed runs per configuration (Workbench.run, the command li
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # layers with weights: quantised, rounded, counted
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
+# ONNX Runtime's integer kernels (QOperator graphs, dynamic INT8): their compute is INT8 whatever the graph's Q/DQ
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm")
 
 # What one model output is, so its accuracy is measured with metrics that mean something (workbench.measure.accuracy):
 # classification: class scores (probabilities/logits); label: integer (or string) class labels, compared as labels;

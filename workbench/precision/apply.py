@@ -13,7 +13,7 @@ from ..calibration import CalibrationSet
 from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
 from ..models.spec import Model
-from ..vocabulary import WEIGHTED_OPS
+from ..vocabulary import INTEGER_OPS, QDQ_OPS, WEIGHTED_OPS
 from . import dynamic, int8
 from .fp16 import to_fp16
 from .plan import KEEP_FP32_HOW, PrecisionPlan
@@ -114,8 +114,8 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
 
 
 _WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
-_INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
-_GLUE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity"})
+_INTEGER_OPS = frozenset(INTEGER_OPS)
+_GLUE_OPS = frozenset({*QDQ_OPS, "Cast", "Constant", "Identity"})
 
 
 def _float16_tensors(proto: onnx.ModelProto) -> set[str]:

@@ -8,6 +8,7 @@ import onnxruntime as ort
 
 from .._optional import require
 from ..graph import GraphIndex
+from ..vocabulary import INTEGER_OPS, QDQ_OPS
 from .int8 import _failing_nodes, _sort_with_subgraph_inputs, all_nodes
 
 # IEEE half limits. The converter's defaults (1e-7, 1e4) would clamp weights in [1e4, 65504] that a real FP16 engine
@@ -18,8 +19,7 @@ _FP16_MIN_SUBNORMAL = 2.0 ** -24
 
 # Ops on integer data or quantisation parameters: an already-quantised model keeps them as they are (their float
 # scales stay float32) and FP16 applies to its float compute only.
-QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "MatMulInteger", "ConvInteger", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat",
+QUANTIZED_OPS = (*QDQ_OPS, "DynamicQuantizeLinear", *INTEGER_OPS, "QLinearAdd", "QLinearMul", "QLinearConcat",
                  "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
                  "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
 

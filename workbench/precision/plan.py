@@ -11,7 +11,8 @@ from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 KEEP_FP32_HOW = ("PrecisionPlan(keep_fp32=[...]) or run(..., keep_fp32=[...]) in Python, --keep-fp32 NODE|OPTYPE "
                  "(repeatable) on the command line")
 
-__all__ = ["INT8_FIELDS", "KEEP_FP32_HOW", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+__all__ = ["INT8_FIELDS", "KEEP_FP32_HOW", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS", "QDQ_STYLES",
+           "WEIGHT_ROUNDINGS", "PrecisionPlan"]
 
 # Field metadata. CHOICES: the vocabulary a field takes (command-line flags and widgets offer these). NEUTRAL: a field
 # added after the first plans were cached declares the values that mean "as before"; `to_json` leaves it out then, so

@@ -14,7 +14,7 @@ from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
 from ..results import LAYER_TIME_BAND, RetimedLatency, RunResult, baseline_of, paired_speedup, speedup_over
 from ..vocabulary import ACCURACY_METRICS
-from .numbers import metric_text
+from .accuracy_text import metric_text
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -431,8 +431,8 @@ def _plotted(result: RunResult, metric: str) -> float | None:
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "weight_rounding", "calibration", "backend",
                    "batch", "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
-                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "headline_metric", "headline_output",
-                   "headline_value", "accelerated", "notes")
+                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "headline_metric",
+                   "headline_output", "headline_value", "accelerated", "notes")
 
 
 def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None, *,

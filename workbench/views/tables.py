@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..vocabulary import ACCURACY_METRICS
-from .numbers import format_value, metric_text, metric_value_text, metrics_text, significant  # noqa: F401 (also here)
+from .accuracy_text import metric_text
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ COLUMNS: dict[str, Column] = {
     "interleaved_median_ms": Column("median in interleaved rounds (ms)", "ms"),
     "top1": Column("top-1 accuracy", "fraction", "n/a"),
     "top1_drop": Column("top-1 drop (points)", "points", "n/a"),
-    "agreement": Column("top-1 agreement with FP32", "fraction", "n/a"),
+    "agreement": Column("agreement with FP32", "fraction", "n/a"),
     "cosine": Column("cosine vs FP32", "cosine", "n/a"),
     "accuracy": Column("accuracy (metric the headline uses)"), "accelerated": Column("accelerated", "bool"),
     "notes": Column("notes"),
@@ -144,6 +144,42 @@ def _with_accuracy_text(row: dict) -> dict:
 
 def _results_list(results) -> list:
     return [results] if hasattr(results, "label") else list(results)
+
+
+def format_value(value, kind: str = "number") -> str:
+    """A value as text for people, by column kind (see `Column`)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or kind == "bool":
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):  # two numbers are an interval [low, high]
+        numbers = len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return ("–" if numbers else ", ").join(format_value(v, kind) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {format_value(v, kind)}" for k, v in value.items())
+    if not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "∞" if value > 0 else ("−∞" if value < 0 else "–")
+    if kind == "speedup":
+        return f"×{value:.2f}"
+    if kind == "fraction":
+        return f"{value * 100:.1f} %" if abs(value) >= 0.1 else f"{value * 100:.2f} %"
+    if kind == "points":
+        return f"{value * 100:.2f}"
+    if kind == "cosine":
+        return f"{value:.6f}"
+    if kind == "count" or isinstance(value, int):
+        return f"{value:,}"
+    return significant(value)
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """`value` to `digits` significant digits (all integer digits kept) without scientific notation (1234.6 -> "1,235", 0.0123 -> "0.0123")."""
+    if value == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
 
 
 def _cell(value, spec: Column, under=None) -> str:
