@@ -122,6 +122,7 @@ def test_run_takes_the_plan_or_its_fields_by_name_but_not_both(session):
 # ---- one vocabulary --------------------------------------------------------------------------------------------
 VOCABULARY = {"precision": vocabulary.PRECISIONS, "method": vocabulary.METHODS, "qdq_style": vocabulary.QDQ_STYLES,
               "weight_rounding": vocabulary.WEIGHT_ROUNDINGS, "metric": vocabulary.TUNE_METRICS,
+              "algorithms": vocabulary.ALGORITHMS,
               "backend": tuple(backend_names())}  # engine names and Q/DQ styles share words
 REDUCED = tuple(p for p in vocabulary.PRECISIONS if p != "fp32")  # what `tune` searches
 

@@ -292,6 +292,7 @@ class RunResult:
         parts = [p for p in (self.method, style, calibration) if p]
         if self.weight_rounding not in (None, "nearest"):
             parts.append(f"{self.weight_rounding} weights")
+        parts += self.plan.algorithms  # optional pipeline steps (precision.pipeline), e.g. smoothquant
         if self.keep_fp32:
             parts.append(_kept_text(self.keep_fp32))
         return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"

@@ -1,5 +1,6 @@
-"""The workbench's words, defined once: precisions, INT8 methods, Q/DQ styles, weight roundings, search metrics and
-their defaults. Plans validate against these; CLI flags and widget options are generated from them."""
+"""The workbench's words, defined once: precisions, INT8 methods, Q/DQ styles, weight roundings, optional algorithms
+(their registry), search metrics and their defaults. Plans validate against these; CLI flags and widget options are
+generated from them."""
 from __future__ import annotations
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -9,6 +10,14 @@ QDQ_STYLES = ("onnxruntime", "tensorrt")
 # int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
 # (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
 WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
+# The registry of optional steps of calibrated INT8's pipeline (precision.pipeline), in the order they run: the name
+# a plan selects one by (PrecisionPlan(algorithms=...)) -> "module:Class" in workbench.precision, imported only when a
+# plan uses it. Adding an algorithm: its module, one line here, its tests.
+ALGORITHM_STEPS = {
+    "smoothquant": "smoothquant:SmoothQuant",
+    "cle": "equalization:CrossLayerEqualization",
+}
+ALGORITHMS = tuple(ALGORITHM_STEPS)
 
 TUNE_METRICS = ("top1", "agreement", "cosine")  # what the mixed-precision search keeps within max_drop
 DEFAULT_MAX_DROP = 0.5  # points (top1, agreement) or hundredths of cosine the search may lose
