@@ -15,6 +15,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantiz
 
 from workbench.models.onnx_source import load_onnx_bytes
 from workbench.precision import PrecisionPlan, apply_plan
+from workbench.precision import fp16
 from workbench.precision.apply import precision_notes
 
 
@@ -95,27 +96,34 @@ def test_already_quantised_model_keeps_qdq_and_float32_scales():
     np.testing.assert_allclose(_run(variant.proto, feeds)[0], _run(qdq, feeds)[0], atol=0.02)
 
 
-def test_nodes_the_converter_breaks_are_found_and_named():
-    """EyeLike(dtype=float) keeps its declared float output while the converter retypes it FP16: that node alone
-    must stay FP32, and the result's notes say so."""
+def eyelike_model() -> onnx.ModelProto:
     rng = np.random.default_rng(2)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
              helper.make_node("MatMul", ["h", "w"], ["h2"], name="mm2"),
              helper.make_node("EyeLike", ["h2"], ["eye_out"], name="eye", dtype=TensorProto.FLOAT),
              helper.make_node("Add", ["h2", "eye_out"], ["out"], name="add")]
-    source = _model(nodes, [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")])
+    return _model(nodes, [numpy_helper.from_array(rng.standard_normal((4, 4)).astype(np.float32), "w")])
+
+
+@pytest.mark.parametrize("named_rounds", [fp16.MAX_NAMED_ROUNDS, 0])  # 0: no help from the error text
+def test_nodes_the_converter_breaks_are_found_and_named(monkeypatch, named_rounds):
+    """EyeLike(dtype=float) keeps its declared float output while the converter retypes it FP16: that node alone
+    must stay FP32, found from the error that names it or, without it, by bisection; the notes say which."""
+    monkeypatch.setattr(fp16, "MAX_NAMED_ROUNDS", named_rounds)
+    source = eyelike_model()
     model = load_onnx_bytes(source.SerializeToString(), name="eyelike")
     variant = apply_plan(model, "fp16", progress=False)
     notes = [n for n in precision_notes(variant) if "bisection" in n]
     assert notes and notes[0].endswith(": eye")
     assert {i.name for i in variant.proto.graph.initializer if i.data_type == TensorProto.FLOAT16} >= {"w"}
-    x = {"x": rng.standard_normal((2, 4)).astype(np.float32)}
+    x = {"x": np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)}
     np.testing.assert_allclose(_run(variant.proto, x)[0], _run(source, x)[0], atol=0.05, rtol=0.01)
 
 
-def test_nodes_that_fail_only_together_are_found_by_shrinking():
+def test_nodes_that_fail_only_together_are_found_by_shrinking(monkeypatch):
     """A Constant given by value_float stays float32 while the Mul reading it becomes FP16: no op type fails
-    alone, so the nodes to keep are found by shrinking "everything FP32" until the graph stops loading."""
+    alone, so (the error's node name unused) the nodes to keep are found by shrinking "everything FP32"."""
+    monkeypatch.setattr(fp16, "MAX_NAMED_ROUNDS", 0)
     rng = np.random.default_rng(3)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
              helper.make_node("Constant", [], ["two"], name="const", value_float=2.0),
@@ -127,3 +135,29 @@ def test_nodes_that_fail_only_together_are_found_by_shrinking():
     assert "mm" not in kept and 0 < len(kept) <= 2
     x = {"x": rng.standard_normal((2, 4)).astype(np.float32)}
     np.testing.assert_allclose(_run(variant.proto, x)[0], _run(source, x)[0], atol=0.05, rtol=0.01)
+
+
+@pytest.mark.slow
+def test_detection_model_with_nms_converts_and_agrees():
+    """A torchvision detector (random weights) exported by the TorchScript exporter: NMS and an If whose body casts
+    to float. FP16 loads without keeping anything in FP32, and its boxes agree with FP32's."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    detector = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=5).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ssdlite.onnx"
+        torch.onnx.export(detector, (torch.rand(1, 3, 320, 320),), str(path), opset_version=17, dynamo=False,
+                          input_names=["images"], output_names=["boxes", "scores", "labels"])
+        model = load_onnx_bytes(path.read_bytes(), name="ssdlite")
+    assert {"If", "NonMaxSuppression"} <= {n.op_type for n in fp16.all_nodes(model.proto.graph)}
+    variant = apply_plan(model, "fp16", progress=False)
+    assert not any("bisection" in note for note in precision_notes(variant))
+    feeds = {"images": np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)}
+    boxes32, scores32, _ = _run(model.proto, feeds)
+    boxes16, scores16, _ = _run(variant.proto, feeds)
+    assert boxes16.shape[1] == 4 and len(boxes16) > 0
+    # each of FP16's best boxes has an FP32 box within a few pixels of 320 (near-tied scores may reorder them)
+    for box in boxes16[:10]:
+        assert np.abs(boxes32 - box).max(axis=1).min() < 4.0, box

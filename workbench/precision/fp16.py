@@ -1,12 +1,14 @@
 """FP16 transform: weights and activations really rounded to FP16, graph inputs/outputs kept FP32."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import onnx
 import onnxruntime as ort
 
 from .._optional import require
+from ..errors import PrecisionError
 from ..graph import GraphIndex
 from ..vocabulary import INTEGER_OPS, QDQ_OPS
 from .int8 import _failing_nodes, _sort_with_subgraph_inputs, all_nodes
@@ -30,18 +32,37 @@ def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
     in FP32 for that (empty when none).
 
     When the converter's graph does not load (mixed types around If/Loop bodies, ops with no FP16 form...), the
-    nodes it fails on are found by bisection, first by op type then by node, as INT8 does for the quantiser
-    (`int8._failing_nodes`), and kept in FP32. Raises the last error when even that does not load."""
+    nodes that must stay FP32 are found in three steps, each only when the one before does not give a graph that
+    loads: the nodes the error names (ONNX Runtime and the checker name the node they reject), kept one error at a
+    time; bisection, first by op type then by node, as INT8 does for the quantiser (`int8._failing_nodes`, at most
+    MAX_BISECT_ATTEMPTS conversions); shrinking an all-FP32 graph (`_shrink_kept`). Raises the last error when even
+    that does not load."""
+    names = {node.name for node in all_nodes(proto.graph) if node.name}
+    tries = [0]
+
     def attempt(excluded: list[str], only_types: list[str] | None = None) -> onnx.ModelProto:
         others = () if only_types is None else tuple(sorted(_op_types(proto) - set(only_types)))
         converted = convert(proto, keep_nodes=tuple(excluded), keep_ops=(*keep_ops, *others))
         _check_loads(converted)
         return converted
 
-    try:
-        return attempt(list(keep_nodes)), []
-    except Exception:  # noqa: BLE001 - the checker, shape inference and ORT raise many types
-        failing = _failing_nodes(proto, list(keep_nodes), None, attempt)
+    def bisect_attempt(excluded: list[str], only_types: list[str] | None = None) -> onnx.ModelProto:
+        tries[0] += 1
+        if tries[0] > MAX_BISECT_ATTEMPTS:  # counted as failing: whole groups stay FP32, no more conversions
+            raise PrecisionError("out of bisection attempts")
+        return attempt(excluded, only_types)
+
+    named: list[str] = []
+    for _ in range(MAX_NAMED_ROUNDS):
+        try:
+            return attempt([*keep_nodes, *named]), named
+        except Exception as exc:  # noqa: BLE001 - the checker, shape inference and ORT raise many types
+            culprits = [n for m in _NAMED_NODE.finditer(str(exc)) if (n := m.group(1) or m.group(2)) in names
+                        and n not in (*keep_nodes, *named)]
+        if not culprits:
+            break
+        named += dict.fromkeys(culprits)
+    failing = named + _failing_nodes(proto, [*keep_nodes, *named], None, bisect_attempt)
     try:
         return attempt([*keep_nodes, *failing]), failing
     except Exception:  # noqa: BLE001 - nodes that fail only together: shrink "everything in FP32" instead
@@ -49,6 +70,10 @@ def to_fp16(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
         return attempt([*keep_nodes, *failing]), failing
 
 
+# How ONNX Runtime ("... in node (NAME)", "Node (NAME) Op (If)") and the checker ("Name: NAME OpType:") name a node
+_NAMED_NODE = re.compile(r"[Nn]ode \(([^()]+)\)|Name: (\S+) OpType")
+MAX_NAMED_ROUNDS = 16  # conversions keeping the nodes errors name, one error at a time
+MAX_BISECT_ATTEMPTS = 48  # conversions the bisection may try (each builds an ONNX Runtime session)
 MAX_SHRINK_ATTEMPTS = 64  # conversions tried while shrinking; past it, more nodes than needed stay in FP32
 
 
@@ -169,9 +194,14 @@ def _drop_io_value_info(graph: onnx.GraphProto) -> None:
 
 def _retarget_float_casts(graph: onnx.GraphProto) -> None:
     """Undo another converter slip: a model's own Cast(to=FLOAT) (e.g. an int64 attention mask cast to float) keeps
-    to=FLOAT while the converter declares its output FLOAT16, so the graph does not load. Cast to FLOAT16 instead."""
-    fp16_values = {v.name for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    to=FLOAT while the converter declares its output FLOAT16, so the graph does not load. Cast to FLOAT16 instead,
+    in If/Loop/Scan bodies too."""
+    fp16_values = {v.name for v in [*graph.value_info, *graph.output]
+                   if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
     for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                _retarget_float_casts(sub)
         if node.op_type != "Cast" or not node.output or node.output[0] not in fp16_values:
             continue
         for attribute in node.attribute:

@@ -95,8 +95,8 @@ class FP16:
         proto, failing = to_fp16(model, keep_nodes=ctx.keep_nodes, keep_ops=ctx.keep_ops)
         ctx.notes.append(FP16_NOTE)
         if failing:
-            ctx.notes.append(f"Kept in FP32 because the FP16 graph does not load with them in FP16 (found by "
-                             f"bisection): {', '.join(failing)}")
+            ctx.notes.append(f"Kept in FP32 because the FP16 graph does not load with them in FP16 (found from "
+                             f"the loader's errors, by bisection): {', '.join(failing)}")
         return proto
 
     def key(self, plan):
