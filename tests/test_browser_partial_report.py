@@ -16,6 +16,7 @@ from test_browser import CHROMIUM, SIZES, _check_figures, _new_context, _no_page
 pytestmark = pytest.mark.browser
 
 sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser
 HUGE = "block/" * 4000 + "conv2"  # 24,005 characters: one DOT string may hold 16,384
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from workbench import vocabulary
 from workbench.cli import _parser, main
-from workbench.results import RetimedLatency, paired_speedup, NO_DIFFERENCE
+from workbench.results import NO_DIFFERENCE, RetimedLatency, paired_speedup
 
 
 def _report(tmp_path, *extra: str, name: str = "r") -> tuple[int, dict, str]:
@@ -20,6 +20,7 @@ def _report(tmp_path, *extra: str, name: str = "r") -> tuple[int, dict, str]:
     return code, json.loads((tmp_path / f"{name}.json").read_text()), page.read_text() if page.exists() else ""
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_refused_precisions_are_rows_and_fp32_is_kept(tmp_path, capsys):
     code, data, page = _report(tmp_path, "--keep-fp32", "NoSuchOp")
     assert code == 1  # nothing but FP32 could be measured
@@ -33,6 +34,7 @@ def test_refused_precisions_are_rows_and_fp32_is_kept(tmp_path, capsys):
     assert "not measured: fp16" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_one_refused_precision_exits_zero_unless_strict(tmp_path):
     code, data, page = _report(tmp_path, "--calibration", "no-such-set")
     assert code == 0
@@ -43,6 +45,7 @@ def test_one_refused_precision_exits_zero_unless_strict(tmp_path):
     assert code == 1 and len(data["results"]) == 2  # strict: the failure decides the exit code, results still kept
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_keep_fp32_reaches_the_plan(tmp_path):
     code, data, _ = _report(tmp_path, "--precision", "fp32", "--precision", "int8", "--keep-fp32", "Gemm")
     assert code == 0 and not data["failures"]
@@ -50,6 +53,7 @@ def test_keep_fp32_reaches_the_plan(tmp_path):
     assert int8["keep_fp32"] == ["Gemm"] and "Gemm" in data["summary"][1]["label"]
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_dynamic_int8_and_every_vocabulary_choice_are_accepted(tmp_path):
     actions = {a.dest: a for a in next(a for a in _parser()._subparsers._group_actions)
                .choices["report"]._actions}
@@ -59,8 +63,11 @@ def test_dynamic_int8_and_every_vocabulary_choice_are_accepted(tmp_path):
     assert tuple(actions["precision"].choices) == vocabulary.PRECISIONS
     code, data, _ = _report(tmp_path, "--precision", "fp32", "--precision", "int8", "--method", "dynamic")
     assert code == 0 and data["results"][1]["method"] == "dynamic"
+    code, data, _ = _report(tmp_path, "--precision", "int8", "--per-tensor", name="per-tensor")
+    assert code == 0 and data["results"][0]["precision_notes"][0].startswith("INT8 (per-tensor weights)")
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_comparison_comes_from_interleaved_rounds(tmp_path):
     code, data, page = _report(tmp_path)
     assert code == 0 and not data["failures"]
@@ -94,6 +101,7 @@ def test_paired_speedup_sees_through_load_that_comes_and_goes():
     assert paired_speedup(_timed([5] * 5), _timed([10] * 5)).low is None
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_headline_verdict_names_what_the_headline_claims(tmp_path):
     code, data, _ = _report(tmp_path, "--precision", "fp32", "--precision", "int8")
     claim = data["headline_verdict"]
@@ -103,6 +111,7 @@ def test_headline_verdict_names_what_the_headline_claims(tmp_path):
     assert claim["verdict"] == row["speedup_verdict"]
 
 
+@pytest.mark.slow  # measures digits-cnn on the command line
 def test_an_engine_that_cannot_run_is_a_row_and_the_other_engine_is_kept(tmp_path):
     try:
         import tensorrt  # noqa: F401

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--keep-fp32", action="append", default=None, metavar="NODE|OPTYPE",
                         help="keep a node (by name) or every node of an op type in FP32 in the FP16 and INT8 "
                              "variants; repeat for several")
+    report.add_argument("--per-tensor", action="store_true",
+                        help="INT8 weights with one scale per tensor (default: one per output channel)")
     report.add_argument("--strict", action="store_true",
                         help="exit 1 when any configuration could not be measured (default: only when nothing "
                              "but FP32 could be)")
@@ -329,7 +331,8 @@ def _report(args, command_line: str) -> int:
             reduced = precision != "fp32"
             options = {"calibration": args.calibration if precision == "int8" else None,
                        **_int8_options(args, precision),
-                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else ()}
+                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else (),
+                       "per_channel": False if args.per_tensor and precision == "int8" else None}
             try:
                 results.append(wb.run(precision=precision, calibration_size=args.calibration_size, batch=batch,
                                       runs=args.runs, drift=not args.no_drift, **options))
