@@ -520,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
                 work.mkdir(parents=True, exist_ok=True)
                 code = workbench_main(report_argv(model, folders[model.name], work))
                 payload = json.loads((work / "report.json").read_text())
-                rows.append(summary_row(model, payload) + f" exit {code} |")
+                rows.append(summary_row(model, payload) + f" {code} |")
         print("| model | exporter | FP32 | FP16 | INT8 | headline metric | exit code |")
         print("|---|---|---|---|---|---|---|")
         print("\n".join(rows))
