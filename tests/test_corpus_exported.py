@@ -17,7 +17,7 @@ from workbench import errors
 from workbench.cli import main as cli_main
 from workbench.vocabulary import HEADLINE_METRICS
 
-pytestmark = pytest.mark.corpus
+pytestmark = [pytest.mark.corpus, pytest.mark.slow]  # minutes: exports, then 11 reports
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "export_corpus.py"
 _spec = importlib.util.spec_from_file_location("export_corpus", _SCRIPT)
