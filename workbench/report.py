@@ -32,7 +32,7 @@ p{max-width:60rem}
 .warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
 .fusion{max-width:100%;overflow-x:auto}
-.not-measured td{overflow-wrap:anywhere;max-width:40rem}
+.not-measured .workbench-table td.wrap:last-child{max-width:36rem;overflow-wrap:anywhere}
 .headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 
