@@ -221,6 +221,9 @@ class OnnxRuntimeEngine(Engine):
         """
         with tempfile.TemporaryDirectory(prefix="workbench-ort-profile-") as tmp:
             so = _session_options("disable", self.threads)
+            # even at 'disable', ORT gives each consumer of a shared DequantizeLinear its own copy ("/duplicated"),
+            # so an already-quantised graph would differ from the one the layers name; this turns that off
+            so.add_session_config_entry("session.disable_quant_qdq", "1")
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "profile")
             so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")
