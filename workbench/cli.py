@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
+from . import output
 from .backends import DEFAULT_BACKEND, backend_names, installed_backends
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
@@ -174,7 +177,7 @@ def grid_configs(grid: list[str] | None) -> list[dict]:
 
 
 def _app_parser(sub) -> None:
-    from .app import DEFAULT_HOST, DEFAULT_PORT
+    from .app import DEFAULT_CULL_IDLE_S, DEFAULT_CULL_INTERVAL_S, DEFAULT_HOST, DEFAULT_PORT
 
     app = sub.add_parser(
         "app", help="serve the explorer as a standalone web page (Voila), e.g. for workshop participants",
@@ -190,6 +193,11 @@ def _app_parser(sub) -> None:
     app.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     app.add_argument("--allow-remote", action="store_true",
                      help="needed to listen on an address other than loopback (the app has no password)")
+    app.add_argument("--token", default=None, help="require this token in the page URL (?token=...)")
+    app.add_argument("--cull-idle", type=int, default=DEFAULT_CULL_IDLE_S,
+                     help=f"shut a closed page's kernel down after this many idle seconds (default {DEFAULT_CULL_IDLE_S})")
+    app.add_argument("--cull-interval", type=int, default=DEFAULT_CULL_INTERVAL_S,
+                     help=f"seconds between checks for such kernels (default {DEFAULT_CULL_INTERVAL_S})")
     app.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default: the explorer's)")
     app.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
 
@@ -269,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command_line = "python -m workbench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    previous = _terminate_as_interrupt()
     try:
         if args.command == "samples":
             return _samples()
@@ -290,9 +299,30 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the work is so that it unwinds like Ctrl-C (temporary files removed, Ray tasks
+    cancelled) instead of dying mid-write."""
+
+
+def _terminate_as_interrupt():
+    """Turn SIGTERM into Terminated for this command (main thread only); returns the previous handler or None."""
+    def terminate(_signum, _frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _samples() -> int:
@@ -310,14 +340,15 @@ def _report(args, command_line: str) -> int:
     (HTML, JSON `failures`) while the rest is measured and written. Exit 1 when nothing but FP32 was measured (or,
     with --strict, when anything failed)."""
     from . import samples
-    from .report import Failure, headline, headline_choice, interleaved_comparison, write_report
+    from .report import Failure, build_report, headline, headline_choice, interleaved_comparison
     from .session import Workbench
     from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
     out = args.out or (None if args.json_path else DEFAULT_REPORT)
     json_path = args.json_path or (_json_beside(out) if out else None)
-    check_outputs({"--out": out, "--json": json_path}, inputs=[model])
+    check_outputs({"--out": out, "--json": json_path},
+                  inputs=[model, args.data, args.calibration_data, args.eval_data])
     precisions = list(dict.fromkeys(args.precision or DEFAULT_PRECISIONS))
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
     backends = list(dict.fromkeys(backends))
@@ -351,6 +382,7 @@ def _report(args, command_line: str) -> int:
     retimed = comparison.timings if comparison else None
     if results:
         _print_summary(results, retimed=retimed, comparison=comparison)
+    files = {}
     if json_path:
         rows = summary_table(results, retimed=retimed) if results else []
         for row, result in zip(rows, results):
@@ -373,10 +405,15 @@ def _report(args, command_line: str) -> int:
             else None,
             "failures": [f.to_json() for f in failures],  # configurations refused or failed, with the reason
         }
-        _write_json(json_path, payload)
+        files[json_path] = _json_bytes(payload)
     if out and results:
-        path = write_report(sessions, results, out, command=command_line, failures=failures, comparison=comparison)
-        print(f"report: {path}")
+        files[out] = build_report(sessions, results, command=command_line, failures=failures,
+                                  comparison=comparison).encode("utf-8")
+    output.write_group(files)  # the JSON and the HTML of this run, swapped in together
+    if json_path:
+        print(f"json: {json_path}")
+    if out and results:
+        print(f"report: {out}")
     measured_reduced = any(r.precision != "fp32" for r in results)
     if failures and (args.strict or not measured_reduced):
         what = "" if measured_reduced else "; nothing but FP32 was measured" if results else "; nothing was measured"
@@ -437,6 +474,7 @@ def _warm(args) -> int:
     from .choices import BATCH_SIZES
     from .warm import warm
 
+    check_outputs({"--json": args.json_path})
     report = warm(args.samples, cache_dir=args.cache_dir, shared_cache=args.shared_cache, backends=args.backend,
                   precisions=args.precision or PRECISIONS, calibrations=args.calibration,
                   methods=args.method or METHODS, qdq_styles=args.qdq_style or QDQ_STYLES,
@@ -450,6 +488,11 @@ def _sweep(args, command_line: str) -> int:
     from .session import Workbench
 
     configs = [{**config, "drift": not args.no_drift} for config in grid_configs(args.grid)]
+    check_outputs({"--json": args.json_path}, inputs=[args.model])
+    if args.ray is not None:
+        from .distributed import check_ray_options
+
+        check_ray_options(args.ray or None, args.max_retries)
     wb = Workbench(args.model, cache_dir=args.cache_dir, shared_cache=args.shared_cache, threads=args.threads,
                    progress=not args.quiet)
     executor = "sequential" if args.ray is None else "ray"
@@ -472,20 +515,20 @@ def _app(args) -> int:
 
     return serve(args.model or samples.DEFAULT_SAMPLE, backend=args.backend, cache_dir=args.cache_dir,
                  shared_cache=args.shared_cache, host=args.host, port=args.port, allow_remote=args.allow_remote,
-                 runs=args.runs, threads=args.threads)
+                 runs=args.runs, threads=args.threads, token=args.token, cull_idle_s=args.cull_idle,
+                 cull_interval_s=args.cull_interval)
 
 
 def _plan(args, command_line: str) -> int:
     from .report import write_plan_report
-    from .trtplan import example_plans, load_plan, load_plan_dir
+    from .trtplan import example_plans, load_plan, load_plan_dir, plan_files
 
     profiles = args.profile or []
     if profiles and len(profiles) != len(args.graph_json):
         raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
                              "give one --profile per graph, or none to find them beside the graph files.")
-    inputs = [*args.graph_json, *profiles,
-              *(str(p) for folder in args.graph_json if Path(folder).is_dir() for p in Path(folder).glob("*.json"))]
-    check_outputs({"--out": args.out, "--json": args.json_path}, inputs=inputs)
+    check_outputs({"--out": args.out, "--json": args.json_path},
+                  inputs=[*profiles, *(p for graph in args.graph_json for p in plan_files(graph))])
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
@@ -515,7 +558,9 @@ def _json_beside(report: str) -> Path:
 
 def _tune(args, command_line: str) -> int:
     from .session import Workbench
+    from .tune import check_max_drop
 
+    check_max_drop(args.max_drop)
     check_outputs({"--json": args.json_path}, inputs=[args.model])
     if args.bundle:
         from .scenarios.bundle import check_bundle_target
@@ -535,6 +580,8 @@ def _tune(args, command_line: str) -> int:
               f"{config.drop:+.4f}{unit}  {config.kept_text}"
               + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
+    for warning in dict.fromkeys(c.precision_warning for c in found.configurations if c.precision_warning):
+        print(f"WARNING: {warning}")
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
           + (f", {chosen.timing_text} at batch {chosen.batch}" if chosen else "")
           + "; f = on the latency/accuracy frontier")
@@ -557,8 +604,10 @@ def _tune(args, command_line: str) -> int:
 def _lint(args, command_line: str) -> int:
     from .lint import lint_plan, lint_result, op_types_of
 
+    from .trtplan import plan_files
+
     target = Path(args.target)
-    check_outputs({"--json": args.json_path}, inputs=[target, *(target.glob("*.json") if target.is_dir() else ())])
+    check_outputs({"--json": args.json_path}, inputs=[args.target, *plan_files(target)])
     from .trtplan import example_plans
 
     if target.is_dir() or target.name.endswith(".graph.json") or args.target in example_plans():
@@ -588,8 +637,12 @@ def _lint(args, command_line: str) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    atomic_write(path, json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8"))
+    atomic_write(path, _json_bytes(payload))
     print(f"json: {path}")
+
+
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8")
 
 
 def _print_summary(results, *, retimed=None, comparison=None) -> None:

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .backends import get_backend
-from .output import atomic_write
+from .output import atomic_write, check_outputs
 from .backends.cpu_features import cpu_flags
 from .errors import InputSpecError, MissingDependencyError
 from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
@@ -475,6 +475,8 @@ def _provenance(doc: _Html, command: str, results) -> None:
 
 def write_report(sessions, results, path: str | Path, *, command: str = "", failures: Sequence[Failure] = (),
                  comparison: Comparison | None = None) -> Path:
+    """Write the HTML report of `results` to `path`; never onto a file the sessions read (model, data)."""
+    check_outputs({"path": path}, inputs=[p for session in sessions for p in session.input_paths])
     return _write(path, build_report(sessions, results, command=command, failures=failures, comparison=comparison))
 
 

@@ -255,6 +255,7 @@ class RunResult:
     cache_key: str | None = None
     precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
     variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
+    model_sha256: str | None = None  # content hash of the model (its identity: names repeat, e.g. model.onnx)
     graph_precision: dict[str, float] | None = None  # share of the variant's compute ops in each precision
     calibration_size: int | None = None  # samples of the calibration set used
     profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
@@ -379,6 +380,7 @@ class RunResult:
             "precision_notes": list(self.precision_notes),
             "precision_warning": self.precision_warning,
             "variant_sha256": self.variant_sha256,
+            "model_sha256": self.model_sha256,
             "graph_precision": self.graph_precision,
             "machine": self.machine,
             "data_source": self.data_source,
@@ -407,6 +409,7 @@ class RunResult:
             cache_key=data.get("cache_key"),
             precision_notes=list(data.get("precision_notes", [])),
             variant_sha256=data.get("variant_sha256"),
+            model_sha256=data.get("model_sha256"),
             graph_precision=data.get("graph_precision"),
             calibration_size=data.get("calibration_size"),
             machine=data.get("machine"),
@@ -437,15 +440,24 @@ def precision_share(engine: EngineGraph | None) -> dict | None:
 
 def baseline_of(result: RunResult, candidates: Iterable[RunResult], *, batch: int | None = None) -> RunResult | None:
     """THE rule for the FP32 baseline of `result`: the first plain FP32 result among `candidates` of the same model
-    and engine, timed at `batch` (default: `result`'s headline batch) with the same dynamic-axis sizes; a plain FP32
-    result is its own baseline. None if there is none."""
+    (by content hash when both results carry one, else by name) and engine, timed at `batch` (default: `result`'s
+    headline batch) with the same dynamic-axis sizes; a plain FP32 result is its own baseline. None if there is
+    none."""
     batch = batch or result.headline_latency.batch
     dims = result.headline_latency.dims
     for other in candidates:
-        if (other.is_baseline and other.model == result.model and other.backend == result.backend
+        if (other.is_baseline and same_model(other, result) and other.backend == result.backend
                 and any(s.batch == batch and s.dims == dims for s in other.latency)):
             return other
     return None
+
+
+def same_model(a: RunResult, b: RunResult) -> bool:
+    """Were `a` and `b` measured on the same model? By content hash when both know it (two files named model.onnx
+    are different models), else by name (results from before the hash was recorded)."""
+    if a.model_sha256 and b.model_sha256:
+        return a.model_sha256 == b.model_sha256
+    return a.model == b.model
 
 
 def _kept_text(nodes: list[str]) -> str:

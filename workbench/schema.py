@@ -30,7 +30,7 @@ def check_run_json(data) -> None:
         _check(isinstance(data.get(name), str), name, "is not a string")
     _check("precision" in data, "precision", "is missing")
     _plan(data)
-    for name in ("calibration", "calibration_hash", "drift_graph", "cache_key"):
+    for name in ("calibration", "calibration_hash", "drift_graph", "cache_key", "model_sha256"):
         _check(data.get(name) is None or isinstance(data[name], str), name, "is not a string or null")
     for name in ("synthetic_data", "accelerated"):
         _check(isinstance(data.get(name, False), bool), name, "is not a boolean")

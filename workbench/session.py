@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -176,16 +177,17 @@ class Workbench:
         self._calibration_sources = {name: {"kind": "synthetic" if cal.synthetic and self.sample is None else kind,
                                             "description": cal.description}
                                      for name, cal in self.calibration_sets.items()}
+        self._data_paths = [Path(p) for p in (data, calibration_data, eval_data) if isinstance(p, (str, os.PathLike))]
         if data is None and calibration_data is None and eval_data is None:
             return
-        inputs = self.model.inputs
+        inputs, classes = self.model.inputs, class_count(self.model)
         calibration = evaluation = None
         if data is not None:
-            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing))
+            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing, classes=classes))
         if calibration_data is not None:
-            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing)
+            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing, classes=classes)
         if eval_data is not None:
-            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing)
+            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing, classes=classes)
         if evaluation is not None:
             self.eval = EvalData(evaluation.arrays, evaluation.labels, f"{evaluation.size} samples from "
                                  f"{evaluation.source.get('path', 'user data')}")
@@ -199,6 +201,12 @@ class Workbench:
         self.calibration_sets = {name: user_set, **{k: v for k, v in self.calibration_sets.items()
                                                     if self.sample is not None}}
         self._calibration_sources[name] = calibration.source
+
+    @property
+    def input_paths(self) -> list[Path]:
+        """The files this session reads (the model file, user data): what no output of it may overwrite."""
+        model = Path(self.model.source) if self.model.source and Path(self.model.source).is_file() else None
+        return ([model] if model else []) + self._data_paths
 
     def add_calibration_set(self, calibration: CalibrationSet) -> CalibrationSet:
         """Validate `calibration` against the model inputs and make it selectable by name."""
@@ -419,6 +427,7 @@ class Workbench:
             if (result.cache_key, result.precision, result.backend, [s.batch for s in result.latency]) != \
                     (job.key, job.plan.precision, job.backend, job.batches):
                 raise SchemaError(f"the entry under {job.key} describes another configuration ({result.label})")
+            result.model_sha256 = self.model.content_hash  # the key holds it, also for entries from before
             return result
         return self.cache.get(job.key, decode=decode)
 
@@ -492,6 +501,7 @@ class Workbench:
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             notes=notes, cache_key=job.key,
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
+            model_sha256=self.model.content_hash,
             graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
@@ -730,7 +740,21 @@ class Workbench:
         return min(fixed) if fixed else None
 
 
+def class_count(model: Model) -> int | None:
+    """How many classes a classifier's labels index: the last axis of its one float output, when fixed and above 1;
+    None when that is not clear (then labels are not bounded)."""
+    floats = [spec for spec in model.outputs if spec.dtype.startswith("float")]
+    if len(floats) != 1 or not floats[0].shape:
+        return None
+    last = floats[0].shape[-1]
+    return last if isinstance(last, int) and last > 1 else None
+
+
 def _check_no_empty_inputs(model: Model) -> None:
+    if model.inputs and all(len(spec.shape) == 0 for spec in model.inputs):
+        raise InputSpecError(f"Every input of {model.name!r} is a scalar (rank 0), so there is no sample axis to "
+                             "batch, time or measure accuracy over: export the model with a batch axis (e.g. "
+                             "shape ['batch'] instead of []).")
     empty = [spec for spec in model.inputs if 0 in spec.shape]
     if empty:
         raise InputSpecError(f"Input {empty[0].name!r} of {model.name!r} declares shape {list(empty[0].shape)} with a "

@@ -86,6 +86,10 @@ def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None,
             bar.set_postfix_str(f"{task.session.model.name} {task.job.plan.label} b{task.config['batch']}")
             try:
                 task.session.execute(task.job)
+                if not task.session.is_cached(task.job):  # e.g. the disk filled up: computed, but not kept
+                    cache = task.session.cache
+                    raise WorkbenchError(f"computed but not written to the cache {cache.directory} "
+                                         f"({cache.problem or 'the write failed'}): free some space and warm again")
                 report.computed += 1
             except WorkbenchError as exc:
                 report.failed.append((f"{task.session.model.name} {task.job.plan.label} @ {task.job.backend}",

@@ -1,7 +1,9 @@
 """ONNX Runtime CPU backend: engines with layer-fusion provenance and per-node profiling."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +109,22 @@ def _session_options(level: str, threads: int | None) -> ort.SessionOptions:
     return so
 
 
+def _write_problem(folder: Path, nbytes: int) -> str | None:
+    """Why a file of `nbytes` cannot be written in `folder` (a file-size limit, a full disk), or None."""
+    probe = folder / ".write-probe"
+    try:
+        with open(probe, "wb") as handle:
+            handle.truncate(0)
+            handle.write(b"\0" * nbytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return "a file-size limit (ulimit -f)" if exc.errno == errno.EFBIG else (exc.strerror or str(exc))
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
+
+
 class OnnxRuntimeEngine(Engine):
     """A built ONNX Runtime CPU session plus its optimised graph (`optimized_model()`) and caveats (`notes`)."""
 
@@ -126,6 +144,11 @@ class OnnxRuntimeEngine(Engine):
                 self.session = ort.InferenceSession(model.SerializeToString(), so, providers=self.providers,
                                                     disabled_optimizers=_DISABLED_OPTIMIZERS)
             except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
+                problem = _write_problem(Path(tmp), model.ByteSize())
+                if problem:  # ORT reports a failed write of its optimised graph as a bad protobuf
+                    raise BackendError(f"ONNX Runtime could not write the optimised graph to {tmp} ({problem}): "
+                                       "raise the file-size limit (ulimit -f) or free space in the temporary "
+                                       "folder ($TMPDIR); the model itself is not at fault.") from exc
                 raise BackendError(f"ONNX Runtime could not build an engine from this model: {exc}. "
                                    "Check it with onnx.checker.check_model, or re-export it.") from exc
             # Names made unique so profiler events ("<node>_kernel_time") identify exactly one layer.
@@ -198,6 +221,9 @@ class OnnxRuntimeEngine(Engine):
         """
         with tempfile.TemporaryDirectory(prefix="workbench-ort-profile-") as tmp:
             so = _session_options("disable", self.threads)
+            # even at 'disable', ORT gives each consumer of a shared DequantizeLinear its own copy ("/duplicated"),
+            # so an already-quantised graph would differ from the one the layers name; this turns that off
+            so.add_session_config_entry("session.disable_quant_qdq", "1")
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "profile")
             so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")

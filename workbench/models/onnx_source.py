@@ -76,7 +76,7 @@ def _describe_bad_bytes(data: bytes) -> str:
     except UnicodeDecodeError:
         text = None
     if text is not None and all(ch.isprintable() or ch.isspace() for ch in text):
-        return f"it looks like a text file (starts with {text[:40]!r})"
+        return "it looks like a text file"  # its content is never echoed (the app shows errors to its users)
     if head[:1] == b"\x08":  # field 1 (ir_version, varint): the start of every serialized ModelProto
         return "it starts like an ONNX file but is truncated or corrupted"
     return "its bytes are not an ONNX protobuf"

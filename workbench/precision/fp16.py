@@ -128,6 +128,7 @@ def convert(proto: onnx.ModelProto, *, keep_nodes: tuple[str, ...] = (),
     _restore_fp32_outputs(converted.graph, {out.name for out in proto.graph.output
                                             if out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT})
     _retarget_float_casts(converted.graph)
+    _read_outputs_as_fp16_inside(converted.graph, lambda node: node.op_type in blocked_ops or node.name in keep_nodes)
     _restore_fp32_quantization_params(converted.graph, proto.graph)
     _sort_with_subgraph_inputs(converted.graph)
     return converted
@@ -206,6 +207,21 @@ def _retarget_float_casts(graph: onnx.GraphProto) -> None:
         for attribute in node.attribute:
             if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
                 attribute.i = onnx.TensorProto.FLOAT16
+
+
+def _read_outputs_as_fp16_inside(graph: onnx.GraphProto, blocked) -> None:
+    """Undo a converter slip: a graph output the graph also reads (a decoder's present_* KV cache feeding its own
+    attention) is cast back to FP32 for the output, while the FP16 nodes reading it still name the FP32 tensor, so
+    the graph does not load. Point those readers at the FP16 tensor the Cast reads."""
+    fp16_values = {v.name for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    index = GraphIndex(graph)
+    for output in graph.output:
+        cast = index.producer(output.name)
+        if cast is None or cast.op_type != "Cast" or cast.input[0] not in fp16_values:
+            continue
+        for node in graph.node:
+            if node is not cast and not blocked(node) and output.name in node.input:
+                node.input[:] = [cast.input[0] if name == output.name else name for name in node.input]
 
 
 def _restore_fp32_outputs(graph: onnx.GraphProto, fp32_outputs: set[str]) -> None:

@@ -123,6 +123,16 @@ def load_plan(graph_json: Any, profile_json: Any = None, *, metadata_json: Any =
     return plan
 
 
+def plan_files(path: str | Path) -> list[Path]:
+    """Every file a plan at `path` (a `*.graph.json` or a plan folder) may be read from: the graph and the profile
+    and metadata files beside it that `load_plan` discovers; empty for anything else."""
+    path = Path(path)
+    graphs = sorted(path.glob("*.graph.json")) if path.is_dir() else [path] if path.name.endswith(".graph.json") else []
+    return [file for graph in graphs
+            for file in (graph, *(graph.with_name(_stem(graph) + suffix) for suffix in _SIBLINGS.values()))
+            if file.is_file()]
+
+
 def example_plans() -> list[str]:
     """Names of the bundled example plans: real A100 ResNet-18 (FP32, FP16, QAT, QAT with quantised residuals) and
     MobileNet QAT engines from NVIDIA's TensorRT Engine Explorer examples (Apache-2.0, see their LICENSE.txt)."""
@@ -163,4 +173,5 @@ def load_plan_dir(folder: str | Path, *, name: str | None = None) -> TrtPlan:
     return load_plan(graphs[0], name=name or folder.name)
 
 
-__all__ = ["TrtPlan", "load_plan", "load_plan_dir", "example_plans", "example_plan_dir", "split_layer_name", "PLAN_BACKEND"]
+__all__ = ["TrtPlan", "load_plan", "load_plan_dir", "plan_files", "example_plans", "example_plan_dir",
+           "split_layer_name", "PLAN_BACKEND"]

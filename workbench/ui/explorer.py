@@ -331,11 +331,12 @@ class Explorer:
     def _prepare_views(self, session, result: RunResult) -> dict:
         """Build (or reuse) every view of `result`; only widget assignment is left for `_apply`."""
         from .. import views
+        from ..results import same_model as is_same_model
 
         colors = views.config_colors(self.results)
         key = result.cache_key or result.label
         baseline = self._baseline(result)
-        same_model = [r for r in self.results if r.model == result.model and r.backend == result.backend]
+        same_model = [r for r in self.results if is_same_model(r, result) and r.backend == result.backend]
         drifting = [r for r in same_model if r.drift]
         specs = {
             "latency": (("latency", key, baseline.cache_key if baseline else None),
