@@ -123,9 +123,10 @@ def explorer(tmp_path_factory):
 def pytest_collection_modifyitems(config, items) -> None:
     """A test module that loads Playwright drives a browser: it must say so (`pytestmark = pytest.mark.browser`), or
     `make test-fast` would start Chromium."""
-    unmarked = sorted({item.module.__name__ for item in items if item.get_closest_marker("browser") is None
-                       and any(getattr(value, "__name__", "").startswith("playwright")
-                               for value in vars(item.module).values())})
+    modules = {item.module for item in items if item.get_closest_marker("browser") is None
+               and getattr(item, "module", None) is not None}  # notebook cells (nbval) have no module
+    unmarked = sorted(module.__name__ for module in modules
+                      if any(getattr(value, "__name__", "").startswith("playwright") for value in vars(module).values()))
     if unmarked:
         raise pytest.UsageError(f"{', '.join(unmarked)} load(s) Playwright but is not marked browser: add "
                                 "`pytestmark = pytest.mark.browser` under the imports (docs/testing.md).")
