@@ -12,6 +12,7 @@ import onnxruntime as ort
 from ..calibration import CalibrationSet
 from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
+from ..jobs import CancelToken
 from ..models.spec import Model
 from . import dynamic, int8
 from .fp16 import to_fp16
@@ -27,13 +28,15 @@ FP16_NOTE = ("FP16 weights and activations, FP32 graph inputs/outputs (Cast at t
 
 
 def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: CalibrationSet | None = None, *,
-               progress: bool = True, cache_dir: str | Path | None = None) -> Model:
+               progress: bool = True, cache_dir: str | Path | None = None,
+               cancel: CancelToken | None = None) -> Model:
     """Return `model` with `plan` applied as a new ONNX graph (FP32 returns `model` itself).
 
     FP16 converts weights and activations; INT8 inserts Q/DQ nodes from ranges calibrated on `calibration`
     (required), cached in memory and, with `cache_dir`, on disk; INT8 with method "dynamic" measures ranges at run
     time (no calibration). The result keeps the original input/output names
-    and dtypes; its `source` ends with the plan label and `precision_notes(result)` says what was done.
+    and dtypes; its `source` ends with the plan label and `precision_notes(result)` says what was done. `cancel`
+    is checked between calibration batches (`Cancelled` is raised).
     """
     if isinstance(plan, str):
         plan = PrecisionPlan(plan)
@@ -57,7 +60,7 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
         calibration.validate(model.inputs)
         with _failures_as_precision_errors(model, plan):
             proto, notes = int8.quantize(model, plan, calibration, keep_nodes=keep_nodes, keep_ops=keep_ops,
-                                         progress=progress, cache_dir=cache_dir)
+                                         progress=progress, cache_dir=cache_dir, cancel=cancel)
         fell_back = any(note.endswith("used per-tensor weights") for note in notes)
         weights = "per-channel" if plan.per_channel and not fell_back else "per-tensor"
         notes.insert(0, f"INT8 ({weights} weights) from {plan.method} calibration on {calibration.name!r} "

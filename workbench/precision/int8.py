@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from ..calibration import CalibrationSet
 from ..errors import PrecisionError
 from ..graph import GraphIndex
+from ..jobs import CancelToken
 from ..models.spec import Model
 from . import bias_correction, gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
@@ -60,14 +61,15 @@ STYLE_NOTES = {
 
 
 def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, keep_nodes: tuple[str, ...] = (),
-             keep_ops: tuple[str, ...] = (), progress: bool = True,
-             cache_dir: str | Path | None = None) -> tuple[onnx.ModelProto, list[str]]:
+             keep_ops: tuple[str, ...] = (), progress: bool = True, cache_dir: str | Path | None = None,
+             cancel: CancelToken | None = None) -> tuple[onnx.ModelProto, list[str]]:
     """Quantise `model` per `plan` (int8) from ranges calibrated on `calibration`; returns the graph and notes."""
     prepared, prep_notes = prepare(model)
     notes = list(prep_notes)
     batches = calibration_batches(calibration, model.inputs)
     key = range_key(model.content_hash, calibration, plan.method, len(next(iter(batches[0].values()))))
-    ranges = activation_ranges(prepared, key, batches, plan.method, progress=progress, cache_dir=cache_dir)
+    ranges = activation_ranges(prepared, key, batches, plan.method, progress=progress, cache_dir=cache_dir,
+                               cancel=cancel)
 
     names = {node.name for node in prepared.graph.node}
     exclude = [node.name for node in prepared.graph.node if node.name in keep_nodes or node.op_type in keep_ops]
