@@ -460,14 +460,15 @@ class Workbench:
             graph, ratio, around = engine.layers(), None, None
             if job.profile:
                 step("profile")
-                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline)
+                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline, cancel=cancel)
                 ratio = _join_timings(graph, timings, around)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
                 step("drift")
                 feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
-                drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend))
+                drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend),
+                                                   cancel=cancel)
                 bar.update()
         check_cancel(cancel)  # cancelled during the last step: nothing is cached
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
@@ -491,12 +492,13 @@ class Workbench:
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
             graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
-    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
+    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int, *,
+                 cancel: CancelToken | None = None) -> tuple[list[LayerTiming], float]:
         """Per-layer timings over PROFILE_RUNS runs, and the end-to-end median of as many plain runs, half timed just
         before and half just after them: the layer times are compared with an end-to-end time under the same load."""
-        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS // 2)
-        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
-        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS // 2)
+        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS // 2, cancel=cancel)
+        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress, cancel=cancel)
+        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS // 2, cancel=cancel)
         return timings, float(np.median(before.times_ms + after.times_ms))
 
     def _variant(self, job: Job, *, cancel: CancelToken | None = None) -> Model:

@@ -30,9 +30,10 @@ from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 from tqdm.auto import tqdm
 
 from ..calibration import CalibrationSet
-from ..errors import PrecisionError
+from ..errors import Cancelled, PrecisionError
 from ..graph import GraphIndex
 from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..models.spec import Model
 from . import bias_correction, gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
@@ -131,11 +132,15 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
 
         parts = segments(target)
         try:
-            results = [quantize_part(part) for part in tqdm(parts, desc="Placing Q/DQ", unit="segment",
-                                                              disable=not progress or len(parts) == 1)]
+            results = []
+            for part in tqdm(parts, desc="Placing Q/DQ", unit="segment", disable=not progress or len(parts) == 1):
+                check_cancel(cancel)
+                results.append(quantize_part(part))
             quantized = results[0][0] if len(parts) == 1 else _stitch(target, [r[0] for r in results])
             if len(parts) > 1:
                 _loads(quantized)
+        except Cancelled:
+            raise
         except Exception as exc:  # noqa: BLE001 - a graph the segments do not suit: quantise it whole
             if len(parts) == 1:
                 raise

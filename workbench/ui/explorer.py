@@ -124,6 +124,7 @@ class Explorer:
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
                                             style={"description_width": "initial"},
                                             layout=widgets.Layout(width="340px", visibility="hidden"))
+        self.progress.add_class("workbench-progress")
         self.summary = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.fusion = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.fusion.add_class("workbench-fusion")

@@ -10,6 +10,7 @@ explorer's scheduler (group "search"), showing its progress over the whole searc
 from __future__ import annotations
 
 import html
+import time
 
 from .._optional import require
 from ..errors import Cancelled, WorkbenchError
@@ -36,6 +37,7 @@ class MixedPrecisionTab:
         self.report = None  # SensitivityReport behind the check boxes
         self.found = None  # TuneResult of the last search
         self.ticket = None  # scheduler Ticket of the search in progress (or the last one)
+        self._cancelled_at: float | None = None  # when Cancel was pressed (the worker says when it stopped)
         self.checks: dict[str, object] = {}
         self._units: dict[str, list[str]] = {}  # unit name -> its nodes
         self._owner: tuple | None = None  # (model, backend) the units belong to
@@ -137,22 +139,24 @@ class MixedPrecisionTab:
         self.status.value = f"{SPINNER}Searching (budget {self.budget.value} configurations)…"
         self._show_progress(Progress("search", "waiting for the engine", 0, 1))
         self.find.disabled, self.cancel.disabled = True, False
+        self._cancelled_at = None
         self.ticket = explorer.scheduler.submit(lambda ticket: self._search(ticket, model, backend, config),
                                                 label=f"search on {model}", group=SEARCH,
                                                 on_progress=self._show_progress)
         return self.ticket.future
 
     def stop(self) -> None:
-        """Cancel the search in progress: the panel says so at once; the worker stops at its next check."""
+        """Cancel the search in progress; it stops at its next check (between steps, inside long loops) and the
+        panel then says how long that took."""
+        from .explorer import SPINNER
+
         ticket = self.ticket
         if ticket is None or ticket.done:
             return
+        self._cancelled_at = time.perf_counter()
         ticket.cancel.cancel()
-        self._finish(f"Search cancelled{self._reached()}.")
-
-    def _reached(self) -> str:
-        shown = self.ticket.progress if self.ticket is not None else None
-        return f" during {html.escape(shown.job)}" if shown is not None else ""
+        self.cancel.disabled = True
+        self.status.value = f"{SPINNER}Cancelling the search…"
 
     def _show_progress(self, progress: Progress) -> None:
         self.progress.max, self.progress.value = max(progress.total, 1), min(progress.done, progress.total)
@@ -176,13 +180,18 @@ class MixedPrecisionTab:
                 qdq_styles=(config["qdq_style"],), batch=config["batch"], progress=False, cancel=ticket.cancel,
                 on_progress=ticket.report, **self.explorer.run_options)
         except Cancelled:
-            if self.ticket is ticket and "cancelled" not in self.status.value:
-                self._finish(f"Search cancelled{self._reached()}.")
+            if self.ticket is ticket and self._cancelled_at is not None:  # (a model switch clears the panel itself)
+                reached = f" during {ticket.progress.job}" if ticket.progress is not None else ""
+                self._finish(html.escape(f"Search cancelled{reached}: stopped "
+                                         f"{time.perf_counter() - self._cancelled_at:.1f} s after Cancel."))
             raise
         except WorkbenchError as exc:
             self._finish(f"<span style='color:#b00020'><b>Error:</b> {html.escape(str(exc))}</span>")
             return
-        if ticket.cancel.cancelled:  # cancelled after its last check: the panel already says so
+        if ticket.cancel.cancelled:  # cancelled after its last check: nothing is selected
+            if self._cancelled_at is not None:
+                self._finish(f"Search cancelled as it finished: stopped "
+                             f"{time.perf_counter() - self._cancelled_at:.1f} s after Cancel.")
             raise Cancelled("search cancelled")
         self.found = found
         figure = pareto_figure(found)
