@@ -115,7 +115,7 @@ def test_progress_follows_the_session_steps(explorer):
     explorer.precision.value = "int8"
     explorer.method.value = "percentile"  # not computed yet in this module: a real measurement with steps
     explorer.wait()
-    steps = [text for text in seen if text.startswith("step") and not text.endswith(("starting", "engine"))]
+    steps = [text for text in seen if text.startswith("step") and not text.endswith(("starting", "selection"))]
     total = len(steps)
     assert steps[:4] == [f"step {k} of {total}: {name}"
                          for k, name in enumerate(("precision", "build", "latency", "accuracy"), 1)]

@@ -26,7 +26,7 @@ from .._optional import require
 from ..choices import BATCH_SIZES, dynamic_selection, explorer_methods
 from ..errors import Cancelled, WorkbenchError
 from ..jobs import Progress
-from ..scheduler import Scheduler, Ticket
+from ..scheduler import SELECTION, Scheduler, Ticket
 from .figures import figure_output
 from .loader import Loader
 from .tabs import DeferredTab, StaticTab, Tab, TabContext
@@ -57,7 +57,8 @@ STALE_STYLE = ("<style>" + ",".join(
     + "{visibility:hidden}"
     ".workbench-spinner{display:inline-block;width:11px;height:11px;margin-right:6px;vertical-align:-1px;"
     "border:2px solid #c5cae9;border-top-color:#1565c0;border-radius:50%;animation:workbench-spin .8s linear infinite}"
-    "@keyframes workbench-spin{to{transform:rotate(360deg)}}</style>")
+    "@keyframes workbench-spin{to{transform:rotate(360deg)}}"
+    ".workbench-computing{opacity:.5;transition:opacity .3s}</style>")  # the views shown are of an older selection
 SPINNER = "<span class='workbench-spinner'></span>"
 
 
@@ -277,8 +278,10 @@ class Explorer:
                 " (waiting for the running search: cancel it in the Mixed precision tab to go first)"
             self._set_status(f"{SPINNER}Computing {what}…{waiting}", busy=True)
             if not cached:
-                self._show_progress(generation, Progress(what, "waiting for the engine" if running else "starting",
-                                                         0, 1))
+                self.tabs.add_class("workbench-computing")
+                waits_for = "starting" if running is None else "stopping the previous selection" \
+                    if running.group == SELECTION else f"waiting for {running.label}"
+                self._show_progress(generation, Progress(what, waits_for, 0, 1))
         self._ticket = self.scheduler.submit(
             lambda ticket: self._compute(ticket, generation, model, backend, config, requested),
             label=f"{_config_text(config)} on {model}", cached=cached or not self._background,
@@ -414,6 +417,7 @@ class Explorer:
                 return
             self.current, self.error = None, message
             self.tabs.layout.display = "none"
+            self.tabs.remove_class("workbench-computing")
             self._set_status(
                 f"<b>Error</b> for {html.escape(_config_text(config))} on {html.escape(model)}: "
                 f"{html.escape(_shorten(message, 300))}<details><summary>details (traceback)</summary>"
@@ -486,6 +490,7 @@ class Explorer:
 
     def _apply(self, result: RunResult, shown: dict) -> None:
         self.current, self.error = result, None
+        self.tabs.remove_class("workbench-computing")
         if shown["fusion"] is not None:
             self._show_fusion(shown["fusion"][0], 0, shown["fusion"][1])
         for name in ("latency", "drift", "tradeoff"):
