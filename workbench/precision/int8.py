@@ -157,11 +157,12 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
             notes.append(f"ONNX Runtime's quantiser fails on {len(failing)} node(s) of this graph "
                          f"({_describe(errors[0])}): kept in FP32 automatically: {_name_list(failing)}")
     if plan.gptq:
-        notes.append(_round_with_gptq(quantized, target, batches, (model.content_hash, calibration.content_hash)))
+        notes.append(_round_with_gptq(quantized, target, batches, (model.content_hash, calibration.content_hash),
+                                      cancel))
     if plan.qdq_style == "tensorrt":
         _unquantize_weighted_add_inputs(quantized.graph)
     if plan.bias_correction:
-        notes.append(_correct_biases(quantized, target, batches))
+        notes.append(_correct_biases(quantized, target, batches, cancel))
     if not any(node.op_type == "QuantizeLinear" for node in all_nodes(quantized.graph)):
         notes.append("ONNX Runtime's quantiser found nothing to quantise in this graph (e.g. every op sits inside "
                      "an If/Loop body or is not a quantisable type): the INT8 model computes in FP32")
@@ -172,20 +173,22 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
 _hessians: dict[tuple, dict] = {}  # (model hash, calibration hash, batch size) -> gptq.hessians, for this process
 
 
-def _round_with_gptq(quantized: onnx.ModelProto, target: onnx.ModelProto, batches, key: tuple) -> str:
+def _round_with_gptq(quantized: onnx.ModelProto, target: onnx.ModelProto, batches, key: tuple,
+                     cancel: CancelToken | None = None) -> str:
     """GPTQ's integer weights in place of nearest rounding (same scales); returns the note saying so."""
     key = (*key, len(next(iter(batches[0].values()))))
     if key not in _hessians:
-        _hessians[key] = gptq.hessians(target, batches)
-    rounded = gptq.round_weights(quantized, target, _hessians[key])
+        _hessians[key] = gptq.hessians(target, batches, cancel=cancel)
+    rounded = gptq.round_weights(quantized, target, _hessians[key], cancel=cancel)
     _loads(quantized)
     return (f"weights of {rounded} Conv node(s) rounded by GPTQ (error-compensating rounding from the calibration "
             "set's input statistics) instead of to nearest; same scales and kernels")
 
 
-def _correct_biases(quantized: onnx.ModelProto, target: onnx.ModelProto, batches) -> str:
+def _correct_biases(quantized: onnx.ModelProto, target: onnx.ModelProto, batches,
+                    cancel: CancelToken | None = None) -> str:
     """Bias correction in place (same scales and kernels); returns the note saying what it did."""
-    corrected = bias_correction.correct_biases(quantized, target, batches)
+    corrected = bias_correction.correct_biases(quantized, target, batches, cancel=cancel)
     _loads(quantized)
     if not corrected:
         return ("bias correction found no quantised Conv/Gemm with a bias of its own to correct: biases as "
