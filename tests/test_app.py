@@ -95,6 +95,7 @@ FIGURES_FIT_JS = """(panel, timeout) => new Promise((resolve, reject) => {
 })"""
 
 
+@pytest.mark.browser
 def test_app_page_switches_to_int8_and_draws_a_figure(app_server, browser_setup, tmp_path):
     from playwright.sync_api import sync_playwright
 

@@ -200,6 +200,7 @@ def test_tiny_cnn_provenance_complete(backend, tiny_variants, variant, level):
         assert {layer.precision for layer in graph.layers} == {"fp32"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("level", LEVELS)
 def test_resnet18_provenance_complete(backend, resnet_variants, variant, level):
@@ -324,6 +325,7 @@ def test_profile_leaves_no_files(backend, tiny_variants, tiny_data, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["disable", "all"])
 def test_profile_sum_is_close_to_end_to_end(backend, resnet_variants, resnet_data, level):
     engine = backend.build(resnet_variants["fp32"], OnnxRuntimeOptions(optimization_level=level))

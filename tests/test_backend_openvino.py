@@ -79,6 +79,7 @@ def test_tiny_cnn_fp32_matches_onnxruntime_at_any_batch(backend, tiny_cnn, tiny_
     assert {layer.precision for layer in engine.layers().layers if not layer.inserted} == {"fp32"}
 
 
+@pytest.mark.slow
 def test_resnet18_fp32_matches_onnxruntime(resnet18, resnet_fp32_engine, resnet_input):
     (logits,) = resnet_fp32_engine.run(resnet_input)
     (expected,) = onnxruntime_outputs(resnet18.proto, resnet_input)
@@ -86,6 +87,7 @@ def test_resnet18_fp32_matches_onnxruntime(resnet18, resnet_fp32_engine, resnet_
     np.testing.assert_allclose(logits, expected, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_bf16_hint_runs_bf16_and_stays_close_to_fp32(backend, resnet18, resnet_fp32_engine, resnet_input):
     engine = backend.build(resnet18.proto, OpenVinoOptions(inference_precision="bf16"))
@@ -95,6 +97,7 @@ def test_bf16_hint_runs_bf16_and_stays_close_to_fp32(backend, resnet18, resnet_f
     assert cosine(engine.run(resnet_input)[0], resnet_fp32_engine.run(resnet_input)[0]) > 0.999
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_fp16_plan_runs_the_fp16_graph_with_bf16_compute(backend, resnet_plans, resnet_fp32_engine, resnet_input):
     engine = backend.build(resnet_plans["fp16"].proto)
@@ -123,6 +126,7 @@ def test_fp16_plan_without_bf16_cpu_runs_f32_with_note(backend, tiny_cnn, tiny_i
     assert engine.run(tiny_inputs)[0].shape == (16, 4)
 
 
+@pytest.mark.slow
 def test_int8_qdq_runs_int8_kernels_close_to_onnxruntime(backend, resnet_plans, resnet_input):
     for key in ("int8-onnxruntime", "int8-tensorrt"):
         proto = resnet_plans[key].proto
@@ -157,6 +161,7 @@ def test_tiny_cnn_provenance_is_complete(backend, tiny_cnn, tiny_inputs, plan):
     assert all(layer.inserted == (not layer.onnx_nodes) for layer in graph.layers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plan", list(PLANS))
 def test_resnet18_provenance_is_complete(backend, resnet_plans, resnet_input, plan):
     model = resnet_plans[plan]
@@ -170,6 +175,7 @@ def test_resnet18_provenance_is_complete(backend, resnet_plans, resnet_input, pl
 
 
 # ---- profiling ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_profile_names_match_layers_and_sum_to_end_to_end(resnet_fp32_engine, resnet_input):
     feeds = {"input": resnet_input["input"][:1]}
     timings = resnet_fp32_engine.profile(feeds, runs=5, warmup=2, progress=False)

@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import make_tiny_cnn
 from tests.test_browser import WIDGET_ERRORS, _new_context, _screenshot_dirs, _write_notebook, run_notebook, running_lab
 
+pytestmark = pytest.mark.browser
+
 NOTEBOOK_CODE = """\
 from workbench.ui import Explorer
 explorer = Explorer("digits-cnn", runs=2, drift=False, cache_dir={cache!r})

@@ -214,6 +214,7 @@ def _hammer(directory: str, shared: str, worker: int, rounds: int, queue) -> Non
     queue.put((worker, seen_bad, cache.counters.private_hits + cache.counters.shared_hits))
 
 
+@pytest.mark.slow
 def test_many_processes_reading_and_writing_at_once(tmp_path):
     import multiprocessing
 

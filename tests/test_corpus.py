@@ -11,7 +11,7 @@ import pytest
 
 from workbench.models import load_model
 
-pytestmark = pytest.mark.corpus
+pytestmark = [pytest.mark.corpus, pytest.mark.network, pytest.mark.slow]
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fetch_corpus.py"
 _spec = importlib.util.spec_from_file_location("fetch_corpus", _SCRIPT)

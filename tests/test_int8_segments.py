@@ -83,6 +83,7 @@ def test_segmented_int8_is_the_whole_graph_quantised(monkeypatch, chain, style):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_segmented_int8_of_a_real_network(monkeypatch):
     """EfficientNet-Lite0 (depthwise convs, ReLU6 as Clip, residual Adds), cut every dozen nodes."""
     from workbench import samples

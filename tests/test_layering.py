@@ -1,4 +1,5 @@
-"""The layers show in the folders and lower layers never import higher ones: read every import (ast) and check."""
+"""The layers show in the folders and lower layers never import higher ones, directly or through other modules, and
+no modules import each other: read every import (ast, at any depth of a file), follow them transitively, and check."""
 from __future__ import annotations
 
 import ast
@@ -21,10 +22,13 @@ FORBIDDEN = {  # module prefix -> what it must not import
     "workbench.trtplan": (*TOP, "workbench.backends", "workbench.session"),
     "workbench.cache": (*TOP, "workbench.backends"),
     "workbench.lint": (*TOP, "workbench.backends", "workbench.samples", "workbench.precision"),
+    "workbench.inside": ("workbench.ui", "workbench.views", "workbench.report", "workbench.cli"),  # above the session
     "workbench.tune": ("workbench.ui", "workbench.views", "workbench.report", "workbench.cli", "workbench.backends"),
     "workbench.views": ("workbench.ui", "workbench.session", "workbench.report", "workbench.cli",
                         "workbench.backends"),
 }
+# The plan is a value every layer carries (results, lint, views): importing it is not importing the transforms.
+VALUES = ("workbench.precision.plan",)
 
 
 def _module_name(path: Path) -> str:
@@ -68,9 +72,75 @@ def test_lower_layers_never_import_higher_ones():
     assert _violations() == []
 
 
+def _graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (a name like workbench.engine.EngineGraph counts as its module;
+    the root package, which only re-exports lazily, is left out)."""
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+    def module_of(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    return {module: {found for name in _imports(path) if (found := module_of(name)) not in (None, module, "workbench")}
+            for module, path in modules.items()}
+
+
+def _chains(graph: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module `start` reaches, with one import chain that gets there (breadth first: a shortest one)."""
+    chains, queue = {start: [start]}, [start]
+    while queue:
+        module = queue.pop(0)
+        for found in sorted(graph.get(module, ())):
+            if found not in chains:
+                chains[found] = [*chains[module], found]
+                queue.append(found)
+    del chains[start]
+    return chains
+
+
+def _transitive_violations(graph: dict[str, set[str]]) -> list[str]:
+    problems = []
+    for module in sorted(graph):
+        banned = [b for prefix, rule in FORBIDDEN.items() if module == prefix or module.startswith(prefix + ".")
+                  for b in rule]
+        for found, chain in _chains({m: graph[m] - set(VALUES) for m in graph}, module).items():
+            if any(found == b or found.startswith(b + ".") for b in banned):
+                problems.append(" -> ".join(chain))
+    return problems
+
+
+def test_lower_layers_never_import_higher_ones_through_other_modules():
+    assert _transitive_violations(_graph()) == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(" -> ".join([module, *_chains(graph, found)[module]]) for module in graph
+                  for found in graph[module] if module in _chains(graph, found))
+
+
+def test_no_modules_import_each_other():
+    assert _cycles(_graph()) == []
+
+
+def test_the_transitive_reader_finds_a_higher_layer_behind_a_lower_one():
+    graph = {"workbench.views.tuning": {"workbench.tune"}, "workbench.tune": {"workbench.session"},
+             "workbench.session": {"workbench.tune"}}
+    assert _transitive_violations(graph) == ["workbench.views.tuning -> workbench.tune -> workbench.session"]
+    assert _cycles(graph) == ["workbench.session -> workbench.tune -> workbench.session",
+                              "workbench.tune -> workbench.session -> workbench.tune"]
+
+
 def test_the_rule_reader_sees_relative_imports():
     assert "workbench.engine.EngineGraph" in _imports(PACKAGE / "results.py")  # `from .engine import EngineGraph`
     assert "workbench.engine.Backend" in _imports(PACKAGE / "backends" / "__init__.py")
+
+
+def test_the_tuning_views_load_neither_the_session_nor_the_engines():
+    code = ("import sys, workbench.views.tuning; loaded = [m for m in ('workbench.session', 'workbench.backends') "
+            "if m in sys.modules]; print(loaded); sys.exit(1 if loaded else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.parametrize("module", ["workbench.trtplan", "workbench.engine", "workbench.graph"])

@@ -18,9 +18,9 @@ def _layer(name, type_, precision, inputs, outputs, ms=0.1, nodes=None, inserted
                        output_shapes=[list(s) for s in out_shapes], inserted=inserted, latency_ms=ms)
 
 
-def _graph(*layers, backend="tensorrt-plan") -> EngineGraph:
+def _graph(*layers, backend="tensorrt-plan", device="gpu") -> EngineGraph:
     return EngineGraph(backend=backend, layers=list(layers),
-                       source_nodes=[n for layer in layers for n in layer.onnx_nodes])
+                       source_nodes=[n for layer in layers for n in layer.onnx_nodes], device=device)
 
 
 def _rules(findings: list[Finding]) -> set[str]:
@@ -128,7 +128,7 @@ def test_cpu_engines_use_their_own_alignment_and_read_weight_shapes():
     # ONNX Runtime lists the weight shape ([out, in, kh, kw]) among the inputs; CPU kernels block by 16
     conv = _layer("/conv/Conv_token_1", "QLinearConv", "int8", ["x"], ["y"], nodes=["/conv/Conv"],
                   in_shapes=[("batch", 14, 14, 48), (), (), (48, 48, 3, 3)])
-    assert "channel-alignment" not in _rules(lint(_graph(conv, backend="onnxruntime")))
+    assert "channel-alignment" not in _rules(lint(_graph(conv, backend="onnxruntime", device="cpu")))
     assert "channel-alignment" in _rules(lint(_graph(conv, backend="tensorrt-plan")))
 
 
@@ -160,7 +160,7 @@ def test_a_few_tiny_layers_are_not_flagged():
 
 # ---- acceleration -----------------------------------------------------------------------------------
 def test_a_precision_the_engine_does_not_accelerate_is_flagged():
-    graph = _graph(_layer("Conv_1", "Conv", "fp32", ["x"], ["y"], ms=0.4), backend="onnxruntime")
+    graph = _graph(_layer("Conv_1", "Conv", "fp32", ["x"], ["y"], ms=0.4), backend="onnxruntime", device="cpu")
     finding = _by_rule(lint(graph, precision="fp16", accelerated=False), "not-accelerated")
     assert "FP16" in finding.title and finding.ms == pytest.approx(0.4)
     assert "not-accelerated" not in _rules(lint(graph, precision="fp16", accelerated=True))

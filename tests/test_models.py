@@ -162,6 +162,7 @@ def test_torch_module_errors_on_bad_example_input_or_opset():
         load_model(_ConvBn(), example_input=torch.zeros(1, 1, 8, 8), opset=13)
 
 
+@pytest.mark.slow
 def test_torchvision_resnet18_random_weights():
     model = load_model("torchvision:resnet18")
     assert model.name == "resnet18" and model.source == "torchvision:resnet18"
@@ -170,6 +171,7 @@ def test_torchvision_resnet18_random_weights():
     assert sum(n.op_type == "BatchNormalization" for n in model.proto.graph.node) == 20
 
 
+@pytest.mark.slow
 def test_torchvision_weights_from_a_state_dict(tmp_path):
     tv = pytest.importorskip("torchvision")
     torch.manual_seed(123)

@@ -12,6 +12,8 @@ from workbench.backends.onnxruntime import OnnxRuntimeOptions
 from workbench.calibration import CalibrationSet
 from workbench.precision import PrecisionPlan, apply_plan
 
+pytestmark = pytest.mark.slow
+
 LEVELS = ("disable", "basic", "extended", "all")
 PLANS = {"fp32": PrecisionPlan("fp32"), "fp16": PrecisionPlan("fp16"),
          "int8-onnxruntime": PrecisionPlan("int8", qdq_style="onnxruntime"),

@@ -11,6 +11,8 @@ import pytest
 
 from workbench import PrecisionError, Workbench
 
+pytestmark = pytest.mark.slow
+
 ray = pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 

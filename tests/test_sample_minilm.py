@@ -14,6 +14,8 @@ pytest.importorskip("tokenizers")
 from workbench import samples  # noqa: E402
 from workbench.samples import minilm  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sample():

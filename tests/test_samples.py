@@ -100,6 +100,7 @@ def lite_cache(tmp_path_factory):
         yield directory, efficientnet.build_imagenet(), efficientnet.build_fashion()
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_predicts_the_photos_and_is_cached(lite_cache, monkeypatch):
     directory, sample, _ = lite_cache
     assert sample.model.inputs[0].shape == ("batch", 3, 224, 224)
@@ -118,6 +119,7 @@ def test_efficientnet_lite0_predicts_the_photos_and_is_cached(lite_cache, monkey
     assert {p: p.stat().st_mtime_ns for p in directory.glob("efficientnet-lite0-*.onnx")} == before
 
 
+@pytest.mark.slow
 def test_efficientnet_lite0_fashion_accuracy(lite_cache):
     _, _, sample = lite_cache
     assert sample.model.inputs[0].shape == ("batch", 1, 28, 28)

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 
 from workbench.errors import PolicyError, WorkbenchError
 from workbench.models.spec import Model
+from workbench.precision.plan import PrecisionPlan
 from workbench.results import AccuracyStats, LatencyStats, RunResult
 from workbench.scenarios import (BundleError, CostInputError, PolicyTable, RegionPolicy, calibration_mismatch, choose,
                                  cost_table, default_policies, engine_hours_per_day, export_bundle, monthly_cost,
@@ -26,8 +27,7 @@ def make_result(precision: str, median: float, *, top1: float | None = None, agr
                             mean=median, runs=10, throughput=1000 * b / median) for b in batches]
     accuracy = AccuracyStats(top1=top1, top1_agreement=1.0 if agreement is None else agreement, cosine=1.0,
                              max_abs_diff=0.0, samples=100)
-    return RunResult(model=model, precision=precision, method="minmax" if precision == "int8" else None,
-                     qdq_style="onnxruntime" if precision == "int8" else None, calibration=calibration,
+    return RunResult(model=model, plan=PrecisionPlan(precision), calibration=calibration,
                      calibration_hash="abc123" if calibration else None, backend=backend, versions={"onnx": "1"},
                      synthetic_data=False, latency=latency, accuracy=accuracy, cache_key=f"{precision}-{median}")
 

@@ -11,6 +11,7 @@ import pytest
 from workbench.cli import _print_summary
 from workbench.engine import EngineGraph, EngineLayer
 from workbench.report import headline
+from workbench.precision.plan import PrecisionPlan
 from workbench.results import (MIN_EFFECT, NO_DIFFERENCE, AccuracyStats, LatencyStats, RunResult, Speedup,
                                median_interval, speedup, speedup_over, speedup_verdict)
 from workbench.views import layer_latency_figure, summary_html, summary_table
@@ -31,7 +32,7 @@ def _times(median: float, spread: float, n: int = 30, seed: int = 0) -> np.ndarr
 
 def _result(precision: str, times, *, top1: float = 0.9, ratio: float | None = 1.0, backend="onnxruntime"):
     layer = EngineLayer("conv", "FusedConv", precision, ["conv", "relu"], latency_ms=1.0)
-    return RunResult(model="m", precision=precision, method=None, qdq_style=None, calibration=None,
+    return RunResult(model="m", plan=PrecisionPlan(precision), calibration=None,
                      calibration_hash=None, backend=backend, versions={}, synthetic_data=False,
                      latency=[_stats(times)], accuracy=AccuracyStats(top1, 1.0, 1.0, 0.0, 100),
                      engine=EngineGraph(backend, [layer], ["conv", "relu"]), layer_time_ratio=ratio)
@@ -81,6 +82,7 @@ def test_differences_inside_the_noise_are_no_measurable_difference():
     assert speedup_verdict(0.97, None, None) == NO_DIFFERENCE  # no run times kept: the effect size alone decides
 
 
+@pytest.mark.slow
 def test_equal_configurations_are_rarely_called_different():
     verdicts = [speedup(_stats(_times(1.0, 0.3, seed=2 * i)), _stats(_times(1.0, 0.3, seed=2 * i + 1))).verdict
                 for i in range(200)]
@@ -167,7 +169,7 @@ def test_headline_reports_within_noise_and_fp32_cases_honestly():
     fp32 = _result("fp32", _times(2.0, 0.2, seed=30))
     same = _result("int8", np.random.default_rng(31).permutation(fp32.headline_latency.times_ms) * 0.99)
     text = headline([fp32, same])
-    assert "int8 @ onnxruntime" in text and f"{NO_DIFFERENCE} (×1.01" in text and "faster" not in text
+    assert "int8 (minmax, onnxruntime) @ onnxruntime" in text and f"{NO_DIFFERENCE} (×1.01" in text and "faster" not in text
     slow = _result("int8", _times(4.0, 0.05, seed=32))
     assert "FP32 itself, no reduced precision within that margin is faster" in headline([fp32, slow])
     assert "Run FP32 too".lower() in headline([slow]).lower()
@@ -178,7 +180,7 @@ def test_headline_compares_each_engine_with_its_own_fp32():
     ov = _result("fp32", _times(3.0, 0.05, seed=41), backend="openvino")
     ov_int8 = _result("int8", _times(1.0, 0.05, seed=42), backend="openvino")
     text = headline([ort, ov, ov_int8])
-    assert "int8 @ openvino" in text and "faster than FP32 on openvino" in text
+    assert "int8 (minmax, onnxruntime) @ openvino" in text and "faster than FP32 on openvino" in text
     assert f"×{speedup_over(ov_int8, ov).ratio:.2f}" in text
 
 

@@ -12,6 +12,7 @@ from workbench import Workbench
 from workbench.engine import EngineGraph, EngineLayer
 from workbench.errors import InputSpecError
 from workbench.models.spec import Model
+from workbench.precision.plan import PrecisionPlan
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RetimedLatency, RunResult
 from workbench.tune import dequantised_readers, metric_value, quantised_units, rank_by_drift
 
@@ -25,8 +26,7 @@ def session(tmp_path_factory):
 
 
 def _result(layers, drift, accuracy=None) -> RunResult:
-    return RunResult(model="tiny-cnn", precision="int8", method="minmax", qdq_style="onnxruntime",
-                     calibration="noise", calibration_hash="x", backend="onnxruntime", versions={},
+    return RunResult(model="tiny-cnn", plan=PrecisionPlan("int8"), calibration="noise", calibration_hash="x", backend="onnxruntime", versions={},
                      synthetic_data=False, latency=[LatencyStats(8, 1.0, 1.1, 0.9, 1.0, 3, 8000.0)],
                      accuracy=accuracy, engine=EngineGraph("onnxruntime", layers, []), drift=drift)
 
@@ -133,11 +133,10 @@ def test_bad_tune_arguments_are_typed_errors(session, no_builds, bad, message):
 
 def _stand_in_result(model, precision, keep, agreement, latency, layers, drift) -> RunResult:
     """A result of the stand-in sessions below: one timing, agreement with FP32, the engine's layers, drift."""
-    return RunResult(model=model, precision=precision, method=None if precision == "fp32" else "minmax",
-                     qdq_style=None if precision == "fp32" else "onnxruntime", calibration=None,
+    return RunResult(model=model, plan=PrecisionPlan(precision, keep_fp32=tuple(keep)), calibration=None,
                      calibration_hash=None, backend="onnxruntime", versions={}, synthetic_data=True,
                      latency=[LatencyStats(8, latency, latency, latency, latency, 3, 1.0)],
-                     accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40), keep_fp32=list(keep),
+                     accuracy=AccuracyStats(None, agreement, 0.99, 0.1, 40),
                      engine=EngineGraph("onnxruntime", layers, [n for layer in layers for n in layer.onnx_nodes]),
                      drift=drift, cache_key=f"{precision}:{','.join(keep)}")
 
@@ -346,7 +345,7 @@ def test_kept_text_says_what_stays_in_fp32():
     from workbench.tune import UNWEIGHTED, TunedConfig
 
     def text(kept):
-        return TunedConfig("x", "int8", "minmax", "onnxruntime", [], kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0,
+        return TunedConfig("x", PrecisionPlan("int8"), kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0,
                            0.0, True).kept_text
 
     assert text([]) == "all int8" and text(["a"]) == "FP32: a" and text(["a", "b", "c"]) == "3 layers FP32"

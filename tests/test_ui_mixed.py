@@ -33,6 +33,7 @@ def test_ticking_a_unit_keeps_it_in_fp32(explorer):
     assert explorer.wait().keep_fp32 == []
 
 
+@pytest.mark.slow
 def test_find_the_fastest_within_budget_selects_the_chosen_plan(explorer):
     explorer.mixed.max_drop.value = 0.0
     explorer.mixed.metric.value = "cosine"
@@ -50,6 +51,7 @@ def test_find_the_fastest_within_budget_selects_the_chosen_plan(explorer):
         assert sorted(shown.keep_fp32) == sorted(chosen.keep_fp32)
 
 
+@pytest.mark.slow
 def test_clicking_a_point_selects_that_configuration(explorer):
     found = explorer.mixed.found
     target = next(c for c in found.configurations if c.precision != "fp32" and c.keep_fp32)

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from workbench import Workbench  # noqa: E402
+from workbench.precision.plan import PrecisionPlan
 from workbench.results import AccuracyStats, LatencyStats, RunResult  # noqa: E402
 from workbench.scenarios.cost import DAYS_PER_MONTH, CostInputError, monthly_cost  # noqa: E402
 from workbench.ui.scenarios import CostPanel  # noqa: E402
@@ -17,8 +18,7 @@ def make_result(precision: str, medians: dict[int, float]) -> RunResult:
     """A result with the given median latency (ms per batch) per batch size."""
     latency = [LatencyStats(batch=b, median=m, p90=m, min=m, mean=m, runs=5, throughput=1000 * b / m)
                for b, m in medians.items()]
-    return RunResult(model="m", precision=precision, method="minmax" if precision == "int8" else None,
-                     qdq_style="onnxruntime" if precision == "int8" else None,
+    return RunResult(model="m", plan=PrecisionPlan(precision),
                      calibration="cal" if precision == "int8" else None, calibration_hash=None,
                      backend="onnxruntime", versions={}, synthetic_data=False, latency=latency,
                      accuracy=AccuracyStats(top1=0.9, top1_agreement=1.0, cosine=1.0, max_abs_diff=0.0, samples=10),

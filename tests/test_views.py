@@ -6,6 +6,7 @@ import math
 import re
 import urllib.request
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from workbench.backends import get_backend
 from workbench.engine import EngineGraph, EngineLayer
 from workbench.errors import MissingDependencyError, WorkbenchError
 from workbench.models.spec import Model
+from workbench.precision.plan import PrecisionPlan
 from workbench.results import AccuracyStats, DriftPoint, LatencyStats, RunResult
 from workbench.views import (config_colors, drift_figure, fusion_graph, layer_latency_comparison, layer_latency_figure,
                              match_layers, summary_html, summary_table, tradeoff_figure)
@@ -62,7 +64,7 @@ def _int8_engine(fp32: EngineGraph) -> EngineGraph:
 def _result(precision: str, engine: EngineGraph | None, median: float, top1: float | None, agreement: float,
             *, drift=(), accelerated=True, synthetic=False, method=None) -> RunResult:
     return RunResult(
-        model="tiny-cnn", precision=precision, method=method, qdq_style="onnxruntime" if method else None,
+        model="tiny-cnn", plan=PrecisionPlan(precision, method=method),
         calibration="synthetic" if method else None, calibration_hash=None, backend="onnxruntime",
         versions={"onnxruntime": "test"}, synthetic_data=synthetic,
         latency=[LatencyStats(batch=8, median=median, p90=median * 1.2, min=median * 0.9, mean=median,
@@ -326,7 +328,7 @@ def test_long_layer_lists_show_the_slowest_and_sum_the_rest():
 def test_each_configuration_keeps_one_distinct_colour_across_figures(results):
     variants = [_roundtrip(results[2]) for _ in range(3)]
     for r, method in zip(variants, ("minmax", "entropy", "percentile")):
-        r.method = method
+        r.plan = replace(r.plan, method=method)
     items = results + variants
     colors = config_colors(items)
     assert len(set(colors.values())) == len({r.label for r in items})  # INT8 variants differ too

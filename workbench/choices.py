@@ -12,10 +12,12 @@ EXPLORER_RUNS = 20  # timed runs per configuration in the explorer
 
 
 def explorer_backends() -> list[str]:
-    """Engines the explorer lists: every backend, TensorRT only where its package imports."""
-    from .backends import backend_names  # here, not at the top: importing the engines loads onnx
+    """Engines the explorer lists: every CPU engine (choosing a missing one says what to install), GPU engines only
+    where their package imports."""
+    from .backends import backend_names, capabilities  # here, not at the top: importing the engines loads onnx
 
-    return [name for name in backend_names() if name != "tensorrt" or available("tensorrt")]
+    return [name for name in backend_names() if capabilities(name).device == "cpu"
+            or available(capabilities(name).package)]
 
 
 def explorer_methods(model_proto) -> list[str]:

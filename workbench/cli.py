@@ -9,16 +9,19 @@ import sys
 import traceback
 from pathlib import Path
 
+from .backends import DEFAULT_BACKEND, installed_backends
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
+from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS, PrecisionPlan
 from .results import strict_json
+from .vocabulary import (DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, METHODS, PRECISIONS,
+                         QDQ_STYLES, TUNE_METRICS)
 
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
 # The main job (`report` with no model): the default sample at a batch where reduced precision is measurably faster
 # on a 2-core CPU (at batch 8 it runs in ~0.3 ms, dominated by per-call overhead), on every installed CPU engine.
 MAIN_JOB_BATCH = 64
-MAIN_JOB_ENGINES = ("onnxruntime", "openvino")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,13 +44,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="precision to measure; repeat for several (default: fp32, fp16, int8)")
     report.add_argument("--calibration", help="calibration set name (default: the sample's first set)")
     report.add_argument("--calibration-size", type=int, default=256, help="calibration samples (default 256)")
-    report.add_argument("--method", choices=("minmax", "entropy", "percentile"), default=None,
-                        help="INT8 calibration method (default minmax)")
-    report.add_argument("--qdq-style", choices=("onnxruntime", "tensorrt"), default=None,
-                        help="INT8 Q/DQ style (default onnxruntime)")
+    _plan_flags(report, repeat=False)
     report.add_argument("--batch", type=int, default=None,
                         help=f"batch size for latency (default 8; {MAIN_JOB_BATCH} for the default sample)")
-    report.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
+    report.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                        help=f"timed runs per configuration (default {DEFAULT_RUNS})")
     report.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
     report.add_argument("--backend", action="append", default=None,
                         help="onnxruntime (default), openvino or tensorrt; repeat to compare engines side by side "
@@ -92,9 +93,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-GRID_KEYS = {"precision": str, "calibration": str, "calibration_size": int, "method": str, "qdq_style": str,
-             "batch": int, "backend": str, "runs": int}
-INT8_ONLY = ("calibration", "calibration_size", "method", "qdq_style")
+def _plan_flags(parser, *, repeat: bool, names=INT8_FIELDS) -> None:
+    """One flag per INT8-only plan field (--method, --qdq-style, --weight-rounding, ...), choices from the vocabulary,
+    the default an INT8 plan's."""
+    for name in names:
+        default = getattr(PrecisionPlan("int8"), name)
+        parser.add_argument("--" + name.replace("_", "-"), action="append" if repeat else "store",
+                            choices=PLAN_CHOICES[name], default=None,
+                            help=f"INT8 {name.replace('_', ' ').replace('qdq', 'Q/DQ')} (default {default or 'none'}"
+                            + ("; repeat for several)" if repeat else ")"))
+
+
+def _int8_options(args, precision: str) -> dict:
+    """The INT8-only plan fields given on the command line, for a run at `precision`."""
+    return {name: getattr(args, name) for name in INT8_FIELDS} if precision == "int8" else {}
+
+
+# --grid keys: the plan's fields that take one of a few words, then the job's
+GRID_KEYS = {**{name: str for name in PLAN_FIELDS if name in PLAN_CHOICES}, "calibration": str,
+             "calibration_size": int, "batch": int, "backend": str, "runs": int}
+INT8_ONLY = ("calibration", "calibration_size", *INT8_FIELDS)
 
 
 def _sweep_parser(sub) -> None:
@@ -151,7 +169,7 @@ def _app_parser(sub) -> None:
         description="Serve the explorer (model, engine, precision, calibration, method, Q/DQ style, batch) as a web "
                     "page without code cells. Listens on 127.0.0.1 unless --host and --allow-remote say otherwise.")
     app.add_argument("model", nargs="?", default=None, help="sample shown first (default: the default sample)")
-    app.add_argument("--backend", default="onnxruntime", help="engine shown first (default onnxruntime)")
+    app.add_argument("--backend", default=DEFAULT_BACKEND, help=f"engine shown first (default {DEFAULT_BACKEND})")
     app.add_argument("--cache", dest="cache_dir", default=None,
                      help="private, writable cache (default $WORKBENCH_CACHE or ~/.cache/tensorrt-workbench)")
     app.add_argument("--shared-cache", default=None,
@@ -166,7 +184,6 @@ def _app_parser(sub) -> None:
 
 def _warm_parser(sub) -> None:
     from .choices import BATCH_SIZES, EXPLORER_RUNS
-    from .precision.plan import METHODS, QDQ_STYLES
 
     warm = sub.add_parser(
         "warm", help="pre-compute every configuration the explorer can show into a cache (for a workshop)",
@@ -195,28 +212,27 @@ def _warm_parser(sub) -> None:
 
 
 def _tune_parsers(sub) -> None:
-    from .precision.plan import METHODS
-
     tune = sub.add_parser(
         "tune", help="find the fastest INT8/FP32 mix within an accuracy budget",
         description="Rank MODEL's quantised layers by sensitivity and search for the fastest mixed-precision plan "
                     "whose accuracy drops at most --max-drop below FP32 (top1/agreement in points, cosine "
                     "absolute). Every configuration is cached: running it again is instant.")
     tune.add_argument("model", help="sample name, ONNX file or torchvision:NAME")
-    tune.add_argument("--precision", choices=("int8", "fp16"), default="int8", help="precision to search (int8)")
-    tune.add_argument("--max-drop", type=float, default=0.5, help="accuracy you can afford to lose (default 0.5)")
-    tune.add_argument("--metric", choices=("top1", "agreement", "cosine"), default="agreement",
-                      help="accuracy measure (default agreement with FP32; top1 needs labels)")
-    tune.add_argument("--budget", type=int, default=8, help="configurations to measure at most (default 8)")
-    tune.add_argument("--method", action="append", choices=METHODS, default=None,
-                      help="INT8 method(s) to try; repeat for several (default minmax, and dynamic for models with "
-                           "constant-weight MatMuls)")
-    tune.add_argument("--qdq-style", action="append", choices=("onnxruntime", "tensorrt"), default=None,
-                      help="INT8 Q/DQ style(s) to try; repeat for several (default onnxruntime)")
+    tune.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp32"], default="int8",
+                      help="precision to search (int8)")
+    tune.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP,
+                      help=f"accuracy you can afford to lose (default {DEFAULT_MAX_DROP})")
+    tune.add_argument("--metric", choices=TUNE_METRICS, default=DEFAULT_METRIC,
+                      help=f"accuracy measure (default {DEFAULT_METRIC}; top1 needs labels)")
+    tune.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                      help=f"configurations to measure at most (default {DEFAULT_BUDGET})")
+    # to try, each repeatable; without --method, dynamic is tried too for models with constant-weight MatMuls
+    _plan_flags(tune, repeat=True, names=("method", "qdq_style", "weight_rounding"))  # tune's methods=, ...
     tune.add_argument("--calibration", default=None, help="calibration set name (default: the sample's first)")
     tune.add_argument("--batch", type=int, default=8, help="batch size for latency (default 8)")
-    tune.add_argument("--runs", type=int, default=30, help="timed runs per configuration (default 30)")
-    tune.add_argument("--backend", default="onnxruntime", help="engine (default onnxruntime)")
+    tune.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                      help=f"timed runs per configuration (default {DEFAULT_RUNS})")
+    tune.add_argument("--backend", default=DEFAULT_BACKEND, help=f"engine (default {DEFAULT_BACKEND})")
     tune.add_argument("--cache-dir", default=None, help="result cache directory")
     tune.add_argument("--json", dest="json_path", default=None, help="write chosen plan, frontier, sensitivity")
     tune.add_argument("--bundle", default=None, help="export the chosen plan as a deployment bundle here")
@@ -228,9 +244,9 @@ def _tune_parsers(sub) -> None:
                     "between INT8 layers, channel alignment, dominant and tiny layers, unaccelerated precision). "
                     "TARGET is a model (measured here, at --precision) or a folder / *.graph.json of a TensorRT plan.")
     lint.add_argument("target", help="sample name, ONNX file, torchvision:NAME, or TensorRT plan folder/graph")
-    lint.add_argument("--precision", choices=DEFAULT_PRECISIONS, default="int8", help="for a model (int8)")
-    lint.add_argument("--qdq-style", choices=("onnxruntime", "tensorrt"), default=None, help="INT8 Q/DQ style")
-    lint.add_argument("--backend", default="onnxruntime", help="engine for a model (default onnxruntime)")
+    lint.add_argument("--precision", choices=PRECISIONS, default="int8", help="for a model (int8)")
+    lint.add_argument("--qdq-style", choices=QDQ_STYLES, default=None, help="INT8 Q/DQ style")
+    lint.add_argument("--backend", default=DEFAULT_BACKEND, help=f"engine for a model (default {DEFAULT_BACKEND})")
     lint.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     lint.add_argument("--cache-dir", default=None, help="result cache directory")
     lint.add_argument("--json", dest="json_path", default=None, help="write the findings here")
@@ -300,9 +316,7 @@ def _report(args, command_line: str) -> int:
             results.append(wb.run(
                 precision=precision,
                 calibration=args.calibration if precision == "int8" else None,
-                calibration_size=args.calibration_size,
-                method=args.method if precision == "int8" else None,
-                qdq_style=args.qdq_style if precision == "int8" else None,
+                calibration_size=args.calibration_size, **_int8_options(args, precision),
                 batch=batch, runs=args.runs, drift=not args.no_drift))
     _print_summary(results)
     if json_path:
@@ -337,18 +351,14 @@ def _data_options(args) -> dict:
 
 def engines_and_batch(model: str | None, backends: list[str] | None, batch: int | None) -> tuple[list[str], int]:
     """The engines and batch of a `report`: as given; else the main job's (no model given: MAIN_JOB_BATCH on every
-    installed engine of MAIN_JOB_ENGINES), else ONNX Runtime at batch 8."""
-    from ._optional import available
-
+    installed CPU engine), else the default engine at batch 8."""
     main_job = model is None
-    engines = backends or ([name for name in MAIN_JOB_ENGINES if name == "onnxruntime" or available(name)]
-                           if main_job else ["onnxruntime"])
+    engines = backends or (installed_backends(device="cpu") if main_job else [DEFAULT_BACKEND])
     return engines, batch if batch is not None else (MAIN_JOB_BATCH if main_job else 8)
 
 
 def _warm(args) -> int:
     from .choices import BATCH_SIZES
-    from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
     from .warm import warm
 
     report = warm(args.samples, cache_dir=args.cache_dir, shared_cache=args.shared_cache, backends=args.backend,
@@ -438,6 +448,7 @@ def _tune(args, command_line: str) -> int:
     wb = Workbench(args.model, backend=args.backend, cache_dir=args.cache_dir, progress=not args.quiet)
     found = wb.tune(args.precision, max_drop=args.max_drop, metric=args.metric, budget=args.budget,
                     methods=tuple(args.method or (None,)), qdq_styles=tuple(args.qdq_style or (None,)),
+                    **({"weight_roundings": tuple(args.weight_rounding)} if args.weight_rounding else {}),
                     calibration=args.calibration, batch=args.batch,
                     runs=args.runs)
     unit = "" if args.metric == "cosine" else " points"

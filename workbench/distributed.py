@@ -43,10 +43,7 @@ def failure_of(job, exc: Exception) -> SweepFailure:
 
 def job_config(job) -> dict:
     """`Workbench.run` keyword arguments that rebuild a prepared job (in another process)."""
-    plan = job.plan
-    return {"precision": plan.precision, "method": plan.method, "qdq_style": plan.qdq_style,
-            "weight_rounding": plan.weight_rounding,
-            "keep_fp32": list(plan.keep_fp32),
+    return {**job.plan.to_record(),
             "calibration": job.calibration.name if job.calibration is not None else None,
             "calibration_size": job.calibration.size if job.calibration is not None else DEFAULT_SIZE,
             "batch": job.batches[0], "batches": job.batches[1:], "runs": job.runs, "profile": job.profile,

@@ -51,6 +51,7 @@ class EngineGraph:
     layers: list[EngineLayer]
     source_nodes: list[str]  # every node name of the ONNX graph the engine was built from
     measured_graph: str = "engine"  # which graph the numbers come from (e.g. "optimised, profiling session")
+    device: str = "cpu"  # where it ran: its Backend's `capabilities.device`
 
     def unmapped_nodes(self) -> list[str]:
         """Original nodes that no layer claims (should be empty)."""
@@ -67,6 +68,7 @@ class EngineGraph:
         return {
             "backend": self.backend,
             "measured_graph": self.measured_graph,
+            "device": self.device,
             "source_nodes": list(self.source_nodes),
             "layers": [layer.to_json() for layer in self.layers],
         }
@@ -78,6 +80,7 @@ class EngineGraph:
             layers=[EngineLayer.from_json(d) for d in data["layers"]],
             source_nodes=list(data["source_nodes"]),
             measured_graph=data.get("measured_graph", "engine"),
+            device=data.get("device", "cpu"),  # engines from before it ran on the CPU (TensorRT's revision 1 says so)
         )
 
 
@@ -159,6 +162,18 @@ class Engine(ABC):
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What an engine is and needs, declared on its Backend class, so callers ask it instead of testing its name."""
+
+    device: str = "cpu"  # "cpu" or "gpu": where it runs (lint's alignment rules, Triton's instance kind)
+    shape_ranges: bool = False  # builds for (min, opt, max) input shapes: gets the session's shape_range
+    triton_platform: str = "onnxruntime_onnx"  # the Triton platform a bundle of its results is served by
+    triton_serves_measured: bool = True  # that platform runs this very engine (else the bundle says so)
+    serialized_engine: bool = False  # a bundle ships its serialized engine (export_bundle's `plan`)
+    package: str | None = None  # import name of its library when that is optional (None: always installed)
+
+
+@dataclass(frozen=True)
 class EngineOptions:
     """Base of each engine's own build options (a frozen dataclass per engine)."""
 
@@ -176,6 +191,16 @@ class Backend(ABC):
     thread_independent_outputs: bool = False
     # bumped when the workbench changes how it builds engines of the same library version (part of every cache key)
     revision: int = 0
+    capabilities: Capabilities = Capabilities()
+
+    def refusal(self, plan) -> str | None:
+        """Why this engine cannot build precision plans like `plan` (a `PrecisionPlan`), or None when it can;
+        `Workbench.prepare` asks before any work starts."""
+        return None
+
+    def option_choices(self) -> dict[str, tuple]:
+        """The values some of its options take on this machine (e.g. ONNX Runtime's execution providers)."""
+        return {}
 
     @abstractmethod
     def version(self) -> str:

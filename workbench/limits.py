@@ -8,6 +8,8 @@ from collections.abc import Iterable
 
 from .errors import InputSpecError
 
+OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
+
 MAX_NESTING = 64  # deepest list/dict nesting accepted in JSON and YAML inputs (real files stay below 10)
 MEMORY_FRACTION = 0.25  # refuse arrays needing more than this share of the memory available now (engines need
 # several times their inputs for activations and copies)

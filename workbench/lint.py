@@ -15,6 +15,7 @@ from .engine import REDUCED_PRECISIONS, EngineGraph, EngineLayer
 from .results import RunResult
 from .trtplan import TrtPlan
 from .trtplan.parse import QDQ_OPS, node_op_type
+from .vocabulary import POOL_OPS, WEIGHTED_OPS
 
 DOMINANT_SHARE = 0.3  # one layer above this share of the summed layer time
 TINY_SHARE = 0.01  # a layer below this share is tiny ...
@@ -23,9 +24,8 @@ TINY_MIN_SHARE = 0.15  # ... taking this share together is a finding
 # channel multiples fast kernels want: TensorRT tensor cores (INT8 32, FP16/BF16 8); CPU engines block channels by 16
 GPU_ALIGNMENT = {"int8": 32, "fp16": 8, "bf16": 8, "mixed": 8}
 CPU_ALIGNMENT = {"int8": 16, "fp16": 16, "bf16": 16, "mixed": 16}
-CPU_BACKENDS = frozenset({"onnxruntime", "openvino"})
-_POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
-_WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_POOL_OPS = frozenset(POOL_OPS)
+_WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
 _TRANSITION_TYPES = frozenset({"Reformat", "Cast", "Transpose", "Reorder", "Convert"})
 _FLOAT = frozenset({"fp32", "fp16", "bf16"})
 
@@ -70,7 +70,7 @@ class _View:
 
     def __init__(self, graph: EngineGraph, tensor_dtypes: dict[str, str] | None, op_types: dict[str, str] | None):
         self.layers = graph.layers
-        self.backend = graph.backend
+        self.device = graph.device
         self.dtypes = dict(tensor_dtypes or {})
         self.op_types = dict(op_types or {})
         self.producer: dict[str, EngineLayer] = {}
@@ -286,7 +286,7 @@ def _to_int8(view: _View, layer: EngineLayer) -> list[EngineLayer] | None:
 
 def _channels(view: _View) -> list[Finding]:
     blamed, wasted = [], 0.0
-    alignment = CPU_ALIGNMENT if view.backend in CPU_BACKENDS else GPU_ALIGNMENT
+    alignment = CPU_ALIGNMENT if view.device == "cpu" else GPU_ALIGNMENT
     for layer in view.layers:
         align = alignment.get(layer.precision)
         if align is None or layer.inserted or not (view.ops(layer) & _WEIGHTED_OPS or layer.type in _WEIGHTED_OPS):

@@ -1,4 +1,4 @@
-"""Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see README, 'JSON keys')."""
+"""Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see docs/reference.md, 'JSON keys')."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from .engine import EngineGraph
+from .precision.plan import PrecisionPlan
 
 CONFIDENCE = 0.95  # of every latency and speed-up interval
 BOOTSTRAP_RESAMPLES = 2000
@@ -185,9 +186,7 @@ class RunResult:
     """Everything measured for one configuration (model, precision plan, calibration, backend)."""
 
     model: str
-    precision: str
-    method: str | None
-    qdq_style: str | None
+    plan: PrecisionPlan  # its fields are keys of the JSON (precision, method, qdq_style, keep_fp32, ...)
     calibration: str | None
     calibration_hash: str | None
     backend: str
@@ -200,7 +199,6 @@ class RunResult:
     drift: list[DriftPoint] = field(default_factory=list)
     drift_graph: str | None = None  # which graph the drift was measured on
     accelerated: bool = True  # False when the backend runs this precision no faster than FP32
-    keep_fp32: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     cache_key: str | None = None
     precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
@@ -212,8 +210,26 @@ class RunResult:
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
-    # int8: "nearest", "gptq" or "gptq+bc" (None: not int8, or a result from before it)
-    weight_rounding: str | None = None
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
+    @property
+    def method(self) -> str | None:
+        return self.plan.method
+
+    @property
+    def qdq_style(self) -> str | None:
+        return self.plan.qdq_style
+
+    @property
+    def keep_fp32(self) -> list[str]:
+        return list(self.plan.keep_fp32)
+
+    @property
+    def weight_rounding(self) -> str | None:
+        return self.plan.weight_rounding
 
     @property
     def label(self) -> str:
@@ -281,14 +297,10 @@ class RunResult:
         layers = self.engine.layers if self.engine else []
         return {
             "model": self.model,
-            "precision": self.precision,
+            **self.plan.to_record(),
             "calibration": self.calibration,
             "calibration_hash": self.calibration_hash,
-            "method": self.method,
-            "qdq_style": self.qdq_style,
-            "weight_rounding": self.weight_rounding,
             "calibration_size": self.calibration_size,
-            "keep_fp32": list(self.keep_fp32),
             "backend": self.backend,
             "versions": dict(self.versions),
             "synthetic_data": self.synthetic_data,
@@ -324,10 +336,7 @@ class RunResult:
         acc = data.get("accuracy")
         return cls(
             model=data["model"],
-            precision=data["precision"],
-            method=data.get("method"),
-            qdq_style=data.get("qdq_style"),
-            weight_rounding=data.get("weight_rounding"),
+            plan=PrecisionPlan.from_json(data),
             calibration=data.get("calibration"),
             calibration_hash=data.get("calibration_hash"),
             backend=data["backend"],
@@ -341,7 +350,6 @@ class RunResult:
             drift=[_drift_point(d) for d in data.get("drift", [])],
             drift_graph=data.get("drift_graph"),
             accelerated=bool(data.get("accelerated", True)),
-            keep_fp32=list(data.get("keep_fp32", [])),
             notes=list(data.get("notes", [])),
             cache_key=data.get("cache_key"),
             precision_notes=list(data.get("precision_notes", [])),

@@ -6,8 +6,10 @@ walk the known structure explicitly (no generic recursion), so a deeply nested e
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
-from .precision.plan import PRECISIONS
+from .errors import PrecisionError
+from .precision.plan import PrecisionPlan
 
 # A timed inference below 1 microsecond is not a measurement (a single engine call costs more); above a day is not
 # one either. Both bound what an edited entry can claim (e.g. a 20,000x speed-up).
@@ -23,15 +25,15 @@ class SchemaError(ValueError):
 def check_run_json(data) -> None:
     """Raise SchemaError unless `data` is a plausible `RunResult.to_json()`."""
     _check(isinstance(data, dict), "result", "is not an object")
-    for name in ("model", "precision", "backend"):
+    for name in ("model", "backend"):
         _check(isinstance(data.get(name), str), name, "is not a string")
-    _check(data["precision"] in PRECISIONS, "precision", f"is not one of {PRECISIONS}")
-    for name in ("method", "qdq_style", "weight_rounding", "calibration", "calibration_hash", "drift_graph", "cache_key"):
+    _check("precision" in data, "precision", "is missing")
+    _plan(data)
+    for name in ("calibration", "calibration_hash", "drift_graph", "cache_key"):
         _check(data.get(name) is None or isinstance(data[name], str), name, "is not a string or null")
     for name in ("synthetic_data", "accelerated"):
         _check(isinstance(data.get(name, False), bool), name, "is not a boolean")
     _strings(data.get("notes", []), "notes")
-    _strings(data.get("keep_fp32", []), "keep_fp32")
     versions = data.get("versions", {})
     _check(isinstance(versions, dict) and all(isinstance(v, str) for v in versions.values()), "versions",
            "is not an object of strings")
@@ -75,6 +77,28 @@ def check_run_json(data) -> None:
         _number(point.get("cosine"), f"{where}.cosine", low=-1.0 - 1e-3, high=1.0 + 1e-3, optional=True)
         # an FP16 overflow really gives inf (and inf - inf a NaN) here
         _number(point.get("max_abs_diff"), f"{where}.max_abs_diff", low=0.0, optional=True, infinite=True, nan=True)
+
+
+_JSON_TYPES = {"str": (str,), "bool": (bool,), "int": (int,), "float": (int, float), "None": (type(None),)}
+
+
+def _plan(data: dict) -> None:
+    """The plan's keys, checked as `PrecisionPlan` declares them (type annotation of each field, then its own
+    validation)."""
+    for plan_field in fields(PrecisionPlan):
+        if plan_field.name not in data:
+            continue
+        value, kinds = data[plan_field.name], [kind.strip() for kind in str(plan_field.type).split("|")]
+        if any(kind.startswith("tuple[") for kind in kinds):  # tuple[str, ...]: a list in JSON
+            _strings(value, plan_field.name)
+        elif all(kind in _JSON_TYPES for kind in kinds):
+            types = tuple(t for kind in kinds for t in _JSON_TYPES[kind])
+            _check(isinstance(value, types) and (bool in types or not isinstance(value, bool)), plan_field.name,
+                   f"is not {' or '.join('null' if kind == 'None' else kind for kind in kinds)}")
+    try:
+        PrecisionPlan.from_json(data)
+    except PrecisionError as exc:
+        raise SchemaError(f"precision plan: {exc}") from None
 
 
 def _layers(layers, where: str) -> None:

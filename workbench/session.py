@@ -19,29 +19,28 @@ from ._version import __version__
 from .backends import DEFAULT_BACKEND, engine_options, get_backend, option_names
 from .cache import ResultCache
 from .calibration import DEFAULT_SIZE, CalibrationSet
-from .errors import CalibrationError, InputSpecError
+from .errors import CalibrationError, InputSpecError, PrecisionError
 from .jobs import CancelToken, Progress, ProgressCallback
 from .jobs import check as check_cancel
 from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOptions, LayerTiming
-from .limits import array_bytes, capped_threads, check_memory
+from .limits import OPEN_ENGINES, array_bytes, capped_threads, check_memory
 from .machine import this_machine
 from .measure import interleaved_latency, measure_accuracy, measure_drift, measure_latency
 from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
 from .models.spec import Model
 from .precision.apply import graph_precision, precision_notes
-from .precision.plan import PrecisionPlan
+from .precision.plan import PLAN_FIELDS, PrecisionPlan
 from .results import LAYER_TIME_BAND, RetimedLatency, RunResult
 from .samples import load_model
 from .samples.base import EvalData, Sample
 from .schema import SchemaError, check_run_json
 from .userdata import ImagePreprocessing, load_data, split
+from .vocabulary import DEFAULT_BUDGET, DEFAULT_CONFIRM, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS
 
 SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for models without data
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
 PROFILE_RUNS = 20
 LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
-DEFAULT_RUNS = 30  # timed runs per configuration
-OPEN_ENGINES = 3  # engines kept built per session (least recently used closed first): each holds its weights
 
 
 @dataclass
@@ -194,30 +193,16 @@ class Workbench:
         return calibration
 
     # ---- running ------------------------------------------------------------------------------
-    def run(self, precision: str | PrecisionPlan = "fp32", *, calibration: str | CalibrationSet | None = None,
-            calibration_size: int = DEFAULT_SIZE, method: str | None = None, qdq_style: str | None = None,
-            keep_fp32=(), batch: int = 8, batches=None, runs: int = DEFAULT_RUNS, profile: bool = True,
-            drift: bool = True, backend: str | None = None, dims: dict[str, int] | None = None,
-            weight_rounding: str | None = None) -> RunResult:
+    def run(self, precision: str | PrecisionPlan = "fp32", **options) -> RunResult:
         """Measure one configuration (or return it from the cache): latency per batch size, accuracy, engine layers
         with per-layer latency and, for reduced precision, drift from FP32.
 
-        `precision` is a precision name with the plan's fields as keywords (`method`, `qdq_style`, `keep_fp32`,
-        `weight_rounding`), or a whole `PrecisionPlan` (then those keywords stay unset).
-
-        `calibration` (int8): a set name or a CalibrationSet (default: the first set), of which the first
-        `calibration_size` samples are used. `batches`: extra batch sizes to time besides `batch`. `dims`: sizes of
-        dynamic axes other than batch for the latency and profile runs, by symbolic name (e.g. {"sequence": 64});
-        the eval data is repeated or cut along those axes. Accuracy is always measured on the eval data as it is.
-        `weight_rounding` (int8): "nearest" (default, ONNX Runtime's), "gptq" (error-compensating rounding of
-        Conv weights from the calibration set, workbench.precision.gptq) or "gptq+bc" (GPTQ, then each Conv/Gemm
-        bias corrected for its output's mean error, workbench.precision.bias_correction); same scales and kernels.
+        `precision` is a whole `PrecisionPlan`, or a precision name with the plan's other fields as keywords
+        (`method`, `qdq_style`, `keep_fp32`, `weight_rounding`, ...: see `PrecisionPlan`). The other keywords are
+        `prepare`'s: `calibration`, `calibration_size`, `batch`, `batches`, `runs`, `profile`, `drift`, `backend`,
+        `dims`. E.g. `run("int8", method="entropy", weight_rounding="gptq+bc", batch=1)`.
         """
-        job = self.prepare_run(precision, calibration=calibration, calibration_size=calibration_size, method=method,
-                               qdq_style=qdq_style, keep_fp32=keep_fp32, batch=batch, batches=batches, runs=runs,
-                               profile=profile, drift=drift, backend=backend, dims=dims,
-                               weight_rounding=weight_rounding)
-        return self.execute(job)
+        return self.execute(self.prepare_run(precision, **options))
 
     def sweep(self, configs: list[dict], *, executor: str = "sequential", ray_address: str | None = None,
               max_retries: int = 2, cancel: CancelToken | None = None,
@@ -254,8 +239,8 @@ class Workbench:
             outcomes = execute_all([(self, job) for job in jobs], cancel=cancel, on_progress=progress, on_done=done)
         return [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
 
-    def tune(self, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
-             budget: int = 8, **options):
+    def tune(self, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DROP, metric: str = DEFAULT_METRIC,
+             budget: int = DEFAULT_BUDGET, **options):
         """The fastest `precision` configuration (mixed with FP32 where needed) whose `metric` (top1 | agreement |
         cosine) drops at most `max_drop` below FP32, measuring at most `budget` configurations; returns a
         `workbench.tune.TuneResult` with every configuration measured. See `workbench.tune.tune` for options."""
@@ -263,7 +248,8 @@ class Workbench:
 
         return tune(self, precision, max_drop=max_drop, metric=metric, budget=budget, **options)
 
-    def sensitivity(self, result: RunResult, *, metric: str = "agreement", confirm: int = 3, **run_options):
+    def sensitivity(self, result: RunResult, *, metric: str = DEFAULT_METRIC, confirm: int = DEFAULT_CONFIRM,
+                    **run_options):
         """Units of a reduced-precision result ranked by harm (`workbench.tune.sensitivity`)."""
         from .tune import sensitivity
 
@@ -290,6 +276,14 @@ class Workbench:
                                     runs=runs)
         self.cache.put(key, {k: v.to_json() for k, v in timed.items()})
         return timed
+
+    def drift(self, variant: Model, *, backend: str | None = None, cancel: CancelToken | None = None):
+        """Per-tensor drift of any variant of this session's model from FP32 (`measure.measure_drift`) on the
+        first DRIFT_SAMPLES eval samples, on `backend` (default: the session's): (points, note). `cancel` is checked
+        between the two graphs' runs."""
+        engine_backend = self._backend(backend or self.backend_name)
+        feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
+        return measure_drift(self.model, variant, feeds, engine_backend, self._options(engine_backend), cancel=cancel)
 
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
@@ -345,18 +339,18 @@ class Workbench:
         return self.engine(result).optimized_model()
 
     # ---- jobs: prepare, look up, execute ---------------------------------------------------------------
-    def prepare_run(self, precision: str | PrecisionPlan = "fp32", *, method=None, qdq_style=None, keep_fp32=(),
-                    weight_rounding: str | None = None, **job_options) -> Job:
-        """The Job that `run` with these same arguments would execute."""
+    def prepare_run(self, precision: str | PrecisionPlan = "fp32", **options) -> Job:
+        """The Job that `run` with these same arguments would execute: keywords named like `PrecisionPlan` fields
+        make the plan, the others go to `prepare`."""
+        fields = {name: options.pop(name) for name in PLAN_FIELDS if name in options and name != "precision"}
         if isinstance(precision, PrecisionPlan):
-            if method or qdq_style or keep_fp32 or weight_rounding:
-                raise InputSpecError("run() got a PrecisionPlan and plan keywords (method, qdq_style, keep_fp32, "
-                                     "weight_rounding): put them in the plan (dataclasses.replace(plan, ...)).")
+            if any(value not in (None, (), []) for value in fields.values()):
+                raise InputSpecError(f"run() got a PrecisionPlan and plan keywords ({', '.join(fields)}): put them "
+                                     "in the plan (dataclasses.replace(plan, ...)).")
             plan = precision
         else:
-            plan = PrecisionPlan(precision, method=method, qdq_style=qdq_style, keep_fp32=tuple(keep_fp32),
-                                 weight_rounding=weight_rounding)
-        return self.prepare(plan, **job_options)
+            plan = PrecisionPlan(precision, **{name: value for name, value in fields.items() if value is not None})
+        return self.prepare(plan, **options)
 
     def prepare(self, plan: PrecisionPlan, *, backend: str | None = None, batch: int = 8, batches=None,
                 calibration=None, calibration_size: int = DEFAULT_SIZE, runs: int = DEFAULT_RUNS,
@@ -365,7 +359,7 @@ class Workbench:
         work is done. `is_cached(job)` says whether `execute(job)` answers at once."""
         # an explicitly given set is validated for every precision; the default one only when it is used
         needed = plan.needs_calibration or calibration is not None
-        chosen = self._calibration(calibration, calibration_size) if needed else None
+        chosen = self.calibration_set(calibration, calibration_size) if needed else None
         cal = chosen if plan.needs_calibration else None
         if runs < 1:
             raise InputSpecError(f"runs={runs}: time at least one run.")
@@ -374,6 +368,9 @@ class Workbench:
         self._check_feed_memory(max(sizes), dims)
         backend_name = backend or self.backend_name
         backend_obj = self._backend(backend_name)
+        refusal = backend_obj.refusal(plan)
+        if refusal is not None:
+            raise PrecisionError(f"{plan.label} on {backend_name}: {refusal}")
         key = self.cache.key(kind="run", model=self.model.content_hash, plan=plan.to_json(),
                              calibration=cal.content_hash if cal else None, backend=backend_name,
                              backend_version=backend_obj.version(), backend_revision=backend_obj.revision,
@@ -466,9 +463,7 @@ class Workbench:
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
                 step("drift")
-                feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
-                drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend),
-                                                   cancel=cancel)
+                drift, drift_graph = self.drift(variant, backend=job.backend, cancel=cancel)
                 bar.update()
         check_cancel(cancel)  # cancelled during the last step: nothing is cached
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
@@ -476,8 +471,7 @@ class Workbench:
                                     *_layer_time_notes(ratio)]))
         versions = self._versions(backend)
         return RunResult(
-            model=self.model.name, precision=plan.precision, method=plan.method, qdq_style=plan.qdq_style,
-            weight_rounding=plan.weight_rounding,
+            model=self.model.name, plan=plan,
             calibration=job.calibration.name if job.calibration else None,
             calibration_hash=job.calibration.content_hash if job.calibration else None,
             calibration_size=job.calibration.size if job.calibration else None,
@@ -488,7 +482,7 @@ class Workbench:
                          else None},
             latency=latency, accuracy=accuracy, engine=graph, layer_time_ratio=ratio, profile_end_to_end_ms=around,
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
-            keep_fp32=list(plan.keep_fp32), notes=notes, cache_key=job.key,
+            notes=notes, cache_key=job.key,
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
             graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
@@ -563,7 +557,10 @@ class Workbench:
                 parts = list(pool.map(run, range(workers)))
         return [np.concatenate(chunks) for chunks in zip(*parts)]
 
-    def _calibration(self, calibration, size: int) -> CalibrationSet:
+    def calibration_set(self, calibration: str | CalibrationSet | None = None,
+                        size: int = DEFAULT_SIZE) -> CalibrationSet:
+        """The first `size` samples of a calibration set of this session (by name; None: the first set), validated
+        against the model's inputs; a CalibrationSet given is added first."""
         if size < 1:
             raise CalibrationError(f"calibration_size={size}: use at least one calibration sample.")
         if isinstance(calibration, CalibrationSet):
@@ -667,7 +664,7 @@ class Workbench:
                                                     ("optimization_level", self.optimization_level))
                     if value is not None and (backend.name == self.backend_name
                                               or name in option_names(backend.name))}
-        if backend.name == "tensorrt":  # optimisation profiles come from the session's shape_range
+        if backend.capabilities.shape_ranges:  # e.g. TensorRT's optimisation profiles
             settings["shape_range"] = self._profile_ranges()
         return engine_options(backend, **{**settings, **self.engine_options.get(backend.name, {})})
 
@@ -694,8 +691,7 @@ class Workbench:
             return known
         if not result.cache_key:
             raise InputSpecError(f"{result.label} has no cache_key: pass a result returned by Workbench.run.")
-        plan = PrecisionPlan(result.precision, method=result.method, qdq_style=result.qdq_style,
-                             keep_fp32=tuple(result.keep_fp32), weight_rounding=result.weight_rounding)
+        plan = result.plan
         known = self.calibration_sets.get(result.calibration)
         calibration = known if known is not None and known.content_hash == result.calibration_hash else None
         job = Job(plan, calibration, result.backend, [result.headline_latency.batch], result.headline_latency.runs,

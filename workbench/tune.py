@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tqdm.auto import tqdm
 
@@ -27,17 +27,16 @@ from .errors import InputSpecError
 from .graph import GraphIndex
 from .jobs import CancelToken, Progress, ProgressCallback
 from .jobs import check as check_cancel
+from .limits import OPEN_ENGINES
 from .precision import bias_correction, dynamic, gptq
 from .precision.int8 import weighted_nodes
-from .precision.plan import WEIGHT_ROUNDINGS
+from .precision.plan import WEIGHT_ROUNDINGS, PrecisionPlan
 from .results import RetimedLatency, RunResult, baseline_of, speedup_over
-from .session import DEFAULT_RUNS, OPEN_ENGINES
+from .vocabulary import DEFAULT_BUDGET, DEFAULT_CONFIRM, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS
+from .vocabulary import TUNE_METRICS as METRICS
 
-METRICS = ("top1", "agreement", "cosine")
 METRIC_UNITS = {"top1": "points of top-1", "agreement": "points of agreement with FP32",
                 "cosine": "cosine to FP32 (absolute)"}
-DEFAULT_BUDGET = 8
-DEFAULT_CONFIRM = 3
 PATIENCE = 2  # single-unit reverts in a row that do not help (or help little) before the search reverts groups
 WEAK_STEP = 0.25  # a revert closing less than this share of the remaining accuracy gap helps little
 FINALISTS = OPEN_ENGINES - 1  # reduced configurations re-timed with FP32 before choosing (the engines kept open)
@@ -112,10 +111,7 @@ class TunedConfig:
     """One configuration the search measured, with its speed and accuracy against FP32."""
 
     label: str
-    precision: str
-    method: str | None
-    qdq_style: str | None
-    keep_fp32: list[str]
+    plan: PrecisionPlan  # its fields are keys of the JSON
     kept_units: list[str]  # units (their nodes) kept in FP32, in the order the search kept them
     latency_ms: float  # headline median
     latency_p90_ms: float
@@ -129,9 +125,28 @@ class TunedConfig:
     on_frontier: bool = False
     step: str = ""  # how the search got here
     cache_key: str | None = None
-    weight_rounding: str | None = None  # int8: "nearest", "gptq" or "gptq+bc"
     retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
     retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
+    @property
+    def method(self) -> str | None:
+        return self.plan.method
+
+    @property
+    def qdq_style(self) -> str | None:
+        return self.plan.qdq_style
+
+    @property
+    def keep_fp32(self) -> list[str]:
+        return list(self.plan.keep_fp32)
+
+    @property
+    def weight_rounding(self) -> str | None:
+        return self.plan.weight_rounding
 
     @property
     def kept_text(self) -> str:
@@ -154,7 +169,9 @@ class TunedConfig:
                                                       if self.speedup_vs_fp32 else "")
 
     def to_json(self) -> dict:
-        return {**asdict(self), "kept_text": self.kept_text}
+        data = asdict(self)
+        data.pop("plan")
+        return {**data, **self.plan.to_record(), "kept_text": self.kept_text}
 
 
 @dataclass
@@ -319,7 +336,7 @@ def rank_by_drift(result: RunResult, model_proto, units: list[QuantUnit]) -> lis
 
 
 # ---- session-level work ---------------------------------------------------------------------------
-def sensitivity(workbench, result: RunResult, *, metric: str = "agreement", confirm: int = DEFAULT_CONFIRM,
+def sensitivity(workbench, result: RunResult, *, metric: str = DEFAULT_METRIC, confirm: int = DEFAULT_CONFIRM,
                 progress: bool | None = None, cancel: CancelToken | None = None,
                 on_progress: ProgressCallback | None = None, **run_options) -> SensitivityReport:
     """Rank the units of `result` (a reduced-precision result of `workbench`) by harm: the drift proxy for all,
@@ -348,7 +365,7 @@ def _baseline(workbench, result: RunResult, run_options: dict) -> RunResult:
     return baseline_of(result, workbench.results) or workbench.run("fp32", **run_options)
 
 
-def tune(workbench, precision: str = "int8", *, max_drop: float = 1.0, metric: str = "agreement",
+def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DROP, metric: str = DEFAULT_METRIC,
          budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
          weight_roundings=WEIGHT_ROUNDINGS, confirm: int = DEFAULT_CONFIRM, progress: bool | None = None,
          cancel: CancelToken | None = None, on_progress: ProgressCallback | None = None,
@@ -606,24 +623,21 @@ class _Search:
         return "within budget"
 
     def _has(self, current: RunResult, keep: list[str]) -> bool:
-        return any(sorted(r.keep_fp32) == sorted(keep) and r.method == current.method
-                   and r.qdq_style == current.qdq_style and r.weight_rounding == current.weight_rounding
-                   for r, _, _ in self.measured.values())
+        wanted = replace(current.plan, keep_fp32=tuple(sorted(keep)))
+        return any(replace(r.plan, keep_fp32=tuple(sorted(r.keep_fp32))) == wanted for r, _, _ in self.measured.values())
 
     def config(self, result: RunResult, kept: list[str], step: str) -> TunedConfig:
         head = result.headline_latency
         drop = self.drop(result)
         gain = speedup_over(result, self.baseline)
-        return TunedConfig(label=result.label, precision=result.precision, method=result.method,
-                           qdq_style=result.qdq_style, keep_fp32=list(result.keep_fp32), kept_units=list(kept),
+        return TunedConfig(label=result.label, plan=result.plan, kept_units=list(kept),
                            latency_ms=head.median, latency_p90_ms=head.p90, batch=head.batch,
                            speedup_vs_fp32=gain.ratio if gain else None,
                            speedup_ci=None if gain is None or gain.low is None else [gain.low, gain.high],
                            speedup_verdict="baseline" if result is self.baseline else
                            gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
-                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
-                           weight_rounding=result.weight_rounding)
+                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
 
 
 def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], runs: int) -> TunedConfig | None:
@@ -644,10 +658,9 @@ def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], run
 
 
 def _plan_options(result: RunResult) -> dict:
-    """The run() arguments that rebuild `result`'s precision plan (keep_fp32 aside)."""
-    return {"precision": result.precision, "calibration": result.calibration, "method": result.method,
-            "qdq_style": result.qdq_style, "calibration_size": result.calibration_size or DEFAULT_SIZE,
-            "weight_rounding": result.weight_rounding}
+    """The run() arguments that rebuild `result`'s precision plan (every field but keep_fp32) and calibration."""
+    plan = {name: value for name, value in result.plan.to_record().items() if name != "keep_fp32"}
+    return {**plan, "calibration": result.calibration, "calibration_size": result.calibration_size or DEFAULT_SIZE}
 
 
 def _mark_frontier(configs: list[TunedConfig]) -> None:

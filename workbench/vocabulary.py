@@ -4,6 +4,7 @@ from __future__ import annotations
 
 PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("minmax", "entropy", "percentile", "dynamic")  # dynamic: ranges measured at run time, no calibration
+CALIBRATED_METHODS = tuple(m for m in METHODS if m != "dynamic")  # ranges from a calibration set
 QDQ_STYLES = ("onnxruntime", "tensorrt")
 # int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
 # (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
@@ -12,3 +13,11 @@ WEIGHT_ROUNDINGS = ("nearest", "gptq", "gptq+bc")
 TUNE_METRICS = ("top1", "agreement", "cosine")  # what the mixed-precision search keeps within max_drop
 DEFAULT_MAX_DROP = 0.5  # points (top1, agreement) or hundredths of cosine the search may lose
 DEFAULT_BUDGET = 8  # configurations the search measures at most
+DEFAULT_CONFIRM = 3  # units whose harm the search confirms by measuring them kept in FP32
+DEFAULT_METRIC = "agreement"  # of TUNE_METRICS: needs no labels
+DEFAULT_RUNS = 30  # timed runs per configuration (Workbench.run, the command line)
+
+# Op types by role, declared once (precision, lint, views and engines test membership in these).
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # layers with weights: quantised, rounded, counted
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+POOL_OPS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")

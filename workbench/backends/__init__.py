@@ -8,7 +8,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import fields
 
-from ..engine import Backend, EngineOptions
+from .._optional import available
+from ..engine import Backend, Capabilities, EngineOptions
 from ..errors import BackendError
 
 _BACKENDS = {
@@ -41,6 +42,18 @@ def option_names(name: str) -> list[str]:
     return [f.name for f in fields(getattr(importlib.import_module(module_name), options_name))]
 
 
+def capabilities(name: str) -> Capabilities:
+    """What engine `name` is and needs, from its Backend class (never importing an optional engine library)."""
+    module_name, class_name, _ = _check_name(name)
+    return getattr(importlib.import_module(module_name), class_name).capabilities
+
+
+def installed_backends(*, device: str | None = None) -> list[str]:
+    """Engines whose library imports here (optionally only those running on `device`), in declaration order."""
+    return [name for name in _BACKENDS if (device is None or capabilities(name).device == device)
+            and (capabilities(name).package is None or available(capabilities(name).package))]
+
+
 def engines_with_option(option: str) -> list[str]:
     """Names of the engines that have build option `option`."""
     return [name for name in _BACKENDS if option in option_names(name)]
@@ -59,5 +72,5 @@ def engine_options(backend: Backend, **settings) -> EngineOptions:
     return backend.options_type(**settings)
 
 
-__all__ = ["DEFAULT_BACKEND", "backend_names", "engine_options", "engines_with_option", "get_backend",
-           "option_names"]
+__all__ = ["DEFAULT_BACKEND", "backend_names", "capabilities", "engine_options", "engines_with_option", "get_backend",
+           "installed_backends", "option_names"]

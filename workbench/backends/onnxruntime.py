@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
-from ..engine import Backend, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
+from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
 from ..jobs import CancelToken
 from ..jobs import check as check_cancel
@@ -27,7 +27,7 @@ _LEVELS = {
     "layout": ort.GraphOptimizationLevel.ORT_ENABLE_LAYOUT,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-_PROVIDERS = ["CPUExecutionProvider"]
+CPU_PROVIDER = "CPUExecutionProvider"
 _INT8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
 _FP16 = {onnx.TensorProto.FLOAT16}
 _BF16 = {onnx.TensorProto.BFLOAT16}
@@ -42,10 +42,18 @@ _DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 @dataclass(frozen=True)
 class OnnxRuntimeOptions(EngineOptions):
     """`threads`: intra-op threads (None: ONNX Runtime's default); `optimization_level`: graph optimisation
-    (disable, basic, extended, layout, all; "disable" shows the unfused graph)."""
+    (disable, basic, extended, layout, all; "disable" shows the unfused graph); `provider`: the execution provider,
+    one of `onnxruntime.get_available_providers()` (speed notes and `accelerated` describe the CPU provider)."""
 
     threads: int | None = None
     optimization_level: str = "all"
+    provider: str = CPU_PROVIDER
+
+    def to_json(self) -> dict:
+        data = super().to_json()
+        if self.provider == CPU_PROVIDER:  # absent: cache keys of results from before the option stay valid
+            del data["provider"]
+        return data
 
 
 def int8_kernels() -> bool:
@@ -60,6 +68,10 @@ class OnnxRuntimeBackend(Backend):
     options_type = OnnxRuntimeOptions
     thread_independent_outputs = True  # MLAS splits work by output blocks: same outputs at any thread count
     revision = 1  # 1: WeightBiasQuantization off (FP32-kept nodes keep float weights)
+    capabilities = Capabilities(device="cpu", triton_platform="onnxruntime_onnx")
+
+    def option_choices(self) -> dict[str, tuple]:
+        return {"optimization_level": tuple(_LEVELS), "provider": tuple(ort.get_available_providers())}
 
     def version(self) -> str:
         return ort.__version__
@@ -79,7 +91,13 @@ class OnnxRuntimeBackend(Backend):
         if options.optimization_level not in _LEVELS:
             raise BackendError(f"Unknown ONNX Runtime optimization level {options.optimization_level!r}: "
                                f"choose one of {', '.join(_LEVELS)}.")
-        return OnnxRuntimeEngine(with_unique_node_names(proto), options.optimization_level, options.threads)
+        providers = self.option_choices()["provider"]
+        if options.provider not in providers:
+            raise BackendError(f"ONNX Runtime has no execution provider {options.provider!r} here (this build has "
+                               f"{', '.join(providers)}): pick one of those, or install the onnxruntime package "
+                               "built with that provider.")
+        return OnnxRuntimeEngine(with_unique_node_names(proto), options.optimization_level, options.threads,
+                                 options.provider)
 
 
 def _session_options(level: str, threads: int | None) -> ort.SessionOptions:
@@ -96,17 +114,18 @@ class OnnxRuntimeEngine(Engine):
 
     backend = "onnxruntime"
 
-    def __init__(self, model: onnx.ModelProto, level: str, threads: int | None) -> None:
+    def __init__(self, model: onnx.ModelProto, level: str, threads: int | None, provider: str = CPU_PROVIDER) -> None:
         initializers = {init.name for init in model.graph.initializer}
         super().__init__([TensorSpec.from_value_info(v) for v in model.graph.input if v.name not in initializers])
         self.source_model = model
         self.level = level
         self.threads = threads
+        self.providers = [provider]
         so = _session_options(level, threads)
         with tempfile.TemporaryDirectory(prefix="workbench-ort-") as tmp:
             so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
             try:
-                self.session = ort.InferenceSession(model.SerializeToString(), so, providers=_PROVIDERS,
+                self.session = ort.InferenceSession(model.SerializeToString(), so, providers=self.providers,
                                                     disabled_optimizers=_DISABLED_OPTIMIZERS)
             except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
                 raise BackendError(f"ONNX Runtime could not build an engine from this model: {exc}. "
@@ -168,6 +187,7 @@ class OnnxRuntimeEngine(Engine):
                 layers=layers,
                 source_nodes=[node.name for node in self.source_model.graph.node],
                 measured_graph=f"ONNX Runtime {ort.__version__} CPU, optimised graph (level {self.level!r})",
+                device=OnnxRuntimeBackend.capabilities.device,
             )
         return self._graph
 
@@ -184,7 +204,7 @@ class OnnxRuntimeEngine(Engine):
             so.profile_file_prefix = str(Path(tmp) / "profile")
             so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")
             try:
-                session = ort.InferenceSession(self._optimized.SerializeToString(), so, providers=_PROVIDERS)
+                session = ort.InferenceSession(self._optimized.SerializeToString(), so, providers=self.providers)
             except Exception as exc:
                 raise BackendError(f"ONNX Runtime could not reload the optimised graph for profiling: {exc}") from exc
             profiled = [(n.name, n.op_type) for n in onnx.load(so.optimized_model_filepath).graph.node]

@@ -14,20 +14,21 @@ import onnx
 from tqdm.auto import tqdm
 
 from .._optional import require
-from ..engine import Backend, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
+from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
 from ..jobs import CancelToken
 from ..jobs import check as check_cancel
 from ..graph import GraphIndex
 from ..models.onnx_source import with_unique_node_names
 from ..models.spec import Model, TensorSpec
+from ..vocabulary import QDQ_OPS
 from .cpu_features import has_bf16, has_int8_dot
 
 _TAG = "onnx#"  # prefix of our provenance tags inside rt_info "originalLayersNames"
 _NOT_LAYERS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}
 _PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
 _HINTS = ("f32", "bf16", "f16")
-_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+_QDQ_OPS = {*QDQ_OPS, "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
 
 
 def baked_precision(proto: onnx.ModelProto) -> str:
@@ -61,6 +62,9 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     options_type = OpenVinoOptions
+    # Triton has no OpenVINO platform here: a bundle serves the same ONNX with ONNX Runtime
+    capabilities = Capabilities(device="cpu", triton_platform="onnxruntime_onnx", triton_serves_measured=False,
+                                package="openvino")
 
     def __init__(self, device: str = "CPU") -> None:
         self._ov = require("openvino", extra="openvino", purpose="the OpenVINO backend")
@@ -184,7 +188,8 @@ class OpenVinoEngine(Engine):
             ))
         _claim_once(layers, self._index, self._op_nodes)
         return EngineGraph(backend=self.backend, layers=layers, source_nodes=list(self._node_names),
-                           measured_graph=f"OpenVINO CPU runtime model ({self.inference_precision})")
+                           measured_graph=f"OpenVINO CPU runtime model ({self.inference_precision})",
+                           device=OpenVinoBackend.capabilities.device)
 
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
                  progress: bool, cancel: CancelToken | None = None) -> list[LayerTiming]:

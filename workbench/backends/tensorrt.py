@@ -30,7 +30,7 @@ from ..errors import BackendError, InputSpecError
 from ..jobs import CancelToken
 from ..jobs import check as check_cancel
 from ..models.spec import Model, TensorSpec
-from ..engine import Backend, Engine, EngineGraph, EngineOptions, LayerTiming
+from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineOptions, LayerTiming
 from ..trtplan.parse import engine_graph, parse_graph
 
 NAME = "tensorrt"
@@ -41,6 +41,9 @@ NO_GPU = ("TensorRT needs an NVIDIA GPU with a working driver, and torch.cuda fi
 
 # what dynamic INT8 (precision.dynamic) produces; TensorRT's parser supports none of them
 ORT_INTEGER_OPS = frozenset({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"})
+DYNAMIC_REFUSED = ("TensorRT's ONNX parser does not take dynamic INT8 (ONNX Runtime's integer ops): TensorRT quantises "
+                   "through Q/DQ nodes. Use a calibrated INT8 method (minmax, entropy, percentile), best with "
+                   "qdq_style='tensorrt'.")
 
 
 def import_tensorrt():
@@ -179,7 +182,8 @@ def engine_graph_from_inspector(info_json: str, source_nodes: Sequence[str]) -> 
         data = json.loads(info_json)
     except json.JSONDecodeError as exc:
         raise BackendError(f"The TensorRT engine inspector returned text that is not JSON ({exc}).") from exc
-    return engine_graph(parse_graph(data).layers, list(source_nodes), backend=NAME)
+    return engine_graph(parse_graph(data).layers, list(source_nodes), backend=NAME,
+                        device=TensorRTBackend.capabilities.device)
 
 
 def write_engine(directory: Path, key: str, engine_bytes: bytes, metadata: dict) -> Path:
@@ -231,6 +235,14 @@ class TensorRTBackend(Backend):
 
     name = NAME
     options_type = TensorRTOptions
+    revision = 1  # 1: engine graphs record their device (cached results from before read as CPU ones)
+    capabilities = Capabilities(device="gpu", shape_ranges=True, triton_platform="tensorrt_plan",
+                                serialized_engine=True, package="tensorrt")
+
+    def refusal(self, plan) -> str | None:
+        if plan.precision == "int8" and plan.method == "dynamic":
+            return DYNAMIC_REFUSED
+        return None
 
     def __init__(self, cache_dir: str | Path | None = None, device: int = 0, opt_batch: int = 8,
                  max_batch: int = 32) -> None:
@@ -256,9 +268,7 @@ class TensorRTBackend(Backend):
         integer_ops = sorted({node.op_type for node in proto.graph.node} & ORT_INTEGER_OPS)
         if integer_ops:
             raise BackendError(f"The model uses ONNX Runtime's integer ops ({', '.join(integer_ops)}: dynamic INT8), "
-                               "which TensorRT's ONNX parser does not take: TensorRT quantises through Q/DQ nodes. "
-                               "Use a calibrated INT8 method (minmax, entropy, percentile), best with "
-                               "qdq_style='tensorrt'.")
+                               f"which {DYNAMIC_REFUSED}")
         spec = Model.from_proto(proto, name=proto.graph.name or "model", source="TensorRTBackend.build")
         shapes = profile_shapes(spec.inputs, options.shape_range, opt_batch=self.opt_batch, max_batch=self.max_batch)
         model_bytes = spec.serialized()

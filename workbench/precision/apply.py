@@ -14,6 +14,7 @@ from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
 from ..jobs import CancelToken
 from ..models.spec import Model
+from ..vocabulary import WEIGHTED_OPS
 from . import dynamic, int8
 from .fp16 import to_fp16
 from .plan import PrecisionPlan
@@ -113,7 +114,7 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
     return {precision: share, "fp32": 1.0 - share}
 
 
-_WEIGHTED_OPS = frozenset(int8.WEIGHTED_OPS)
+_WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
 _INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
 _GLUE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity"})
 

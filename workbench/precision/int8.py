@@ -35,12 +35,12 @@ from ..graph import GraphIndex
 from ..jobs import CancelToken
 from ..jobs import check as check_cancel
 from ..models.spec import Model
+from ..vocabulary import WEIGHTED_OPS
 from . import bias_correction, gptq
 from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
                         range_key)
 from .plan import PrecisionPlan
 
-WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _TRT_OPS = (*WEIGHTED_OPS, "Add")
 
 _STYLES = {

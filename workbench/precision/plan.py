@@ -1,12 +1,18 @@
 """Precision plans: what the ONNX -> ONNX precision transform should do."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import PrecisionError
 from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-__all__ = ["METHODS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+__all__ = ["INT8_FIELDS", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+
+# Field metadata. CHOICES: the vocabulary a field takes (command-line flags and widgets offer these). NEUTRAL: a field
+# added after the first plans were cached declares the values that mean "as before"; `to_json` leaves it out then, so
+# cache keys of earlier plans stay valid.
+CHOICES, NEUTRAL = "choices", "neutral"
 
 
 @dataclass(frozen=True)
@@ -17,12 +23,14 @@ class PrecisionPlan:
     A non-empty `keep_fp32` makes the plan "mixed".
     """
 
-    precision: str = "fp32"
-    method: str | None = None  # int8 only: minmax | entropy | percentile (calibrated) | dynamic (precision.dynamic)
-    qdq_style: str | None = None  # int8 only: onnxruntime | tensorrt
+    precision: str = field(default="fp32", metadata={CHOICES: PRECISIONS})
+    # int8 only: minmax | entropy | percentile (calibrated) | dynamic (precision.dynamic)
+    method: str | None = field(default=None, metadata={CHOICES: METHODS})
+    qdq_style: str | None = field(default=None, metadata={CHOICES: QDQ_STYLES})  # int8 only
     per_channel: bool = True  # int8 weights
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
-    weight_rounding: str | None = None  # int8 only: nearest | gptq | gptq+bc
+    weight_rounding: str | None = field(default=None, metadata={CHOICES: WEIGHT_ROUNDINGS,
+                                                                 NEUTRAL: (None, "nearest")})  # int8 only
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -78,9 +86,25 @@ class PrecisionPlan:
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 
+    def to_record(self) -> dict:
+        """Every field by name (tuples as lists): the plan's keys in result JSON, bundles and sweep configs."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
     def to_json(self) -> dict:
-        data = asdict(self)
-        data["keep_fp32"] = list(self.keep_fp32)
-        if self.weight_rounding in (None, "nearest"):  # the default: absent, so cache keys from before it stay valid
-            del data["weight_rounding"]
-        return data
+        """`to_record` without later fields at their neutral values: the form in cache keys and ONNX metadata."""
+        return {name: value for name, value in self.to_record().items()
+                if getattr(self, name) not in _NEUTRAL_VALUES.get(name, ())}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "PrecisionPlan":
+        """The plan whose fields are the keys of `data` named like them (other keys are ignored); validated."""
+        return cls(**{name: data[name] for name in PLAN_FIELDS if name in data})
+
+
+PLAN_FIELDS = tuple(f.name for f in fields(PrecisionPlan))
+PLAN_CHOICES = {f.name: f.metadata[CHOICES] for f in fields(PrecisionPlan) if CHOICES in f.metadata}
+# fields only an INT8 plan sets (an FP32 plan ignores any value of them): command lines and sweeps drop them for
+# other precisions
+INT8_FIELDS = tuple(name for name, choices in PLAN_CHOICES.items() if name != "precision" and choices and
+                    getattr(PrecisionPlan("fp32", **{name: choices[-1]}), name) == getattr(PrecisionPlan("fp32"), name))
+_NEUTRAL_VALUES = {f.name: f.metadata[NEUTRAL] for f in fields(PrecisionPlan) if NEUTRAL in f.metadata}

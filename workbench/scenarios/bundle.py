@@ -24,7 +24,9 @@ from pathlib import Path
 
 import onnx
 
+from ..backends import capabilities
 from ..cache import file_sha256
+from ..engine import Capabilities
 from ..errors import WorkbenchError
 from ..models.spec import Model, TensorSpec
 from ..output import current_umask
@@ -117,10 +119,10 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
         raise BundleError(f"preferred_batch_sizes={list(preferred)} must be positive and <= max_batch={max_batch}: "
                           "drop the larger sizes or raise max_batch.")
     model = _resolve_model(workbench_or_parts, result)
-    tensorrt = result.backend == "tensorrt"
-    if tensorrt and plan is None:
-        raise BundleError("This is a TensorRT result: pass the serialized engine as plan= (bytes or a .plan path) "
-                          "so the bundle can hold model.plan.")
+    engine = capabilities(result.backend)
+    if engine.serialized_engine and plan is None:
+        raise BundleError(f"This is a {result.backend} result: pass the serialized engine as plan= (bytes or a .plan "
+                          "path) so the bundle can hold model.plan.")
     if result.variant_sha256 and model.content_hash != result.variant_sha256:
         raise BundleError(f"The model to export (sha256 {model.content_hash[:12]}...) is not the one {result.label} was "
                           f"measured on ({result.variant_sha256[:12]}...): a cached ONNX was changed or another model "
@@ -136,7 +138,7 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
                           "folder path.") from exc
     try:
         _write_bundle(out, model, result, name=name, region=region, max_batch=max_batch, preferred=preferred,
-                      tensorrt=tensorrt, plan=plan)
+                      engine=engine, plan=plan)
         _move_into_place(out, final)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -171,17 +173,17 @@ def _move_into_place(new: Path, final: Path) -> None:
 
 
 def _write_bundle(out: Path, model: Model, result: RunResult, *, name: str, region: str | None, max_batch: int,
-                  preferred: tuple[int, ...], tensorrt: bool, plan) -> None:
-    platform = "tensorrt_plan" if tensorrt else "onnxruntime_onnx"
+                  preferred: tuple[int, ...], engine: Capabilities, plan) -> None:
+    platform, serialized = engine.triton_platform, engine.serialized_engine
     version_dir = out / "model_repository" / name / "1"
     version_dir.mkdir(parents=True)
     written: list[Path] = []
-    onnx_path = (out / "source.onnx") if tensorrt else (version_dir / "model.onnx")
+    onnx_path = (out / "source.onnx") if serialized else (version_dir / "model.onnx")
     onnx_path.write_bytes(model.serialized())
     if file_sha256(onnx_path) != model.content_hash:
         raise BundleError(f"{onnx_path.name} was not written intact (its sha256 differs from the model's): check "
                           "the disk and export again.")
-    if tensorrt:
+    if serialized:
         try:
             plan_bytes = plan if isinstance(plan, bytes) else Path(plan).read_bytes()
         except OSError as exc:
@@ -193,14 +195,14 @@ def _write_bundle(out: Path, model: Model, result: RunResult, *, name: str, regi
     config_path = out / "model_repository" / name / "config.pbtxt"
     config_path.write_text(triton_config(
         name, model, platform=platform, max_batch=max_batch,
-        preferred_batch_sizes=preferred, kind="KIND_GPU" if tensorrt else "KIND_CPU"), encoding="utf-8")
+        preferred_batch_sizes=preferred, kind=f"KIND_{engine.device.upper()}"), encoding="utf-8")
     written.append(config_path)
 
     summary = result.to_json()
     notes = []
-    if result.backend == "openvino":
-        notes.append("Measured on OpenVINO; the Triton entry serves the same ONNX with ONNX Runtime, whose latency "
-                     "differs: re-measure before relying on the numbers.")
+    if not engine.triton_serves_measured:
+        notes.append(f"Measured on {result.backend}; the Triton entry ({platform}) serves the same ONNX with another "
+                     "engine, whose latency differs: re-measure before relying on the numbers.")
     batching = max_batch > 0 and can_batch(model)
     if max_batch and not batching:
         notes.append("The model has a fixed first dimension, so Triton batching is off (max_batch_size: 0).")
@@ -210,8 +212,7 @@ def _write_bundle(out: Path, model: Model, result: RunResult, *, name: str, regi
         "region": region,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {**model.to_json(), "name": result.model},
-        "precision_plan": {"precision": result.precision, "method": result.method, "qdq_style": result.qdq_style,
-                           "keep_fp32": list(result.keep_fp32)},
+        "precision_plan": result.plan.to_record(),
         "calibration": {"name": result.calibration, "sha256": result.calibration_hash},
         "backend": result.backend,
         "versions": {"onnx": onnx.__version__, **result.versions},

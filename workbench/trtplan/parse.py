@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import vocabulary
 from ..engine import EngineGraph, EngineLayer
 from ..errors import PlanImportError
 from ..limits import MAX_NESTING, too_deep
 
 PLAN_BACKEND = "tensorrt-plan"
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+QDQ_OPS = frozenset(vocabulary.QDQ_OPS)
 
 _PROFILE_SUFFIX = re.compile(r"\s*\[profile \d+\]$")
 _REFORMAT = re.compile(r"^Reformatting CopyNode for (Input|Output) Tensor (\d+) to (.+)$")
@@ -437,9 +438,9 @@ def join_profile(layers: list[EngineLayer], entries: list[ProfileEntry]) -> list
 
 
 def engine_graph(layers: list[EngineLayer], source_nodes: list[str] | None = None, *,
-                 backend: str = PLAN_BACKEND) -> EngineGraph:
+                 backend: str = PLAN_BACKEND, device: str = "gpu") -> EngineGraph:
     """Wrap parsed layers as an EngineGraph; without the ONNX model, source_nodes are the names the layers claim."""
     if source_nodes is None:
         source_nodes = list(dict.fromkeys(n for layer in layers for n in layer.onnx_nodes))
     return EngineGraph(backend=backend, layers=layers, source_nodes=list(source_nodes),
-                       measured_graph="TensorRT engine (inspector JSON)")
+                       measured_graph="TensorRT engine (inspector JSON)", device=device)

@@ -27,6 +27,7 @@ from ..choices import BATCH_SIZES, dynamic_selection, explorer_methods
 from ..errors import Cancelled, WorkbenchError
 from ..jobs import Progress
 from ..scheduler import SELECTION, Scheduler, Ticket
+from ..vocabulary import PRECISIONS
 from .figures import figure_output
 from .loader import Loader
 from .tabs import DeferredTab, StaticTab, Tab, TabContext
@@ -45,7 +46,7 @@ VIEWS_STYLE = ("<style>.workbench-views>.widget-output{height:0;overflow:hidden;
                + "".join(f".workbench-views.workbench-show-{i}>.widget-output:nth-child({i + 1})"
                          "{height:auto;overflow:visible;visibility:inherit}" for i in range(KEPT_VIEWS))
                + "</style>")
-PRECISION_BUTTONS = (("FP32", "fp32"), ("FP16", "fp16"), ("INT8", "int8"))
+PRECISION_BUTTONS = tuple((p.upper(), p) for p in PRECISIONS)
 SEARCH = "search"  # scheduler group of the Mixed precision tab's search (a selection does not supersede it)
 # A finished status names the precision and batch it is for (classes of its span); the browser hides it as soon as
 # another button or batch is selected there, without a round trip to the kernel (no stale flash on quick clicks).
@@ -79,7 +80,7 @@ class Explorer:
         # the background after display, so the panel is on screen at once.
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
         from ..choices import BATCH_SIZES, DEFAULT_BATCH, EXPLORER_RUNS
-        from ..precision.plan import METHODS, QDQ_STYLES
+        from ..precision.plan import METHODS, PRECISIONS, QDQ_STYLES
 
         self._session_kwargs = {"cache_dir": cache_dir, "shared_cache": shared_cache, "threads": threads,
                                 "progress": False}
@@ -610,10 +611,11 @@ def _mixed_precision_tab(explorer) -> Tab:
 
 
 def _plan_of(config: dict) -> PrecisionPlan:
-    from ..precision.plan import PrecisionPlan
+    """The plan of a selection: its keys named like plan fields (unset ones at the plan's defaults)."""
+    from ..precision.plan import PLAN_FIELDS, PrecisionPlan
 
-    return PrecisionPlan(config["precision"], method=config["method"], qdq_style=config["qdq_style"],
-                         keep_fp32=tuple(config["keep_fp32"]))
+    return PrecisionPlan(**{name: tuple(value) if name == "keep_fp32" else value for name, value in config.items()
+                            if name in PLAN_FIELDS and value is not None})
 
 
 def _seconds(value: float) -> str:

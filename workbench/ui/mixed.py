@@ -16,6 +16,7 @@ from .._optional import require
 from ..errors import Cancelled, WorkbenchError
 from ..jobs import Progress
 from ..results import RunResult
+from ..vocabulary import DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, TUNE_METRICS
 from .figures import figure_widget, fit_to_panel
 from .tabs import TabContext
 
@@ -47,10 +48,10 @@ class MixedPrecisionTab:
         self._intro = ""  # what the intro says about the ranking on display
         self.intro = widgets.HTML(PICK_INT8)
         self.units_box = widgets.VBox(layout=widgets.Layout(max_height="360px", overflow="auto"))
-        self.metric = widgets.Dropdown(options=["agreement", "top1", "cosine"], value="agreement",
+        self.metric = widgets.Dropdown(options=list(TUNE_METRICS), value=DEFAULT_METRIC,
                                        description="Metric")
-        self.max_drop = widgets.BoundedFloatText(value=1.0, min=0.0, max=100.0, step=0.1, description="Max drop")
-        self.budget = widgets.BoundedIntText(value=6, min=1, max=50, description="Budget")
+        self.max_drop = widgets.BoundedFloatText(value=DEFAULT_MAX_DROP, min=0.0, max=100.0, step=0.1, description="Max drop")
+        self.budget = widgets.BoundedIntText(value=DEFAULT_BUDGET, min=1, max=50, description="Budget")
         self.find = widgets.Button(description="Find the fastest within budget", button_style="primary",
                                    layout=widgets.Layout(width="260px"))
         self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))

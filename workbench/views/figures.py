@@ -419,8 +419,8 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
 
 
 # ---- summary -----------------------------------------------------------------------------------------------
-SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "calibration", "backend", "batch",
-                   "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
+SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "weight_rounding", "calibration", "backend",
+                   "batch", "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
                    "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
 
 
@@ -438,7 +438,7 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
         top1 = acc.top1 if acc else None
         rows.append({
             "label": r.label, "model": r.model, "precision": r.precision, "method": r.method, "style": r.qdq_style,
-            "calibration": r.calibration, "backend": r.backend, "batch": r.headline_latency.batch,
+            "weight_rounding": r.weight_rounding, "calibration": r.calibration, "backend": r.backend, "batch": r.headline_latency.batch,
             "latency_median_ms": r.headline_latency.median, "latency_median_ci_ms": r.headline_latency.median_ci,
             "latency_p90_ms": r.headline_latency.p90, "speedup_vs_fp32": gain.ratio if gain else None,
             "speedup_ci": [gain.low, gain.high] if gain and gain.low is not None and base is not r else None,

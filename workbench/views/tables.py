@@ -24,6 +24,7 @@ class Column:
 COLUMNS: dict[str, Column] = {
     "label": Column("configuration"), "config": Column("configuration"), "model": Column("model"),
     "precision": Column("precision"), "method": Column("method"), "style": Column("Q/DQ style"),
+    "weight_rounding": Column("weight rounding"),
     "calibration": Column("calibration"), "backend": Column("engine"), "engine": Column("engine"),
     "batch": Column("batch", "count"),
     "latency_median_ms": Column("median latency (ms)", "ms"), "latency_p90_ms": Column("p90 latency (ms)", "ms"),
@@ -44,7 +45,7 @@ COLUMNS: dict[str, Column] = {
 # Intervals shown small under the value they bound, not as columns of their own.
 _INTERVALS = {"latency_median_ms": "latency_median_ci_ms", "speedup_vs_fp32": "speedup_ci"}
 # Keys of views.summary_table that the configuration label already says; the table shows the label instead.
-_IN_LABEL = ("precision", "method", "style", "calibration", "backend")
+_IN_LABEL = ("precision", "method", "style", "weight_rounding", "calibration", "backend")
 
 _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0}"
           ".workbench-table{border-collapse:collapse;font-size:12.5px;line-height:1.35;width:auto}"
