@@ -30,7 +30,7 @@ from ..scheduler import SELECTION, Scheduler, Ticket
 from ..vocabulary import PRECISIONS
 from .figures import figure_output
 from .loader import Loader
-from .tabs import DeferredTab, StaticTab, Tab, TabContext
+from .tabs import SEARCH, SPINNER, DeferredTab, StaticTab, Tab, TabContext
 
 if TYPE_CHECKING:
     from ..precision.plan import PrecisionPlan
@@ -47,7 +47,6 @@ VIEWS_STYLE = ("<style>.workbench-views>.widget-output{height:0;overflow:hidden;
                          "{height:auto;overflow:visible;visibility:inherit}" for i in range(KEPT_VIEWS))
                + "</style>")
 PRECISION_BUTTONS = tuple((p.upper(), p) for p in PRECISIONS)
-SEARCH = "search"  # scheduler group of the Mixed precision tab's search (a selection does not supersede it)
 # A finished status names the precision and batch it is for (classes of its span); the browser hides it as soon as
 # another button or batch is selected there, without a round trip to the kernel (no stale flash on quick clicks).
 STALE_STYLE = ("<style>" + ",".join(
@@ -60,7 +59,6 @@ STALE_STYLE = ("<style>" + ",".join(
     "border:2px solid #c5cae9;border-top-color:#1565c0;border-radius:50%;animation:workbench-spin .8s linear infinite}"
     "@keyframes workbench-spin{to{transform:rotate(360deg)}}"
     ".workbench-computing{opacity:.5;transition:opacity .3s}</style>")  # the views shown are of an older selection
-SPINNER = "<span class='workbench-spinner'></span>"
 
 
 class Explorer:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import WorkbenchError
+from .tabs import SPINNER
 
 
 class Loader:
@@ -114,8 +115,6 @@ class Loader:
 
     def _busy(self, text: str) -> None:
         """Shown before the work starts (the old message, an error included, goes at once)."""
-        from .explorer import SPINNER
-
         self.message.value = f"<span style='color:#555'>{SPINNER}{text}</span>"
 
     def _say(self, text: str) -> None:

@@ -18,7 +18,7 @@ from ..jobs import Progress
 from ..results import RunResult
 from ..vocabulary import DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, TUNE_METRICS
 from .figures import figure_widget, fit_to_panel
-from .tabs import TabContext
+from .tabs import SEARCH, SPINNER, TabContext
 
 MAX_UNITS = 40  # check boxes shown (the most sensitive units)
 PICK_INT8 = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
@@ -129,8 +129,6 @@ class MixedPrecisionTab:
     def search(self):
         """Run `Workbench.tune` with the explorer's INT8 settings as a job of the explorer's scheduler (after the
         work in progress); select the chosen plan. Returns the search's Future (None when INT8 is not selected)."""
-        from .explorer import SEARCH, SPINNER
-
         explorer = self.explorer
         config = explorer.selection()
         if config["precision"] != "int8":
@@ -149,8 +147,6 @@ class MixedPrecisionTab:
     def stop(self) -> None:
         """Cancel the search in progress; it stops at its next check (between steps, inside long loops) and the
         panel then says how long that took."""
-        from .explorer import SPINNER
-
         ticket = self.ticket
         if ticket is None or ticket.done:
             return

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from ..results import RunResult
     from ..session import Workbench
 
+SEARCH = "search"  # scheduler group of the Mixed precision tab's search (a selection does not supersede it)
+SPINNER = "<span class='workbench-spinner'></span>"  # a moving busy indicator (styled by the explorer)
+
 
 @dataclass(frozen=True)
 class TabContext:
