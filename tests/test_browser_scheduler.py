@@ -263,7 +263,8 @@ def test_the_search_shows_overall_progress_and_stops_at_its_cancel_button(lab, p
         panel = _tab(page, "Mixed precision")
         panel.get_by_role("button", name="Find the fastest within budget").click()
         text = panel.locator(".workbench-search-progress")
-        text.filter(has_text=re.compile(r"configuration 2 of 6")).wait_for(timeout=600_000)
+        # the first configuration not cached yet (which one depends on what earlier runs left in the cache)
+        text.filter(has_text=re.compile(r"configuration \d of 6")).wait_for(timeout=600_000)
         seen = []
         for _ in range(6):  # the bar's value over the whole search only ever grows
             page.wait_for_timeout(500)
