@@ -10,7 +10,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.models.spec import Model
 
-SHARED_PLANS = Path(__file__).resolve().parents[1] / "sample_models" / "trt-plans"  # copied from ../shared
 
 
 def make_tiny_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -71,9 +70,10 @@ def tiny_inputs() -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def trt_plans_dir() -> Path:
-    if not SHARED_PLANS.is_dir():
-        pytest.skip(f"TensorRT fixture plans not found at {SHARED_PLANS} (the copy in sample_models/ is missing)")
-    return SHARED_PLANS
+    """The bundled example plans (workbench/data/trt-plans), found through the package as users find them."""
+    from workbench.trtplan import example_plan_dir
+
+    return example_plan_dir("a100-resnet18-fp32").parent
 
 
 def make_labelled_sample():
@@ -118,3 +118,14 @@ def explorer(tmp_path_factory):
     ex = Explorer("digits-cnn", cache_dir=tmp_path_factory.mktemp("cache"), runs=3)
     ex.wait()
     return ex
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """A test module that loads Playwright drives a browser: it must say so (`pytestmark = pytest.mark.browser`), or
+    `make test-fast` would start Chromium."""
+    unmarked = sorted({item.module.__name__ for item in items if item.get_closest_marker("browser") is None
+                       and any(getattr(value, "__name__", "").startswith("playwright")
+                               for value in vars(item.module).values())})
+    if unmarked:
+        raise pytest.UsageError(f"{', '.join(unmarked)} load(s) Playwright but is not marked browser: add "
+                                "`pytestmark = pytest.mark.browser` under the imports (docs/testing.md).")

@@ -212,7 +212,8 @@ def test_resnet18_provenance_complete(backend, resnet_variants, variant, level):
         assert len(graph.layers) < len(graph.source_nodes), "fusion leaves fewer layers than ONNX nodes"
 
 
-@pytest.mark.parametrize("model_fixture", ["tiny_variants", "resnet_variants"])
+@pytest.mark.parametrize("model_fixture", ["tiny_variants",
+                                           pytest.param("resnet_variants", marks=pytest.mark.slow)])
 def test_conv_bn_fusion_shows_at_all(backend, request, model_fixture):
     proto = request.getfixturevalue(model_fixture)["fp32"]
     ops = {node.name: node.op_type for node in proto.graph.node}

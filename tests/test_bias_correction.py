@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from workbench import Workbench
 from workbench.calibration import CalibrationSet
 from workbench.models.spec import Model
-from workbench.precision import apply_plan, bias_correction, int8, precision_notes
+from workbench.precision import apply_plan, bias_correction, pipeline, precision_notes
 from workbench.precision.calibrate import calibration_batches, prepare
 from workbench.precision.plan import PrecisionPlan
 
@@ -37,7 +37,7 @@ def test_bias_correction_removes_the_mean_error_of_every_layer_and_changes_only_
     model = Model.from_proto(make_tiny_cnn(), name="tiny-cnn", source="tests/conftest.py")
     calibration = _calibration()
     batches = calibration_batches(calibration, model.inputs)
-    quantized, _ = int8.quantize(model, PrecisionPlan("int8", qdq_style=style), calibration, progress=False)
+    quantized, _ = pipeline.quantize(model, PrecisionPlan("int8", qdq_style=style), calibration, progress=False)
     prepared, _ = prepare(model)
     before = _mean_errors(quantized, prepared, batches)
     original = {init.name: numpy_helper.to_array(init) for init in quantized.graph.initializer}

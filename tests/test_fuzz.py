@@ -42,7 +42,8 @@ pytestmark = pytest.mark.slow
 SCALE = float(os.environ.get("WORKBENCH_FUZZ_SCALE", "1"))
 # examples per test; docs/reference.md's "Reliability" section lists the totals
 COUNTS = {"onnx_bytes": 400, "onnx_graphs": 60, "calibration": 600, "synthetic_specs": 300, "plan_json": 700,
-          "plan_structured": 600, "plan_cli": 150, "policy_text": 500, "policy_structured": 500}
+          "plan_structured": 600, "plan_cli": 150, "policy_text": 500, "policy_structured": 500,
+          "npz_headers": 300, "image_folders": 60, "preprocessing": 500, "cache_links": 200}
 
 
 def fuzz(name: str):
@@ -304,3 +305,153 @@ def test_nearly_valid_policies_round_trip_or_fail_clearly(data, suffix):
             table = PolicyTable.load(path)
             assert PolicyTable.load(table.save(saved)).to_json() == table.to_json()
         assert {p.name for p in folder.iterdir()} <= {path.name, "out"}
+
+
+# ---- user data and caches (issue 28) --------------------------------------------------------------------------------
+IMAGE_SPEC = [TensorSpec("input", "float32", ("batch", 1, 8, 8))]
+NPY_DTYPES = ["<f4", "<f8", "<i8", "|u1", "|b1", "|O", "<U3", "<c8", "|V4"]
+
+
+@st.composite
+def npz_archives(draw):
+    """An .npz whose members' headers claim any shape and dtype (up to 10**13 elements), with any amount of data
+    behind them, possibly pickled, truncated, or not .npy at all."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=draw(st.sampled_from([zipfile.ZIP_STORED,
+                                                                        zipfile.ZIP_DEFLATED]))) as archive:
+        for name in draw(st.lists(st.sampled_from(["input", "labels", "x", "input.npy"]), min_size=1, max_size=3,
+                                  unique=True)):
+            shape = tuple(draw(st.lists(st.sampled_from([0, 1, 2, 8, 10**6, 10**12]), max_size=4)))
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": draw(st.sampled_from(NPY_DTYPES)),
+                                                          "fortran_order": False, "shape": shape})
+            body = draw(st.binary(max_size=600))
+            member = header.getvalue() + body if draw(st.booleans()) else draw(st.binary(max_size=100))
+            archive.writestr(f"{name}.npy" if not name.endswith(".npy") else name, member)
+    return buffer.getvalue()
+
+
+@fuzz("npz_headers")
+@given(npz_archives())
+def test_npz_headers_are_read_or_refused_clearly(content):
+    from workbench.userdata import load_data
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.npz"
+        path.write_bytes(content)
+        with one_clear_error_or_result():
+            data = load_data(path, IMAGE_SPEC)
+            assert data.arrays["input"].shape[1:] == (1, 8, 8)
+
+
+@st.composite
+def image_folders(draw, root: Path):
+    """A folder of class sub-folders holding real images of any size and mode, junk bytes under image names,
+    empty files, FIFOs and links."""
+    from PIL import Image
+
+    for cls in draw(st.lists(st.sampled_from(["cat", "dog", ".hidden", "a b"]), max_size=3, unique=True)):
+        folder = root / cls
+        folder.mkdir()
+        for i, kind in enumerate(draw(st.lists(st.sampled_from(["png", "jpg", "junk", "empty", "fifo", "link",
+                                                                "rgba", "huge-header"]), max_size=4))):
+            target = folder / f"{i}.{'jpg' if kind == 'jpg' else 'png'}"
+            if kind in ("png", "jpg", "rgba"):
+                size = (draw(st.integers(1, 40)), draw(st.integers(1, 40)))
+                Image.new("RGBA" if kind == "rgba" else "RGB", size).save(target)
+            elif kind == "junk":
+                target.write_bytes(draw(st.binary(max_size=64)))
+            elif kind == "empty":
+                target.touch()
+            elif kind == "fifo":
+                os.mkfifo(target)
+            elif kind == "link":
+                target.symlink_to(root / "nowhere.png")
+            else:  # a PNG header claiming 60,000 x 60,000 pixels
+                Image.new("L", (1, 1)).save(target)
+                raw = bytearray(target.read_bytes())
+                raw[16:24] = (60000).to_bytes(4, "big") * 2
+                target.write_bytes(bytes(raw))
+    return root
+
+
+@fuzz("image_folders")
+@given(st.data(), st.sampled_from([None, "size=4x4", "size=8x8,mean=0.5,std=0.25", "order=bgr,scale=1"]))
+def test_image_folders_give_arrays_or_one_clear_error(data, preprocessing):
+    from workbench.userdata import ImagePreprocessing, load_data
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "images"
+        root.mkdir()
+        data.draw(image_folders(root))
+        with one_clear_error_or_result():
+            stated = ImagePreprocessing.parse(preprocessing) if preprocessing else None
+            loaded = load_data(root, IMAGE_SPEC, preprocessing=stated)
+            assert np.isfinite(loaded.arrays["input"]).all() or stated is not None
+
+
+PREPROCESSING_PARTS = st.one_of(
+    st.builds(lambda h, w: f"size={h}x{w}", st.integers(-5, 30000), st.integers(-5, 30000)),
+    st.builds(lambda v: f"size={v}", st.text(max_size=8)),
+    st.builds(lambda k, vs: f"{k}={':'.join(vs)}", st.sampled_from(["mean", "std"]),
+              st.lists(st.sampled_from(["0", "1", "-1", "0.5", "nan", "inf", "-inf", "1e309", "x", ""]), max_size=5)),
+    st.builds(lambda v: f"scale={v}", st.sampled_from(["255", "0", "-1", "nan", "1e-300", "abc"])),
+    st.builds(lambda v: f"order={v}", st.sampled_from(["rgb", "bgr", "RGB", "hsv", ""])),
+    st.text(max_size=12))
+
+
+@fuzz("preprocessing")
+@given(st.lists(PREPROCESSING_PARTS, max_size=5).map(",".join))
+def test_preprocessing_strings_parse_or_name_the_argument(text):
+    from workbench.userdata import ImagePreprocessing
+
+    try:
+        parsed = ImagePreprocessing.parse(text)
+    except WorkbenchError as exc:
+        assert str(exc).startswith("Image preprocessing"), str(exc)
+        return
+    assert parsed.scale > 0 and math.isfinite(parsed.scale) and all(s > 0 for s in parsed.std)
+    assert parsed.size is None or all(1 <= d <= 8192 for d in parsed.size)
+
+
+@pytest.mark.filterwarnings("ignore::workbench.cache.CacheWarning")  # a planted folder makes the cache unusable
+@fuzz("cache_links")
+@given(st.lists(st.tuples(st.sampled_from(["json", "onnx", "onnx.sha256", "json.hmac", "sub"]),
+                          st.sampled_from(["link-out", "link-in", "dangling", "fifo", "dir", "junk"])),
+                max_size=5, unique_by=lambda t: t[0]),
+       st.booleans(), st.booleans())
+def test_cache_directories_with_links_never_leak_or_write_outside(plants, shared, keyed):
+    """Whatever is planted in a cache (links out of it, FIFOs, folders, junk), reads are misses or verified
+    entries and writes never change a file outside the cache."""
+    from workbench.cache import ResultCache
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        outside = root / "victim.txt"
+        outside.write_text("precious")
+        layer = root / ("shared" if shared else "private")
+        layer.mkdir()
+        key = ResultCache.key(kind="fuzz")
+        for suffix, kind in plants:
+            path = layer / f"{key}.{suffix}"
+            if kind == "link-out":
+                path.symlink_to(outside)
+            elif kind == "link-in":
+                path.symlink_to(layer)
+            elif kind == "dangling":
+                path.symlink_to(root / "missing")
+            elif kind == "fifo":
+                os.mkfifo(path)
+            elif kind == "dir":
+                path.mkdir()
+            else:
+                path.write_text('{"sha256": "0", "entry": {}}')
+        cache = ResultCache(root / "private", shared=layer if shared else None, key=b"k" if keyed else None)
+        assert cache.get(key) is None and cache.get_bytes(key, "onnx") is None
+        cache.put(key, {"a": 1})
+        cache.put_bytes(key, b"bytes", "onnx")
+        assert outside.read_text() == "precious"
+        if not shared and dict(plants).get("json") != "dir":
+            assert cache.get(key) == {"a": 1}

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from workbench.calibration import CalibrationSet
 from workbench.models.onnx_source import finalize
-from workbench.precision import int8
+from workbench.precision import int8, pipeline
 from workbench.precision.plan import PrecisionPlan
 
 CHANNELS = 4
@@ -54,10 +54,10 @@ def chain():
 
 
 def _quantize_both_ways(monkeypatch, model, calibration, plan, segment_nodes):
-    whole, _ = int8.quantize(model, plan, calibration, progress=False)
+    whole, _ = pipeline.quantize(model, plan, calibration, progress=False)
     monkeypatch.setattr(int8, "SPLIT_ABOVE", segment_nodes)
     monkeypatch.setattr(int8, "SEGMENT_NODES", segment_nodes)
-    split, notes = int8.quantize(model, plan, calibration, progress=False)
+    split, notes = pipeline.quantize(model, plan, calibration, progress=False)
     return whole, split, notes
 
 
@@ -117,7 +117,7 @@ def test_small_graphs_and_graphs_with_subgraphs_are_not_cut(chain, monkeypatch):
 def test_a_graph_the_segments_do_not_suit_is_quantised_whole(monkeypatch, chain):
     model, calibration, feeds = chain
     plan = PrecisionPlan("int8", method="minmax", qdq_style="onnxruntime")
-    whole, _ = int8.quantize(model, plan, calibration, progress=False)
+    whole, _ = pipeline.quantize(model, plan, calibration, progress=False)
 
     def fails(target, parts):
         raise ValueError("a graph the stitching does not understand")
@@ -125,7 +125,7 @@ def test_a_graph_the_segments_do_not_suit_is_quantised_whole(monkeypatch, chain)
     monkeypatch.setattr(int8, "_stitch", fails)
     monkeypatch.setattr(int8, "SPLIT_ABOVE", 20)
     monkeypatch.setattr(int8, "SEGMENT_NODES", 20)
-    fallback, notes = int8.quantize(model, plan, calibration, progress=False)
+    fallback, notes = pipeline.quantize(model, plan, calibration, progress=False)
 
     assert any("segment by segment failed (ValueError" in note and "quantised the graph whole" in note
                for note in notes), notes

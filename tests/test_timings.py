@@ -158,10 +158,10 @@ def test_headline_names_the_fastest_configuration_within_half_a_point():
     fp16 = _result("fp16", _times(2.0, 0.05, seed=21), top1=0.897)  # 0.3 points lower: inside the margin
     int8 = _result("int8", _times(1.0, 0.05, seed=22), top1=0.890)  # faster, but 1 point lower
     text = headline([fp32, fp16, int8])
-    assert text.startswith("Fastest within 0.5 points of FP32 accuracy: fp16 @ onnxruntime")
+    assert text.startswith("Fastest within 0.5 points of FP32 on top-1 accuracy: fp16 @ onnxruntime")
     gain = speedup_over(fp16, fp32)
     assert gain.verdict == "faster" and f"×{gain.ratio:.2f} (95% CI ×{gain.low:.2f}–{gain.high:.2f}) faster" in text
-    assert "top-1 89.70% (FP32 top-1 90.00%)" in text
+    assert "top-1 accuracy 89.70 % (FP32 90.00 %)" in text
     assert "Fused: 2 ONNX nodes into 1 layer (FusedConv ×1)" in text
 
 

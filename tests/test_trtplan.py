@@ -1,4 +1,4 @@
-"""TensorRT plan import on real trtexec/inspector output (the A100 plans in sample_models/trt-plans) and hand-made edge cases."""
+"""TensorRT plan import on real trtexec/inspector output (the bundled A100 plans in workbench/data/trt-plans) and hand-made edge cases."""
 from __future__ import annotations
 
 import json
@@ -30,6 +30,18 @@ def _raw(trt_plans_dir: Path, name: str, suffix: str):
 def test_fixture_folder_holds_all_six_plans(trt_plans_dir):
     assert trt_plans_dir.name == "trt-plans" and (trt_plans_dir / "LICENSE.txt").is_file()
     assert sorted(p.name for p in trt_plans_dir.iterdir() if p.is_dir()) == sorted(PLAN_DIRS)
+
+
+def test_example_plans_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
+    from workbench.trtplan import example_plan_dir, example_plans
+
+    monkeypatch.chdir(tmp_path)  # no project folder around: the package alone finds its plans
+    assert sorted(example_plans()) == sorted(PLAN_DIRS)
+    by_name = load_plan_dir("a100-resnet18-qat")
+    assert by_name.name == "a100-resnet18-qat" and by_name.latency_ms["median"] > 0
+    assert by_name.sources["graph"].startswith(str(example_plan_dir("a100-resnet18-qat")))
+    with pytest.raises(PlanImportError, match="a100-resnet18-fp16"):  # the error lists the names there are
+        load_plan_dir("resnet18-qat")
 
 
 def test_every_layer_parsed_in_order(plans, trt_plans_dir):

@@ -26,7 +26,8 @@ def session(tmp_path_factory):
 
 
 def _result(layers, drift, accuracy=None) -> RunResult:
-    return RunResult(model="tiny-cnn", plan=PrecisionPlan("int8"), calibration="noise", calibration_hash="x", backend="onnxruntime", versions={},
+    return RunResult(model="tiny-cnn", plan=PrecisionPlan("int8"), calibration="noise", calibration_hash="x",
+                     backend="onnxruntime", versions={},
                      synthetic_data=False, latency=[LatencyStats(8, 1.0, 1.1, 0.9, 1.0, 3, 8000.0)],
                      accuracy=accuracy, engine=EngineGraph("onnxruntime", layers, []), drift=drift)
 
@@ -344,13 +345,17 @@ def test_a_loss_in_one_role_is_found_by_keeping_that_role_in_fp32():
 def test_kept_text_says_what_stays_in_fp32():
     from workbench.tune import UNWEIGHTED, TunedConfig
 
-    def text(kept):
-        return TunedConfig("x", PrecisionPlan("int8"), kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0,
-                           0.0, True).kept_text
+    def text(kept, rounding=None):
+        plan = PrecisionPlan("int8") if rounding is None else PrecisionPlan("int8", weight_rounding=rounding)
+        return TunedConfig("x", plan, kept, 1.0, 1.0, 8, 1.0, None, "faster", 1.0, 0.0, True).kept_text
 
     assert text([]) == "all int8" and text(["a"]) == "FP32: a" and text(["a", "b", "c"]) == "3 layers FP32"
     assert text([UNWEIGHTED]) == "weighted layers int8"
     assert text([UNWEIGHTED, "a", "b", "c"]) == "weighted layers int8, 3 layers FP32"
+    # the starts of one search differ by weight rounding: each names its own (notebook 07 once showed three
+    # identical "all int8" rows)
+    assert [text([], r) for r in ("nearest", "gptq", "gptq+bc")] == \
+        ["all int8", "all int8 (gptq weights)", "all int8 (gptq+bc weights)"]
 
 
 class _TimedUnderLoadWorkbench(_SpreadLossWorkbench):

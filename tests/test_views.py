@@ -162,6 +162,7 @@ def test_tradeoff_points_and_markers(results):
     assert len(points) == len(results)
     assert sorted(points) == sorted([(1.0, 0.85, "diamond"), (2.0, 0.90, "circle"), (2.2, 0.89, "circle-open")])
     assert fig.layout.yaxis.title.text == "top-1 accuracy"
+    assert fig.layout.yaxis.range[1] == 1.0 and all(t.cliponaxis is False for t in fig.data)  # ends at 100 %
     unlabelled = [_roundtrip(r) for r in results]
     unlabelled[1].accuracy.top1 = None
     assert tradeoff_figure(unlabelled).layout.yaxis.title.text == "top-1 agreement with FP32"
@@ -247,6 +248,19 @@ def _chain(n: int) -> tuple[Model, EngineGraph]:
     return model, EngineGraph("test", layers, model.node_names)
 
 
+def test_fusion_view_names_the_engine_kernel_as_notebook_02_and_the_report_do(model, ort_engine):
+    """An INT8 layer shows as QLinearConv (the kernel that runs) with the ONNX ops it covers, not as "Conv"."""
+    conv = next(l for l in ort_engine.layers if "conv1" in l.onnx_nodes)
+    int8 = EngineLayer(conv.name, "QLinearConv", "int8", list(conv.onnx_nodes), list(conv.inputs),
+                       list(conv.outputs))
+    engine = EngineGraph("onnxruntime", [int8 if l is conv else l for l in ort_engine.layers],
+                         list(ort_engine.source_nodes))
+    after = fusion_graph(model, engine).after_svg
+    covered = "+".join(dict.fromkeys(model.proto.graph.node[model.node_names.index(n)].op_type
+                                     for n in conv.onnx_nodes))
+    assert f"QLinearConv ({covered})" in after
+
+
 def test_fusion_graph_paginates_big_graphs():
     model, engine = _chain(300)
     first = fusion_graph(model, engine, max_nodes=80)
@@ -322,7 +336,8 @@ def test_long_layer_lists_show_the_slowest_and_sum_the_rest():
     rest = next(t for t in fig.data if t.name == "other layers")
     assert rest.x[0] == pytest.approx(sum(0.001 * i for i in range(60)))
     assert fig.layout.autosize and fig.layout.width is None  # width follows the container
-    assert fig.layout.height <= 1400 and fig.layout.legend.x > 1  # the legend is outside the plot, never over bars
+    # the legend is outside the plot (under it, at the bottom of the figure), never over bars
+    assert fig.layout.height <= 1400 and fig.layout.legend.yref == "container" and fig.layout.legend.y == 0
 
 
 def test_each_configuration_keeps_one_distinct_colour_across_figures(results):
@@ -352,6 +367,25 @@ def test_drift_is_drawn_by_graph_position_with_names_on_hover(results):
     assert not fig.layout.annotations or all("SQNR vs FP32 (dB, higher" not in a.text for a in fig.layout.annotations)
 
 
+@pytest.mark.parametrize("with_positions", [True, False])
+def test_drift_x_follows_the_fp32_graph_whichever_variant_ran_first(with_positions):
+    """INT8 computed before FP16 (the natural FP32 -> INT8 -> FP16 order) and FP16 exposing tensors INT8 fused
+    away: every line still runs left to right (no zig-zag); with positions the x order is the FP32 graph's."""
+    def points(names):
+        graph = ["c1", "n1", "r1", "c2", "n2", "s", "r2", "probs"]
+        return [DriftPoint(t, None, 30.0, 0.99, 0.1, position=graph.index(t) if with_positions else None)
+                for t in names]
+
+    int8 = _result("int8", None, 1.0, 0.85, 0.95, drift=points(["c1", "r1", "s", "probs"]), method="minmax")
+    fp16 = _result("fp16", None, 2.2, 0.89, 0.99, drift=points(["c1", "n1", "r1", "n2", "s", "r2", "probs"]))
+    fig = drift_figure([int8, fp16])
+    for trace in fig.data:
+        assert list(trace.x) == sorted(trace.x), f"{trace.name} zig-zags: {list(trace.x)}"
+    sqnr = {t.legendgroup: list(t.x) for t in fig.data if t.yaxis in (None, "y")}
+    assert sqnr[fp16.label] == [1, 2, 3, 4, 5, 6, 7] and sqnr[int8.label] == [1, 3, 5, 7]
+    assert RunResult.from_json(json.loads(json.dumps(fp16.to_json()))).drift == fp16.drift
+
+
 def test_numbers_for_people():
     from workbench.views.tables import format_value, significant
 
@@ -368,8 +402,9 @@ def test_fusion_names_shapes_and_shape_arithmetic_are_readable():
     assert _dims_text(["unk__1", 32, "unk__5", "unk__6"]) == "batch×32×?×?"
     assert _dims_text(["batch", "sequence", 384]) == "batch×sequence×384"
     name = "/features/features.0/features.0.0/Conv_output_0_fusion_W_0.weight"
-    short = _short(name)
-    assert short.startswith("/features") and short.endswith("weight") and "…" in short
+    short = _short(name)  # the repeated scopes go, the end is cut: the block (features.0.0) stays readable
+    assert short.startswith("features.0.0/Conv") and short.endswith("…") and len(short) <= 34
+    assert _short("/_blocks.10/_depthwise_conv/static_padding/Reshape").startswith("_blocks.10/_depthwise_conv/")
     # x -> Shape -> Gather -> Unsqueeze -> Concat -> Reshape(x, shape) -> Relu: the four glue nodes are one box
     i = helper.make_tensor("i", TensorProto.INT64, [1], [0])
     minus = helper.make_tensor("m", TensorProto.INT64, [1], [-1])
@@ -406,7 +441,7 @@ def test_layer_group_labels_say_what_the_layer_computes():
 
     layer = EngineLayer("/_blocks.1/_swish/Clip_output_0_nchwc", "com.microsoft.nchwc.Conv", "fp32", ["conv"])
     label = LayerMatch(nodes=["conv"], layers_a=[layer]).label
-    assert label.startswith("Conv · /_blocks") and label.endswith("nchwc") and len(label) <= 34
+    assert label.startswith("Conv · _blocks.1/_swish/") and len(label) <= 34  # the block and module kept
     pair = LayerMatch(nodes=["g"], layers_b=[EngineLayer("fused /12/Gemm", "FusedGemm", "fp32", ["g"]),
                                              EngineLayer("/12/Relu", "Relu", "fp32", ["r"])]).label
     assert pair.startswith("FusedGemm+Relu · ") and pair.endswith("(+1)")

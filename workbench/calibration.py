@@ -56,7 +56,8 @@ class CalibrationSet:
                 digest.update(name.encode())
                 digest.update(str(arr.dtype).encode())
                 digest.update(str(arr.shape).encode())
-                digest.update(arr.tobytes())
+                # object arrays (strings) hold pointers: hash their text instead
+                digest.update("\0".join(map(str, arr.reshape(-1))).encode() if arr.dtype == object else arr.tobytes())
             self._hash = digest.hexdigest()
         return self._hash
 
@@ -77,7 +78,10 @@ class CalibrationSet:
             except ValueError as exc:  # ragged nested lists
                 raise CalibrationError(f"Calibration set {name!r}: input {key!r} is not a rectangular array ({exc}). "
                                        "Give every sample the same shape.") from exc
-            if array.ndim == 0 or array.dtype == object:
+            if array.dtype.kind in "US":  # strings as the engines take them
+                array = array.astype(object)
+            strings = array.dtype == object and all(isinstance(v, str) for v in array.reshape(-1))
+            if array.ndim == 0 or (array.dtype == object and not strings):
                 raise CalibrationError(f"Calibration set {name!r}: input {key!r} is a {array.dtype} value of shape "
                                        f"{list(array.shape)}, not an array of samples: stack the samples on axis 0.")
             picked[key] = array[:limit] if limit else array

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
-from .backends import DEFAULT_BACKEND, installed_backends
+from . import output
+from .backends import DEFAULT_BACKEND, backend_names, installed_backends
 from .errors import WorkbenchError
 from .output import atomic_write, check_outputs
 from .precision.plan import INT8_FIELDS, PLAN_CHOICES, PLAN_FIELDS, PrecisionPlan
 from .results import strict_json
 from .vocabulary import (DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS, METHODS, PRECISIONS,
-                         QDQ_STYLES, TUNE_METRICS)
+                         OUTPUT_TASKS, QDQ_STYLES, TUNE_METRICS)
 
 DEFAULT_PRECISIONS = PRECISIONS
 DEFAULT_REPORT = "reports/report.html"  # the same place for `make report` and a bare `python -m workbench report`
@@ -45,12 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--calibration", help="calibration set name (default: the sample's first set)")
     report.add_argument("--calibration-size", type=int, default=256, help="calibration samples (default 256)")
     _plan_flags(report, repeat=False)
+    report.add_argument("--keep-fp32", action="append", default=None, metavar="NODE|OPTYPE",
+                        help="keep a node (by name) or every node of an op type in FP32 in the FP16 and INT8 "
+                             "variants; repeat for several")
+    report.add_argument("--per-tensor", action="store_true",
+                        help="INT8 weights with one scale per tensor (default: one per output channel)")
+    report.add_argument("--strict", action="store_true",
+                        help="exit 1 when any configuration could not be measured (default: only when nothing "
+                             "but FP32 could be)")
     report.add_argument("--batch", type=int, default=None,
                         help=f"batch size for latency (default 8; {MAIN_JOB_BATCH} for the default sample)")
     report.add_argument("--runs", type=int, default=DEFAULT_RUNS,
                         help=f"timed runs per configuration (default {DEFAULT_RUNS})")
     report.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
-    report.add_argument("--backend", action="append", default=None,
+    report.add_argument("--backend", action="append", default=None, choices=backend_names(),
                         help="onnxruntime (default), openvino or tensorrt; repeat to compare engines side by side "
                              "(default for the default sample: onnxruntime and, when installed, openvino)")
     report.add_argument("--no-drift", action="store_true", help="skip per-layer drift (faster)")
@@ -74,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--input", action="append", default=None, metavar="NAME=SHAPE",
                       help="shape for an input's synthetic data (e.g. images=1,3,640,640) or a scalar input's value "
                            "(e.g. sr=16000); repeat for several inputs")
+    data.add_argument("--task", action="append", default=None, type=_task_arg, metavar="[OUTPUT=]TASK",
+                      help="what an output is, so accuracy uses its metrics (docs/accuracy.md): TASK for the first "
+                           f"output or OUTPUT=TASK (repeat); TASK is one of {', '.join(OUTPUT_TASKS)} (default: "
+                           "inferred from each output's name, type and shape)")
 
     plan = sub.add_parser(
         "plan", help="import TensorRT engine plans built elsewhere (engine inspector + trtexec JSON)",
@@ -162,7 +177,7 @@ def grid_configs(grid: list[str] | None) -> list[dict]:
 
 
 def _app_parser(sub) -> None:
-    from .app import DEFAULT_HOST, DEFAULT_PORT
+    from .app import DEFAULT_CULL_IDLE_S, DEFAULT_CULL_INTERVAL_S, DEFAULT_HOST, DEFAULT_PORT
 
     app = sub.add_parser(
         "app", help="serve the explorer as a standalone web page (Voila), e.g. for workshop participants",
@@ -178,6 +193,11 @@ def _app_parser(sub) -> None:
     app.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     app.add_argument("--allow-remote", action="store_true",
                      help="needed to listen on an address other than loopback (the app has no password)")
+    app.add_argument("--token", default=None, help="require this token in the page URL (?token=...)")
+    app.add_argument("--cull-idle", type=int, default=DEFAULT_CULL_IDLE_S,
+                     help=f"shut a closed page's kernel down after this many idle seconds (default {DEFAULT_CULL_IDLE_S})")
+    app.add_argument("--cull-interval", type=int, default=DEFAULT_CULL_INTERVAL_S,
+                     help=f"seconds between checks for such kernels (default {DEFAULT_CULL_INTERVAL_S})")
     app.add_argument("--runs", type=int, default=None, help="timed runs per configuration (default: the explorer's)")
     app.add_argument("--threads", type=int, default=None, help="engine threads (default: backend's)")
 
@@ -257,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     command_line = "python -m workbench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    previous = _terminate_as_interrupt()
     try:
         if args.command == "samples":
             return _samples()
@@ -278,9 +299,30 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("error: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the work is so that it unwinds like Ctrl-C (temporary files removed, Ray tasks
+    cancelled) instead of dying mid-write."""
+
+
+def _terminate_as_interrupt():
+    """Turn SIGTERM into Terminated for this command (main thread only); returns the previous handler or None."""
+    def terminate(_signum, _frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _samples() -> int:
@@ -294,32 +336,57 @@ def _samples() -> int:
 
 
 def _report(args, command_line: str) -> int:
+    """Measure every precision on every engine; a configuration that is refused or fails becomes a failure row
+    (HTML, JSON `failures`) while the rest is measured and written. Exit 1 when nothing but FP32 was measured (or,
+    with --strict, when anything failed)."""
     from . import samples
-    from .report import headline, write_report
+    from .report import Failure, build_report, headline, headline_choice, interleaved_comparison
     from .session import Workbench
     from .views import summary_table
 
     model = args.model or samples.DEFAULT_SAMPLE
     out = args.out or (None if args.json_path else DEFAULT_REPORT)
     json_path = args.json_path or (_json_beside(out) if out else None)
-    check_outputs({"--out": out, "--json": json_path}, inputs=[model])
-    precisions = args.precision or list(DEFAULT_PRECISIONS)
+    check_outputs({"--out": out, "--json": json_path},
+                  inputs=[model, args.data, args.calibration_data, args.eval_data])
+    precisions = list(dict.fromkeys(args.precision or DEFAULT_PRECISIONS))
     backends, batch = engines_and_batch(args.model, args.backend, args.batch)
+    backends = list(dict.fromkeys(backends))
     progress = not args.quiet
-    results = []
-    sessions = []
+    results, sessions, failures = [], [], []
     for backend in backends:
         wb = Workbench(model, backend=backend, cache_dir=args.cache_dir, shared_cache=args.shared_cache,
                        threads=args.threads, progress=progress, **_data_options(args))
         sessions.append(wb)
         for precision in precisions:
-            results.append(wb.run(
-                precision=precision,
-                calibration=args.calibration if precision == "int8" else None,
-                calibration_size=args.calibration_size, **_int8_options(args, precision),
-                batch=batch, runs=args.runs, drift=not args.no_drift))
-    _print_summary(results)
+            reduced = precision != "fp32"
+            options = {"calibration": args.calibration if precision == "int8" else None,
+                       **_int8_options(args, precision),
+                       "keep_fp32": tuple(args.keep_fp32 or ()) if reduced else (),
+                       "per_channel": False if args.per_tensor and precision == "int8" else None}
+            try:
+                results.append(wb.run(precision=precision, calibration_size=args.calibration_size, batch=batch,
+                                      runs=args.runs, drift=not args.no_drift, **options))
+            except Exception as exc:  # noqa: BLE001 - any refusal or engine failure is a row; the others go on
+                if args.traceback:
+                    traceback.print_exc()
+                failures.append(Failure.of(exc, precision=precision, backend=backend,
+                                           label=f"{_plan_label(precision, options)} @ {backend}"))
+                print(f"not measured: {failures[-1].label}: {failures[-1].error_type}: {failures[-1].reason}",
+                      file=sys.stderr)
+    try:
+        comparison = interleaved_comparison(sessions, results)
+    except WorkbenchError as exc:  # the separate runs still stand; say why the turns are missing
+        comparison = None
+        print(f"warning: speed-ups from separate runs, the interleaved re-timing failed: {exc}", file=sys.stderr)
+    retimed = comparison.timings if comparison else None
+    if results:
+        _print_summary(results, retimed=retimed, comparison=comparison)
+    files = {}
     if json_path:
+        rows = summary_table(results, retimed=retimed) if results else []
+        for row, result in zip(rows, results):
+            row["interleaved"] = comparison.to_json(result) if comparison else None
         payload = {
             "model": {"name": sessions[0].model.name,
                       "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype}
@@ -329,14 +396,59 @@ def _report(args, command_line: str) -> int:
                       "sha256": sessions[0].model.content_hash},
             "command": command_line,
             "results": [r.to_json() for r in results],
-            "summary": summary_table(results),  # per result: speed-up over its FP32 baseline, interval, verdict
-            "headline": headline(results),
+            # per result: speed-up over its FP32 baseline, interval, verdict (from interleaved rounds when re-timed:
+            # speedup_timing says which, "interleaved" holds the rounds)
+            "summary": rows,
+            "headline": headline(results, comparison=comparison),
+            # what the headline claims, for tools: configuration, baseline, verdict, speedup, ci, timing (or null)
+            "headline_verdict": choice.to_json() if (choice := headline_choice(results, comparison=comparison))
+            else None,
+            "failures": [f.to_json() for f in failures],  # configurations refused or failed, with the reason
         }
-        _write_json(json_path, payload)
-    if out:
-        path = write_report(sessions, results, out, command=command_line)
-        print(f"report: {path}")
+        files[json_path] = _json_bytes(payload)
+    if out and results:
+        files[out] = build_report(sessions, results, command=command_line, failures=failures,
+                                  comparison=comparison).encode("utf-8")
+    output.write_group(files)  # the JSON and the HTML of this run, swapped in together
+    if json_path:
+        print(f"json: {json_path}")
+    if out and results:
+        print(f"report: {out}")
+    measured_reduced = any(r.precision != "fp32" for r in results)
+    if failures and (args.strict or not measured_reduced):
+        what = "" if measured_reduced else "; nothing but FP32 was measured" if results else "; nothing was measured"
+        print(f"error: {len(failures)} configuration(s) not measured{what}: see above.", file=sys.stderr)
+        return 1
     return 0
+
+
+def _task_arg(text: str) -> tuple[str | None, str]:
+    """`TASK` (the first output) or `OUTPUT=TASK`, TASK from vocabulary.OUTPUT_TASKS."""
+    output, _, task = text.rpartition("=")
+    if task not in OUTPUT_TASKS:
+        raise argparse.ArgumentTypeError(f"{task!r} is not a task: use one of {', '.join(OUTPUT_TASKS)}, as TASK "
+                                         "(the first output) or OUTPUT=TASK")
+    return output or None, task
+
+
+def _tasks(pairs) -> dict | str | None:
+    """--task values as Workbench(tasks=...): one task for the first output, or output name -> task."""
+    if not pairs:
+        return None
+    first = [task for output, task in pairs if output is None]
+    named = {output: task for output, task in pairs if output is not None}
+    if first and named:
+        raise WorkbenchError("--task: give either one TASK (the first output) or OUTPUT=TASK pairs, not both.")
+    return first[-1] if first else named
+
+
+def _plan_label(precision: str, options: dict) -> str:
+    """The label of the plan `run` was asked for (the plain precision when the options do not make a plan)."""
+    try:
+        return PrecisionPlan(precision, **{name: value for name, value in options.items()
+                                           if name in PLAN_FIELDS and value is not None}).label
+    except WorkbenchError:
+        return precision
 
 
 def _data_options(args) -> dict:
@@ -345,6 +457,7 @@ def _data_options(args) -> dict:
 
     preprocessing = ImagePreprocessing.parse(args.image_preprocessing) if args.image_preprocessing else None
     return {"inputs": dict(parse_override(text) for text in args.input or []) or None, "data": args.data,
+            "tasks": _tasks(getattr(args, "task", None)),
             "calibration_data": args.calibration_data, "eval_data": args.eval_data,
             "image_preprocessing": preprocessing}
 
@@ -361,6 +474,7 @@ def _warm(args) -> int:
     from .choices import BATCH_SIZES
     from .warm import warm
 
+    check_outputs({"--json": args.json_path})
     report = warm(args.samples, cache_dir=args.cache_dir, shared_cache=args.shared_cache, backends=args.backend,
                   precisions=args.precision or PRECISIONS, calibrations=args.calibration,
                   methods=args.method or METHODS, qdq_styles=args.qdq_style or QDQ_STYLES,
@@ -374,6 +488,11 @@ def _sweep(args, command_line: str) -> int:
     from .session import Workbench
 
     configs = [{**config, "drift": not args.no_drift} for config in grid_configs(args.grid)]
+    check_outputs({"--json": args.json_path}, inputs=[args.model])
+    if args.ray is not None:
+        from .distributed import check_ray_options
+
+        check_ray_options(args.ray or None, args.max_retries)
     wb = Workbench(args.model, cache_dir=args.cache_dir, shared_cache=args.shared_cache, threads=args.threads,
                    progress=not args.quiet)
     executor = "sequential" if args.ray is None else "ray"
@@ -396,24 +515,24 @@ def _app(args) -> int:
 
     return serve(args.model or samples.DEFAULT_SAMPLE, backend=args.backend, cache_dir=args.cache_dir,
                  shared_cache=args.shared_cache, host=args.host, port=args.port, allow_remote=args.allow_remote,
-                 runs=args.runs, threads=args.threads)
+                 runs=args.runs, threads=args.threads, token=args.token, cull_idle_s=args.cull_idle,
+                 cull_interval_s=args.cull_interval)
 
 
 def _plan(args, command_line: str) -> int:
     from .report import write_plan_report
-    from .trtplan import load_plan, load_plan_dir
+    from .trtplan import example_plans, load_plan, load_plan_dir, plan_files
 
     profiles = args.profile or []
     if profiles and len(profiles) != len(args.graph_json):
         raise WorkbenchError(f"Got {len(args.graph_json)} graph files but {len(profiles)} --profile files: "
                              "give one --profile per graph, or none to find them beside the graph files.")
-    inputs = [*args.graph_json, *profiles,
-              *(str(p) for folder in args.graph_json if Path(folder).is_dir() for p in Path(folder).glob("*.json"))]
-    check_outputs({"--out": args.out, "--json": args.json_path}, inputs=inputs)
+    check_outputs({"--out": args.out, "--json": args.json_path},
+                  inputs=[*profiles, *(p for graph in args.graph_json for p in plan_files(graph))])
     plans = []
     for i, source in enumerate(args.graph_json):
         path = Path(source)
-        if path.is_dir():
+        if path.is_dir() or source in example_plans():  # a folder, or a bundled example plan's name
             plans.append(load_plan_dir(path))
         else:
             plans.append(load_plan(path, profiles[i] if profiles else None))
@@ -439,7 +558,9 @@ def _json_beside(report: str) -> Path:
 
 def _tune(args, command_line: str) -> int:
     from .session import Workbench
+    from .tune import check_max_drop
 
+    check_max_drop(args.max_drop)
     check_outputs({"--json": args.json_path}, inputs=[args.model])
     if args.bundle:
         from .scenarios.bundle import check_bundle_target
@@ -459,6 +580,8 @@ def _tune(args, command_line: str) -> int:
               f"{config.drop:+.4f}{unit}  {config.kept_text}"
               + (f" ({config.method}, {config.qdq_style})" if config.method else "") + f"  [{config.step}]")
     chosen = found.chosen
+    for warning in dict.fromkeys(c.precision_warning for c in found.configurations if c.precision_warning):
+        print(f"WARNING: {warning}")
     print(f"search stopped: {found.stopped}; chosen (*): {chosen.label if chosen else 'none'}"
           + (f", {chosen.timing_text} at batch {chosen.batch}" if chosen else "")
           + "; f = on the latency/accuracy frontier")
@@ -481,12 +604,16 @@ def _tune(args, command_line: str) -> int:
 def _lint(args, command_line: str) -> int:
     from .lint import lint_plan, lint_result, op_types_of
 
+    from .trtplan import plan_files
+
     target = Path(args.target)
-    check_outputs({"--json": args.json_path}, inputs=[target, *(target.glob("*.json") if target.is_dir() else ())])
-    if target.is_dir() or target.name.endswith(".graph.json"):
+    check_outputs({"--json": args.json_path}, inputs=[args.target, *plan_files(target)])
+    from .trtplan import example_plans
+
+    if target.is_dir() or target.name.endswith(".graph.json") or args.target in example_plans():
         from .trtplan import load_plan, load_plan_dir
 
-        plan = load_plan_dir(target) if target.is_dir() else load_plan(target)
+        plan = load_plan(target) if target.name.endswith(".graph.json") else load_plan_dir(target)
         name, findings = plan.name, lint_plan(plan)
     else:
         from .session import Workbench
@@ -510,14 +637,19 @@ def _lint(args, command_line: str) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    atomic_write(path, json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8"))
+    atomic_write(path, _json_bytes(payload))
     print(f"json: {path}")
 
 
-def _print_summary(results) -> None:
+def _json_bytes(payload: dict) -> bytes:
+    return json.dumps(strict_json(payload), indent=2, allow_nan=False).encode("utf-8")
+
+
+def _print_summary(results, *, retimed=None, comparison=None) -> None:
     from .report import headline
     from .results import Speedup
     from .views import summary_table
+    from .views.accuracy_text import metric_text
 
     def pct(value) -> str:
         return "    n/a" if value is None else f"{value * 100:6.2f}%"
@@ -531,19 +663,31 @@ def _print_summary(results) -> None:
         ci = row["latency_median_ci_ms"]
         return "n/a" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}"
 
-    rows = summary_table(results)
+    rows = summary_table(results, retimed=retimed)
     width = max(len("configuration"), *(len(r.label) for r in results))
     gains = [gain(row) for row in rows]
     gain_width = max(len("speed-up vs FP32 (95% CI)"), *(len(g) for g in gains))
-    header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8} "
-              f"{'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}")
+    turns = retimed is not None  # a column for the median of the interleaved rounds the speed-ups come from
+
+    def rounds_ms(row) -> str:
+        value = row.get("interleaved_median_ms")
+        return f" {value:9.3f}" if value is not None else f" {'n/a':>9}" * turns
+
+    header = (f"{'configuration':{width}} {'median ms':>10} {'95% CI ms':>13} {'p90 ms':>8}"
+              + f" {'rounds ms':>9}" * turns
+              + f" {'speed-up vs FP32 (95% CI)':{gain_width}} {'top1':>7} {'agree':>7}  accuracy (metric used)")
     print(header)
     print("-" * len(header))
     for r, row, text in zip(results, rows, gains):
         flag = "" if r.accelerated else "  (not accelerated here)"
-        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f} "
-              f"{text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}{flag}")
-    print(headline(results))
+        metric = metric_text(row["headline_metric"], row["headline_value"], row["headline_output"]) \
+            if row["headline_metric"] else "n/a"
+        print(f"{r.label:{width}} {row['latency_median_ms']:10.3f} {interval(row):>13} {row['latency_p90_ms']:8.3f}"
+              f"{rounds_ms(row)} {text:{gain_width}} {pct(row['top1'])} {pct(row['agreement'])}  "
+              f"{metric}{flag}")
+    if comparison is not None:
+        print(f"speed-ups from {comparison.rounds} interleaved rounds of {comparison.runs} runs per configuration")
+    print(headline(results, comparison=comparison))
     for r in results:
         if r.precision_warning:
             print(f"WARNING: {r.precision_warning}")

@@ -11,17 +11,48 @@
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ._optional import require
 from .cache import ResultCache
 from .calibration import DEFAULT_SIZE
+from .errors import ClusterError
 from .machine import usable_cores
 from .results import RunResult
 
 LOOPBACK = "127.0.0.1"
+CONNECT_TIMEOUT_S = 5.0  # to reach a cluster's address before handing it to Ray (which retries for minutes)
+RAY_CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start` notes the address `auto` finds
+# Ray kills its raylet with the driver (PR_SET_PDEATHSIG), but the raylet's agents then linger for minutes. This
+# watcher, a child of the driver, notes the raylet's children while the driver lives and kills them once it is gone.
+_REAPER = """
+import os, signal, sys, time
+parent, raylet, known = int(sys.argv[1]), int(sys.argv[2]), [int(pid) for pid in sys.argv[3:]]
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def children():  # a standalone copy of distributed._children: this watcher imports nothing of the workbench
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1] == str(raylet):
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
+while os.getppid() == parent:
+    known = children() or known
+    time.sleep(0.5)
+for pid in known:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
 
 
 @dataclass
@@ -80,16 +111,84 @@ def _run_on_worker(spec: dict, config: dict) -> dict:
     return session.run(**config).to_json()
 
 
+def check_ray_options(address: str | None, max_retries: int) -> None:
+    """Before any work: Ray installed, a retry count of 0 or more, client support for ray:// addresses, and an
+    address that answers within CONNECT_TIMEOUT_S. ClusterError (one line, with the fix) otherwise."""
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ClusterError(f"--max-retries {max_retries}: give 0 or more (how often Ray retries a task whose worker "
+                           "died).")
+    require("ray", extra="ray", purpose="sweeps on Ray")
+    if address and address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise ClusterError(f"--ray {address}: Ray's client mode needs pip install 'ray[client]'; or give the "
+                           "cluster's GCS address (HOST:6379) from a machine of the cluster.")
+    if address:
+        _reachable(address)
+
+
+def _reachable(address: str) -> None:
+    """Raise ClusterError unless the host:port behind `address` (also `auto`, ray://host:port) accepts a TCP
+    connection within CONNECT_TIMEOUT_S."""
+    target = address
+    if address == "auto":
+        target = os.environ.get("RAY_ADDRESS") or ""
+        if not target and RAY_CURRENT_CLUSTER.is_file():
+            target = RAY_CURRENT_CLUSTER.read_text(errors="replace").strip()
+        if not target:
+            raise ClusterError("--ray auto: no running Ray cluster found on this machine (no $RAY_ADDRESS, no "
+                               f"{RAY_CURRENT_CLUSTER}); start one with `ray start --head` or give --ray with no "
+                               "address for a local Ray.")
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            return
+    except (OSError, ValueError) as exc:
+        reason = "not HOST:PORT" if isinstance(exc, ValueError) else (exc.strerror or type(exc).__name__).lower()
+        stale = f" (found via {'$RAY_ADDRESS' if os.environ.get('RAY_ADDRESS') else RAY_CURRENT_CLUSTER}, which " \
+                "may be stale)" if address == "auto" else ""
+        raise ClusterError(f"Cannot reach the Ray cluster at {target}{stale}: {reason} within "
+                           f"{CONNECT_TIMEOUT_S:.0f} s. Check the address and that the cluster runs (`ray status`), "
+                           "or give --ray with no address for a local Ray.") from None
+
+
 def start_ray(address: str | None = None):
     """Connect to the Ray cluster at `address`, or start a local one bound to loopback with no dashboard."""
     ray = require("ray", extra="ray", purpose="sweeps on Ray")
     if not ray.is_initialized():
         if address:
+            _reachable(address)
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=usable_cores(), include_dashboard=False, _node_ip_address=LOOPBACK,
                      log_to_driver=False)
+            _reap_agents_after_us(ray)
     return ray
+
+
+def _reap_agents_after_us(ray) -> None:
+    """Start the watcher (_REAPER) for the local Ray just started (Linux; skipped when Ray's layout differs)."""
+    import subprocess
+    import sys
+
+    try:
+        raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
+    except (AttributeError, KeyError, IndexError):
+        return
+    if Path("/proc").is_dir():  # the agents already running are passed in: the driver may die before it looks
+        subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid()), str(raylet),
+                          *map(str, _children(raylet))], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
 
 
 def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2,
@@ -124,7 +223,8 @@ def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2
     pending = {task.remote(spec, job_config(job)): job for job in leaders}
     failures: list[SweepFailure] = []
     show = session.progress if progress is None else progress
-    with tqdm(total=len(todo), desc=f"sweep on Ray ({cpus} CPU per task)", unit="config", disable=not show) as bar:
+    with tqdm(total=len(todo), desc=f"sweep on Ray ({cpus} CPU per task)", unit="config", disable=not show) as bar, \
+            _cancelled_on_interrupt(ray, pending):
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done)
@@ -141,6 +241,25 @@ def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2
         if all(r.cache_key != result.cache_key for r in session.results):
             session.results.append(result)
     return ordered, failures
+
+
+class _cancelled_on_interrupt:
+    """On Ctrl-C or SIGTERM (raised as KeyboardInterrupt by the CLI): cancel the tasks still pending, so no
+    worker keeps measuring for a sweep that is gone."""
+
+    def __init__(self, ray, pending: dict) -> None:
+        self.ray, self.pending = ray, pending
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, *_) -> None:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            for ref in list(self.pending):
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - best effort while shutting down
+                    pass
 
 
 def _range_group(job) -> tuple | None:

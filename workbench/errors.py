@@ -46,3 +46,11 @@ class OutputError(WorkbenchError, OSError):
 
 class Cancelled(WorkbenchError):
     """Work was cancelled (`CancelToken.cancel`) before it finished; nothing half-done was cached."""
+
+
+class CacheError(WorkbenchError):
+    """A cache was asked for that cannot be used safely: a missing shared layer, a planted link inside it."""
+
+
+class ClusterError(WorkbenchError):
+    """A Ray cluster cannot be used as asked: unreachable address, missing client support, bad retry count."""

@@ -21,6 +21,7 @@ from .measure.histograms import weight_ranges as channel_ranges
 from .models.spec import Model
 from .precision import calibrate
 from .precision.decompose import activations_only, weights_only
+from .precision.pipeline import fp32_graph
 from .results import DriftPoint, RunResult
 from .session import Workbench
 from .vocabulary import CALIBRATED_METHODS
@@ -104,7 +105,9 @@ def error_sources(session: Workbench, result: RunResult) -> list[LayerError]:
     if stored is not None:
         return decompose(result.drift, [DriftPoint(**p) for p in stored["weights"]],
                          [DriftPoint(**p) for p in stored["activations"]])
-    prepared, _ = calibrate.prepare(session.model)
+    calibration = session.calibration_set(result.calibration, result.calibration_size) if result.plan.algorithms \
+        else None  # (algorithms such as SmoothQuant rewrite the FP32 graph from calibration statistics)
+    prepared = fp32_graph(session.model, result.plan, calibration)
     int8 = session.variant_model(result).proto
     weights = Model.from_proto(weights_only(prepared, int8), name=f"{session.model.name} [int8 weights only]",
                                source=f"{result.label}: weights quantised, activations FP32")

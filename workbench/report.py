@@ -7,6 +7,7 @@ import json
 import math
 import platform
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .backends import get_backend
-from .output import atomic_write
+from .output import atomic_write, check_outputs
 from .backends.cpu_features import cpu_flags
 from .errors import InputSpecError, MissingDependencyError
-from .results import RunResult, baseline_of, speedup_over
+from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
+from .vocabulary import ACCURACY_METRICS
+from .views.accuracy_text import metric_text, metric_value_text, metrics_text
 from .views.tables import html_table, summary_html
 
 _STYLE = """
@@ -29,6 +32,7 @@ p{max-width:60rem}
 .warning{background:#fdecea;border-left:4px solid #b00020;padding:.4rem .8rem;margin:.5rem 0;font-weight:600}
 code,pre{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px} pre{padding:.6rem;overflow-x:auto;white-space:pre-wrap}
 .fusion{max-width:100%;overflow-x:auto}
+.not-measured .workbench-table td.wrap:last-child{max-width:36rem;overflow-wrap:anywhere}
 .headline{font-size:1.15rem;background:#eef6ee;border-left:4px solid #2e7d32;padding:.6rem .9rem;max-width:60rem}
 """
 
@@ -84,15 +88,91 @@ def _versions(results) -> dict[str, str]:
     return versions
 
 
-def build_report(sessions, results, *, command: str = "") -> str:
-    """HTML for a `report` run: summary, fusion, per-layer latency, drift, policies, cost, provenance."""
+@dataclass
+class Failure:
+    """A configuration a report could not measure (refused by the precision step, or its engine failed to build or
+    run), kept as a row with its reason while everything else is measured."""
+
+    precision: str
+    backend: str
+    label: str
+    error_type: str
+    reason: str
+
+    @classmethod
+    def of(cls, exc: BaseException, *, precision: str, backend: str, label: str) -> "Failure":
+        return cls(precision, backend, label, type(exc).__name__, str(exc).strip() or repr(exc))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+COMPARISON_ROUNDS = 7  # the fewest rounds whose lowest and highest speed-up bound a 95 % interval of the median
+COMPARISON_RUNS = 10  # timed runs per configuration per round
+
+
+@dataclass
+class Comparison:
+    """Every configuration of a report timed again in the same interleaved rounds (`measure.interleaved_latency`:
+    FP32 and each variant of every engine in turn, `rounds` times): the report's speed-ups, their intervals and
+    its headline come from these rounds (`results.paired_speedup`), not from runs timed minutes apart."""
+
+    rounds: int
+    runs: int  # timed runs per configuration in each round
+    timings: dict[str, RetimedLatency]  # by result cache key
+
+    def speedup(self, result: RunResult, base: RunResult) -> Speedup | None:
+        mine, theirs = self.timings.get(result.cache_key), self.timings.get(base.cache_key)
+        return None if mine is None or theirs is None else paired_speedup(mine, theirs)
+
+    def to_json(self, result: RunResult) -> dict | None:
+        """What the summary row of `result` adds under "interleaved" (None when it was not re-timed)."""
+        timing = self.timings.get(result.cache_key)
+        return None if timing is None else {"rounds": self.rounds, **timing.to_json()}
+
+
+def interleaved_comparison(sessions, results: Sequence[RunResult], *, rounds: int = COMPARISON_ROUNDS,
+                           runs: int = COMPARISON_RUNS, fresh: bool = False) -> Comparison | None:
+    """Time every result of a report again, all engines in turns in the same rounds (so the fastest is chosen, and
+    each speed-up measured, under the same load). Cached in the first session's cache like `Workbench.retime`
+    (asking again is instant) unless `fresh`. None when there is nothing to compare (no two results)."""
+    from .measure import interleaved_latency
+
+    if len(results) < 2:
+        return None
+    session_of = {s.backend_name: s for s in sessions}
+    head = results[0].headline_latency
+    keys = [r.cache_key for r in results]
+    cache = sessions[0].cache
+    key = cache.key(kind="report-comparison", results=keys, rounds=rounds, runs=runs, batch=head.batch,
+                    dims=head.dims or None)
+    stored = None if fresh else cache.get(key)
+    if stored is None:
+        engines = {r.cache_key: session_of[r.backend].engine(r) for r in results}
+        timed = interleaved_latency(engines, session_of[results[0].backend].latency_feeds(results[0]),
+                                    batch=head.batch, rounds=rounds, runs=runs)
+        cache.put(key, {k: v.to_json() for k, v in timed.items()})
+    else:
+        timed = {k: RetimedLatency(**v) for k, v in stored.items()}
+    return Comparison(rounds, runs, timed)
+
+
+def build_report(sessions, results, *, command: str = "", failures: Sequence[Failure] = (),
+                 comparison: Comparison | None = None) -> str:
+    """HTML for a `report` run: summary (with the configurations that could not be measured and why), fusion,
+    per-layer latency, drift, policies, cost, provenance. With `comparison`, speed-ups and the headline come
+    from its interleaved rounds."""
     from . import views
     from .scenarios import cost, policy
     from .views import scenario_figures
 
     model = sessions[0].model
     doc = _Html(f"TensorRT Workbench report: {model.name}")
-    doc.text(headline(results), "headline")
+    doc.text(headline(results, comparison=comparison), "headline")
+    if failures:
+        doc.text(f"{len(failures)} configuration{'s' * (len(failures) != 1)} could not be measured: "
+                 + ", ".join(f.label for f in failures) + " (see “Not measured” below). Everything else was.",
+                 "warning")
     doc.text(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}. Model source: {model.source}.")
     if any(r.synthetic_data for r in results):
         doc.text("These results were measured on synthetic inputs generated from the model's input specs: "
@@ -105,9 +185,19 @@ def build_report(sessions, results, *, command: str = "") -> str:
     doc.text("Which precisions each engine really runs faster on this machine's CPU "
              f"({', '.join(sorted(cpu_flags() & _NOTABLE_FLAGS)) or 'no VNNI/BF16/AMX'}):")
     doc.table([accelerated_row(get_backend(name)) for name in dict.fromkeys(r.backend for r in results)])
-    doc.raw(summary_html(results))
+    doc.raw(summary_html(results, retimed=comparison.timings if comparison else None))
+    if comparison is not None:
+        doc.text(f"Speed-ups, their 95 % intervals and verdicts come from {comparison.rounds} interleaved rounds: in "
+                 f"each round every configuration above ran {comparison.runs} timed runs in turn, so load that comes "
+                 "and goes slows them alike. The interval is that of the median of the per-round ratios. The median "
+                 "latency, its interval and p90 are from each configuration's own runs, timed one after another.", "note")
     colors = views.config_colors(results)
     doc.figure(views.tradeoff_figure(results, colors=colors))
+    if failures:
+        doc.raw('<h3 id="not-measured">Not measured</h3><div class="not-measured">')
+        doc.table([{"configuration": f.label, "engine": f.backend, "error": f.error_type, "reason": f.reason}
+                   for f in failures])
+        doc.raw("</div>")
     _outputs_and_data(doc, results)
 
     def fusion() -> None:
@@ -170,17 +260,23 @@ def build_report(sessions, results, *, command: str = "") -> str:
 
 
 def _outputs_and_data(doc: _Html, results) -> None:
-    """Agreement with FP32 for every output (detection maps, sequences, states: not only class scores) and where
-    each result's data came from."""
+    """Every output's metrics by its task (detection, segmentation, labels, sequences, states: not only class
+    scores) and where each result's data came from."""
     def number(value, spec: str) -> str:  # NaN outputs come back from the cache as null
         return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
 
-    rows = [{"configuration": r.label, "output": o.name, "shape": "x".join(map(str, o.shape)),
-             "cosine": number(o.cosine, ".5f"), "max-abs error": number(o.max_abs_diff, ".3g"),
-             "top-1 agreement": "n/a (not class scores)" if o.top1_agreement is None else f"{o.top1_agreement:.2%}"}
-            for r in results if r.precision != "fp32" and r.accuracy for o in r.accuracy.outputs]
+    rows = [{"configuration": r.label, "output": o.name, "task": o.task or "n/a",
+             "shape": "x".join(map(str, o.shape)),
+             "metrics": o.note if o.note and not o.metrics else metrics_text(o.metrics) if o.task else "n/a",
+             "cosine": number(o.cosine, ".5f"), "max-abs error": number(o.max_abs_diff, ".3g")}
+            for r in results if r.accuracy and (r.precision != "fp32" or any(
+                o.metrics.get(name) is not None for o in r.accuracy.outputs for name in _VS_LABELS))
+            for o in r.accuracy.outputs]
     if rows:
-        doc.heading("Every output: agreement with FP32", "outputs")
+        doc.heading("Every output: metrics by task", "outputs")
+        doc.text("Each output is measured with the metrics of its task (declared with --task OUTPUT=TASK or "
+                 "tasks=, else inferred from its name, type and shape); \"vs FP32\" compares with the FP32 engine's "
+                 "outputs on the same data, the others with the labels. n/a: the metric does not apply.")
         doc.table(rows)
     rows = {}
     for result in results:
@@ -193,53 +289,109 @@ def _outputs_and_data(doc: _Html, results) -> None:
         doc.table(list(rows.values()))
 
 
-ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (top-1, or agreement with FP32 without labels)
+ACCURACY_MARGIN = 0.005  # "within 0.5 points of FP32 accuracy" (the headline metric: top-1, agreement, mean IoU...)
+_VS_LABELS = ("top1", "pixel_accuracy", "mean_iou_labels", "map50_labels", "token_accuracy")  # FP32 rows show these
 
 
-def headline(results: Sequence[RunResult]) -> str:
-    """One or two sentences opening the report: the fastest configuration (highest throughput) within
-    ACCURACY_MARGIN of its FP32 baseline's accuracy, its speed-up over that baseline with the interval (or "no
-    measurable difference"), and what its engine fused."""
+@dataclass
+class HeadlineChoice:
+    """What the headline claims: the fastest configuration within ACCURACY_MARGIN of its FP32 baseline's accuracy,
+    that baseline, and the speed-up over it (None when it is FP32 itself), from interleaved rounds or separate runs."""
+
+    result: RunResult
+    base: RunResult
+    gain: Speedup | None
+    timing: str  # "interleaved rounds" or "separate runs"
+    reduced_within_margin: bool  # whether any reduced-precision result was within the margin at all
+
+    def to_json(self) -> dict:
+        gain = self.gain
+        return {"configuration": self.result.label, "baseline": self.base.label,
+                "verdict": "baseline" if gain is None else gain.verdict, "speedup": gain.ratio if gain else None,
+                "ci": [gain.low, gain.high] if gain and gain.low is not None else None, "timing": self.timing}
+
+
+def headline_choice(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> HeadlineChoice | None:
+    """The configuration `headline` opens with (None when none has an FP32 baseline): the highest throughput, or
+    with `comparison` the lowest median of its interleaved rounds, among results within ACCURACY_MARGIN."""
     candidates = []
     for result in results:
         base = baseline_of(result, results)
         if base is not None and _within_margin(result, base) and not result.precision_warning:  # not really FP16/INT8
             candidates.append((result, base))
     if not candidates:
+        return None
+    reduced = any(r is not b for r, b in candidates)
+    timings = comparison.timings if comparison else {}
+    if all(r.cache_key in timings for r, _ in candidates):
+        result, base = min(candidates, key=lambda pair: timings[pair[0].cache_key].median_ms)
+        gain = None if result is base else comparison.speedup(result, base)
+        return HeadlineChoice(result, base, gain, "interleaved rounds", reduced)
+    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
+    gain = None if result is base else speedup_over(result, base)
+    return HeadlineChoice(result, base, gain, "separate runs", reduced)
+
+
+def headline(results: Sequence[RunResult], *, comparison: Comparison | None = None) -> str:
+    """One or two sentences opening the report: the fastest configuration within ACCURACY_MARGIN of its FP32
+    baseline's accuracy (`headline_choice`), its speed-up over that baseline with the interval (or "no measurable
+    difference"), and what its engine fused. With `comparison`, "fastest" and the speed-up come from its
+    interleaved rounds (and the text says so)."""
+    choice = headline_choice(results, comparison=comparison)
+    if not results:
+        return "Nothing could be measured: see the configurations not measured and why."
+    if choice is None:
+        if any(baseline_of(r, results) is not None for r in results) and \
+                all(_metric(r)[1] is None for r in results):
+            return ("No accuracy metric applies to this model's outputs, so no configuration can be called as "
+                    "accurate as FP32: declare what the outputs are (--task OUTPUT=TASK, Python tasks= or metric=); "
+                    "speeds are in the summary.")
         return ("No configuration could be compared with an FP32 baseline of the same model, engine and batch: "
                 "run FP32 too to see what reduced precision changes.")
-    result, base = max(candidates, key=lambda pair: pair[0].headline_latency.throughput)
-    head = result.headline_latency
-    text = (f"Fastest within {ACCURACY_MARGIN * 100:.1f} points of FP32 accuracy: {result.label}, "
-            f"{head.median:.3f} ms per batch of {head.batch}")
-    if result is base:
-        reduced = any(r is not b for r, b in candidates)
-        text += (": FP32 itself, no reduced precision within that margin is faster." if reduced else
-                 ": FP32 itself, no reduced-precision result is within that margin.")
+    result, base, gain = choice.result, choice.base, choice.gain
+    batch = result.headline_latency.batch
+    if choice.timing == "interleaved rounds":
+        rounds = f" in {comparison.rounds} interleaved rounds"
+        median = comparison.timings[result.cache_key].median_ms
+        per_batch = f"{median:.3f} ms per batch of {batch} (median of the rounds)"
     else:
-        gain = speedup_over(result, base)
+        rounds, per_batch = "", f"{result.headline_latency.median:.3f} ms per batch of {batch}"
+    text = (f"Fastest within {_margin_text(result)} of FP32 on {_metric_words(result)}{rounds}: {result.label}, "
+            f"{per_batch}")
+    if gain is None:
+        text += (": FP32 itself, no reduced precision within that margin is faster."
+                 if choice.reduced_within_margin else ": FP32 itself, no reduced-precision result is within that margin.")
+    else:
         relation = "faster than" if gain.verdict == "faster" else "slower than" if gain.measurable else "from"
         text += (f"; {gain.text()} {relation} FP32 on {result.backend}, {_accuracy_text(result)} "
-                 f"(FP32 {_accuracy_text(base)}).")
+                 f"(FP32 {metric_value_text(_metric(base)[0], _metric(base)[1])}).")
     return text + _fused_text(result)
 
 
-def _metric(result: RunResult) -> tuple[str, float | None]:
-    acc = result.accuracy
-    if acc is None:
-        return "agreement", None
-    return ("top-1", acc.top1) if acc.top1 is not None else ("agreement", acc.top1_agreement)
+def _metric(result: RunResult) -> tuple[str, float | None, str | None]:
+    """(metric name, value, output) that decides the headline (`AccuracyStats.headline`)."""
+    return result.accuracy.headline if result.accuracy is not None else ("agreement", None, None)
 
 
 def _within_margin(result: RunResult, base: RunResult) -> bool:
-    (name, value), (base_name, base_value) = _metric(result), _metric(base)
-    return value is not None and base_value is not None and name == base_name and \
+    (name, value, output), (base_name, base_value, base_output) = _metric(result), _metric(base)
+    return value is not None and base_value is not None and (name, output) == (base_name, base_output) and \
         value >= base_value - ACCURACY_MARGIN
 
 
+def _margin_text(result: RunResult) -> str:
+    kind = ACCURACY_METRICS.get(_metric(result)[0], ("", "number", True))[1]
+    return f"{ACCURACY_MARGIN * 100:.1f} points" if kind == "fraction" else f"{ACCURACY_MARGIN:g}"
+
+
+def _metric_words(result: RunResult) -> str:
+    name, _, output = _metric(result)
+    return metric_text(name, None, output).removesuffix(" n/a")
+
+
 def _accuracy_text(result: RunResult) -> str:
-    name, value = _metric(result)
-    return f"{name} {value * 100:.2f}%"
+    name, value, output = _metric(result)
+    return metric_text(name, value, output)
 
 
 def _fused_text(result: RunResult) -> str:
@@ -321,8 +473,11 @@ def _provenance(doc: _Html, command: str, results) -> None:
     doc.table([{"package": k, "version": v} for k, v in _versions(results).items()])
 
 
-def write_report(sessions, results, path: str | Path, *, command: str = "") -> Path:
-    return _write(path, build_report(sessions, results, command=command))
+def write_report(sessions, results, path: str | Path, *, command: str = "", failures: Sequence[Failure] = (),
+                 comparison: Comparison | None = None) -> Path:
+    """Write the HTML report of `results` to `path`; never onto a file the sessions read (model, data)."""
+    check_outputs({"path": path}, inputs=[p for session in sessions for p in session.input_paths])
+    return _write(path, build_report(sessions, results, command=command, failures=failures, comparison=comparison))
 
 
 def write_plan_report(plans, path: str | Path, *, command: str = "") -> Path:

@@ -123,6 +123,30 @@ def speedup(result_stats: LatencyStats, baseline_stats: LatencyStats, *, seed: i
     return Speedup(ratio, low, high, speedup_verdict(ratio, low, high))
 
 
+def paired_speedup(result: RetimedLatency, baseline: RetimedLatency) -> Speedup:
+    """Speed-up of `result` over `baseline` timed in the same interleaved rounds: the median of the per-round ratios
+    (baseline's round median / result's) and a distribution-free interval for it, from order statistics of those
+    ratios with at least CONFIDENCE coverage (7 rounds: their lowest and highest ratio; 5 rounds: none, too few),
+    then `speedup_verdict`. Load that comes and goes hits both sides of a round alike, so the ratios hold."""
+    ratios = sorted(b / r for b, r in zip(baseline.round_medians_ms, result.round_medians_ms))
+    rank = _median_interval_rank(len(ratios))
+    low, high = (ratios[rank], ratios[-1 - rank]) if rank is not None else (None, None)
+    ratio = float(np.median(ratios))
+    return Speedup(ratio, low, high, speedup_verdict(ratio, low, high))
+
+
+def _median_interval_rank(n: int) -> int | None:
+    """Largest k with P(Binomial(n, 1/2) <= k) <= (1 - CONFIDENCE) / 2: [x_(k), x_(n-1-k)] (0-based, sorted) covers
+    the median with at least CONFIDENCE. None when even [min, max] covers it less often (n < 6 for 95%)."""
+    tail, rank = 0.0, None
+    for k in range(n // 2):
+        tail += math.comb(n, k) / 2 ** n
+        if tail > (1 - CONFIDENCE) / 2:
+            break
+        rank = k
+    return rank
+
+
 def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
     """`speedup` of `result`'s headline latency over `baseline`'s latency at the same batch and dims (None if the
     baseline was not timed there). Find the baseline with `baseline_of`."""
@@ -133,37 +157,64 @@ def speedup_over(result: "RunResult", baseline: "RunResult") -> Speedup | None:
 
 @dataclass
 class OutputAgreement:
-    """Agreement of one model output with FP32: mean per-sample cosine, max-abs error, and top-1 agreement only
-    where the output is a class score ([samples, classes])."""
+    """Agreement of one model output with FP32 (and labels), by the output's task (`vocabulary.OUTPUT_TASKS`):
+    `metrics` maps metric names (`vocabulary.ACCURACY_METRICS`) to values, None where a metric cannot apply.
+    `cosine` / `max_abs_diff` only for float outputs, `top1_agreement` only for class scores and labels; None
+    otherwise. `note` says why an output has no metrics of its own (e.g. scores scored with their boxes)."""
 
     name: str
     shape: list[int]
-    cosine: float
-    max_abs_diff: float
+    cosine: float | None
+    max_abs_diff: float | None
     top1_agreement: float | None = None
+    task: str | None = None  # None in results from before tasks
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    note: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict) -> "OutputAgreement":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
 
 @dataclass
 class AccuracyStats:
-    """Accuracy against labels (top1) and agreement with the FP32 reference."""
+    """Accuracy against labels (top1) and agreement with the FP32 reference, per output and overall.
+
+    `top1` / `top1_agreement` are those of the first class-score or label output (None without labels, or when no
+    output is class scores or labels); `cosine` that of the first float output; `headline_metric` ({"name",
+    "output", "value"}) the one number that speaks for the model (`measure.accuracy.headline_of`, or your own
+    metric's, `custom_metric`); None when no metric applies."""
 
     top1: float | None  # None when the data has no labels
-    top1_agreement: float | None  # fraction of samples whose argmax matches FP32
-    cosine: float | None  # mean cosine similarity of outputs to FP32
+    top1_agreement: float | None  # fraction of samples whose class (argmax of scores, or label) matches FP32
+    cosine: float | None  # mean cosine similarity of the first float output to FP32
     max_abs_diff: float | None
     samples: int
     outputs: list[OutputAgreement] = field(default_factory=list)  # every output, in graph order
+    headline_metric: dict | None = None
+    custom_metric: dict | None = None  # {"name", "output": None, "value"} of a metric callable
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> "AccuracyStats":
-        outputs = [OutputAgreement(**o) for o in data.get("outputs", [])]
-        return cls(**{k: v for k, v in data.items() if k != "outputs"}, outputs=outputs)
+        names = {f.name for f in fields(cls)} - {"outputs"}
+        outputs = [OutputAgreement.from_json(o) for o in data.get("outputs", [])]
+        return cls(**{k: v for k, v in data.items() if k in names}, outputs=outputs)
+
+    @property
+    def headline(self) -> tuple[str, float | None, str | None]:
+        """(metric name, value, output) that speaks for the model: `headline_metric` (value None where no metric
+        applies); for results from before tasks, top1, else top1_agreement."""
+        if self.headline_metric is not None or (self.outputs and self.outputs[0].task is not None):
+            chosen = self.headline_metric or {}
+            return chosen.get("name", "agreement"), chosen.get("value"), chosen.get("output")
+        return ("top1", self.top1, None) if self.top1 is not None else ("agreement", self.top1_agreement, None)
 
 
 @dataclass
@@ -175,6 +226,7 @@ class DriftPoint:
     sqnr_db: float  # inf when identical
     cosine: float
     max_abs_diff: float
+    position: int | None = None  # index among the FP32 graph's node outputs: one x axis for every variant
 
     def to_json(self) -> dict:
         # "identical" makes an infinite SQNR readable where strict JSON writes it as null (see strict_json).
@@ -203,6 +255,7 @@ class RunResult:
     cache_key: str | None = None
     precision_notes: list[str] = field(default_factory=list)  # what the precision step recorded (apply_plan)
     variant_sha256: str | None = None  # content hash of the precision-baked ONNX that was measured
+    model_sha256: str | None = None  # content hash of the model (its identity: names repeat, e.g. model.onnx)
     graph_precision: dict[str, float] | None = None  # share of the variant's compute ops in each precision
     calibration_size: int | None = None  # samples of the calibration set used
     profile_end_to_end_ms: float | None = None  # end-to-end median of runs timed just before and after the profile
@@ -241,6 +294,7 @@ class RunResult:
         parts = [p for p in (self.method, style, calibration) if p]
         if self.weight_rounding not in (None, "nearest"):
             parts.append(f"{self.weight_rounding} weights")
+        parts += self.plan.algorithms  # optional pipeline steps (precision.pipeline), e.g. smoothquant
         if self.keep_fp32:
             parts.append(_kept_text(self.keep_fp32))
         return f"{self.precision}" + (f" ({', '.join(parts)})" if parts else "") + f" @ {self.backend}"
@@ -326,6 +380,7 @@ class RunResult:
             "precision_notes": list(self.precision_notes),
             "precision_warning": self.precision_warning,
             "variant_sha256": self.variant_sha256,
+            "model_sha256": self.model_sha256,
             "graph_precision": self.graph_precision,
             "machine": self.machine,
             "data_source": self.data_source,
@@ -354,6 +409,7 @@ class RunResult:
             cache_key=data.get("cache_key"),
             precision_notes=list(data.get("precision_notes", [])),
             variant_sha256=data.get("variant_sha256"),
+            model_sha256=data.get("model_sha256"),
             graph_precision=data.get("graph_precision"),
             calibration_size=data.get("calibration_size"),
             machine=data.get("machine"),
@@ -384,15 +440,24 @@ def precision_share(engine: EngineGraph | None) -> dict | None:
 
 def baseline_of(result: RunResult, candidates: Iterable[RunResult], *, batch: int | None = None) -> RunResult | None:
     """THE rule for the FP32 baseline of `result`: the first plain FP32 result among `candidates` of the same model
-    and engine, timed at `batch` (default: `result`'s headline batch) with the same dynamic-axis sizes; a plain FP32
-    result is its own baseline. None if there is none."""
+    (by content hash when both results carry one, else by name) and engine, timed at `batch` (default: `result`'s
+    headline batch) with the same dynamic-axis sizes; a plain FP32 result is its own baseline. None if there is
+    none."""
     batch = batch or result.headline_latency.batch
     dims = result.headline_latency.dims
     for other in candidates:
-        if (other.is_baseline and other.model == result.model and other.backend == result.backend
+        if (other.is_baseline and same_model(other, result) and other.backend == result.backend
                 and any(s.batch == batch and s.dims == dims for s in other.latency)):
             return other
     return None
+
+
+def same_model(a: RunResult, b: RunResult) -> bool:
+    """Were `a` and `b` measured on the same model? By content hash when both know it (two files named model.onnx
+    are different models), else by name (results from before the hash was recorded)."""
+    if a.model_sha256 and b.model_sha256:
+        return a.model_sha256 == b.model_sha256
+    return a.model == b.model
 
 
 def _kept_text(nodes: list[str]) -> str:

@@ -10,6 +10,7 @@ from dataclasses import fields
 
 from .errors import PrecisionError
 from .precision.plan import PrecisionPlan
+from .vocabulary import OUTPUT_TASKS
 
 # A timed inference below 1 microsecond is not a measurement (a single engine call costs more); above a day is not
 # one either. Both bound what an edited entry can claim (e.g. a 20,000x speed-up).
@@ -29,7 +30,7 @@ def check_run_json(data) -> None:
         _check(isinstance(data.get(name), str), name, "is not a string")
     _check("precision" in data, "precision", "is missing")
     _plan(data)
-    for name in ("calibration", "calibration_hash", "drift_graph", "cache_key"):
+    for name in ("calibration", "calibration_hash", "drift_graph", "cache_key", "model_sha256"):
         _check(data.get(name) is None or isinstance(data[name], str), name, "is not a string or null")
     for name in ("synthetic_data", "accelerated"):
         _check(isinstance(data.get(name, False), bool), name, "is not a boolean")
@@ -156,6 +157,23 @@ def _accuracy(accuracy) -> None:
     samples = accuracy.get("samples")
     _check(isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0, "accuracy.samples",
            "is not a count")
+    outputs = accuracy.get("outputs", [])
+    _check(isinstance(outputs, list), "accuracy.outputs", "is not a list")
+    for i, output in enumerate(outputs):  # task and metrics are absent in results from before tasks
+        where = f"accuracy.outputs[{i}]"
+        _check(isinstance(output, dict) and isinstance(output.get("name"), str), where, "has no output name")
+        _check(output.get("task") is None or output["task"] in OUTPUT_TASKS, f"{where}.task",
+               f"is not one of {OUTPUT_TASKS} or null")
+        metrics = output.get("metrics", {})
+        _check(isinstance(metrics, dict), f"{where}.metrics", "is not an object")
+        for name, value in metrics.items():
+            _number(value, f"{where}.metrics.{name}", optional=True, infinite=True, nan=True)
+    for key in ("headline_metric", "custom_metric"):
+        chosen = accuracy.get(key)
+        _check(chosen is None or (isinstance(chosen, dict) and isinstance(chosen.get("name"), str)),
+               f"accuracy.{key}", "is not {name, output, value} or null")
+        if chosen is not None:
+            _number(chosen.get("value"), f"accuracy.{key}.value", optional=True, infinite=True)
 
 
 def _number(value, where: str, *, low: float = -math.inf, high: float = math.inf, optional: bool = False,

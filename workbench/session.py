@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import marshal
 import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -26,7 +29,8 @@ from .engine import REDUCED_PRECISIONS, Backend, Engine, EngineGraph, EngineOpti
 from .limits import OPEN_ENGINES, array_bytes, capped_threads, check_memory
 from .machine import this_machine
 from .measure import interleaved_latency, measure_accuracy, measure_drift, measure_latency
-from .models.inputs import InputPlan, Override, batch_axes, feeder, plan_inputs
+from .measure.accuracy import Metric, metric_name, resolve_tasks
+from .models.inputs import InputPlan, Override, batch_axes, feeder, image_axes, plan_inputs
 from .models.spec import Model
 from .precision.apply import graph_precision, precision_notes
 from .precision.plan import PLAN_FIELDS, PrecisionPlan
@@ -41,6 +45,8 @@ SYNTHETIC_SIZE = 64  # samples of synthetic calibration / evaluation data for mo
 DRIFT_SAMPLES = 4  # samples run through the tensor-exposing graphs (every intermediate tensor is kept in memory)
 PROFILE_RUNS = 20
 LATENCY_STATS = 2  # in the cache key: results cached before run times and intervals were kept are re-measured
+ACCURACY_STATS = 2  # in the cache key: results cached before per-output tasks and metrics are re-measured
+REFERENCE_LAYOUT = 2  # in the reference key: outputs without a sample axis are kept whole, one array per sample
 
 
 @dataclass
@@ -83,6 +89,12 @@ class Workbench:
     labels from sub-folder names and `image_preprocessing`, a dict of arrays, or any iterable of batches such as a
     torch DataLoader), validated against the model's inputs, and split into calibration and evaluation halves with a
     fixed seed; or give them separately as `calibration_data` / `eval_data`.
+
+    `tasks` says what outputs are, so accuracy uses metrics that mean something for them (docs/accuracy.md):
+    {"output name": task} with tasks from `vocabulary.OUTPUT_TASKS`, or one task for the first output; outputs not
+    named get the sample's task (first output) or one inferred from their name, dtype and shape. `metric`, a
+    callable `metric(fp32_outputs, variant_outputs, labels) -> float` (higher is better), is measured for every
+    result, reported under its function name, and decides the headline.
     """
 
     def __init__(self, model, *, backend: str = DEFAULT_BACKEND, cache_dir=None, shared_cache=None,
@@ -91,7 +103,8 @@ class Workbench:
                  engine_options: dict[str, dict] | None = None, progress: bool = True, eval_limit: int | None = None,
                  on_step: Callable[[str, int, int], None] | None = None,
                  inputs: dict[str, Override] | None = None, data=None, calibration_data=None, eval_data=None,
-                 image_preprocessing: ImagePreprocessing | None = None) -> None:
+                 image_preprocessing: ImagePreprocessing | None = None, tasks: dict[str, str] | str | None = None,
+                 metric: Metric | None = None) -> None:
         from . import samples
 
         self.backend_name = backend
@@ -136,7 +149,13 @@ class Workbench:
             drawn = CalibrationSet.synthetic_for(self.model.inputs, size=eval_limit or SYNTHETIC_SIZE, seed=1,
                                                  plans=self.input_plans)
             self.eval = EvalData(drawn.arrays, None, drawn.description)
-            self.task = "classification"
+            self.task = None  # inferred per output
+        self.tasks = resolve_tasks([spec.name for spec in self.model.outputs], tasks)
+        self._settings["tasks"] = self.tasks or None  # Ray workers measure with the same tasks
+        if metric is not None and not callable(metric):
+            raise InputSpecError(f"metric={metric!r} is not callable: pass a function metric(fp32_outputs, "
+                                 "variant_outputs, labels) -> float.")
+        self.metric = metric
         self._to_feeds = feeder(self.model.inputs)
         self._use_data(data, calibration_data, eval_data, image_preprocessing, eval_limit)
         self.results: list[RunResult] = []
@@ -162,16 +181,17 @@ class Workbench:
         self._calibration_sources = {name: {"kind": "synthetic" if cal.synthetic and self.sample is None else kind,
                                             "description": cal.description}
                                      for name, cal in self.calibration_sets.items()}
+        self._data_paths = [Path(p) for p in (data, calibration_data, eval_data) if isinstance(p, (str, os.PathLike))]
         if data is None and calibration_data is None and eval_data is None:
             return
-        inputs = self.model.inputs
+        inputs, classes = self.model.inputs, class_count(self.model)
         calibration = evaluation = None
         if data is not None:
-            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing))
+            calibration, evaluation = split(load_data(data, inputs, preprocessing=preprocessing, classes=classes))
         if calibration_data is not None:
-            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing)
+            calibration = load_data(calibration_data, inputs, preprocessing=preprocessing, classes=classes)
         if eval_data is not None:
-            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing)
+            evaluation = load_data(eval_data, inputs, preprocessing=preprocessing, classes=classes)
         if evaluation is not None:
             self.eval = EvalData(evaluation.arrays, evaluation.labels, f"{evaluation.size} samples from "
                                  f"{evaluation.source.get('path', 'user data')}")
@@ -185,6 +205,12 @@ class Workbench:
         self.calibration_sets = {name: user_set, **{k: v for k, v in self.calibration_sets.items()
                                                     if self.sample is not None}}
         self._calibration_sources[name] = calibration.source
+
+    @property
+    def input_paths(self) -> list[Path]:
+        """The files this session reads (the model file, user data): what no output of it may overwrite."""
+        model = Path(self.model.source) if self.model.source and Path(self.model.source).is_file() else None
+        return ([model] if model else []) + self._data_paths
 
     def add_calibration_set(self, calibration: CalibrationSet) -> CalibrationSet:
         """Validate `calibration` against the model inputs and make it selectable by name."""
@@ -221,6 +247,9 @@ class Workbench:
         if executor == "ray":
             from .distributed import ray_sweep
 
+            if self.metric is not None:
+                raise InputSpecError("A metric callable is not sent to Ray workers: sweep with "
+                                     "executor='sequential', or leave metric= out for the Ray sweep.")
             results, self.failures = ray_sweep(self, jobs, address=ray_address, max_retries=max_retries)
             return results
         if executor != "sequential":
@@ -277,6 +306,12 @@ class Workbench:
         self.cache.put(key, {k: v.to_json() for k, v in timed.items()})
         return timed
 
+    def latency_feeds(self, result: RunResult) -> dict[str, np.ndarray]:
+        """The inputs `result`'s headline latency is timed on (its batch and dynamic-axis sizes), e.g. to time its
+        engine in turns with engines of other sessions (`report.interleaved_comparison`)."""
+        head = result.headline_latency
+        return self._feeds(head.batch, head.dims)
+
     def drift(self, variant: Model, *, backend: str | None = None, cancel: CancelToken | None = None):
         """Per-tensor drift of any variant of this session's model from FP32 (`measure.measure_drift`) on the
         first DRIFT_SAMPLES eval samples, on `backend` (default: the session's): (points, note). `cancel` is checked
@@ -331,8 +366,10 @@ class Workbench:
 
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
-        (default: the result's headline batch)."""
-        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds)
+        (default: the result's headline batch): arrays with samples on axis 0, or for outputs without a sample axis
+        a list of whole arrays, one per run (`_run_all`)."""
+        return _run_all(self.engine(result), arrays, batch or result.headline_latency.batch, self._to_feeds,
+                        self.model.output_arrays, self._whole_outputs())
 
     def optimized_model(self, result: RunResult) -> onnx.ModelProto | None:
         """The backend's optimised graph of a result's engine, when the backend can show it (else None)."""
@@ -377,7 +414,8 @@ class Workbench:
                              batches=sizes, runs=runs,
                              options=self._options(backend_obj).to_json(),
                              eval=self._eval_hash, profile=profile, drift=drift, dims=dims or None,
-                             latency_stats=LATENCY_STATS)
+                             latency_stats=LATENCY_STATS, accuracy_stats=ACCURACY_STATS, tasks=self.tasks or None,
+                             metric=_metric_identity(self.metric))
         job = Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
         with self._state_lock:
             self._jobs[key] = job
@@ -410,6 +448,7 @@ class Workbench:
             if (result.cache_key, result.precision, result.backend, [s.batch for s in result.latency]) != \
                     (job.key, job.plan.precision, job.backend, job.batches):
                 raise SchemaError(f"the entry under {job.key} describes another configuration ({result.label})")
+            result.model_sha256 = self.model.content_hash  # the key holds it, also for entries from before
             return result
         return self.cache.get(job.key, decode=decode)
 
@@ -451,8 +490,9 @@ class Workbench:
                 with self._state_lock:
                     self._references.setdefault((job.backend, headline), outputs)
             reference = self._reference(job.backend, headline, cancel=cancel)
-            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task,
-                                        output_names=[spec.name for spec in self.model.outputs])
+            accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task, tasks=self.tasks,
+                                        metric=self.metric, output_names=[spec.name for spec in self.model.outputs],
+                                        samples=self.eval.size, image_sizes=self._image_sizes())
             bar.update()
             graph, ratio, around = engine.layers(), None, None
             if job.profile:
@@ -484,6 +524,7 @@ class Workbench:
             drift=drift, drift_graph=drift_graph, accelerated=runs_accelerated(backend, plan, graph),
             notes=notes, cache_key=job.key,
             precision_notes=precision_notes(variant), variant_sha256=variant.content_hash,
+            model_sha256=self.model.content_hash,
             graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
     def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int, *,
@@ -523,26 +564,37 @@ class Workbench:
         backend = self._backend(backend_name)
         key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
                              backend_version=backend.version(), batch=batch,
-                             options=self._options(backend).to_json(), eval=self._eval_hash)
+                             options=self._options(backend).to_json(), eval=self._eval_hash,
+                             layout=REFERENCE_LAYOUT)
         outputs = self.cache.get_bytes(key, "npz", decode=_load_arrays)
         if outputs is None:
             with backend.build(self.model, self._options(backend)) as engine:
                 outputs = self._eval_outputs(backend, self.model, engine, batch, cancel=cancel)
-            buffer = io.BytesIO()
-            np.savez(buffer, *outputs)
-            self.cache.put_bytes(key, buffer.getvalue(), "npz")
+            self.cache.put_bytes(key, _save_arrays(outputs), "npz")
         with self._state_lock:
             return self._references.setdefault((backend_name, batch), outputs)
 
     def _eval_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int, *,
-                      cancel: CancelToken | None = None) -> list[np.ndarray]:
-        """Outputs of `engine` (built from `model`) on the eval data in batches of `batch`. When the engine chose its
-        own thread count and its outputs do not depend on it, one single-thread engine per core runs a contiguous
-        share of the same batches side by side (small models barely use intra-op threads): same outputs, faster."""
+                      cancel: CancelToken | None = None) -> list:
+        """Outputs of `engine` (built from `model`) on the eval data in batches of `batch` (`_run_all`): arrays with
+        samples on axis 0, or, for outputs without a sample axis (boxes after NMS), one whole array per sample (the
+        samples are then run one by one when the model takes any batch size)."""
+        outputs = self._batched_outputs(backend, model, engine, batch, cancel=cancel)
+        if batch > 1 and self._fixed_batch() is None and any(isinstance(o, list) for o in outputs):
+            outputs = self._batched_outputs(backend, model, engine, 1, cancel=cancel)
+        return outputs
+
+    def _batched_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int, *,
+                         cancel: CancelToken | None = None) -> list:
+        """`_run_all` on the eval data. When the engine chose its own thread count and its outputs do not depend on
+        it, one single-thread engine per core runs a contiguous share of the same batches side by side (small models
+        barely use intra-op threads): same outputs, faster."""
         options = self._options(backend)
         workers = min(os.cpu_count() or 1, math.ceil(self.eval.size / batch))
+        whole = self._whole_outputs()
         if workers < 2 or not backend.thread_independent_outputs or getattr(options, "threads", 1) is not None:
-            return _run_all(engine, self.eval.arrays, batch, self._to_feeds, cancel=cancel)
+            return _run_all(engine, self.eval.arrays, batch, self._to_feeds, self.model.output_arrays, whole,
+                            cancel=cancel)
         shares = np.array_split(np.arange(math.ceil(self.eval.size / batch)) * batch, workers)
         bounds = [(int(share[0]), int(min(share[-1] + batch, self.eval.size))) for share in shares]
         with contextlib.ExitStack() as stack:
@@ -551,11 +603,28 @@ class Workbench:
             def run(index: int) -> list[np.ndarray]:
                 start, end = bounds[index]
                 return _run_all(engines[index], {k: v[start:end] for k, v in self.eval.arrays.items()}, batch,
-                                self._to_feeds, cancel=cancel)
+                                self._to_feeds, self.model.output_arrays, whole, cancel=cancel)
 
             with ThreadPoolExecutor(workers) as pool:  # engines release the GIL while they run
                 parts = list(pool.map(run, range(workers)))
-        return [np.concatenate(chunks) for chunks in zip(*parts)]
+        return [_joined(chunks) for chunks in zip(*parts)]
+
+    def _whole_outputs(self) -> set[int]:
+        """Outputs that have no sample axis whatever their size: scalars, and outputs of a fixed-batch model whose
+        first axis is dynamic (its size is not the batch: e.g. the boxes left after NMS)."""
+        fixed = self._fixed_batch() is not None
+        return {i for i, spec in enumerate(self.model.outputs)
+                if spec.kind == "tensor" and (not spec.shape or (fixed and not isinstance(spec.shape[0], int)))}
+
+    def _image_sizes(self) -> list[tuple[int, int]]:
+        """(height, width) of the image inputs as fed: outputs of that size are segmentation maps."""
+        sizes = []
+        for spec in self.model.inputs:
+            axes = image_axes(spec)
+            array = self.eval.arrays.get(spec.name)
+            if axes is not None and array is not None and array.ndim == 4:
+                sizes.append((int(array.shape[axes[0]]), int(array.shape[axes[1]])))
+        return sizes
 
     def calibration_set(self, calibration: str | CalibrationSet | None = None,
                         size: int = DEFAULT_SIZE) -> CalibrationSet:
@@ -706,7 +775,21 @@ class Workbench:
         return min(fixed) if fixed else None
 
 
+def class_count(model: Model) -> int | None:
+    """How many classes a classifier's labels index: the last axis of its one float output, when fixed and above 1;
+    None when that is not clear (then labels are not bounded)."""
+    floats = [spec for spec in model.outputs if spec.dtype.startswith("float")]
+    if len(floats) != 1 or not floats[0].shape:
+        return None
+    last = floats[0].shape[-1]
+    return last if isinstance(last, int) and last > 1 else None
+
+
 def _check_no_empty_inputs(model: Model) -> None:
+    if model.inputs and all(len(spec.shape) == 0 for spec in model.inputs):
+        raise InputSpecError(f"Every input of {model.name!r} is a scalar (rank 0), so there is no sample axis to "
+                             "batch, time or measure accuracy over: export the model with a batch axis (e.g. "
+                             "shape ['batch'] instead of []).")
     empty = [spec for spec in model.inputs if 0 in spec.shape]
     if empty:
         raise InputSpecError(f"Input {empty[0].name!r} of {model.name!r} declares shape {list(empty[0].shape)} with a "
@@ -725,20 +808,39 @@ def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) 
 
 
 def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int,
-             to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]], *,
-             cancel: CancelToken | None = None) -> list[np.ndarray]:
+             to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+             to_arrays: Callable[[list], list] | None = None, whole: set[int] = frozenset(), *,
+             cancel: CancelToken | None = None) -> list:
     """Run every sample (samples on axis 0) through `engine` in batches of `batch`, each made into feeds by
-    `to_feeds`; outputs concatenated along axis 0. `cancel` is checked before every batch."""
+    `to_feeds` and its outputs into numpy by `to_arrays` (`Model.output_arrays`: ZipMap maps as probability
+    matrices). An output whose first axis is the batch in every run is concatenated along axis 0; any other
+    (and those numbered in `whole`) is a list with one whole array per run, never cut. `cancel` is checked
+    before every batch."""
     total = len(next(iter(arrays.values())))
-    chunks: list[list[np.ndarray]] = []
+    chunks: list[list] = []
+    counts: list[int] = []
     for start in range(0, total, batch):
         check_cancel(cancel)
         part = {k: v[start:start + batch] for k, v in arrays.items()}
         count = len(next(iter(part.values())))
         if count < batch:  # pad the last batch (fixed-batch engines need full batches), then drop the padding
             part = {k: np.resize(v, (batch, *v.shape[1:])) for k, v in part.items()}
-        chunks.append([out[:count] for out in engine.run(to_feeds(part))])
-    return [np.concatenate(parts) for parts in zip(*chunks)]
+        outputs = engine.run(to_feeds(part))
+        chunks.append(to_arrays(outputs) if to_arrays is not None else outputs)
+        counts.append(count)
+    joined = []
+    for index, runs in enumerate(zip(*chunks)):
+        batched = index not in whole and all(isinstance(out, np.ndarray) and out.ndim and len(out) == batch
+                                             for out in runs)
+        joined.append(np.concatenate([out[:count] for out, count in zip(runs, counts)]) if batched else list(runs))
+    return joined
+
+
+def _joined(parts: Sequence) -> np.ndarray | list:
+    """Outputs of consecutive shares of the samples (`_run_all`) as one: arrays concatenated, else one list."""
+    if all(isinstance(part, np.ndarray) for part in parts):
+        return np.concatenate(parts)
+    return [item for part in parts for item in (list(part) if isinstance(part, (list, np.ndarray)) else [part])]
 
 
 def _join_timings(graph: EngineGraph, timings: list[LayerTiming], end_to_end_ms: float) -> float | None:
@@ -764,7 +866,39 @@ def _labels_hash(labels: np.ndarray | None) -> str:
     return "" if labels is None else CalibrationSet("labels", {"labels": np.asarray(labels)}).content_hash
 
 
-def _load_arrays(data: bytes) -> list[np.ndarray]:
-    """Arrays saved with np.savez (no pickles: allow_pickle stays False)."""
+def _metric_identity(metric: Metric | None) -> str | None:
+    """A metric callable in a cache key: its name and a digest of its code (a changed metric is measured again)."""
+    if metric is None:
+        return None
+    code = getattr(metric, "__code__", None) or getattr(getattr(metric, "__call__", None), "__code__", None)
+    digest = hashlib.sha256(marshal.dumps(code) if code is not None else repr(metric).encode()).hexdigest()[:16]
+    return f"{metric_name(metric)}#{digest}"
+
+
+def _save_arrays(outputs: list) -> bytes:
+    """Outputs as an .npz: arrays as arr_I, per-sample lists as list_I_J (read back by `_load_arrays`)."""
+    named = {}
+    for i, output in enumerate(outputs):
+        if isinstance(output, list):
+            named.update({f"list_{i}_{j}": np.asarray(part) for j, part in enumerate(output)})
+            named.setdefault(f"list_{i}_count", np.array(len(output)))
+        else:
+            named[f"arr_{i}"] = output
+    buffer = io.BytesIO()
+    np.savez(buffer, **named)
+    return buffer.getvalue()
+
+
+def _load_arrays(data: bytes) -> list:
+    """Outputs saved by `_save_arrays` (no pickles: allow_pickle stays False)."""
     with np.load(io.BytesIO(data)) as archive:
-        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+        files = set(archive.files)
+        outputs = []
+        for i in range(len(files)):
+            if f"arr_{i}" in files:
+                outputs.append(archive[f"arr_{i}"])
+            elif f"list_{i}_count" in files:
+                outputs.append([archive[f"list_{i}_{j}"] for j in range(int(archive[f"list_{i}_count"]))])
+            else:
+                break
+        return outputs

@@ -127,6 +127,8 @@ class TunedConfig:
     cache_key: str | None = None
     retimed: RetimedLatency | None = None  # finalists only: timed again interleaved with FP32 before choosing
     retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
+    precision_share: dict | None = None  # what really ran (RunResult.precision_share)
+    precision_warning: str | None = None  # set when the plan left most compute in FP32 (RunResult.precision_warning)
 
     @property
     def precision(self) -> str:
@@ -150,14 +152,22 @@ class TunedConfig:
 
     @property
     def kept_text(self) -> str:
-        """What this configuration keeps in FP32, for labels: 'all quantised', or the kept layers."""
+        """What this configuration keeps in FP32, for labels: 'all int8', or the kept layers; a plan whose graph
+        holds nothing in reduced precision says so, whatever its precision is called; a weight rounding other than
+        the first ('nearest') is named, so the starts of one search read apart."""
         if self.precision == "fp32":
             return "FP32"
+        graph = (self.precision_share or {}).get("graph") or {}
+        if graph and not graph.get(self.precision):
+            return f"FP32 (nothing in {self.precision.upper()})"
         units = [u for u in self.kept_units if u != UNWEIGHTED]
         kept = ("FP32: " + ", ".join(units)) if len(units) <= 2 else f"{len(units)} layers FP32"
         if len(units) < len(self.kept_units):
-            return f"weighted layers {self.precision}" + (f", {kept}" if units else "")
-        return kept if units else f"all {self.precision}"
+            text = f"weighted layers {self.precision}" + (f", {kept}" if units else "")
+        else:
+            text = kept if units else f"all {self.precision}"
+        rounding = self.weight_rounding not in (None, WEIGHT_ROUNDINGS[0])
+        return text + (f" ({self.weight_rounding} weights)" if rounding else "")
 
     @property
     def timing_text(self) -> str:
@@ -365,6 +375,13 @@ def _baseline(workbench, result: RunResult, run_options: dict) -> RunResult:
     return baseline_of(result, workbench.results) or workbench.run("fp32", **run_options)
 
 
+def check_max_drop(max_drop: float) -> None:
+    """A drop budget is a finite number of points (or cosine units) of 0 or more: NaN would accept everything."""
+    if not isinstance(max_drop, (int, float)) or not math.isfinite(max_drop) or max_drop < 0:
+        raise InputSpecError(f"--max-drop / max_drop={max_drop}: give the accuracy you can afford to lose as a finite "
+                             "number of 0 or more (e.g. 0.5 points).")
+
+
 def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DROP, metric: str = DEFAULT_METRIC,
          budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
          weight_roundings=WEIGHT_ROUNDINGS, confirm: int = DEFAULT_CONFIRM, progress: bool | None = None,
@@ -397,8 +414,7 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DR
         raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
     if budget < 1:
         raise InputSpecError(f"budget={budget}: allow at least one configuration to be measured.")
-    if max_drop < 0:
-        raise InputSpecError(f"max_drop={max_drop}: give the accuracy you can afford to lose as a positive number.")
+    check_max_drop(max_drop)
     if precision == "fp32":
         raise InputSpecError("tune searches a reduced precision: pass precision='int8' (or 'fp16').")
     search = _Search(workbench, metric, max_drop, budget, run_options,
@@ -637,7 +653,8 @@ class _Search:
                            speedup_verdict="baseline" if result is self.baseline else
                            gain.verdict if gain else "not comparable",
                            value=metric_value(result, self.metric), drop=drop,
-                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key)
+                           within_budget=drop <= self.max_drop, step=step, cache_key=result.cache_key,
+                           precision_share=result.precision_share, precision_warning=result.precision_warning)
 
 
 def _choose(workbench, configs: list[TunedConfig], results: list[RunResult], runs: int) -> TunedConfig | None:

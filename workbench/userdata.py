@@ -4,6 +4,10 @@ inputs before any work; split into calibration and evaluation sets with a fixed 
 from __future__ import annotations
 
 import hashlib
+import io
+import math
+import os
+import stat
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -15,12 +19,20 @@ from ._optional import require
 from .cache import file_sha256
 from .calibration import CalibrationSet, as_numpy
 from .errors import CalibrationError, InputSpecError
+from .limits import check_memory
 from .models.inputs import batch_axes
 from .models.spec import TensorSpec
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 SPLIT_SEED = 0
 DEFAULT_IMAGE_SIZE = 224  # for a model whose image height/width are dynamic
+# Bounds on user data, checked from headers before anything is decoded or allocated (a 2 MB .npz can expand to
+# gigabytes; an image header can claim 900 megapixels).
+MAX_DATA_BYTES = 8 << 30  # decompressed arrays of one data source (also bounded by the memory available)
+MAX_NPZ_MEMBERS = 1024
+MAX_IMAGES = 200_000
+MAX_IMAGE_PIXELS = 50_000_000  # per image file, before decoding (PIL's own bomb limit is ~179 megapixels)
+MAX_IMAGE_SIDE = 8192  # of the resize target
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,22 @@ class ImagePreprocessing:
                                      "mean=0.485:0.456:0.406,std=0.229:0.224:0.225,order=rgb,scale=255.") from None
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        """Typed errors naming the argument, before any image is read (one mean/std value serves every channel)."""
+        if self.size is not None and (len(self.size) != 2 or not all(
+                isinstance(d, int) and 1 <= d <= MAX_IMAGE_SIDE for d in self.size)):
+            raise InputSpecError(f"Image preprocessing size={self.size}: give HEIGHTxWIDTH, each 1-{MAX_IMAGE_SIDE} "
+                                 "pixels (e.g. size=224x224).")
+        for name, low in (("mean", None), ("std", 0.0)):
+            values = tuple(getattr(self, name))
+            if len(values) not in (1, 3) or not all(math.isfinite(v) and (low is None or v > low) for v in values):
+                rule = "finite" if low is None else "finite and above 0 (it divides)"
+                raise InputSpecError(f"Image preprocessing {name}={':'.join(f'{v:g}' for v in values)}: give one "
+                                     f"value for every channel or three (R:G:B), each {rule}.")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise InputSpecError(f"Image preprocessing scale={self.scale:g}: give a finite number above 0 "
+                                 "(pixels are divided by it; 255 for 8-bit images).")
+
     def describe(self) -> str:
         size = f"{self.size[0]}x{self.size[1]}" if self.size else "the model's size"
         return (f"{'BGR' if self.bgr else 'RGB'}, bilinear resize to {size}, /{self.scale:g}, "
@@ -90,9 +118,10 @@ class UserData:
 
 
 def load_data(data, inputs: list[TensorSpec], *, preprocessing: ImagePreprocessing | None = None,
-              name: str | None = None) -> UserData:
+              name: str | None = None, classes: int | None = None) -> UserData:
     """Load and validate user data: a path (.npz file or image folder), a mapping name -> array, or an iterable
-    of batches (dicts, (inputs, labels) tuples, arrays or torch tensors)."""
+    of batches (dicts, (inputs, labels) tuples, arrays or torch tensors). `classes`: the model's class count,
+    which labels must stay below."""
     if isinstance(data, UserData):
         loaded = data
     elif isinstance(data, (str, Path)):
@@ -101,6 +130,9 @@ def load_data(data, inputs: list[TensorSpec], *, preprocessing: ImagePreprocessi
             raise InputSpecError(f"Data {str(path)!r} does not exist: give an .npz file or a folder of images.")
         if path.is_dir():
             loaded = load_image_folder(path, inputs, preprocessing or ImagePreprocessing())
+        elif not _is_regular(path):
+            raise InputSpecError(f"Data {str(path)!r} is not a regular file (a FIFO, device or socket): give an "
+                                 ".npz file or a folder of images.")
         elif path.suffix.lower() == ".npz":
             loaded = load_npz(path)
         else:
@@ -117,22 +149,69 @@ def load_data(data, inputs: list[TensorSpec], *, preprocessing: ImagePreprocessi
                              "dict of arrays or an iterable of batches.")
     if name:
         loaded.source["name"] = name
-    validate(loaded, inputs)
+    validate(loaded, inputs, classes=classes)
     loaded.source.setdefault("sha256", _arrays_hash(loaded.arrays))
     return loaded
 
 
 def load_npz(path: Path) -> UserData:
     """Arrays by input name; an array named `labels` holds one integer label per sample. Never unpickles."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            contents = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputSpecError(f"Data file {str(path)!r} is not a readable .npz ({type(exc).__name__}: {exc}). Save it "
-                             "with np.savez(path, **{input_name: array}) (object arrays are not read).") from exc
+    contents = read_npz(path)
     labels = contents.pop("labels", None)
     return UserData(contents, labels, {"kind": "user", "format": "npz", "path": str(path),
                                        "sha256": file_sha256(path), "name": path.name})
+
+
+def read_npz(source: str | os.PathLike | bytes, *, label: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (a path or its bytes), after checking every member's header: no object (pickled)
+    arrays, at most MAX_NPZ_MEMBERS members, and decompressed sizes within MAX_DATA_BYTES and the memory available,
+    all before anything is decompressed. InputSpecError otherwise."""
+    where = label or (f"Data file {str(source)!r}" if not isinstance(source, bytes) else "The .npz")
+    fix = "Save it with np.savez(path, **{input_name: array}) (object arrays are not read)"
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as archive:
+            members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
+            if len(members) > MAX_NPZ_MEMBERS:
+                raise InputSpecError(f"{where} holds {len(members)} arrays, more than {MAX_NPZ_MEMBERS}: {fix}.")
+            total = 0
+            for info in members:
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read_header is None:
+                        raise ValueError(f"npy format version {version}")
+                    shape, _, dtype = read_header(member, max_header_size=10_000)
+                if dtype.hasobject:
+                    raise InputSpecError(f"{where}: {info.filename[:-4]!r} is an object (pickled) array, which is "
+                                         f"never read: {fix}.")
+                total += math.prod(shape) * dtype.itemsize
+            what = f"{where} (its arrays decompressed)"
+            if total > MAX_DATA_BYTES:
+                raise InputSpecError(f"{what} needs {_size(total)}, more than the {_size(MAX_DATA_BYTES)} a data set "
+                                     "may take here: use fewer samples (a few hundred calibrate well).")
+            check_memory(total, what, "use fewer samples (a few hundred calibrate well)")
+        with np.load(io.BytesIO(source) if isinstance(source, bytes) else source, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except InputSpecError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise InputSpecError(f"{where} is not a readable .npz ({type(exc).__name__}). {fix}.") from exc
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes} bytes"
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def load_image_folder(path: Path, inputs: list[TensorSpec], preprocessing: ImagePreprocessing) -> UserData:
@@ -158,6 +237,15 @@ def load_image_folder(path: Path, inputs: list[TensorSpec], preprocessing: Image
     if classes and any(label is None for _, label in files):
         raise InputSpecError(f"Image folder {str(path)!r} mixes images at its top level with class sub-folders "
                              f"{classes}: move every image into a class folder (or remove the sub-folders).")
+    if len(files) > MAX_IMAGES:
+        raise InputSpecError(f"Image folder {str(path)!r} holds {len(files):,} images, more than {MAX_IMAGES:,}: "
+                             "use a smaller folder (a few hundred images calibrate well).")
+    special = next((f for f, _ in files if not _is_regular(f)), None)
+    if special is not None:
+        raise InputSpecError(f"{str(special)!r} in the image folder is not a regular file (a FIFO, device or "
+                             "socket): remove it.")
+    check_memory(len(files) * size[0] * size[1] * channels * 4, f"{len(files)} images at {size[0]}x{size[1]}",
+                 "use fewer images or a smaller size=")
     mean = np.asarray(preprocessing.mean[:channels], np.float32).reshape(1, 1, -1)
     std = np.asarray(preprocessing.std[:channels], np.float32).reshape(1, 1, -1)
     images = []
@@ -165,11 +253,16 @@ def load_image_folder(path: Path, inputs: list[TensorSpec], preprocessing: Image
     for file, _ in files:
         try:
             with Image.open(file) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:  # known from the header, before decoding
+                    raise InputSpecError(f"Image {str(file)!r} has {image.width * image.height:,} pixels "
+                                         f"({image.width}x{image.height}), more than {MAX_IMAGE_PIXELS:,}: "
+                                         "downscale it or remove it.")
                 image = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]),
                                                                                Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32).reshape(size[0], size[1], -1)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputSpecError(f"Image {str(file)!r} cannot be read ({exc}): remove or replace it.") from exc
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise InputSpecError(f"Image {str(file)!r} cannot be read ({type(exc).__name__}): remove or replace "
+                                 "it.") from exc
         digest.update(file.relative_to(path).as_posix().encode())
         digest.update(file.read_bytes())
         if preprocessing.bgr and channels == 3:
@@ -214,8 +307,9 @@ def load_batches(batches: Iterable, inputs: list[TensorSpec]) -> UserData:
     return UserData(arrays, label_array, {"kind": "user", "format": "iterable", "name": "batches"})
 
 
-def validate(data: UserData, inputs: list[TensorSpec]) -> None:
-    """Names, dtypes, shapes, NaN/Inf, empty and labels: an error naming the input and what was expected."""
+def validate(data: UserData, inputs: list[TensorSpec], *, classes: int | None = None) -> None:
+    """Names, dtypes, shapes, NaN/Inf, empty and labels (within `classes`, when known): an error naming the input
+    and what was expected."""
     where = data.source.get("path", data.source.get("name", "the data"))
     if not data.arrays:
         raise InputSpecError(f"{where} holds no input arrays; the model expects {[s.name for s in inputs]}.")
@@ -229,14 +323,23 @@ def validate(data: UserData, inputs: list[TensorSpec]) -> None:
                              "samples on axis 0.")
     for name in shared:
         data.arrays[name] = np.broadcast_to(data.arrays[name], (sizes[0], *data.arrays[name].shape))
+    for spec in inputs:  # string inputs: numpy's fixed-width strings (what .npz stores) as the engine's objects
+        if spec.dtype == "object" and spec.name in data.arrays and data.arrays[spec.name].dtype.kind in "US":
+            data.arrays[spec.name] = data.arrays[spec.name].astype(str).astype(object)
     try:
         CalibrationSet(name=str(data.source.get("name", where)), arrays=data.arrays).validate(inputs)
     except CalibrationError as exc:
         raise InputSpecError(str(exc).replace("Calibration set", "Data")) from None
     if data.labels is not None:
-        if data.labels.ndim != 1 or len(data.labels) != data.size or data.labels.dtype.kind not in "iub":
-            raise InputSpecError(f"{where}: 'labels' must be one integer per sample ({data.size}); got "
-                                 f"{data.labels.dtype}{list(data.labels.shape)}.")
+        if data.labels.ndim < 1 or len(data.labels) != data.size or data.labels.dtype.kind not in "iubU":
+            raise InputSpecError(f"{where}: 'labels' must be one integer per sample ({data.size}) (or a class name; "
+                                 f"per pixel [samples, height, width] for segmentation); got {data.labels.dtype}"
+                                 f"{list(data.labels.shape)}.")
+        if classes is not None and data.labels.dtype.kind in "iub" and data.labels.size:
+            low, high = int(data.labels.min()), int(data.labels.max())
+            if low < 0 or high >= classes:
+                raise InputSpecError(f"{where}: labels run {low}-{high}, but the model has {classes} classes (labels "
+                                     f"0-{classes - 1}): give the label indices the model's outputs use.")
 
 
 def split(data: UserData, *, eval_fraction: float = 0.5, seed: int = SPLIT_SEED) -> tuple[UserData, UserData]:

@@ -90,6 +90,11 @@ def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None,
                 report.failed.append((f"{session.model.name} {job.plan.label} @ {job.backend}", str(outcome)))
             elif isinstance(outcome, Exception):
                 raise outcome
+            elif not session.is_cached(job):  # e.g. the disk filled up: computed, but not kept
+                report.failed.append((f"{session.model.name} {job.plan.label} @ {job.backend}",
+                                      f"computed but not written to the cache {session.cache.directory} "
+                                      f"({session.cache.problem or 'the write failed'}): free some space and warm "
+                                      "again"))
             else:
                 report.computed += 1
             bar.update()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import fields
 
-from .._optional import available
+from .. import _optional
 from ..engine import Backend, Capabilities, EngineOptions
 from ..errors import BackendError
 
@@ -51,7 +51,7 @@ def capabilities(name: str) -> Capabilities:
 def installed_backends(*, device: str | None = None) -> list[str]:
     """Engines whose library imports here (optionally only those running on `device`), in declaration order."""
     return [name for name in _BACKENDS if (device is None or capabilities(name).device == device)
-            and (capabilities(name).package is None or available(capabilities(name).package))]
+            and (capabilities(name).package is None or _optional.available(capabilities(name).package))]
 
 
 def engines_with_option(option: str) -> list[str]:

@@ -1,7 +1,9 @@
 """ONNX Runtime CPU backend: engines with layer-fusion provenance and per-node profiling."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,22 @@ def _session_options(level: str, threads: int | None) -> ort.SessionOptions:
     return so
 
 
+def _write_problem(folder: Path, nbytes: int) -> str | None:
+    """Why a file of `nbytes` cannot be written in `folder` (a file-size limit, a full disk), or None."""
+    probe = folder / ".write-probe"
+    try:
+        with open(probe, "wb") as handle:
+            handle.truncate(0)
+            handle.write(b"\0" * nbytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return "a file-size limit (ulimit -f)" if exc.errno == errno.EFBIG else (exc.strerror or str(exc))
+    finally:
+        probe.unlink(missing_ok=True)
+    return None
+
+
 class OnnxRuntimeEngine(Engine):
     """A built ONNX Runtime CPU session plus its optimised graph (`optimized_model()`) and caveats (`notes`)."""
 
@@ -128,6 +146,11 @@ class OnnxRuntimeEngine(Engine):
                 self.session = ort.InferenceSession(model.SerializeToString(), so, providers=self.providers,
                                                     disabled_optimizers=_DISABLED_OPTIMIZERS)
             except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NotImplemented...)
+                problem = _write_problem(Path(tmp), model.ByteSize())
+                if problem:  # ORT reports a failed write of its optimised graph as a bad protobuf
+                    raise BackendError(f"ONNX Runtime could not write the optimised graph to {tmp} ({problem}): "
+                                       "raise the file-size limit (ulimit -f) or free space in the temporary "
+                                       "folder ($TMPDIR); the model itself is not at fault.") from exc
                 raise BackendError(f"ONNX Runtime could not build an engine from this model: {exc}. "
                                    "Check it with onnx.checker.check_model, or re-export it.") from exc
             # Names made unique so profiler events ("<node>_kernel_time") identify exactly one layer.
@@ -200,11 +223,15 @@ class OnnxRuntimeEngine(Engine):
         """
         with tempfile.TemporaryDirectory(prefix="workbench-ort-profile-") as tmp:
             so = _session_options("disable", self.threads)
+            # even at 'disable', ORT gives each consumer of a shared DequantizeLinear its own copy ("/duplicated"),
+            # so an already-quantised graph would differ from the one the layers name; this turns that off
+            so.add_session_config_entry("session.disable_quant_qdq", "1")
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(tmp) / "profile")
             so.optimized_model_filepath = str(Path(tmp) / "profiled.onnx")
             try:
-                session = ort.InferenceSession(self._optimized.SerializeToString(), so, providers=self.providers)
+                graph = with_input_weights(self._optimized, self.source_model)
+                session = ort.InferenceSession(graph.SerializeToString(), so, providers=self.providers)
             except Exception as exc:
                 raise BackendError(f"ONNX Runtime could not reload the optimised graph for profiling: {exc}") from exc
             profiled = [(n.name, n.op_type) for n in onnx.load(so.optimized_model_filepath).graph.node]
@@ -216,6 +243,25 @@ class OnnxRuntimeEngine(Engine):
                 session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
         return _typical_node_times(events, warmup, runs)
+
+
+def with_input_weights(optimized: onnx.ModelProto, source: onnx.ModelProto) -> onnx.ModelProto:
+    """`optimized`, or a copy where graph inputs that are weights of `source` (initializers listed as inputs, as
+    IR < 4 files do) get their values back: ORT's saved optimised graph keeps such inputs but not always their
+    initializers, and a session on it would then ask for them as feeds. Inputs no node reads are dropped."""
+    present = {init.name for init in optimized.graph.initializer}
+    weights = {init.name: init for init in source.graph.initializer}
+    read = {name for node in optimized.graph.node for name in node.input}
+    missing = [v.name for v in optimized.graph.input if v.name in weights and v.name not in present]
+    if not missing:
+        return optimized
+    repaired = onnx.ModelProto()
+    repaired.CopyFrom(optimized)
+    kept = [v for v in repaired.graph.input if v.name not in missing or v.name in read]
+    del repaired.graph.input[:]
+    repaired.graph.input.extend(kept)
+    repaired.graph.initializer.extend(weights[name] for name in missing if name in read)
+    return repaired
 
 
 def _typical_node_times(events: list[dict], warmup: int, runs: int) -> list[LayerTiming]:

@@ -30,6 +30,7 @@ class _Match:
     reference: str  # tensor name in the FP32 graph
     variant: str  # tensor name in the lower-precision graph holding the same value
     layer: str | None  # original node producing the tensor
+    position: int  # index of `reference` among the FP32 graph's node outputs
 
 
 def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model | onnx.ModelProto,
@@ -60,7 +61,7 @@ def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model
         if a.shape != b.shape:
             continue  # same name, different meaning (e.g. a layout change): not comparable
         points.append(DriftPoint(tensor=m.reference, layer=m.layer, sqnr_db=sqnr_db(a, b), cosine=cosine(a, b),
-                                 max_abs_diff=float(np.max(np.abs(a - b), initial=0.0))))
+                                 max_abs_diff=float(np.max(np.abs(a - b), initial=0.0)), position=m.position))
     settings = ", ".join(f"{k}={v!r}" for k, v in (options.to_json() if options else {}).items() if v)
     note = (f"{backend.name} graphs ({settings or 'default options'}) with {len(points)} intermediate "
             "tensors exposed as outputs: exposed tensors cannot be fused away, so this is close to the node-by-node "
@@ -88,8 +89,10 @@ def _match_tensors(ref: onnx.ModelProto, var: onnx.ModelProto) -> list[_Match]:
     by_node = {node.name: node for node in var.graph.node if node.name}
     links = GraphIndex(var)
     matches, seen = [], set()
+    position = -1
     for node in ref.graph.node:
         for index, name in enumerate(node.output):
+            position += 1
             if not name:
                 continue
             found = name if name in links.producer_index else None
@@ -104,7 +107,7 @@ def _match_tensors(ref: onnx.ModelProto, var: onnx.ModelProto) -> list[_Match]:
             found = _after_qdq(found, links)
             if found not in seen:
                 seen.add(found)
-                matches.append(_Match(name, found, node.name or None))
+                matches.append(_Match(name, found, node.name or None, position))
     return matches
 
 

@@ -21,12 +21,13 @@ from ..errors import InputSpecError
 from ..jobs import CancelToken
 from ..jobs import check as check_cancel
 from ..models.spec import Model
+from ..vocabulary import WEIGHTED_OPS
 from .drift import sqnr_db
 
 DEFAULT_BINS = 128
 # The activation integer type of each Q/DQ style (workbench.precision.int8's styles) and whether it is symmetric.
 ACTIVATION_TYPES = {"onnxruntime": (TensorProto.UINT8, False), "tensorrt": (TensorProto.INT8, True)}
-WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # ops whose second input is a weight with output channels
+WEIGHT_OPS = WEIGHTED_OPS  # their second input is a weight with output channels
 
 
 @dataclass

@@ -23,6 +23,10 @@ from .spec import Dim, TensorSpec
 IMAGE_SIZES = (224, 320, 256, 192, 160, 128, 96, 64, 48, 32, 640)  # tried in order for dynamic height/width
 SEQUENCE_SIZES = (64, 128, 256, 512, 32, 16, 1024, 8)  # tried in order for other dynamic axes
 DEFAULT_ID_RANGE = (0, 2)  # integer inputs the graph does not tell more about
+# string inputs the graph does not tell more about (no LabelEncoder / CategoryMapper / OneHotEncoder keys)
+DEFAULT_WORDS = ("the", "model", "runs", "fast", "and", "well", "on", "data", "a", "small", "test", "red")
+_STRING_KEYS = {"LabelEncoder": "keys_strings", "CategoryMapper": "cats_strings", "OneHotEncoder": "cats_strings",
+                "TfIdfVectorizer": "pool_strings", "DictVectorizer": "string_vocabulary"}
 _PASS_THROUGH = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"})
 _COMPARISONS = frozenset({"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"})
 
@@ -35,7 +39,8 @@ class InputPlan:
 
     `batch_axis`: the feed axis that holds the samples (None: one value shared by every batch). `sample_shape`:
     the concrete shape of one sample (the feed shape without the batch axis). `values`: how synthetic data is drawn
-    ("normal", "integers", "ones", "constant"), with `low`/`high` (integers in [low, high)) or `value`.
+    ("normal", "integers", "ones", "constant", "words"), with `low`/`high` (integers in [low, high)), `value`, or
+    `words` (strings drawn from them).
     `choices` says, in words, what was chosen and why (it goes into the result's notes).
     """
 
@@ -49,6 +54,7 @@ class InputPlan:
     high: float | None = None
     value: float | None = None
     choices: tuple[str, ...] = field(default_factory=tuple)
+    words: tuple[str, ...] = ()
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """A samples-first array (n, *sample_shape) as this input's feed."""
@@ -64,6 +70,8 @@ class InputPlan:
             return np.ones(shape, dtype=dtype)
         if self.values == "integers":
             return rng.integers(int(self.low), int(self.high), shape).astype(dtype)
+        if self.values == "words":
+            return np.array(self.words, dtype=object)[rng.integers(0, len(self.words), shape)]
         if dtype.kind == "f":
             return rng.standard_normal(shape).astype(dtype)
         return np.zeros(shape, dtype=dtype)
@@ -71,7 +79,7 @@ class InputPlan:
     def to_json(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "batch_axis": self.batch_axis,
                 "sample_shape": list(self.sample_shape), "values": self.values, "low": self.low, "high": self.high,
-                "value": self.value, "choices": list(self.choices)}
+                "value": self.value, "choices": list(self.choices), "words": list(self.words)}
 
 
 def batch_axes(inputs: Sequence[TensorSpec]) -> dict[str, int | None]:
@@ -190,8 +198,8 @@ def _resolve_override(spec: TensorSpec, axis: int | None, override) -> tuple[Dim
     return shape if axis is None else shape[:axis] + shape[axis + 1:]
 
 
-def _is_image(spec: TensorSpec) -> tuple[int, int] | None:
-    """The (height, width) axes of an NCHW or NHWC float image input, else None."""
+def image_axes(spec: TensorSpec) -> tuple[int, int] | None:
+    """The (height, width) feed axes of an NCHW or NHWC float image input, else None."""
     if len(spec.shape) != 4 or np.dtype(spec.dtype).kind != "f":
         return None
     if spec.shape[1] in (1, 3, 4):
@@ -204,7 +212,7 @@ def _is_image(spec: TensorSpec) -> tuple[int, int] | None:
 def _plan(spec: TensorSpec, axis: int | None, shape: tuple[Dim, ...], override, graph: "_GraphFacts | None",
           attempt: int) -> InputPlan:
     choices: list[str] = []
-    image = _is_image(spec)
+    image = image_axes(spec)
     # feed axis of each sample axis
     feed_axes = [i for i in range(len(spec.shape)) if i != axis]
     concrete = []
@@ -230,6 +238,13 @@ def _plan(spec: TensorSpec, axis: int | None, shape: tuple[Dim, ...], override, 
         return replace(plan, values="constant", value=override,
                        choices=(*choices, f"input {spec.name!r}: fixed value {override} (given)"))
     lowered = spec.name.lower()
+    if dtype.kind == "O":
+        known = graph.string_facts(spec.name) if graph is not None else None
+        words = known or DEFAULT_WORDS
+        source = (f"the {len(words)} strings the graph maps" if known
+                  else f"a small vocabulary ({', '.join(words[:4])}, ...)")
+        return replace(plan, values="words", words=tuple(words), choices=(
+            *choices, f"input {spec.name!r}: strings drawn from {source} (give your own with data=/--data)"))
     if dtype.kind == "b" or (dtype.kind in "iu" and "mask" in lowered):
         return replace(plan, values="ones", choices=(*choices, f"input {spec.name!r}: a mask of ones"))
     if dtype.kind in "iu":
@@ -284,8 +299,8 @@ def _runs(proto: onnx.ModelProto, plans: list[InputPlan]) -> bool:
 
 
 class _GraphFacts:
-    """What a graph says about its integer inputs: the table a Gather indexes with them, a constant they are
-    compared with."""
+    """What a graph says about its integer and string inputs: the table a Gather indexes with them, a constant they
+    are compared with, the strings an encoder maps."""
 
     def __init__(self, proto: onnx.ModelProto):
         self.index = GraphIndex(proto)
@@ -294,7 +309,31 @@ class _GraphFacts:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = node.attribute[0].t
 
+    def string_facts(self, name: str) -> tuple[str, ...] | None:
+        """The strings a node reading `name` maps (a LabelEncoder's keys, a CategoryMapper's categories, ...),
+        through ops that only move the strings (reshapes, a Gather of columns, ...)."""
+        for _, node in self._readers(name, _PASS_THROUGH | {"Gather", "Slice", "Split", "Concat"}):
+            wanted = _STRING_KEYS.get(node.op_type)
+            for attribute in node.attribute:
+                if attribute.name == wanted and attribute.strings:
+                    return tuple(dict.fromkeys(v.decode() for v in attribute.strings))
+        return None
+
     def integer_facts(self, name: str) -> tuple[str, float] | None:
+        for tensor, node in self._readers(name, _PASS_THROUGH):
+            if node.op_type == "Gather" and list(node.input).index(tensor) == 1 and node.input[0] in self.constants:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                return "gather", int(self.constants[node.input[0]].dims[axis])
+            if node.op_type in _COMPARISONS:
+                other = [i for i in node.input if i != tensor and i in self.constants]
+                if other:
+                    value = numpy_helper.to_array(self.constants[other[0]])
+                    if value.size == 1:
+                        return "compare", value.reshape(-1)[0].item()
+        return None
+
+    def _readers(self, name: str, through: frozenset[str]):
+        """(tensor, node) for every node reading `name`, or what ops in `through` made of it (as their input 0)."""
         frontier, seen = [name], set()
         while frontier:
             tensor = frontier.pop()
@@ -302,16 +341,6 @@ class _GraphFacts:
                 continue
             seen.add(tensor)
             for node in self.index.consumers(tensor):
-                if node.op_type == "Gather" and list(node.input).index(tensor) == 1 \
-                        and node.input[0] in self.constants:
-                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                    return "gather", int(self.constants[node.input[0]].dims[axis])
-                if node.op_type in _COMPARISONS:
-                    other = [i for i in node.input if i != tensor and i in self.constants]
-                    if other:
-                        value = numpy_helper.to_array(self.constants[other[0]])
-                        if value.size == 1:
-                            return "compare", value.reshape(-1)[0].item()
-                if node.op_type in _PASS_THROUGH and list(node.input).index(tensor) == 0:
+                yield tensor, node
+                if node.op_type in through and list(node.input).index(tensor) == 0:
                     frontier.extend(node.output)
-        return None

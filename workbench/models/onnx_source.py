@@ -37,8 +37,9 @@ def load_onnx_bytes(data: bytes, *, name: str | None = None) -> Model:
 
 
 def finalize(proto: onnx.ModelProto, *, name: str, source: str) -> Model:
-    """Name unnamed nodes, run the ONNX checker and shape inference, and wrap the result in a `Model`."""
-    proto = with_unique_node_names(proto)
+    """Name unnamed nodes, drop initializers listed as graph inputs (old IR < 4 files), run the ONNX checker and
+    shape inference, and wrap the result in a `Model`."""
+    proto = without_initializer_inputs(with_unique_node_names(proto))
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: e.g. names that are not UTF-8
@@ -75,7 +76,7 @@ def _describe_bad_bytes(data: bytes) -> str:
     except UnicodeDecodeError:
         text = None
     if text is not None and all(ch.isprintable() or ch.isspace() for ch in text):
-        return f"it looks like a text file (starts with {text[:40]!r})"
+        return "it looks like a text file"  # its content is never echoed (the app shows errors to its users)
     if head[:1] == b"\x08":  # field 1 (ir_version, varint): the start of every serialized ModelProto
         return "it starts like an ONNX file but is truncated or corrupted"
     return "its bytes are not an ONNX protobuf"
@@ -100,6 +101,26 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> None:
     except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise ModelLoadError(f"Could not read the external weight data of {str(path)!r}: {_first_line(exc)}. "
                              "The data file may be truncated: re-save the model.") from exc
+
+
+FIRST_IR_WITHOUT_INITIALIZER_INPUTS = 4
+
+
+def without_initializer_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model`, or for an IR < 4 file whose initializers are also graph inputs (as IR 3 required) a copy at IR 4
+    with those inputs dropped: in IR >= 4 an initializer listed as an input is a default a caller may override, so
+    converters retype or remove it (FP16, the INT8 quantiser) and saved optimised graphs keep the input without its
+    value. The weights stay weights; the caller's proto is never changed."""
+    weights = {init.name for init in model.graph.initializer}
+    if model.ir_version >= FIRST_IR_WITHOUT_INITIALIZER_INPUTS or not any(v.name in weights for v in model.graph.input):
+        return model
+    upgraded = onnx.ModelProto()
+    upgraded.CopyFrom(model)
+    kept = [v for v in upgraded.graph.input if v.name not in weights]
+    del upgraded.graph.input[:]
+    upgraded.graph.input.extend(kept)
+    upgraded.ir_version = FIRST_IR_WITHOUT_INITIALIZER_INPUTS
+    return upgraded
 
 
 def with_unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,4 +1,5 @@
-"""Precision transforms, pure ONNX -> ONNX: FP16 conversion and INT8 Q/DQ from calibration.
+"""Precision transforms, pure ONNX -> ONNX: FP16 conversion and INT8 Q/DQ from calibration, composed as the steps of
+`workbench.precision.pipeline` (optional algorithms such as SmoothQuant registered in `vocabulary.ALGORITHM_STEPS`).
 
 Lazy: `workbench.precision.plan` (the choices: precisions, methods, Q/DQ styles) imports without onnx, so the
 explorer panel can list them before the heavy modules load.

@@ -14,30 +14,24 @@ from ..errors import CalibrationError, PrecisionError, WorkbenchError
 from ..graph import GraphIndex
 from ..jobs import CancelToken
 from ..models.spec import Model
-from ..vocabulary import WEIGHTED_OPS
-from . import dynamic, int8
-from .fp16 import to_fp16
-from .plan import PrecisionPlan
+from ..vocabulary import INTEGER_OPS, QDQ_OPS, WEIGHTED_OPS
+from . import int8, pipeline
+from .plan import KEEP_FP32_HOW, PrecisionPlan
 
 PLAN_KEY = "workbench.precision_plan"
 NOTES_KEY = "workbench.precision_notes"
 CPU_LATENCY_KEY = "workbench.cpu_latency_representative"
-
-FP16_NOTE = ("FP16 weights and activations, FP32 graph inputs/outputs (Cast at the boundary). ONNX Runtime's CPU "
-             "provider lacks FP16 kernels for many ops and computes them in FP32 from the FP16-rounded values, so "
-             "the accuracy is honest but CPU FP16 latency is not representative of a GPU engine.")
-
+STEPS_KEY = "workbench.precision_steps"  # the keys of the pipeline steps that ran, e.g. "prepare|ranges/minmax|..."
 
 def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: CalibrationSet | None = None, *,
-               progress: bool = True, cache_dir: str | Path | None = None,
-               cancel: CancelToken | None = None) -> Model:
+               progress: bool = True, cache_dir: str | Path | None = None, cancel: CancelToken | None = None) -> Model:
     """Return `model` with `plan` applied as a new ONNX graph (FP32 returns `model` itself).
 
     FP16 converts weights and activations; INT8 inserts Q/DQ nodes from ranges calibrated on `calibration`
     (required), cached in memory and, with `cache_dir`, on disk; INT8 with method "dynamic" measures ranges at run
-    time (no calibration). The result keeps the original input/output names
-    and dtypes; its `source` ends with the plan label and `precision_notes(result)` says what was done. `cancel`
-    is checked between calibration batches (`Cancelled` is raised).
+    time (no calibration). The steps are those of `precision.pipeline`; `cancel` stops the work between them
+    (`errors.Cancelled`). The result keeps the original input/output names and dtypes; its `source` ends with the
+    plan label and `precision_notes(result)` says what was done.
     """
     if isinstance(plan, str):
         plan = PrecisionPlan(plan)
@@ -47,21 +41,18 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
     keep_nodes, keep_ops = _split_keep(model, plan)
     if plan.precision == "fp32":
         return model
-    if plan.precision == "fp16":
-        with _failures_as_precision_errors(model, plan):
-            proto, notes = to_fp16(model.proto, keep_nodes=keep_nodes, keep_ops=keep_ops), [FP16_NOTE]
-    elif not plan.needs_calibration:
-        with _failures_as_precision_errors(model, plan):
-            proto, notes = dynamic.quantize(model, plan, keep_nodes=keep_nodes, keep_ops=keep_ops)
-    else:
+    if plan.needs_calibration:
         if calibration is None:
             raise CalibrationError(f"INT8 needs a calibration set to find activation ranges: pass calibration="
                                    f"CalibrationSet.from_arrays(...) (or CalibrationSet.synthetic_for(model.inputs) "
                                    f"to try it without data) to apply_plan for {model.name!r}.")
         calibration.validate(model.inputs)
-        with _failures_as_precision_errors(model, plan):
-            proto, notes = int8.quantize(model, plan, calibration, keep_nodes=keep_nodes, keep_ops=keep_ops,
-                                         progress=progress, cache_dir=cache_dir, cancel=cancel)
+    ctx = pipeline.Context(model, calibration, keep_nodes, keep_ops, progress=progress, cache_dir=cache_dir,
+                           cancel=cancel)
+    with _failures_as_precision_errors(model, plan):
+        proto = pipeline.run(plan, ctx)
+    notes = ctx.notes
+    if plan.needs_calibration:
         fell_back = any(note.endswith("used per-tensor weights") for note in notes)
         weights = "per-channel" if plan.per_channel and not fell_back else "per-tensor"
         notes.insert(0, f"INT8 ({weights} weights) from {plan.method} calibration on {calibration.name!r} "
@@ -72,7 +63,7 @@ def apply_plan(model: Model, plan: PrecisionPlan | str, calibration: Calibration
         notes.append(f"Kept in FP32: {', '.join((*keep_nodes, *keep_ops))}")
     representative = plan.precision == "int8" and plan.qdq_style == "onnxruntime"
     _set_metadata(proto, {PLAN_KEY: json.dumps(plan.to_json()), NOTES_KEY: json.dumps(notes),
-                          CPU_LATENCY_KEY: json.dumps(representative)})
+                          CPU_LATENCY_KEY: json.dumps(representative), STEPS_KEY: "|".join(ctx.ran)})
     result = Model.from_proto(proto, name=model.name, source=f"{model.source} | {plan.label}")
     _check(model, result, plan)
     return result
@@ -115,8 +106,8 @@ def graph_precision(model: Model, precision: str) -> dict[str, float] | None:
 
 
 _WEIGHTED_OPS = frozenset(WEIGHTED_OPS)
-_INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm"})
-_GLUE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "Cast", "Constant", "Identity"})
+_INTEGER_OPS = frozenset(INTEGER_OPS)
+_GLUE_OPS = frozenset({*QDQ_OPS, "Cast", "Constant", "Identity"})
 
 
 def _float16_tensors(proto: onnx.ModelProto) -> set[str]:
@@ -164,7 +155,7 @@ def _failures_as_precision_errors(model: Model, plan: PrecisionPlan) -> Iterator
         raise
     except Exception as exc:  # noqa: BLE001 - converter/quantiser failures come as many exception types
         raise PrecisionError(f"Could not apply {plan.label} to {model.name!r} ({type(exc).__name__}: {exc}). Keep the "
-                             "op types or nodes it names in FP32 via PrecisionPlan(keep_fp32=...).") from exc
+                             f"op types or nodes it names in FP32: {KEEP_FP32_HOW}.") from exc
 
 
 def _set_metadata(proto: onnx.ModelProto, entries: dict[str, str]) -> None:
@@ -178,10 +169,10 @@ def _check(original: Model, result: Model, plan: PrecisionPlan) -> None:
         ort.InferenceSession(result.serialized(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnx and onnxruntime raise many exception types
         raise PrecisionError(f"Applying {plan.label} to {original.name!r} produced a graph that does not load "
-                             f"({type(exc).__name__}: {exc}). Keep the failing nodes or op types in FP32 via "
-                             "keep_fp32.") from exc
+                             f"({type(exc).__name__}: {exc}). Keep the failing nodes or op types in "
+                             f"FP32: {KEEP_FP32_HOW}.") from exc
     io_before = [(s.name, s.dtype) for s in original.inputs + original.outputs]
     io_after = [(s.name, s.dtype) for s in result.inputs + result.outputs]
     if io_before != io_after:
         raise PrecisionError(f"Applying {plan.label} to {original.name!r} changed the graph inputs/outputs from "
-                             f"{io_before} to {io_after}; keep the boundary nodes in FP32 via keep_fp32.")
+                             f"{io_before} to {io_after}; keep the boundary nodes in FP32: {KEEP_FP32_HOW}.")

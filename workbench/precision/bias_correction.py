@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from ..graph import GraphIndex
 from ..jobs import CancelToken
 from ..jobs import check as check_cancel
+from .calibrate import observe
 
 OPS = ("Conv", "Gemm")  # layers with a bias to correct (MatMul has none)
 _INT32 = (-2 ** 31, 2 ** 31 - 1)
@@ -102,22 +102,13 @@ def correct_biases(quantized: onnx.ModelProto, prepared: onnx.ModelProto, batche
 def _channel_means(proto: onnx.ModelProto, names: list[str], batches,
                    cancel: CancelToken | None = None) -> dict[str, np.ndarray]:
     """Mean of each tensor in `names` per channel (axis 1) over the batches and every other axis."""
-    augmented = onnx.ModelProto()
-    augmented.CopyFrom(proto)
-    outputs = {o.name for o in augmented.graph.output}
-    augmented.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                                  for name in dict.fromkeys(names) if name not in outputs)
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    # as the ONNX Runtime engines run it: without re-quantising the weights of FP32-kept layers
-    session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                           disabled_optimizers=["WeightBiasQuantization"])
     fetch = list(dict.fromkeys(names))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for batch in batches:
+    # as the ONNX Runtime engines run it: without re-quantising the weights of FP32-kept layers
+    for values in observe(proto, fetch, batches, disabled_optimizers=("WeightBiasQuantization",)):
         check_cancel(cancel)
-        for name, value in zip(fetch, session.run(fetch, batch)):
+        for name, value in zip(fetch, values):
             value = np.asarray(value, np.float64)
             sums[name] = sums.get(name, 0) + value.mean(axis=(0, *range(2, value.ndim))) * value.shape[0]
             counts[name] = counts.get(name, 0) + value.shape[0]

@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,23 @@ def prepare(model: Model) -> tuple[onnx.ModelProto, tuple[str, ...]]:
                 note = f"quant_pre_process failed ({type(exc).__name__}: {exc}); quantised the graph as loaded"
                 _prepared[model.content_hash] = (model.proto, (note,))
     return _prepared[model.content_hash]
+
+
+def observe(proto: onnx.ModelProto, names: list[str], batches: list[dict[str, np.ndarray]], *,
+            disabled_optimizers: tuple[str, ...] = ()) -> Iterator[list[np.ndarray]]:
+    """The values of the tensors `names` of `proto` for each batch (the graph run on ONNX Runtime's CPU provider with
+    those tensors as extra outputs): what the algorithms that gather statistics of a graph read."""
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(proto)
+    outputs = {o.name for o in augmented.graph.output}
+    augmented.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                                  for name in dict.fromkeys(names) if name not in outputs)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(augmented.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                           disabled_optimizers=list(disabled_optimizers))
+    for batch in batches:
+        yield session.run(names, batch)
 
 
 def calibration_batches(calibration: CalibrationSet, inputs: list[TensorSpec]) -> list[dict[str, np.ndarray]]:

@@ -17,7 +17,6 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from ..models.spec import Model
 from .int8 import _loads, _opset_for_int8, _quiet_root_logger, weighted_nodes
 from .plan import PrecisionPlan
 
@@ -31,11 +30,11 @@ def applies(proto: onnx.ModelProto) -> bool:
     return bool(weighted_nodes(proto, DYNAMIC_OPS))
 
 
-def quantize(model: Model, plan: PrecisionPlan, *, keep_nodes: tuple[str, ...] = (),
+def quantize(proto: onnx.ModelProto, plan: PrecisionPlan, *, keep_nodes: tuple[str, ...] = (),
              keep_ops: tuple[str, ...] = ()) -> tuple[onnx.ModelProto, list[str]]:
-    """`model` with its constant-weight MatMuls dynamically quantised, except `keep_nodes` / `keep_ops`."""
+    """`proto` with its constant-weight MatMuls dynamically quantised, except `keep_nodes` / `keep_ops`."""
     # the graph as given, not `calibrate.prepare`'s: its fusions (MatMul + Add -> Gemm) would hide MatMuls
-    target, per_channel, notes = _opset_for_int8(model.proto, plan.per_channel)
+    target, per_channel, notes = _opset_for_int8(proto, plan.per_channel)
     weighted = set(weighted_nodes(target, DYNAMIC_OPS))
     exclude = [node.name for node in target.graph.node
                if node.name not in weighted or node.name in keep_nodes or node.op_type in keep_ops]

@@ -29,17 +29,11 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 from tqdm.auto import tqdm
 
-from ..calibration import CalibrationSet
-from ..errors import Cancelled, PrecisionError
+from ..errors import PrecisionError
 from ..graph import GraphIndex
-from ..jobs import CancelToken
-from ..jobs import check as check_cancel
-from ..models.spec import Model
 from ..vocabulary import WEIGHTED_OPS
-from . import bias_correction, gptq
-from .calibrate import (CALIBRATION_METHODS, SENTINEL_ABOVE, activation_ranges, calibration_batches, prepare,
-                        range_key)
-from .plan import PrecisionPlan
+from .calibrate import CALIBRATION_METHODS, SENTINEL_ABOVE
+from .plan import KEEP_FP32_HOW, PrecisionPlan
 
 _TRT_OPS = (*WEIGHTED_OPS, "Add")
 
@@ -61,17 +55,14 @@ STYLE_NOTES = {
 }
 
 
-def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, keep_nodes: tuple[str, ...] = (),
-             keep_ops: tuple[str, ...] = (), progress: bool = True, cache_dir: str | Path | None = None,
-             cancel: CancelToken | None = None) -> tuple[onnx.ModelProto, list[str]]:
-    """Quantise `model` per `plan` (int8) from ranges calibrated on `calibration`; returns the graph and notes."""
-    prepared, prep_notes = prepare(model)
-    notes = list(prep_notes)
-    batches = calibration_batches(calibration, model.inputs)
-    key = range_key(model.content_hash, calibration, plan.method, len(next(iter(batches[0].values()))))
-    ranges = activation_ranges(prepared, key, batches, plan.method, progress=progress, cache_dir=cache_dir,
-                               cancel=cancel)
-
+def place(prepared: onnx.ModelProto, plan: PrecisionPlan, ranges: TensorsData, *, model_name: str,
+          keep_nodes: tuple[str, ...] = (), keep_ops: tuple[str, ...] = (),
+          progress: bool = True) -> tuple[onnx.ModelProto, onnx.ModelProto, list[str]]:
+    """Q/DQ nodes placed on `prepared` (the pre-processed FP32 graph of model `model_name`) from calibrated `ranges`,
+    in the plan's style (the `place` step of precision.pipeline): segment by segment on large graphs, the nodes ONNX
+    Runtime's quantiser fails on kept in FP32. Returns the quantised graph, the FP32 graph it was made from (converted
+    to opset 13 for per-channel weights when needed) and notes."""
+    notes = []
     names = {node.name for node in prepared.graph.node}
     exclude = [node.name for node in prepared.graph.node if node.name in keep_nodes or node.op_type in keep_ops]
     notes += [f"keep_fp32 node {name!r} was folded away by pre-processing (e.g. BatchNormalization into Conv): "
@@ -126,21 +117,17 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
                     return attempt(source, ranges_path, exclude + failing), failing, exc
                 except Exception as final:  # noqa: BLE001
                     raise PrecisionError(
-                        f"ONNX Runtime's quantiser fails on {model.name!r} ({_describe(exc)}) and still fails with "
+                        f"ONNX Runtime's quantiser fails on {model_name!r} ({_describe(exc)}) and still fails with "
                         f"the nodes it fails on kept in FP32 ({_describe(final)}): nothing can be quantised. Keep "
-                        "more op types in FP32 via PrecisionPlan(keep_fp32=...).") from final
+                        f"more op types in FP32: {KEEP_FP32_HOW}.") from final
 
         parts = segments(target)
         try:
-            results = []
-            for part in tqdm(parts, desc="Placing Q/DQ", unit="segment", disable=not progress or len(parts) == 1):
-                check_cancel(cancel)
-                results.append(quantize_part(part))
+            results = [quantize_part(part) for part in tqdm(parts, desc="Placing Q/DQ", unit="segment",
+                                                              disable=not progress or len(parts) == 1)]
             quantized = results[0][0] if len(parts) == 1 else _stitch(target, [r[0] for r in results])
             if len(parts) > 1:
                 _loads(quantized)
-        except Cancelled:
-            raise
         except Exception as exc:  # noqa: BLE001 - a graph the segments do not suit: quantise it whole
             if len(parts) == 1:
                 raise
@@ -156,45 +143,10 @@ def quantize(model: Model, plan: PrecisionPlan, calibration: CalibrationSet, *, 
         if errors:
             notes.append(f"ONNX Runtime's quantiser fails on {len(failing)} node(s) of this graph "
                          f"({_describe(errors[0])}): kept in FP32 automatically: {_name_list(failing)}")
-    if plan.gptq:
-        notes.append(_round_with_gptq(quantized, target, batches, (model.content_hash, calibration.content_hash),
-                                      cancel))
-    if plan.qdq_style == "tensorrt":
-        _unquantize_weighted_add_inputs(quantized.graph)
-    if plan.bias_correction:
-        notes.append(_correct_biases(quantized, target, batches, cancel))
     if not any(node.op_type == "QuantizeLinear" for node in all_nodes(quantized.graph)):
         notes.append("ONNX Runtime's quantiser found nothing to quantise in this graph (e.g. every op sits inside "
                      "an If/Loop body or is not a quantisable type): the INT8 model computes in FP32")
-    notes.append(STYLE_NOTES[plan.qdq_style])
-    return quantized, notes
-
-
-_hessians: dict[tuple, dict] = {}  # (model hash, calibration hash, batch size) -> gptq.hessians, for this process
-
-
-def _round_with_gptq(quantized: onnx.ModelProto, target: onnx.ModelProto, batches, key: tuple,
-                     cancel: CancelToken | None = None) -> str:
-    """GPTQ's integer weights in place of nearest rounding (same scales); returns the note saying so."""
-    key = (*key, len(next(iter(batches[0].values()))))
-    if key not in _hessians:
-        _hessians[key] = gptq.hessians(target, batches, cancel=cancel)
-    rounded = gptq.round_weights(quantized, target, _hessians[key], cancel=cancel)
-    _loads(quantized)
-    return (f"weights of {rounded} Conv node(s) rounded by GPTQ (error-compensating rounding from the calibration "
-            "set's input statistics) instead of to nearest; same scales and kernels")
-
-
-def _correct_biases(quantized: onnx.ModelProto, target: onnx.ModelProto, batches,
-                    cancel: CancelToken | None = None) -> str:
-    """Bias correction in place (same scales and kernels); returns the note saying what it did."""
-    corrected = bias_correction.correct_biases(quantized, target, batches, cancel=cancel)
-    _loads(quantized)
-    if not corrected:
-        return ("bias correction found no quantised Conv/Gemm with a bias of its own to correct: biases as "
-                "quantised")
-    return (f"biases of {corrected} Conv/Gemm node(s) corrected for the mean error of their output on the "
-            "calibration set (empirical bias correction, layer by layer); same scales and kernels")
+    return quantized, target, notes
 
 
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel weights) exists from opset 13
@@ -371,6 +323,21 @@ def _unquantize_weighted_add_inputs(graph: onnx.GraphProto) -> None:
             if source is not None and source.op_type in WEIGHTED_OPS:
                 add.input[i] = q.input[0]
                 break  # if both branches are weighted, the second keeps its Q/DQ as the residual input
+    _drop_unused_qdq(graph)
+
+
+def read_unquantized(graph: onnx.GraphProto, names: tuple[str, ...]) -> None:
+    """Feed the nodes `names` each input that reaches them through a Quantize -> Dequantize pair from before the
+    pair (the float tensor), dropping pairs nobody reads any more."""
+    if not names:
+        return
+    index = GraphIndex(graph)
+    for node in (node for node in graph.node if node.name in names):
+        for i, name in enumerate(node.input):
+            dq = index.producer(name)
+            q = index.producer(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
     _drop_unused_qdq(graph)
 
 

@@ -5,9 +5,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import PrecisionError
-from ..vocabulary import METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
+from ..vocabulary import ALGORITHMS, METHODS, PRECISIONS, QDQ_STYLES, WEIGHT_ROUNDINGS
 
-__all__ = ["INT8_FIELDS", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS", "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+# Every way to keep nodes in FP32, as errors advise it (Python and the command line offer the same).
+KEEP_FP32_HOW = ("PrecisionPlan(keep_fp32=[...]) or run(..., keep_fp32=[...]) in Python, --keep-fp32 NODE|OPTYPE "
+                 "(repeatable) on the command line")
+
+__all__ = ["ALGORITHMS", "INT8_FIELDS", "KEEP_FP32_HOW", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS",
+           "QDQ_STYLES",
+           "WEIGHT_ROUNDINGS", "PrecisionPlan"]
 
 # Field metadata. CHOICES: the vocabulary a field takes (command-line flags and widgets offer these). NEUTRAL: a field
 # added after the first plans were cached declares the values that mean "as before"; `to_json` leaves it out then, so
@@ -20,7 +26,8 @@ class PrecisionPlan:
     """FP32, FP16 or INT8 (Q/DQ from calibration, or method "dynamic": ONNX Runtime's dynamic quantisation of
     MatMul), optionally keeping named nodes or op types in FP32.
 
-    A non-empty `keep_fp32` makes the plan "mixed".
+    A non-empty `keep_fp32` makes the plan "mixed". `algorithms` (calibrated int8 only) names optional steps of
+    the quantisation pipeline (precision.pipeline), e.g. ("smoothquant",); they run in registration order.
     """
 
     precision: str = field(default="fp32", metadata={CHOICES: PRECISIONS})
@@ -31,6 +38,8 @@ class PrecisionPlan:
     keep_fp32: tuple[str, ...] = ()  # node names or op types left in FP32
     weight_rounding: str | None = field(default=None, metadata={CHOICES: WEIGHT_ROUNDINGS,
                                                                  NEUTRAL: (None, "nearest")})  # int8 only
+    # calibrated int8 only: names from vocabulary.ALGORITHMS (the registry of pipeline steps)
+    algorithms: tuple[str, ...] = field(default=(), metadata={CHOICES: ALGORITHMS, NEUTRAL: ((),)})
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -54,10 +63,22 @@ class PrecisionPlan:
                 raise PrecisionError(f"weight_rounding={self.weight_rounding!r} changes the Conv weights and biases "
                                      "of calibrated INT8 plans; method='dynamic' quantises MatMul only: use "
                                      "weight_rounding='nearest'.")
+            named = (self.algorithms,) if isinstance(self.algorithms, str) else tuple(self.algorithms or ())
+            unknown = [name for name in named if name not in ALGORITHMS]
+            if unknown:
+                raise PrecisionError(f"Unknown algorithm(s) {', '.join(map(repr, unknown))}: choose from "
+                                     f"{', '.join(ALGORITHMS) or 'none (no algorithm is registered)'}.")
+            if self.method == "dynamic" and named:
+                raise PrecisionError(f"algorithms={named!r} rewrite the graph from calibration data; method='dynamic' "
+                                     "has no calibration: use a calibrated method (minmax, entropy, percentile) or no "
+                                     "algorithms.")
+            # registration order is the order they run: equal selections give equal plans and cache keys
+            object.__setattr__(self, "algorithms", tuple(name for name in ALGORITHMS if name in named))
         else:
             object.__setattr__(self, "method", None)
             object.__setattr__(self, "qdq_style", None)
             object.__setattr__(self, "weight_rounding", None)
+            object.__setattr__(self, "algorithms", ())
         object.__setattr__(self, "keep_fp32", tuple(self.keep_fp32))
 
     @property
@@ -82,7 +103,7 @@ class PrecisionPlan:
     def label(self) -> str:
         """Short human label, e.g. 'int8 (entropy, tensorrt)'."""
         style = self.qdq_style if self.method != "dynamic" else None  # dynamic INT8 has no Q/DQ style to name
-        parts = [p for p in (self.method, style) if p] + [self.weight_rounding] * self.gptq
+        parts = [p for p in (self.method, style) if p] + [self.weight_rounding] * self.gptq + list(self.algorithms)
         text = self.precision + (f" ({', '.join(parts)})" if parts else "")
         return text + (f" +{len(self.keep_fp32)} fp32" if self.keep_fp32 else "")
 

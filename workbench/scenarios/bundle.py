@@ -128,7 +128,7 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
                           f"measured on ({result.variant_sha256[:12]}...): a cached ONNX was changed or another model "
                           "was passed. Clear that cache entry and run the configuration again, then export.")
     name = triton_name(name or f"{result.model}_{result.precision}")
-    final = Path(out_dir)
+    final = Path(os.path.realpath(out_dir))  # a link is followed: the bundle lands in its target, the link stays
     check_bundle_target(final, replace=replace)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -147,17 +147,31 @@ def export_bundle(workbench_or_parts, result: RunResult, out_dir: str | Path, *,
 
 
 def check_bundle_target(out: str | Path, *, replace: bool = False) -> None:
-    """Raise BundleError unless `export_bundle` may write into `out` (missing, empty, or a bundle with replace)."""
-    out = Path(out)
+    """Raise BundleError unless `export_bundle` may write into `out` (missing, empty, or a bundle with replace:
+    a folder whose metadata.json is a bundle manifest, not merely a file of that name). Links are resolved."""
+    out = Path(os.path.realpath(out))
     if out.exists() and not out.is_dir():
         raise BundleError(f"{out} is a file, not a folder: give export_bundle a folder path (missing or empty).")
     if out.is_dir() and any(out.iterdir()):
         if not replace:
             raise BundleError(f"{out} is not empty: pass replace=True to replace the bundle there whole, or export "
                               "into a new folder (files are never merged into an existing bundle).")
-        if not (out / METADATA_FILE).is_file():
-            raise BundleError(f"{out} holds files but no {METADATA_FILE}, so it is not a bundle: replace=True only "
-                              "replaces bundles. Empty the folder yourself or choose another.")
+        if not is_bundle(out):
+            raise BundleError(f"{out} holds files but no bundle manifest ({METADATA_FILE} with bundle_format and "
+                              "files written by export_bundle), so it is not a bundle: replace=True only replaces "
+                              "bundles. Empty the folder yourself or choose another.")
+
+
+def is_bundle(folder: Path) -> bool:
+    """Does `folder` carry our manifest: a regular metadata.json (not a link) holding bundle_format and files?"""
+    path = folder / METADATA_FILE
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and isinstance(meta.get("bundle_format"), int) and isinstance(meta.get("files"), dict)
 
 
 def _move_into_place(new: Path, final: Path) -> None:
@@ -231,6 +245,16 @@ def _write_bundle(out: Path, model: Model, result: RunResult, *, name: str, regi
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
+def _has_link(out: Path, rel: str) -> bool:
+    """Is any component of `rel` below `out` a symlink?"""
+    path = out
+    for part in Path(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
 def verify_bundle(out_dir: str | Path) -> list[str]:
     """Problems with a bundle: files missing, changed (vs the sha256s in metadata.json) or not listed there;
     empty when intact."""
@@ -244,13 +268,20 @@ def verify_bundle(out_dir: str | Path) -> list[str]:
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         return [f"{METADATA_FILE} is not a bundle manifest ({type(exc).__name__}: {exc})"]
     problems = []
+    root = Path(os.path.realpath(out))
     for rel, digest in listed.items():
         path = out / rel
-        if not path.is_file():
+        inside = not Path(rel).is_absolute() and ".." not in Path(rel).parts
+        if not inside or root not in Path(os.path.realpath(path)).parents:
+            problems.append(f"{rel} is outside the bundle: a manifest lists only files inside it (not read)")
+        elif _has_link(out, rel):
+            problems.append(f"{rel} is a link, not a file of the bundle (not followed)")
+        elif not path.is_file():
             problems.append(f"{rel} is missing")
         elif file_sha256(path) != digest:
             problems.append(f"{rel} has changed (sha256 differs from metadata.json)")
-    present = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir())
+    present = sorted((Path(folder) / file).relative_to(out).as_posix()
+                     for folder, _, files in os.walk(out) for file in files)  # links to folders are not entered
     problems += [f"{rel} is not listed in {METADATA_FILE} (Triton may serve it, e.g. a stale model version)"
                  for rel in present if rel not in listed and rel != METADATA_FILE]
     return problems

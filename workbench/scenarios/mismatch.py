@@ -78,14 +78,16 @@ def calibration_mismatch(workbench, method: str = "minmax", qdq_style: str = "on
     table = [[headline_metric(r.accuracy)[0]] for r in int8]
     for eval_name, data in eval_sets.items():
         reference = workbench.predict(fp32, data.arrays, batch)
-        stats = measure_accuracy(reference, reference, data.labels, task=workbench.task)
+        stats = measure_accuracy(reference, reference, data.labels, task=workbench.task,
+                                 tasks=workbench.tasks)
         score, metric = headline_metric(stats)
         columns.append(eval_name)
         metrics.append(metric)
         fp32_row.append(score)
         for row, result in zip(table, int8):
             outputs = workbench.predict(result, data.arrays, batch)
-            row.append(headline_metric(measure_accuracy(outputs, reference, data.labels, task=workbench.task))[0])
+            row.append(headline_metric(measure_accuracy(outputs, reference, data.labels, task=workbench.task,
+                                                        tasks=workbench.tasks))[0])
     return MismatchMatrix(model=fp32.model, backend=fp32.backend, method=int8[0].method, qdq_style=int8[0].qdq_style,
                           calibration_sets=names, eval_sets=columns, metric=metrics, accuracy=table, fp32=fp32_row,
                           results=int8)

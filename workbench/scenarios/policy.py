@@ -22,6 +22,7 @@ from ..precision.plan import PRECISIONS
 from ..results import AccuracyStats, LatencyStats, RunResult, baseline_of
 
 FORMAT_VERSION = 1
+MAX_POLICY_BYTES = 1_000_000  # real policies are a few hundred bytes; a 28 MB one took minutes and gigabytes
 _TOLERANCE = 1e-9  # points; 100 * (1 - 0.97) is 3.0000000000000027, which must still pass a 3-point limit
 _FIELDS = ("region", "allowed_precisions", "max_accuracy_drop", "calibration_set")
 
@@ -137,6 +138,9 @@ class PolicyTable:
         kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
         if path.exists() and not path.is_file():
             raise PolicyError(f"{path}: not a regular file (a folder, FIFO or device). Pass a .yaml or .json file.")
+        if path.is_file() and path.stat().st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{path}: {path.stat().st_size / 1e6:.1f} MB is far more than a policy file holds "
+                              f"(at most {MAX_POLICY_BYTES / 1e6:.0f} MB): pass the policy, not a data file.")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -150,6 +154,9 @@ class PolicyTable:
             raise PolicyError(f"{path}: not valid {kind} ({exc}). Fix the syntax.") from exc
         except RecursionError as exc:  # nested beyond what the parser can follow
             raise _nesting_error(path, kind) from exc
+        except ValueError as exc:  # e.g. an integer longer than Python converts (4,300 digits)
+            raise PolicyError(f"{path}: a number in it cannot be read ({exc}). Numbers in a policy are accuracy "
+                              "drops such as 0.5.") from exc
         if too_deep(data):
             raise _nesting_error(path, kind)
         return cls.from_dict(data, source=str(path))

@@ -7,6 +7,7 @@ whose layers carry their original ONNX node names, precision and mean per-layer 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,11 +123,48 @@ def load_plan(graph_json: Any, profile_json: Any = None, *, metadata_json: Any =
     return plan
 
 
-def load_plan_dir(folder: str | Path, *, name: str | None = None) -> TrtPlan:
-    """Load the one `*.graph.json` in `folder` with its sibling profile and metadata files; name = folder name."""
-    folder = Path(folder)
+def plan_files(path: str | Path) -> list[Path]:
+    """Every file a plan at `path` (a `*.graph.json` or a plan folder) may be read from: the graph and the profile
+    and metadata files beside it that `load_plan` discovers; empty for anything else."""
+    path = Path(path)
+    graphs = sorted(path.glob("*.graph.json")) if path.is_dir() else [path] if path.name.endswith(".graph.json") else []
+    return [file for graph in graphs
+            for file in (graph, *(graph.with_name(_stem(graph) + suffix) for suffix in _SIBLINGS.values()))
+            if file.is_file()]
+
+
+def example_plans() -> list[str]:
+    """Names of the bundled example plans: real A100 ResNet-18 (FP32, FP16, QAT, QAT with quantised residuals) and
+    MobileNet QAT engines from NVIDIA's TensorRT Engine Explorer examples (Apache-2.0, see their LICENSE.txt)."""
+    return sorted(p.name for p in _examples_root().iterdir() if p.is_dir())
+
+
+def example_plan_dir(name: str) -> Path:
+    """The folder of the bundled example plan `name` (see `example_plans()`), found through the package."""
+    folder = _examples_root() / name
     if not folder.is_dir():
-        raise PlanImportError(f"Plan folder not found: {folder}. Pass a folder holding one *.graph.json.")
+        raise PlanImportError(f"No bundled example plan named {name!r}: choose one of {', '.join(example_plans())}.")
+    return folder
+
+
+def _examples_root() -> Path:
+    root = Path(str(resources.files("workbench") / "data" / "trt-plans"))
+    if not root.is_dir():
+        raise PlanImportError(f"The bundled example plans are missing from {root}: reinstall the workbench.")
+    return root
+
+
+def load_plan_dir(folder: str | Path, *, name: str | None = None) -> TrtPlan:
+    """Load the one `*.graph.json` in `folder` with its sibling profile and metadata files; name = folder name.
+
+    `folder` may also be the name of a bundled example plan (`example_plans()`), e.g. "a100-resnet18-qat".
+    """
+    folder = Path(folder)
+    if not folder.is_dir() and len(folder.parts) == 1 and str(folder) in example_plans():
+        folder = example_plan_dir(str(folder))
+    if not folder.is_dir():
+        raise PlanImportError(f"Plan folder not found: {folder}. Pass a folder holding one *.graph.json, or the "
+                              f"name of a bundled example plan ({', '.join(example_plans())}).")
     graphs = sorted(folder.glob("*.graph.json"))
     if len(graphs) != 1:
         found = ", ".join(g.name for g in graphs) or "none"
@@ -135,4 +173,5 @@ def load_plan_dir(folder: str | Path, *, name: str | None = None) -> TrtPlan:
     return load_plan(graphs[0], name=name or folder.name)
 
 
-__all__ = ["TrtPlan", "load_plan", "load_plan_dir", "split_layer_name", "PLAN_BACKEND"]
+__all__ = ["TrtPlan", "load_plan", "load_plan_dir", "plan_files", "example_plans", "example_plan_dir",
+           "split_layer_name", "PLAN_BACKEND"]

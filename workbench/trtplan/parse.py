@@ -87,24 +87,30 @@ def _split_top(text: str, separators: tuple[str, ...]) -> list[str]:
 
 
 def _split_into(expr: str, out: NameSplit, separators: tuple[str, ...]) -> None:
-    for part in _split_top(expr, separators):
-        if part.startswith("PWN(") and part.endswith(")"):
+    """Split `expr` into `out`, in order. Nested PWN(...) are unwrapped with a work list, never by recursion (names
+    can nest deeper than the interpreter's stack)."""
+    stack: list[tuple[str, tuple[str, ...] | None]] = [(expr, separators)]  # separators None: one part
+    while stack:
+        text, seps = stack.pop()
+        if seps is not None:
+            stack.extend((part, None) for part in reversed(_split_top(text, seps)))
+        elif text.startswith("PWN(") and text.endswith(")"):
             # Pointwise fusion: PWN(a, PWN(b, c)) or PWN(a + b); arguments are comma separated.
-            _split_into(part[4:-1], out, (" + ", " || ", ", "))
-            continue
-        foreign = _FOREIGN.match(part)
-        if foreign:
-            first, sep, last = foreign.group(1).partition("...")
-            first, last = first.strip(), (last.strip() if sep else first.strip())
-            out.foreign_regions.append((first, last))
-            out.nodes.extend([first] if first == last else [first, last])
-            continue
-        if _UNNAMED.search(part):
-            out.internal.append(part)
-            continue
-        if _PARSER_GLUE.match(part):
-            out.internal.append(part)  # a parser shuffle fused into a bigger layer
-            continue
+            stack.append((text[4:-1], (" + ", " || ", ", ")))
+        else:
+            _add_part(text, out)
+
+
+def _add_part(part: str, out: NameSplit) -> None:
+    foreign = _FOREIGN.match(part)
+    if foreign:
+        first, sep, last = foreign.group(1).partition("...")
+        first, last = first.strip(), (last.strip() if sep else first.strip())
+        out.foreign_regions.append((first, last))
+        out.nodes.extend([first] if first == last else [first, last])
+    elif _UNNAMED.search(part) or _PARSER_GLUE.match(part):  # no ONNX name / a parser shuffle fused in
+        out.internal.append(part)
+    else:
         out.nodes.append(part)
 
 

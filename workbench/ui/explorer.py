@@ -29,6 +29,7 @@ from ..jobs import Progress
 from ..scheduler import SELECTION, Scheduler, Ticket
 from ..vocabulary import PRECISIONS
 from .figures import figure_output
+from .layout import LAYOUT_STYLE
 from .loader import Loader
 from .tabs import SEARCH, SPINNER, DeferredTab, StaticTab, Tab, TabContext
 
@@ -160,7 +161,7 @@ class Explorer:
         self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            widgets.HTML(VIEWS_STYLE + STALE_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
+            widgets.HTML(VIEWS_STYLE + LAYOUT_STYLE + STALE_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
             widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
             layout=widgets.Layout(width="100%"))
@@ -427,11 +428,12 @@ class Explorer:
     def _prepare_views(self, session, result: RunResult) -> dict:
         """Build (or reuse) every view of `result`; only widget assignment is left for `_apply`."""
         from .. import views
+        from ..results import same_model as is_same_model
 
         colors = views.config_colors(self.results)
         key = result.cache_key or result.label
         baseline = self._baseline(result)
-        same_model = [r for r in self.results if r.model == result.model and r.backend == result.backend]
+        same_model = [r for r in self.results if is_same_model(r, result) and r.backend == result.backend]
         drifting = [r for r in same_model if r.drift]
         specs = {
             "latency": (("latency", key, baseline.cache_key if baseline else None),

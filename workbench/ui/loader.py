@@ -3,11 +3,8 @@ an uploaded .npz calibration set (arrays by input name). Errors show in the pane
 from __future__ import annotations
 
 import html
-import io
-import zipfile
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from .._optional import require
 from ..errors import WorkbenchError
@@ -72,15 +69,13 @@ class Loader:
 
     def load_calibration(self, filename: str, content: bytes) -> str | None:
         """Add an uploaded .npz (arrays by input name) as a calibration set of the current model."""
-        from ..userdata import load_data
+        from ..userdata import load_data, read_npz
 
         self._busy(f"Reading {html.escape(filename)}…")
         try:
-            with np.load(io.BytesIO(content), allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            return self._error(f"{filename} is not a readable .npz ({type(exc).__name__}): save it with "
-                               "np.savez(path, **{input_name: array}).")
+            arrays = read_npz(content, label=filename)  # headers and sizes checked before decompressing
+        except WorkbenchError as exc:
+            return self._error(str(exc))
         explorer = self.explorer
         try:
             data = load_data(arrays, explorer.session().model.inputs, name=filename)
@@ -95,6 +90,9 @@ class Loader:
         from ..models.inputs import parse_override, plan_inputs
 
         explorer = self.explorer
+        name = self._unique_name(name, model)
+        if model.name != name:
+            model = replace(model, name=name)  # results and labels carry the name shown in the list
         try:  # checked here, so a bad override shows in the panel instead of failing the first run
             overrides = dict(parse_override(text) for text in self.inputs.value.split()) or None
             plan_inputs(model.inputs, overrides=overrides)
@@ -104,6 +102,20 @@ class Loader:
                   + ", ".join(f"{html.escape(s.name)} {list(s.shape)}" for s in model.inputs))
         explorer.add_model(name, model, inputs=overrides)  # selects it: the explorer measures it next
         return name
+
+    def _unique_name(self, name: str, model) -> str:
+        """`name`, or `name (2)`, `(3)`...: never the name of a sample or of another model (two files named
+        model.onnx in different folders); the same file (path or content) loaded again keeps its name."""
+        explorer = self.explorer
+        for candidate in (name, *(f"{name} ({i})" for i in range(2, 10_000))):
+            if candidate not in explorer.model.options:
+                return candidate
+            known = explorer._user_models.get(candidate)
+            if known is not None and getattr(known, "content_hash", None) is not None and (
+                    known.content_hash == model.content_hash
+                    or (Path(model.source).is_file() and known.source == model.source)):
+                return candidate
+        raise WorkbenchError(f"Too many models named {name}: rename the file.")
 
     def _on_model_upload(self, change) -> None:
         for item in change["new"]:

@@ -50,8 +50,16 @@ class MixedPrecisionTab:
         self.units_box = widgets.VBox(layout=widgets.Layout(max_height="360px", overflow="auto"))
         self.metric = widgets.Dropdown(options=list(TUNE_METRICS), value=DEFAULT_METRIC,
                                        description="Metric")
-        self.max_drop = widgets.BoundedFloatText(value=DEFAULT_MAX_DROP, min=0.0, max=100.0, step=0.1, description="Max drop")
-        self.budget = widgets.BoundedIntText(value=DEFAULT_BUDGET, min=1, max=50, description="Budget")
+        self.max_drop = widgets.BoundedFloatText(value=DEFAULT_MAX_DROP, min=0.0, max=100.0, step=0.1,
+                                                 description="Max drop")
+        from ..tune import METRIC_UNITS  # (the tab is built with the first work, the tuner already loaded)
+
+        # the drop's unit follows the metric ("points of agreement with FP32", ...)
+        self.drop_unit = widgets.HTML(f"<span style='color:#555'>{METRIC_UNITS[self.metric.value]}</span>")
+        self.metric.observe(lambda change: setattr(
+            self.drop_unit, "value", f"<span style='color:#555'>{METRIC_UNITS[change['new']]}</span>"), names="value")
+        self.budget = widgets.BoundedIntText(value=DEFAULT_BUDGET, min=1, max=50, description="Budget",
+                                             style={"description_width": "initial"})
         self.find = widgets.Button(description="Find the fastest within budget", button_style="primary",
                                    layout=widgets.Layout(width="260px"))
         self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))
@@ -71,7 +79,9 @@ class MixedPrecisionTab:
         self.cancel.on_click(lambda _: self.stop())
         self.widget = widgets.VBox([
             self.intro, self.units_box,
-            widgets.HBox([self.metric, self.max_drop, self.budget]), widgets.HBox([self.find, self.cancel, self.clear]),
+            widgets.HBox([self.metric, self.max_drop, self.drop_unit, self.budget],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
+            widgets.HBox([self.find, self.cancel, self.clear]),
             widgets.HBox([self.progress, self.progress_text], layout=widgets.Layout(align_items="center")),
             self.status, self._pareto_box, self.lint])
 

@@ -60,22 +60,28 @@ class CostPanel:
         self.figure = go.Figure()
         self.error: str | None = None
 
+        whole = {"style": {"description_width": "initial"}}  # control labels are never cut short
         self.requests_per_day = widgets.FloatLogSlider(
             value=requests_per_day, base=10, min=MIN_EXPONENT, max=MAX_EXPONENT, step=0.05,
-            description="Requests/day", readout_format=",.3g", continuous_update=False)
-        self.batch = widgets.Dropdown(options=batches, value=batch, description="Batch")
+            description="Requests per day", readout_format=",.3g", continuous_update=False, **whole)
+        self.batch = widgets.Dropdown(options=batches, value=batch, description="Batch", **whole,
+                                      layout=widgets.Layout(width="auto"))
         self.price_per_hour = widgets.BoundedFloatText(value=price_per_hour, min=0.0, max=1e6, step=0.1,
-                                                       description=f"{currency}/engine-h")
+                                                       description=f"Price per engine-hour ({currency})", **whole,
+                                                       layout=widgets.Layout(width="auto"))
         self.utilisation = widgets.FloatSlider(value=utilisation, min=0.05, max=1.0, step=0.05,
-                                               description="Utilisation", continuous_update=False)
-        self.provisioned = widgets.Checkbox(value=provisioned, description="Plot provisioned (always-on) cost")
+                                               description="Utilisation", continuous_update=False, **whole)
+        self.provisioned = widgets.Checkbox(value=provisioned, description="Plot provisioned (always-on) cost",
+                                            indent=False, layout=widgets.Layout(width="auto"))
         self.status = widgets.HTML()
         self.table = widgets.HTML()
         self._figure_widget = figure_widget(go.Figure())
+        rows = widgets.Layout(flex_flow="row wrap", align_items="center")  # controls wrap on narrow screens
+        self.table.layout = widgets.Layout(overflow="auto hidden", max_width="100%")
         self.widget = widgets.VBox([
-            widgets.HBox([self.requests_per_day, self.batch]),
-            widgets.HBox([self.price_per_hour, self.utilisation, self.provisioned]),
-            self.status, self._figure_widget, self.table])
+            widgets.HBox([self.requests_per_day, self.batch], layout=rows),
+            widgets.HBox([self.price_per_hour, self.utilisation, self.provisioned], layout=rows),
+            self.status, self._figure_widget, self.table], layout=widgets.Layout(max_width="100%"))
         for control in (self.requests_per_day, self.batch, self.price_per_hour, self.utilisation, self.provisioned):
             control.observe(self._on_change, names="value")
         self.update()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -12,7 +12,9 @@ from plotly.subplots import make_subplots
 
 from ..engine import EngineGraph, EngineLayer
 from ..errors import WorkbenchError
-from ..results import LAYER_TIME_BAND, RunResult, baseline_of, speedup_over
+from ..results import LAYER_TIME_BAND, RetimedLatency, RunResult, baseline_of, paired_speedup, speedup_over
+from ..vocabulary import ACCURACY_METRICS
+from .accuracy_text import metric_text
 
 PRECISION_COLORS = {
     "fp32": "#636EFA", "fp16": "#EF553B", "bf16": "#AB63FA", "int8": "#00CC96",
@@ -49,19 +51,24 @@ def config_colors(results: Iterable[RunResult]) -> dict[str, str]:
     return colors
 
 
+_LEGEND_CHARS = 40  # legend lines (the legend sits under the plot, so the plot keeps the width)
+
+
 def _layout(fig: go.Figure, *, title: str, subtitle: str = "", rows: int = 0, row_px: int = 22,
             min_height: int = 320, max_height: int = 1400, legend: bool = True, **layout) -> go.Figure:
     """Common layout: width follows the container (autosize), height follows the rows (capped), the legend
-    sits right of the plot (the margin grows to fit it) so it never covers data."""
+    sits under the plot (the bottom margin grows to fit it) so it never covers data and, at 1024 px with
+    JupyterLab's sidebar open, leaves the plot its width."""
     top = titled(fig, title, subtitle)
     fig.update_layout(
         autosize=True, height=min(max_height, max(min_height, row_px * rows + 94 + top)),
         margin=dict(l=10, r=10, t=top, b=50),
-        legend=dict(orientation="v", x=1.01, xanchor="left", y=1.0, yanchor="top", title_text=""),
+        legend=dict(orientation="h", xref="container", x=0.01, xanchor="left", yref="container", y=0.0,
+                    yanchor="bottom", title_text=""),
         showlegend=legend, **layout)
     for trace in fig.data:  # long configuration labels wrap in the legend instead of squeezing the plot
-        if trace.name and len(trace.name) > 30 and "<br>" not in trace.name:
-            trace.name = wrap_label(trace.name, 30)
+        if trace.name and len(trace.name) > _LEGEND_CHARS and "<br>" not in trace.name:
+            trace.name = wrap_label(trace.name, _LEGEND_CHARS)
     fig.update_yaxes(automargin=True)
     fig.update_xaxes(automargin=True)
     return fig
@@ -80,12 +87,13 @@ def wrap_label(text: str, width: int = 22) -> str:
 
 
 def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
-    """Set a title with a smaller subtitle that wraps at about 90 characters; returns the top margin it needs (px).
+    """Set a title with a smaller subtitle that wraps at about 60 characters (it starts at the plot's left edge:
+    so it fits over the plot of a 560 px figure); returns the top margin it needs (px).
 
     The subtitle is an annotation sitting on the plot area and growing upwards, the title hangs from the top edge:
     plotly's own subtitle does not wrap, and wrapped by hand it grows up into the title in a FigureWidget.
     """
-    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 90).split("<br>")] \
+    lines = [line for part in subtitle.split("<br>") for line in wrap_label(part, 60).split("<br>")] \
         if subtitle else []
     fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", xref="container", y=1, yanchor="top",
                                  yref="container", pad=dict(t=10)))
@@ -95,12 +103,16 @@ def titled(fig: go.Figure, title: str, subtitle: str = "") -> int:
     return 52 + 17 * len(lines)
 
 
-def _middle(text: str, limit: int = 34) -> str:
-    """Middle ellipsis keeps a name's start (scope) and end (op) readable."""
+def short_name(text: str, limit: int = 34) -> str:
+    """A long layer or tensor name shortened for a label, keeping the part that tells it apart (the block):
+    the leading "/" and scopes repeated by the next one ("features/features.0/features.0.0" -> "features.0.0")
+    go first, then the end is cut. Hovers and tooltips keep the whole name."""
     if len(text) <= limit:
         return text
-    head = (limit - 1) // 2
-    return text[:head] + "…" + text[-(limit - 1 - head):]
+    parts = text.strip("/").split("/")
+    parts = [p for p, following in zip(parts, parts[1:] + [""]) if not following.startswith((p + ".", p + "_"))]
+    short = "/".join(parts)
+    return short if len(short) <= limit else short[:limit - 1] + "…"
 
 
 def _results(results: RunResult | Iterable[RunResult]) -> list[RunResult]:
@@ -202,7 +214,7 @@ def layer_latency_figure(result: RunResult | EngineGraph, *, order: str = "graph
             xaxis_title="latency per inference (ms)", barmode="overlay")
     fig.update_layout(legend_title_text=f"layer {color_by}:")
     fig.update_yaxes(categoryorder="array", categoryarray=categories, autorange="reversed",
-                     tickvals=categories, ticktext=[_middle(c) for c in categories])
+                     tickvals=categories, ticktext=[short_name(c) for c in categories])
     return fig
 
 
@@ -236,7 +248,7 @@ class LayerMatch:
         layers = self.layers_a or self.layers_b
         kinds = "+".join(dict.fromkeys(re.split(r"[:.]", layer.type)[-1] for layer in layers))  # no op domain
         more = f" (+{len(layers) - 1})" if len(layers) > 1 else ""
-        return f"{_middle(kinds, 14)} · {_middle(layers[0].name, 30 - min(len(kinds), 14) - len(more))}{more}"
+        return f"{short_name(kinds, 14)} · {short_name(layers[0].name, 30 - min(len(kinds), 14) - len(more))}{more}"
 
 
 def match_layers(engine_a: EngineGraph, engine_b: EngineGraph) -> list[LayerMatch]:
@@ -326,7 +338,7 @@ def layer_latency_comparison(result_a: RunResult, result_b: RunResult, *, colors
     longest = max([m.latency_a_ms for m in shown] + [m.latency_b_ms for m in shown] + [0.0])
     fig.update_xaxes(range=[0, longest * 1.15 or 1])  # room for the ×N labels right of the longest bar
     fig.update_yaxes(categoryorder="array", categoryarray=labels, autorange="reversed", tickvals=labels,
-                     ticktext=[_middle(c, 38) for c in labels])  # labels keep their "#2"
+                     ticktext=[short_name(c, 38) for c in labels])  # labels keep their "#2"
     return fig
 
 
@@ -342,9 +354,7 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
         raise WorkbenchError("None of these results has drift data: run a non-FP32 configuration with drift "
                              "measurement enabled (FP32 compared with itself has none).")
     colors = colors or config_colors(items)
-    order: list[str] = []
-    for r in items:
-        order.extend(p.tensor for p in r.drift if p.tensor not in order)
+    order = _graph_order([r.drift for r in items])
     position = {t: i + 1 for i, t in enumerate(order)}
     finite = [p.sqnr_db for r in items for p in r.drift if math.isfinite(p.sqnr_db)]
     cap = (max(finite) if finite else 0.0) + 10.0
@@ -380,26 +390,57 @@ def drift_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, 
     return fig
 
 
+def _graph_order(point_lists: Sequence[Sequence]) -> list[str]:
+    """Every tensor of the drift point lists in the FP32 graph's order, whichever variant was computed first.
+
+    Points carry their position in the FP32 graph; results cached before they did are merged so that each list's
+    own (graph) order is kept: a topological order of "comes right after" pairs, ties in order of appearance.
+    """
+    points = [p for pts in point_lists for p in pts]
+    if all(p.position is not None for p in points):
+        return list(dict.fromkeys(p.tensor for p in sorted(points, key=lambda p: p.position)))
+    first = list(dict.fromkeys(p.tensor for p in points))
+    after: dict[str, set[str]] = {t: set() for t in first}
+    before = dict.fromkeys(first, 0)
+    for pts in point_lists:
+        for a, b in zip(pts, pts[1:]):
+            if b.tensor not in after[a.tensor]:
+                after[a.tensor].add(b.tensor)
+                before[b.tensor] += 1
+    rank = {t: i for i, t in enumerate(first)}
+    ready, order = sorted((t for t in first if not before[t]), key=rank.get), []
+    while ready:
+        tensor = ready.pop(0)
+        order.append(tensor)
+        for nxt in after[tensor]:
+            before[nxt] -= 1
+            if not before[nxt]:
+                ready.append(nxt)
+        ready.sort(key=rank.get)
+    return order + [t for t in first if t not in order]  # (a cycle cannot happen for subsequences of one order)
+
+
 # ---- latency vs accuracy -----------------------------------------------------------------------------------
 def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[str, str] | None = None) -> go.Figure:
-    """Median latency vs accuracy (top1, or agreement with FP32 when any result lacks labels), one point each.
+    """Median latency vs accuracy, one point each: the results' headline metric (`AccuracyStats.headline`: top-1,
+    mean IoU, matched boxes, cosine...) when they share one, else top-1 agreement with FP32.
 
     Hollow markers: precision not accelerated on that backend; diamonds: measured on synthetic data.
     """
     items = _results(results)
     scored = [r for r in items if r.accuracy is not None]
-    use_top1 = bool(scored) and all(r.accuracy.top1 is not None for r in scored)
-    metric = "top1" if use_top1 else "top1_agreement"
+    shared = {(r.accuracy.headline[0], r.accuracy.headline[2]) for r in scored}
+    metric, output = next(iter(shared)) if len(shared) == 1 else ("agreement", None)
+    words, kind, _ = ACCURACY_METRICS.get(metric, (metric, "number", True))
     colors = colors or config_colors(items)
     several_batches = len({r.headline_latency.batch for r in scored}) > 1
     fig = go.Figure()
     for r in scored:  # one trace per configuration: the legend names it, its colour is the configuration's
         notes = ([] if r.accelerated else ["not accelerated on this backend (runs no faster than FP32)"]) + \
                 (["synthetic data: accuracy is not meaningful"] if r.synthetic_data else [])
-        value = getattr(r.accuracy, metric)
+        value = _plotted(r, metric)
         hover = "<br>".join([f"<b>{r.label}</b>", f"median latency: {r.headline_latency.median:.3f} ms "
-                             f"(batch {r.headline_latency.batch})",
-                             f"{metric}: {'-' if value is None else f'{value:.4f}'}", *notes])
+                             f"(batch {r.headline_latency.batch})", metric_text(metric, value, output), *notes])
         color = colors.get(r.label, PRECISION_COLORS["unknown"])
         fig.add_scatter(
             name=r.label + (f", batch {r.headline_latency.batch}" if several_batches else ""), mode="markers", x=[r.headline_latency.median], y=[value], hovertext=[hover],
@@ -410,30 +451,48 @@ def tradeoff_figure(results: RunResult | Iterable[RunResult], *, colors: dict[st
     subtitle = "hollow: not accelerated on this backend · diamond: synthetic data" + (
         f" · {missing} result(s) without accuracy not shown" if missing else "")
     _layout(fig, title="Latency vs accuracy", subtitle=subtitle, min_height=480, xaxis_title="median latency per batch (ms)",
-            yaxis_title="top-1 accuracy" if use_top1 else "top-1 agreement with FP32")
-    values = [getattr(r.accuracy, metric) for r in scored if getattr(r.accuracy, metric) is not None]
-    if values:  # accuracies live in [0, 1]: never let autorange stretch the axis past 1
-        low = min(values)
-        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)), 1.02], tickformat=".0%")
+            yaxis_title=words + (f" ({output})" if output else ""))
+    values = [v for v in (_plotted(r, metric) for r in scored) if v is not None]
+    if values and kind in ("fraction", "cosine"):  # these live in [0, 1]: the axis ends at 1 (100 %), markers
+        low = min(values)                           # there are drawn whole over its edge
+        # the bottom sits a little under a tick: a tick label in the corner would overlap the first latency tick
+        fig.update_yaxes(range=[max(0.0, low - max(0.05, (1 - low) * 0.5)) - 0.01, 1.0],
+                         tickformat=".0%" if kind == "fraction" else None)
+        fig.update_traces(cliponaxis=False)
     return fig
+
+
+def _plotted(result: RunResult, metric: str) -> float | None:
+    name, value, _ = result.accuracy.headline
+    return value if name == metric else result.accuracy.top1_agreement
 
 
 # ---- summary -----------------------------------------------------------------------------------------------
 SUMMARY_COLUMNS = ("label", "model", "precision", "method", "style", "weight_rounding", "calibration", "backend",
                    "batch", "latency_median_ms", "latency_median_ci_ms", "latency_p90_ms", "speedup_vs_fp32", "speedup_ci",
-                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "accelerated", "notes")
+                   "speedup_verdict", "top1", "top1_drop", "agreement", "cosine", "headline_metric",
+                   "headline_output", "headline_value", "accelerated", "notes")
 
 
-def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None) -> list[dict]:
+def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult | None = None, *,
+                  retimed: Mapping[str, RetimedLatency] | None = None) -> list[dict]:
     """One row per result (keys in SUMMARY_COLUMNS); speed-up and top1 drop are against `baseline`, else the
     FP32 result of the same model, backend and batch size in `results` (None when there is none). Intervals are
     [low, high] bootstrap intervals; `speedup_verdict` is "faster", "slower", "no measurable difference" or
-    "baseline". `views.tables.summary_html` shows it as a table for people."""
+    "baseline". `retimed` (by cache key): timings of the same interleaved rounds (`measure.interleaved_latency`);
+    where a result and its baseline both have one, the speed-up, interval and verdict come from those rounds
+    (`results.paired_speedup`) instead of the separate runs, `speedup_timing` says which ("interleaved rounds" or
+    "separate runs") and `interleaved_median_ms` is the median of the result's round medians (both keys only with
+    `retimed`).
+    `views.tables.summary_html` shows it as a table for people."""
     items = _results(results)
     rows = []
     for r in items:
         base = baseline or baseline_of(r, items)
-        gain = speedup_over(r, base) if base else None
+        timed = retimed or {}
+        paired = paired_speedup(timed[r.cache_key], timed[base.cache_key]) if (
+            base is not None and base is not r and r.cache_key in timed and base.cache_key in timed) else None
+        gain = paired or (speedup_over(r, base) if base else None)
         acc, base_acc = r.accuracy, (base.accuracy if base else None)
         top1 = acc.top1 if acc else None
         rows.append({
@@ -447,6 +506,16 @@ def summary_table(results: RunResult | Iterable[RunResult], baseline: RunResult 
             "top1_drop": base_acc.top1 - top1 if base_acc and base_acc.top1 is not None and top1 is not None
             else None,
             "agreement": acc.top1_agreement if acc else None, "cosine": acc.cosine if acc else None,
+            # the metric the headline uses for this result (by its outputs' tasks): name, output, value
+            "headline_metric": acc.headline[0] if acc else None, "headline_output": acc.headline[2] if acc else None,
+            "headline_value": acc.headline[1] if acc else None,
             "accelerated": r.accelerated, "notes": "; ".join(r.notes),
         })
+        if retimed is not None:  # each beside the column it explains
+            extra = {"latency_p90_ms": ("interleaved_median_ms",
+                                        timed[r.cache_key].median_ms if r.cache_key in timed else None),
+                     "speedup_verdict": ("speedup_timing", None if gain is None or base is r else
+                                         "interleaved rounds" if paired else "separate runs")}
+            rows[-1] = {k: v for key, value in rows[-1].items()
+                        for k, v in [(key, value), *([extra[key]] if key in extra else [])]}
     return rows

@@ -7,6 +7,7 @@ arithmetic (Shape/Gather/Unsqueeze/Concat... chains feeding Reshape, Pad, Expand
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ..errors import MissingDependencyError, WorkbenchError
 from ..models.spec import Model
 from ..output import atomic_write
 from ..results import RunResult
+from .figures import short_name
 
 # Pastel fills keep black label text readable; greys (unfused layers) and pale yellows (inserted layers)
 # are left out so a fused group is never mistaken for either.
@@ -36,6 +38,18 @@ INSERTED_COLOR = "#fff3b0"  # reorder / cast / Q-DQ glue the engine added
 REMOVED_COLOR = "#ffffff"  # ONNX node no layer claims (folded or eliminated)
 GLUE_COLOR = "#f4f4f4"  # collapsed shape arithmetic
 _LABEL_CHARS = 34
+# Side by side from STACK_BELOW_PX of view width; narrower (1024x768 with JupyterLab's file browser open) the
+# "After fusion" column goes under the "Before" one, each scrolling inside itself, so it is always reachable.
+STACK_BELOW_PX = 760
+_FUSION_STYLE = (
+    "<style>.workbench-fusion-view{max-width:100%;container-type:inline-size}"
+    ".workbench-fusion-columns{display:flex;flex-direction:row;gap:12px;align-items:flex-start;width:100%}"
+    ".workbench-fusion-before,.workbench-fusion-after{min-width:0;overflow:auto;max-height:75vh;"
+    "border:1px solid #e4e4e4;border-radius:4px;padding:4px;box-sizing:border-box}"
+    ".workbench-fusion-before{flex:1 1 0}.workbench-fusion-after{flex:0 1 auto;max-width:48%}"
+    f"@container (max-width:{STACK_BELOW_PX}px){{.workbench-fusion-columns{{flex-direction:column}}"
+    ".workbench-fusion-before,.workbench-fusion-after{flex:none;width:100%;max-width:100%;max-height:60vh}}"
+    "</style>")
 # Ops that compute on shapes when every input they read is a shape or a constant (Shape/Size start the chain).
 _SHAPE_SOURCES = frozenset({"Shape", "Size"})
 _SHAPE_OPS = frozenset({"Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Range", "ReduceProd",
@@ -96,16 +110,15 @@ class FusionView:
                   f"{s['fused_groups']} fused groups, {s['inserted_layers']} inserted, "
                   f"{s['removed_nodes']} removed · page {self.page + 1} of {self.pages}")
         # Both columns scroll inside themselves: the wide ONNX graph never pushes the engine layers off screen.
-        column = ('<div class="{}" style="flex:{};min-width:0;overflow:auto;max-height:75vh;border:1px solid #e4e4e4;'
-                  'border-radius:4px;padding:4px"><div style="font-weight:bold;position:sticky;top:0;left:0;'
+        column = ('<div class="{}"><div style="font-weight:bold;position:sticky;top:0;left:0;'
                   'background:#fff">{}</div>{}</div>')
-        return (f'<div class="workbench-fusion-view" style="max-width:100%">'
+        return (f'{_FUSION_STYLE}<div class="workbench-fusion-view">'
                 f'<div style="font-weight:bold;font-size:1.1em">{html.escape(self.title)}</div>'
                 f'<div style="font-size:0.9em;margin:2px 0 6px 0">{html.escape(counts)}</div>'
                 f'<div style="font-size:0.85em;margin-bottom:6px">{legend}</div>'
-                f'<div style="display:flex;flex-direction:row;gap:12px;align-items:flex-start;width:100%">'
-                f'{column.format("workbench-fusion-before", "1 1 0", "Before fusion (ONNX nodes)", _inline(self.before_svg))}'
-                f'{column.format("workbench-fusion-after", "0 1 auto;max-width:48%", "After fusion (engine layers)", _inline(self.after_svg))}'
+                f'<div class="workbench-fusion-columns">'
+                f'{column.format("workbench-fusion-before", "Before fusion (ONNX nodes)", _inline(self.before_svg))}'
+                f'{column.format("workbench-fusion-after", "After fusion (engine layers)", _inline(self.after_svg))}'
                 f'</div></div>')
 
 
@@ -290,11 +303,7 @@ def _dims_text(dims) -> str:
 
 
 def _short(text: str) -> str:
-    """Middle ellipsis: the start (scope) and end (op) of a long name stay readable; the tooltip has it whole."""
-    if len(text) <= _LABEL_CHARS:
-        return text
-    head = (_LABEL_CHARS - 1) // 2
-    return text[:head] + "…" + text[-(_LABEL_CHARS - 1 - head):]
+    return short_name(text, _LABEL_CHARS)
 
 
 @dataclass
@@ -339,14 +348,45 @@ def _roles(graph: GraphIndex) -> _Roles:
     return _Roles(hidden, roots, boxes)
 
 
+# Graphviz rejects any DOT string longer than 16,384 characters (a syntax error, no SVG). Drawn labels are cut far
+# below that; a longer tooltip (e.g. the node list of a layer fusing thousands of nodes) goes into DOT as a short
+# placeholder (letters and digits only: dot escapes the rest) that `_render` swaps for the full, escaped text in the
+# SVG, so the hover still shows all of it.
+_DOT_CHARS = 16_384
+_LABEL_PART_CHARS = 200
+_LONG_TEXTS: dict[str, str] = {}  # placeholder -> full text, bounded (see _long_text)
+
+
 def _label(*parts: str) -> str:
     graphviz = require("graphviz", extra="notebook", purpose="the fusion graph view")
-    return graphviz.nohtml("\\n".join(graphviz.escape(p) for p in parts if p))
+    return graphviz.nohtml("\\n".join(graphviz.escape(_cut(p)) for p in parts if p))
+
+
+def _cut(text: str) -> str:
+    """A drawn label part of at most _LABEL_PART_CHARS characters (the hover and the JSON keep the full text)."""
+    if len(text) <= _LABEL_PART_CHARS:
+        return text
+    return text[:_LABEL_PART_CHARS - 40] + f"… (+{len(text) - _LABEL_PART_CHARS + 40:,} characters)"
 
 
 def _text(text: str) -> str:
     """Any name as literal DOT text: backslashes, quotes and '<...>' lose their special meaning."""
-    return require("graphviz", extra="notebook", purpose="the fusion graph view").escape(text)
+    escaped = require("graphviz", extra="notebook", purpose="the fusion graph view").escape(text)
+    return escaped if len(escaped) < _DOT_CHARS // 2 else _long_text(text)
+
+
+def _long_text(text: str) -> str:
+    key = "workbenchlongtext" + hashlib.sha1(text.encode("utf-8")).hexdigest()
+    if len(_LONG_TEXTS) > 256:
+        _LONG_TEXTS.clear()
+    _LONG_TEXTS[key] = text
+    return key
+
+
+def _with_long_texts(svg: str) -> str:
+    for key in [k for k in _LONG_TEXTS if k in svg]:
+        svg = svg.replace(key, html.escape(_LONG_TEXTS[key], quote=True).replace("\n", "&#10;"))
+    return svg
 
 
 def _digraph(name: str):
@@ -432,14 +472,17 @@ def _before_graph(graph: GraphIndex, names: list[str], units: list[_Unit], remov
 
 
 def _computes(unit: _Unit, nodes, undrawn: set[int]) -> str:
-    """What a layer computes, from the ONNX ops it covers: "Conv+Relu" (Q/DQ, constants and shape arithmetic left
-    out), else the engine's type."""
+    """What a layer runs and computes: the engine's kernel, then the ONNX ops it covers when they differ, e.g.
+    "QLinearConv (Conv+Relu)" (Q/DQ, constants and shape arithmetic left out), as notebook 02 and the report
+    name INT8 kernels."""
+    engine = re.split(r"[:.]", unit.layer.type)[-1]  # no op domain ("com.microsoft.nchwc.Conv" -> "Conv")
     ops = [nodes[i].op_type for i in unit.nodes if i not in undrawn] or [nodes[i].op_type for i in unit.nodes]
     core = [op for op in ops if op not in _QDQ] or ops
     core = [op for k, op in enumerate(core) if k == 0 or op != core[k - 1]]
-    if not core:
-        return unit.layer.type
-    return "+".join(core) if len(core) <= 4 else "+".join(core[:3]) + f"+… ({len(core)} ops)"
+    if not core or core == [engine]:
+        return engine
+    covered = "+".join(core) if len(core) <= 4 else "+".join(core[:3]) + f"+… ({len(core)} ops)"
+    return f"{engine} ({covered})"
 
 
 def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[str], nodes, undrawn: set[int]):
@@ -487,7 +530,7 @@ def _after_graph(units: list[_Unit], shapes: dict[str, str], data_tensors: set[s
 def _render(g) -> str:
     graphviz = require("graphviz", extra="notebook", purpose="the fusion graph view")
     try:
-        return g.pipe(format="svg", encoding="utf-8")
+        return _with_long_texts(g.pipe(format="svg", encoding="utf-8"))
     except graphviz.ExecutableNotFound as exc:
         raise MissingDependencyError(
             "Graphviz's 'dot' program was not found on PATH (needed for the fusion graph view): "

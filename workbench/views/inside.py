@@ -60,6 +60,7 @@ def histogram_figure(histogram: TensorHistogram, *, log: bool = True) -> go.Figu
     shares = [c / max(p.values, 1) * 100 for p in histogram.sets for c in p.counts if c]
     if log:
         fig.update_yaxes(type="log", exponentformat="none", tickformat="~g", range=[math.log10(max(min(shares, default=1e-4), 1e-6)) - 0.2, 2.05])
+        fig.update_xaxes(ticklabelstandoff=8)  # the lowest y label sits on the bottom edge: keep "0" clear of it
     else:
         fig.update_yaxes(range=[0, max(shares, default=100) * 1.05])
     return fig

@@ -1,4 +1,5 @@
-"""Open a model in Netron, served from 127.0.0.1 only, one server process per model.
+"""Open a model in Netron, served from 127.0.0.1 only (and to loopback Host names only), one server process per
+model, always from a private copy of the model (Netron serves every file in and below the opened file's folder).
 
 Netron's Python server keeps the model to serve in a class attribute, so one process serves only the last
 model it was given: each model gets its own subprocess here. Two caveats of Netron itself:
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import hashlib
 import os
 import re
 import shutil
@@ -55,7 +57,21 @@ def watch():
 if os.getppid() != parent:
     finish()
 threading.Thread(target=watch, daemon=True).start()
-import netron
+import netron, netron.server
+allowed = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", "[::1]")}
+handler = netron.server._HTTPRequestHandler
+serve_get = handler.do_GET
+def checked_get(self):  # a page on another name (DNS rebinding) must not read the model
+    if self.headers.get("Host", "") not in allowed:
+        body = b"Forbidden: this Netron server answers to 127.0.0.1 and localhost only."
+        self.send_response(403)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return
+    serve_get(self)
+handler.do_GET = checked_get
 netron.start(path, address=("127.0.0.1", port), browse=False)
 netron.wait()
 """
@@ -144,25 +160,32 @@ atexit.register(stop_all)
 
 
 def _model_file(source) -> Path:
+    """A private copy of the model to serve: Netron serves every file beside the one it opens, so never the
+    user's own folder."""
     if isinstance(source, (str, Path)):
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise WorkbenchError(f"Model file {str(source)!r} does not exist: pass the path of an ONNX file, "
                                  "a Model or an onnx.ModelProto.")
-        return path
+        return _private_copy(path.read_bytes(), path.stem)
     if isinstance(source, onnx.ModelProto):
         source = Model.from_proto(source, name=source.graph.name or "model", source="onnx.ModelProto")
     if not isinstance(source, Model):
         raise WorkbenchError(f"Cannot open a {type(source).__name__} in Netron: pass an ONNX file path, "
                              "a Model or an onnx.ModelProto.")
-    # One copy per model content (so opening the same model twice finds its running server), in a private
-    # folder made fresh by mkdtemp: nothing another user planted in the temp folder is ever served.
-    path = _COPIES.get(source.content_hash)
+    return _private_copy(source.serialized(), source.name)
+
+
+def _private_copy(payload: bytes, name: str) -> Path:
+    """One copy per model content (so opening the same model twice finds its running server), in a private
+    folder made fresh by mkdtemp: nothing another user planted in the temp folder is ever served."""
+    digest = hashlib.sha256(payload).hexdigest()
+    path = _COPIES.get(digest)
     if path is None or not path.is_file():
         folder = Path(tempfile.mkdtemp(prefix="workbench-netron-"))
-        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.name)}.onnx"
-        path.write_bytes(source.serialized())
-        _COPIES[source.content_hash] = path
+        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.onnx"
+        path.write_bytes(payload)
+        _COPIES[digest] = path
     return path
 
 

@@ -116,8 +116,11 @@ def cost_figure(results: Iterable[RunResult], volumes: Sequence[float] = DEFAULT
     # the formula goes in the subtitle (two lines), never under the axis where it would collide with its title
     top = titled(fig, f"Serving cost per month at batch {rows[0]['batch']}, utilisation {utilisation:g}, "
                       f"{currency}{price_per_hour:g}/engine-hour", caption.replace(". Latency", ".<br>Latency"))
+    # the legend goes under the plot (its margin grows to fit): long configuration names never squeeze the lines
     fig.update_layout(
-        xaxis=dict(type="log", title="requests per day"),
-        yaxis=dict(type="log", title=f"cost per month ({currency})"), autosize=True, height=420 + top,
-        margin=dict(t=top))
+        xaxis=dict(type="log", title="requests per day", automargin=True),
+        yaxis=dict(type="log", title=f"cost per month ({currency})", automargin=True), autosize=True,
+        height=460 + top, margin=dict(t=top, l=10, r=10, b=50),
+        legend=dict(orientation="h", xref="container", x=0.01, xanchor="left", yref="container", y=0.0,
+                    yanchor="bottom"))
     return fig

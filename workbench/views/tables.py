@@ -7,6 +7,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..vocabulary import ACCURACY_METRICS
+from .accuracy_text import metric_text
+
 
 @dataclass(frozen=True)
 class Column:
@@ -19,6 +22,7 @@ class Column:
 
     header: str
     kind: str = "text"
+    missing: str = "–"  # shown for None (accuracy columns: "n/a", the metric does not apply)
 
 
 COLUMNS: dict[str, Column] = {
@@ -31,9 +35,14 @@ COLUMNS: dict[str, Column] = {
     "latency_ms": Column("median latency (ms)", "ms"),
     "speedup_vs_fp32": Column("speed-up vs FP32", "speedup"),
     "latency_median_ci_ms": Column("median 95 % interval (ms)", "ms"),
-    "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"), "top1": Column("top-1 accuracy", "fraction"),
-    "top1_drop": Column("top-1 drop (points)", "points"), "agreement": Column("agreement with FP32", "fraction"),
-    "cosine": Column("cosine vs FP32", "cosine"), "accelerated": Column("accelerated", "bool"),
+    "speedup_ci": Column("speed-up 95 % interval", "speedup"), "speedup_verdict": Column("verdict"),
+    "speedup_timing": Column("speed-up timed in"),
+    "interleaved_median_ms": Column("median in interleaved rounds (ms)", "ms"),
+    "top1": Column("top-1 accuracy", "fraction", "n/a"),
+    "top1_drop": Column("top-1 drop (points)", "points", "n/a"),
+    "agreement": Column("agreement with FP32", "fraction", "n/a"),
+    "cosine": Column("cosine vs FP32", "cosine", "n/a"),
+    "accuracy": Column("accuracy (metric the headline uses)"), "accelerated": Column("accelerated", "bool"),
     "notes": Column("notes"),
     "requests_per_day": Column("requests per day", "number"), "price_per_hour": Column("price per engine-hour"),
     "utilisation": Column("utilisation", "fraction"), "engine_hours_per_day": Column("engine-hours per day", "number"),
@@ -44,17 +53,24 @@ COLUMNS: dict[str, Column] = {
 
 # Intervals shown small under the value they bound, not as columns of their own.
 _INTERVALS = {"latency_median_ms": "latency_median_ci_ms", "speedup_vs_fp32": "speedup_ci"}
+# Summary columns of class-score accuracy, and how the headline metric starts when it is one of them.
+_TOP1_KEYS = ("top1", "top1_drop", "agreement")
+_TOP1_WORDS = (ACCURACY_METRICS["top1"][0], ACCURACY_METRICS["agreement"][0])
 # Keys of views.summary_table that the configuration label already says; the table shows the label instead.
 _IN_LABEL = ("precision", "method", "style", "weight_rounding", "calibration", "backend")
 
 _STYLE = ("<style>.workbench-table-wrap{overflow-x:auto;max-width:100%;margin:.4rem 0}"
           ".workbench-table{border-collapse:collapse;font-size:12.5px;line-height:1.35;width:auto}"
-          ".workbench-table th,.workbench-table td{border:1px solid #ddd;padding:3px 5px;vertical-align:top;"
-          "text-align:left;white-space:nowrap}"
+          # (inside the wrapper: beats JupyterLab's right-aligned cells of rendered HTML)
+          ".workbench-table-wrap .workbench-table th,.workbench-table-wrap .workbench-table td{border:1px solid #ddd;"
+          "padding:3px 5px;vertical-align:top;text-align:left}.workbench-table td{white-space:nowrap}"
           ".workbench-table th{background:#eef2f8;font-weight:600;cursor:pointer;user-select:none;white-space:normal;"
-          "min-width:3em;max-width:7em;vertical-align:bottom}"
-          ".workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
-          ".workbench-table td.wrap{white-space:normal;min-width:6em;max-width:16em}"
+          "min-width:3em;max-width:9em;vertical-align:bottom;overflow-wrap:break-word}"
+          ".workbench-table-wrap .workbench-table td.num{text-align:right;font-variant-numeric:tabular-nums}"
+          # long names wrap inside their cell (anywhere, they have no spaces) instead of running over the next
+          ".workbench-table td.wrap{white-space:normal;min-width:8em;max-width:26em;overflow-wrap:anywhere}"
+          # the summary's configuration label on at most two lines, so its rows stay short
+          ".workbench-summary td:first-child{min-width:18em}"
           ".workbench-table th[data-dir=asc]::after{content:' ▲'}.workbench-table th[data-dir=desc]::after"
           "{content:' ▼'}</style>")
 # Inline so it works inside widget HTML and saved reports alike (no <script> needed); sorts by each cell's data-v.
@@ -94,14 +110,18 @@ def html_table(rows: Sequence[Mapping], *, columns: Iterable[str] | None = None,
                      f'<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
-def summary_html(results, baseline=None) -> HtmlTable:
+def summary_html(results, baseline=None, *, retimed=None) -> HtmlTable:
     """`views.summary_table` as a table for people: one row per configuration and batch, the label naming it."""
     from .figures import summary_table
 
-    rows = summary_table(results, baseline)
+    rows = [_with_accuracy_text(row) for row in summary_table(results, baseline, retimed=retimed)]
     keys = [k for k in rows[0] if k not in (*_IN_LABEL, "label", "notes", *_INTERVALS.values())]
     if len({row["model"] for row in rows}) == 1:
         keys.remove("model")
+    if all(row["accuracy"].startswith(_TOP1_WORDS) for row in rows):  # top-1 columns already show it
+        keys.remove("accuracy")
+    else:  # another task's metric: top-1 columns that are n/a in every row make way for it
+        keys = [k for k in keys if k not in _TOP1_KEYS or any(row[k] is not None for row in rows)]
     # notes are long and shared by several rows: numbered under the table, the number beside the configuration
     notes = list(dict.fromkeys(n for r in _results_list(results) for n in r.notes))
     marked = []
@@ -111,7 +131,20 @@ def summary_html(results, baseline=None) -> HtmlTable:
     listed = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     footnotes = (f'<ol class="workbench-table-notes" style="font-size:12px;margin:.2rem 0 .6rem 1.2rem;'
                  f'padding:0;max-width:60rem">{listed}</ol>') if notes else ""
-    return HtmlTable(html_table(marked, columns=["label", *keys], beneath=_INTERVALS) + footnotes)
+    return HtmlTable(html_table(marked, columns=["label", *keys], beneath=_INTERVALS,
+                                css_class="workbench-table workbench-summary") + footnotes)
+
+
+def _with_accuracy_text(row: dict) -> dict:
+    """The summary row with its headline metric as one text column ("accuracy") after the verdict."""
+    name, value, output = (row.get(k) for k in ("headline_metric", "headline_value", "headline_output"))
+    shown = {}
+    for key, cell in row.items():
+        if key not in ("headline_metric", "headline_value", "headline_output"):
+            shown[key] = cell
+        if key == "speedup_verdict":
+            shown["accuracy"] = metric_text(name, value, output) if name else "n/a"
+    return shown
 
 
 def _results_list(results) -> list:
@@ -155,7 +188,7 @@ def significant(value: float, digits: int = 3) -> str:
 
 
 def _cell(value, spec: Column, under=None) -> str:
-    text = format_value(value, spec.kind)
+    text = spec.missing if value is None else format_value(value, spec.kind)
     small = "" if under is None else \
         f'<br><span style="font-size:11px;color:#666">{html.escape(format_value(under, spec.kind))}</span>'
     if isinstance(value, (list, tuple)) and value and isinstance(value[0], (int, float)):

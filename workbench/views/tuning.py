@@ -8,9 +8,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..tune import METRIC_UNITS, SensitivityReport, TuneResult
-from .figures import PRECISION_COLORS
+from .figures import PRECISION_COLORS, titled, wrap_label
 
 _MEASURED, _PROXY, _TIME = "#c62828", "#ef9a9a", "#1565c0"
+_COLUMN_TITLES_PX = 36  # two lines of 12 px subplot titles
 
 
 def sensitivity_figure(report: SensitivityReport, *, top: int = 25) -> go.Figure:
@@ -18,9 +19,10 @@ def sensitivity_figure(report: SensitivityReport, *, top: int = 25) -> go.Figure
     long red and short blue = keep it in FP32 cheaply; short red and long blue = quantising it pays."""
     units = report.units[:top]
     names = [u.unit.name if len(u.unit.name) <= 40 else u.unit.name[:37] + "…" for u in units]
-    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=(f"recovered when kept FP32 ({METRIC_UNITS[report.metric]})",
-                                        "proxy: noise added (drift)", "share of layer time"))
+    # three narrow columns: short titles on two lines each, the unit on the axis, so neighbours never overlap
+    fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=("recovered when<br>kept FP32", "proxy: noise<br>added (drift)",
+                                        "share of<br>layer time"))
     hover = [f"<b>{u.unit.name}</b><br>engine layer: {u.unit.layer} ({u.unit.layer_type})<br>"
              f"time: {'-' if u.unit.latency_ms is None else f'{u.unit.latency_ms:.4f} ms'}<br>"
              f"output SQNR: {'-' if u.output_sqnr_db is None else f'{u.output_sqnr_db:.1f} dB'}<br>"
@@ -34,13 +36,22 @@ def sensitivity_figure(report: SensitivityReport, *, top: int = 25) -> go.Figure
     fig.add_bar(x=[100.0 * (u.unit.latency_share or 0.0) for u in units], y=names, orientation="h",
                 name="latency share (%)", marker_color=_TIME, hovertext=hover, hoverinfo="text", row=1, col=3)
     fig.update_yaxes(autorange="reversed", row=1, col=1)
-    fig.update_xaxes(title_text="%", row=1, col=3)
+    fig.update_xaxes(title_text=wrap_label(METRIC_UNITS[report.metric], 18), row=1, col=1)
+    fig.update_xaxes(title_text="noise / signal", row=1, col=2)
+    fig.update_xaxes(title_text="% of layer time", row=1, col=3)
+    fig.update_xaxes(nticks=4)
     confirmed = sum(u.recovered is not None for u in report.units)
-    fig.update_layout(
-        title=dict(text=f"Sensitivity of {report.configuration}",
-                   subtitle=dict(text=f"{len(report.units)} units, most harmful first; {confirmed} confirmed by "
-                                      "rebuilding with the unit in FP32, the rest ranked by drift")),
-        height=max(320, 90 + 22 * len(units)), showlegend=False, margin=dict(l=260))
+    top = titled(fig, f"Sensitivity of {report.configuration}",
+                 f"{len(report.units)} units, most harmful first; {confirmed} confirmed by rebuilding with the unit "
+                 "in FP32, the rest ranked by drift")
+    # the subplot titles (two lines) sit right above the plots; the subtitle goes above them
+    for annotation in fig.layout.annotations[:3]:
+        annotation.update(font=dict(size=12), yshift=2)
+    if len(fig.layout.annotations) > 3:
+        fig.layout.annotations[3].yshift += _COLUMN_TITLES_PX
+    fig.update_layout(height=max(360, 150 + top + 22 * len(units)), showlegend=False, autosize=True,
+                      margin=dict(l=10, r=10, t=top + _COLUMN_TITLES_PX, b=60))
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -75,7 +86,7 @@ def pareto_figure(found: TuneResult) -> go.Figure:
                         customdata=[found.chosen.cache_key], hovertext=[f"chosen: {found.chosen.label}"],
                         hoverinfo="text")
     fig.add_hline(y=found.max_drop, line=dict(color="#c62828", dash="dash"),
-                  annotation_text=f"max drop {found.max_drop:g}", annotation_position="top left")
+                  annotation_text=f"max drop {found.max_drop:g} {unit}", annotation_position="top left")
     fig.update_layout(
         title=dict(text=f"{found.model}: latency vs accuracy of {len(configs)} configurations",
                    subtitle=dict(text=f"search stopped: {found.stopped} · star: fastest within budget"
