@@ -85,3 +85,16 @@ def test_input_overrides_apply_to_the_loaded_model(explorer, tmp_path):
     assert explorer.wait().model == "det"
     assert explorer.session().eval.arrays["images"].shape[1:] == (3, 64, 96)
     explorer.loader.inputs.value = ""
+
+
+def test_loading_says_so_at_once_and_clears_an_old_error(explorer, tmp_path):
+    assert explorer.loader.load_path("/no/such/model.onnx") is None
+    assert "Could not load" in explorer.loader.message.value
+    path = tmp_path / "busy-cnn.onnx"
+    onnx.save(make_tiny_cnn(seed=5), path)
+    shown = []
+    explorer.loader.message.observe(lambda change: shown.append(change["new"]), names="value")
+    assert explorer.loader.load_path(str(path)) == "busy-cnn"
+    assert "Loading" in shown[0] and "workbench-spinner" in shown[0] and "Could not load" not in shown[0]
+    assert "Loaded busy-cnn" in shown[-1]
+    assert explorer.wait().model == "busy-cnn"

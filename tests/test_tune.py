@@ -143,9 +143,18 @@ def _stand_in_result(model, precision, keep, agreement, latency, layers, drift) 
 
 
 class _StandInWorkbench:
-    """What the search needs of a session, without engines: `model`, `results`, `variant_model` and `run`."""
+    """What the search needs of a session, without engines: `model`, `results`, `variant_model`, and the job API
+    (`prepare_run`, `execute`) on top of `run`."""
 
     progress = False
+
+    def prepare_run(self, precision="fp32", **options) -> dict:
+        return {"precision": precision, **options}
+
+    def execute(self, job: dict, *, progress=None, cancel=None) -> RunResult:
+        if cancel is not None:
+            cancel.check()
+        return self.run(**job)
 
     def variant_model(self, _result) -> Model:
         return self.model  # no Q/DQ nodes: which layers are quantised comes from their precision

@@ -1,6 +1,8 @@
 """The explorer's Mixed precision tab driven as a user would: tick a unit, run the search, click a point."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -81,3 +83,63 @@ def test_fp16_hides_the_units_and_the_search_asks_for_int8(explorer):
     assert explorer.wait().keep_fp32 == []
     assert explorer.mixed.checks == boxes and explorer.mixed.units_box.layout.display is None
     assert "quantised units of" in explorer.mixed.intro.value
+
+
+def test_the_search_shows_progress_over_the_whole_search_and_its_cancel_button_stops_it(explorer):
+    import threading
+
+    from workbench.errors import Cancelled
+
+    explorer.precision.value = "int8"
+    explorer.batch.value = 1  # nothing of the search is cached at batch 1 but this INT8 plan
+    assert explorer.wait().headline_latency.batch == 1
+    mixed = explorer.mixed
+    mixed.max_drop.value, mixed.metric.value, mixed.budget.value = 0.0, "cosine", 6  # INT8 is never exact
+    reached, clicked, texts = threading.Event(), threading.Event(), []
+    show = mixed._show_progress
+
+    def hold_at_the_first_configuration(progress):  # the worker waits here until Cancel has been pressed
+        show(progress)
+        texts.append(mixed.progress_text.value)
+        if progress.job.startswith("search: configuration") and not reached.is_set():
+            reached.set()
+            assert clicked.wait(120)
+
+    mixed._show_progress = hold_at_the_first_configuration
+    try:
+        future = mixed.search()
+        assert reached.wait(300), texts
+        assert mixed.find.disabled and not mixed.cancel.disabled
+        assert re.search(r"configuration \d of 6 .*: step \d+ of \d+: ", mixed.progress_text.value), texts
+        assert mixed.progress.layout.visibility == "visible" and mixed.progress.max >= 6
+        mixed.cancel.click()
+        assert "Cancelling" in mixed.status.value
+        clicked.set()
+        with pytest.raises(Cancelled):
+            future.result(timeout=300)
+    finally:
+        mixed._show_progress = show
+    assert "Search cancelled during search: configuration" in mixed.status.value
+    assert "after Cancel" in mixed.status.value
+    assert not mixed.find.disabled and mixed.cancel.disabled and mixed.progress.layout.visibility == "hidden"
+    assert explorer.wait().precision == "int8"  # the explorer is free again
+    explorer.batch.value = 8
+    assert explorer.wait().headline_latency.batch == 8
+
+
+def test_a_model_switch_leaves_nothing_of_the_previous_model_in_the_tab(explorer):
+    from tests.conftest import make_tiny_cnn
+    from workbench.models import load_model
+
+    explorer.precision.value = "int8"
+    explorer.wait()
+    assert explorer.mixed.checks and explorer.mixed.lint.value
+    explorer.mixed.status.value = "an old search's summary"
+    explorer.add_model("tiny", load_model(make_tiny_cnn()))
+    assert explorer.mixed.checks == {} and explorer.mixed.found is None and explorer.mixed.pareto is None
+    assert explorer.mixed.status.value == "" and explorer.mixed.lint.value == ""
+    shown = explorer.wait()
+    assert explorer.model.value == "tiny" and shown.model == explorer.session().model.name
+    assert explorer.progress.layout.visibility == "hidden"
+    explorer.model.value = "digits-cnn"
+    assert explorer.wait().model == "digits-cnn"

@@ -64,17 +64,17 @@ def is_loopback(host: str) -> bool:
 def app_notebook(model: str, *, backend: str = "onnxruntime", cache_dir=None, shared_cache=None,
                  runs: int | None = None, threads: int | None = None) -> dict:
     """The notebook Voila serves: a title and one code cell building the explorer (Voila shows its output only)."""
-    # background=False: the first result is computed before the page shows the widgets (plotly figure widgets
-    # changed from a thread while the browser is still creating them fail to initialise); each page has its own
-    # kernel, so blocking it while a selection computes blocks no one else
+    # The first result is computed (explorer.wait()) before the page shows the widgets: plotly figure widgets
+    # changed from a thread while the browser is still creating them fail to initialise. Later selections go to
+    # the explorer's scheduler like in a notebook: cached ones at once, a newer one superseding the one computing.
     arguments = {"backend": backend, "cache_dir": str(cache_dir) if cache_dir else None,
-                 "shared_cache": str(shared_cache) if shared_cache else None, "threads": threads,
-                 "background": False}
+                 "shared_cache": str(shared_cache) if shared_cache else None, "threads": threads}
     if runs is not None:
         arguments["runs"] = runs
     call = ", ".join([repr(model), *(f"{name}={value!r}" for name, value in arguments.items())])
     code = ("from workbench.ui import Explorer\n"
             f"explorer = Explorer({call})\n"
+            "explorer.wait()\n"
             "explorer")
     return {"nbformat": 4, "nbformat_minor": 5,
             "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},

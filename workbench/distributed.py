@@ -200,9 +200,8 @@ def ray_sweep(session, jobs, *, address: str | None = None, max_retries: int = 2
     for job in jobs:
         if job.key in results or any(job.key == other.key for other in todo):
             continue
-        cached = session._cached(job)
-        if cached is not None:
-            results[job.key] = cached
+        if session.is_cached(job):
+            results[job.key] = session.execute(job)
         else:
             todo.append(job)
     largest_node = max((node["Resources"].get("CPU", 1) for node in ray.nodes() if node.get("Alive")), default=1)

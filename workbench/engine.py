@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from .errors import BackendError, InputSpecError
+from .jobs import CancelToken
 from .models.spec import Model, TensorSpec
 
 REDUCED_PRECISIONS = ("fp16", "bf16", "int8")
@@ -115,14 +116,14 @@ class Engine(ABC):
         return self._run(feeds)
 
     def profile(self, feeds: dict[str, np.ndarray], *, runs: int = 20, warmup: int = 3,
-                progress: bool = False) -> list[LayerTiming]:
+                progress: bool = False, cancel: CancelToken | None = None) -> list[LayerTiming]:
         """Per-layer time per inference (median over `runs` timed runs after `warmup` untimed ones); the names
-        are those of `layers()`."""
+        are those of `layers()`. `cancel` is checked between runs (`Cancelled` is raised)."""
         self._check_open()
         self.check_feeds(feeds)
         if runs < 1 or warmup < 0:
             raise BackendError(f"profile needs runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
-        return self._profile(feeds, runs=runs, warmup=warmup, progress=progress)
+        return self._profile(feeds, runs=runs, warmup=warmup, progress=progress, cancel=cancel)
 
     @abstractmethod
     def layers(self) -> EngineGraph:
@@ -149,7 +150,7 @@ class Engine(ABC):
 
     @abstractmethod
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
-                 progress: bool) -> list[LayerTiming]: ...
+                 progress: bool, cancel: CancelToken | None = None) -> list[LayerTiming]: ...
 
     def _close(self) -> None:
         """Release resources; engines holding nothing beyond Python objects need not override it."""

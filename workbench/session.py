@@ -7,6 +7,7 @@ import io
 import marshal
 import math
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -165,6 +166,9 @@ class Workbench:
         self._jobs: dict[str, Job] = {}
         self._references: dict[tuple[str, int], list[np.ndarray]] = {}
         self._subsets: dict[tuple[str, int], tuple[CalibrationSet, CalibrationSet]] = {}
+        # Guards the dicts above and `results`: a scheduler answers cached jobs on one thread while another measures.
+        # Held only around lookups and updates, never across a measurement, so a cached answer never waits for one.
+        self._state_lock = threading.RLock()
 
     @property
     def synthetic(self) -> bool:
@@ -227,8 +231,11 @@ class Workbench:
         return self.execute(self.prepare_run(precision, **options))
 
     def sweep(self, configs: list[dict], *, executor: str = "sequential", ray_address: str | None = None,
-              max_retries: int = 2) -> list[RunResult]:
-        """`run(**config)` for every config; all configs are validated before the first one runs.
+              max_retries: int = 2, cancel: CancelToken | None = None,
+              progress: ProgressCallback | None = None) -> list[RunResult]:
+        """`run(**config)` for every config; all configs are validated before the first one runs. Locally, the
+        jobs go through a `workbench.scheduler` (cached ones answered first), with `progress` of each job's steps;
+        `cancel` stops the sweep (`Cancelled`; what was measured stays cached).
 
         `executor="ray"` hands the configurations to Ray tasks (a local Ray when `ray_address` is None), each
         reserving the cores its engine uses; results and calibration ranges go through the cache, and a task whose
@@ -248,16 +255,18 @@ class Workbench:
         if executor != "sequential":
             raise InputSpecError(f"executor={executor!r}: use 'sequential' or 'ray'.")
         from .distributed import failure_of
+        from .scheduler import execute_all
 
-        results, self.failures = [], []
-        with tqdm(jobs, desc="sweep", unit="config", disable=not self.progress) as bar:
-            for job in bar:
-                try:
-                    results.append(self.execute(job))
-                except Exception as exc:  # noqa: BLE001 - reported like a Ray task's failure; the others go on
-                    self.failures.append(failure_of(job, exc))
+        self.failures = []
+        with tqdm(total=len(jobs), desc="sweep", unit="config", disable=not self.progress) as bar:
+            def done(_session, job: Job, outcome) -> None:
+                if isinstance(outcome, Exception):  # reported like a Ray task's failure; the others go on
+                    self.failures.append(failure_of(job, outcome))
                     bar.write(f"failed: {self.failures[-1].label}: {self.failures[-1].error}")
-        return results
+                bar.update()
+
+            outcomes = execute_all([(self, job) for job in jobs], cancel=cancel, on_progress=progress, on_done=done)
+        return [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
 
     def tune(self, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DROP, metric: str = DEFAULT_METRIC,
              budget: int = DEFAULT_BUDGET, **options):
@@ -303,27 +312,33 @@ class Workbench:
         head = result.headline_latency
         return self._feeds(head.batch, head.dims)
 
-    def drift(self, variant: Model, *, backend: str | None = None):
+    def drift(self, variant: Model, *, backend: str | None = None, cancel: CancelToken | None = None):
         """Per-tensor drift of any variant of this session's model from FP32 (`measure.measure_drift`) on the
-        first DRIFT_SAMPLES eval samples, on `backend` (default: the session's): (points, note)."""
+        first DRIFT_SAMPLES eval samples, on `backend` (default: the session's): (points, note). `cancel` is checked
+        between the two graphs' runs."""
         engine_backend = self._backend(backend or self.backend_name)
         feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
-        return measure_drift(self.model, variant, feeds, engine_backend, self._options(engine_backend))
+        return measure_drift(self.model, variant, feeds, engine_backend, self._options(engine_backend), cancel=cancel)
 
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
         """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""
-        key = self._job_of(result).key
-        if key not in self._variants:
-            self._variants[key] = self._variant(self._jobs[key])
-        return self._variants[key]
+        job = self._job_of(result)
+        with self._state_lock:
+            variant = self._variants.get(job.key)
+        if variant is None:
+            variant = self._variant(job)
+            with self._state_lock:
+                variant = self._variants.setdefault(job.key, variant)
+        return variant
 
     def engine(self, result: RunResult) -> Engine:
         """The engine a result was measured on (rebuilt lazily when the result came from the cache or was closed).
 
         The session keeps the last OPEN_ENGINES engines built and closes older ones."""
         job = self._job_of(result)
-        engine = self._engines.get(job.key)
+        with self._state_lock:
+            engine = self._engines.get(job.key)
         if engine is None or engine.closed:
             backend = self._backend(job.backend)
             engine = backend.build(self.variant_model(result), self._options(backend))
@@ -332,8 +347,9 @@ class Workbench:
 
     def close(self) -> None:
         """Close every engine this session holds (they are rebuilt on demand)."""
-        while self._engines:
-            self._engines.popitem(last=False)[1].close()
+        with self._state_lock:
+            while self._engines:
+                self._engines.popitem(last=False)[1].close()
 
     def __enter__(self) -> "Workbench":
         return self
@@ -342,10 +358,11 @@ class Workbench:
         self.close()
 
     def _keep_engine(self, key: str, engine: Engine) -> None:
-        self._engines[key] = engine
-        self._engines.move_to_end(key)
-        while len(self._engines) > OPEN_ENGINES:
-            self._engines.popitem(last=False)[1].close()
+        with self._state_lock:
+            self._engines[key] = engine
+            self._engines.move_to_end(key)
+            while len(self._engines) > OPEN_ENGINES:
+                self._engines.popitem(last=False)[1].close()
 
     def predict(self, result: RunResult, arrays: dict[str, np.ndarray], batch: int | None = None) -> list[np.ndarray]:
         """Outputs of a result's engine on any data (name -> array, samples on axis 0), run in batches of `batch`
@@ -400,7 +417,8 @@ class Workbench:
                              latency_stats=LATENCY_STATS, accuracy_stats=ACCURACY_STATS, tasks=self.tasks or None,
                              metric=_metric_identity(self.metric))
         job = Job(plan, cal, backend_name, sizes, runs, profile, drift, notes, key, dims)
-        self._jobs[key] = job
+        with self._state_lock:
+            self._jobs[key] = job
         return job
 
     def is_cached(self, job: Job) -> bool:
@@ -409,14 +427,17 @@ class Workbench:
 
     def execute(self, job: Job, *, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> RunResult:
-        """Measure `job`, or return it from the cache. `progress` is called with a `Progress` before every step;
-        `cancel` is checked between steps (`Cancelled` is raised and nothing is cached)."""
+        """Measure `job`, or return it from the cache. `progress` is called with a `Progress` at the start of every
+        step; `cancel` is checked between steps and inside long loops (calibration batches, the accuracy pass,
+        timed runs): `Cancelled` is raised and nothing is cached. Safe to call for a cached job on one thread while
+        another thread measures (see `workbench.scheduler`)."""
         result = self._cached(job)
         if result is None:
             result = self._measure(job, progress=progress, cancel=cancel)
             self.cache.put(job.key, result.to_json())
-        if all(r.cache_key != job.key for r in self.results):
-            self.results.append(result)
+        with self._state_lock:
+            if all(r.cache_key != job.key for r in self.results):
+                self.results.append(result)
         return result
 
     def _cached(self, job: Job) -> RunResult | None:
@@ -448,25 +469,27 @@ class Workbench:
                     self.on_step(name, steps.index(name), len(steps))
 
             step("precision")
-            variant = self._variant(job)
-            self._variants[job.key] = variant
+            variant = self._variant(job, cancel=cancel)
+            with self._state_lock:
+                self._variants[job.key] = variant
             bar.update()
             step("build")
             engine = backend.build(variant, self._options(backend))
             self._keep_engine(job.key, engine)
             bar.update()
             step("latency")
-            latency = [measure_latency(engine, self._feeds(size, job.dims), batch=size, runs=job.runs)
+            latency = [measure_latency(engine, self._feeds(size, job.dims), batch=size, runs=job.runs, cancel=cancel)
                        for size in job.batches]
             for stats in latency:
                 stats.dims = dict(job.dims)
             bar.update()
             step("accuracy")
             headline = job.batches[0]
-            outputs = self._eval_outputs(backend, variant, engine, headline)
+            outputs = self._eval_outputs(backend, variant, engine, headline, cancel=cancel)
             if plan.precision == "fp32":
-                self._references.setdefault((job.backend, headline), outputs)
-            reference = self._reference(job.backend, headline)
+                with self._state_lock:
+                    self._references.setdefault((job.backend, headline), outputs)
+            reference = self._reference(job.backend, headline, cancel=cancel)
             accuracy = measure_accuracy(outputs, reference, self.eval.labels, task=self.task, tasks=self.tasks,
                                         metric=self.metric, output_names=[spec.name for spec in self.model.outputs],
                                         samples=self.eval.size, image_sizes=self._image_sizes())
@@ -474,13 +497,13 @@ class Workbench:
             graph, ratio, around = engine.layers(), None, None
             if job.profile:
                 step("profile")
-                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline)
+                timings, around = self._profile(engine, self._feeds(headline, job.dims), headline, cancel=cancel)
                 ratio = _join_timings(graph, timings, around)
                 bar.update()
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
                 step("drift")
-                drift, drift_graph = self.drift(variant, backend=job.backend)
+                drift, drift_graph = self.drift(variant, backend=job.backend, cancel=cancel)
                 bar.update()
         check_cancel(cancel)  # cancelled during the last step: nothing is cached
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
@@ -504,15 +527,16 @@ class Workbench:
             model_sha256=self.model.content_hash,
             graph_precision=graph_precision(variant, plan.precision), machine=this_machine(versions))
 
-    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[LayerTiming], float]:
+    def _profile(self, engine: Engine, feeds: dict[str, np.ndarray], batch: int, *,
+                 cancel: CancelToken | None = None) -> tuple[list[LayerTiming], float]:
         """Per-layer timings over PROFILE_RUNS runs, and the end-to-end median of as many plain runs, half timed just
         before and half just after them: the layer times are compared with an end-to-end time under the same load."""
-        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS // 2)
-        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress)
-        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS // 2)
+        before = measure_latency(engine, feeds, batch=batch, warmup=1, runs=PROFILE_RUNS // 2, cancel=cancel)
+        timings = engine.profile(feeds, runs=PROFILE_RUNS, progress=self.progress, cancel=cancel)
+        after = measure_latency(engine, feeds, batch=batch, warmup=0, runs=PROFILE_RUNS // 2, cancel=cancel)
         return timings, float(np.median(before.times_ms + after.times_ms))
 
-    def _variant(self, job: Job) -> Model:
+    def _variant(self, job: Job, *, cancel: CancelToken | None = None) -> Model:
         """Apply the plan; reduced-precision models are kept on disk too, so the fusion view rebuilds them fast."""
         if job.plan.precision == "fp32":
             return self.model
@@ -526,14 +550,17 @@ class Workbench:
                                    "the cache: run that configuration with Workbench.run first.")
         from .precision import apply_plan
 
-        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress, cache_dir=self.cache)
+        variant = apply_plan(self.model, job.plan, job.calibration, progress=self.progress, cache_dir=self.cache,
+                             cancel=cancel)
         self.cache.put_bytes(job.key, variant.serialized(), "onnx")
         return variant
 
-    def _reference(self, backend_name: str, batch: int) -> list[np.ndarray]:
+    def _reference(self, backend_name: str, batch: int, *, cancel: CancelToken | None = None) -> list[np.ndarray]:
         """FP32 outputs on the eval data: computed once per backend and batch size, kept in memory and on disk."""
-        if (backend_name, batch) in self._references:
-            return self._references[(backend_name, batch)]
+        with self._state_lock:
+            known = self._references.get((backend_name, batch))
+        if known is not None:
+            return known
         backend = self._backend(backend_name)
         key = self.cache.key(kind="fp32-reference", model=self.model.content_hash, backend=backend_name,
                              backend_version=backend.version(), batch=batch,
@@ -542,21 +569,23 @@ class Workbench:
         outputs = self.cache.get_bytes(key, "npz", decode=_load_arrays)
         if outputs is None:
             with backend.build(self.model, self._options(backend)) as engine:
-                outputs = self._eval_outputs(backend, self.model, engine, batch)
+                outputs = self._eval_outputs(backend, self.model, engine, batch, cancel=cancel)
             self.cache.put_bytes(key, _save_arrays(outputs), "npz")
-        self._references[(backend_name, batch)] = outputs
-        return outputs
+        with self._state_lock:
+            return self._references.setdefault((backend_name, batch), outputs)
 
-    def _eval_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int) -> list:
+    def _eval_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int, *,
+                      cancel: CancelToken | None = None) -> list:
         """Outputs of `engine` (built from `model`) on the eval data in batches of `batch` (`_run_all`): arrays with
         samples on axis 0, or, for outputs without a sample axis (boxes after NMS), one whole array per sample (the
         samples are then run one by one when the model takes any batch size)."""
-        outputs = self._batched_outputs(backend, model, engine, batch)
+        outputs = self._batched_outputs(backend, model, engine, batch, cancel=cancel)
         if batch > 1 and self._fixed_batch() is None and any(isinstance(o, list) for o in outputs):
-            outputs = self._batched_outputs(backend, model, engine, 1)
+            outputs = self._batched_outputs(backend, model, engine, 1, cancel=cancel)
         return outputs
 
-    def _batched_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int) -> list:
+    def _batched_outputs(self, backend: Backend, model: Model, engine: Engine, batch: int, *,
+                         cancel: CancelToken | None = None) -> list:
         """`_run_all` on the eval data. When the engine chose its own thread count and its outputs do not depend on
         it, one single-thread engine per core runs a contiguous share of the same batches side by side (small models
         barely use intra-op threads): same outputs, faster."""
@@ -564,7 +593,8 @@ class Workbench:
         workers = min(os.cpu_count() or 1, math.ceil(self.eval.size / batch))
         whole = self._whole_outputs()
         if workers < 2 or not backend.thread_independent_outputs or getattr(options, "threads", 1) is not None:
-            return _run_all(engine, self.eval.arrays, batch, self._to_feeds, self.model.output_arrays, whole)
+            return _run_all(engine, self.eval.arrays, batch, self._to_feeds, self.model.output_arrays, whole,
+                            cancel=cancel)
         shares = np.array_split(np.arange(math.ceil(self.eval.size / batch)) * batch, workers)
         bounds = [(int(share[0]), int(min(share[-1] + batch, self.eval.size))) for share in shares]
         with contextlib.ExitStack() as stack:
@@ -573,7 +603,7 @@ class Workbench:
             def run(index: int) -> list[np.ndarray]:
                 start, end = bounds[index]
                 return _run_all(engines[index], {k: v[start:end] for k, v in self.eval.arrays.items()}, batch,
-                                self._to_feeds, self.model.output_arrays, whole)
+                                self._to_feeds, self.model.output_arrays, whole, cancel=cancel)
 
             with ThreadPoolExecutor(workers) as pool:  # engines release the GIL while they run
                 parts = list(pool.map(run, range(workers)))
@@ -613,7 +643,8 @@ class Workbench:
                 f"No calibration set {calibration!r} in this session (it has {', '.join(self.calibration_sets)}). "
                 "Pick one of those or add yours with Workbench.add_calibration_set(CalibrationSet.from_arrays(...)).")
         # Subsets are memoised: hashing and validating a large image set on every (cached) run would be slow.
-        memo = self._subsets.get((chosen.name, size))
+        with self._state_lock:
+            memo = self._subsets.get((chosen.name, size))
         if memo is not None and memo[0] is chosen:
             return memo[1]
         subset = chosen
@@ -621,7 +652,8 @@ class Workbench:
             subset = CalibrationSet(name=chosen.name, arrays={k: v[:size] for k, v in chosen.arrays.items()},
                                     description=chosen.description, synthetic=chosen.synthetic)
         subset.validate(self.model.inputs)
-        self._subsets[(chosen.name, size)] = (chosen, subset)
+        with self._state_lock:
+            self._subsets[(chosen.name, size)] = (chosen, subset)
         return subset
 
     def _batch_sizes(self, batch: int, batches) -> tuple[list[int], list[str]]:
@@ -688,9 +720,10 @@ class Workbench:
                 "workbench": __version__, backend.name: backend.version()}
 
     def _backend(self, name: str) -> Backend:
-        if name not in self._backends:
-            self._backends[name] = get_backend(name)
-        return self._backends[name]
+        with self._state_lock:
+            if name not in self._backends:
+                self._backends[name] = get_backend(name)
+            return self._backends[name]
 
     def _options(self, backend: Backend) -> EngineOptions:
         """`backend`'s options: the session-wide settings that were given, then `engine_options[backend.name]`.
@@ -721,8 +754,10 @@ class Workbench:
 
     def _job_of(self, result: RunResult) -> Job:
         """The configuration behind a result; for a result from elsewhere, rebuilt from its fields."""
-        if result.cache_key in self._jobs:
-            return self._jobs[result.cache_key]
+        with self._state_lock:
+            known = self._jobs.get(result.cache_key)
+        if known is not None:
+            return known
         if not result.cache_key:
             raise InputSpecError(f"{result.label} has no cache_key: pass a result returned by Workbench.run.")
         plan = result.plan
@@ -730,8 +765,8 @@ class Workbench:
         calibration = known if known is not None and known.content_hash == result.calibration_hash else None
         job = Job(plan, calibration, result.backend, [result.headline_latency.batch], result.headline_latency.runs,
                    bool(result.engine), bool(result.drift), [], result.cache_key)
-        self._jobs[job.key] = job
-        return job
+        with self._state_lock:
+            return self._jobs.setdefault(job.key, job)
 
     def _fixed_batch(self) -> int | None:
         axes = batch_axes(self.model.inputs)
@@ -774,15 +809,18 @@ def runs_accelerated(backend: Backend, plan: PrecisionPlan, graph: EngineGraph) 
 
 def _run_all(engine: Engine, arrays: dict[str, np.ndarray], batch: int,
              to_feeds: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-             to_arrays: Callable[[list], list] | None = None, whole: set[int] = frozenset()) -> list:
+             to_arrays: Callable[[list], list] | None = None, whole: set[int] = frozenset(), *,
+             cancel: CancelToken | None = None) -> list:
     """Run every sample (samples on axis 0) through `engine` in batches of `batch`, each made into feeds by
     `to_feeds` and its outputs into numpy by `to_arrays` (`Model.output_arrays`: ZipMap maps as probability
     matrices). An output whose first axis is the batch in every run is concatenated along axis 0; any other
-    (and those numbered in `whole`) is a list with one whole array per run, never cut."""
+    (and those numbered in `whole`) is a list with one whole array per run, never cut. `cancel` is checked
+    before every batch."""
     total = len(next(iter(arrays.values())))
     chunks: list[list] = []
     counts: list[int] = []
     for start in range(0, total, batch):
+        check_cancel(cancel)
         part = {k: v[start:start + batch] for k, v in arrays.items()}
         count = len(next(iter(part.values())))
         if count < batch:  # pad the last batch (fixed-batch engines need full batches), then drop the padding

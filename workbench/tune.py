@@ -25,6 +25,8 @@ from .calibration import DEFAULT_SIZE
 from .engine import REDUCED_PRECISIONS
 from .errors import InputSpecError
 from .graph import GraphIndex
+from .jobs import CancelToken, Progress, ProgressCallback
+from .jobs import check as check_cancel
 from .limits import OPEN_ENGINES
 from .precision import bias_correction, dynamic, gptq
 from .precision.int8 import weighted_nodes
@@ -345,10 +347,12 @@ def rank_by_drift(result: RunResult, model_proto, units: list[QuantUnit]) -> lis
 
 # ---- session-level work ---------------------------------------------------------------------------
 def sensitivity(workbench, result: RunResult, *, metric: str = DEFAULT_METRIC, confirm: int = DEFAULT_CONFIRM,
-                progress: bool | None = None, **run_options) -> SensitivityReport:
+                progress: bool | None = None, cancel: CancelToken | None = None,
+                on_progress: ProgressCallback | None = None, **run_options) -> SensitivityReport:
     """Rank the units of `result` (a reduced-precision result of `workbench`) by harm: the drift proxy for all,
     confirmed for the `confirm` top ones by running `result`'s configuration with that unit also kept in FP32.
-    `run_options` (batch, runs, ...) are passed to every `Workbench.run`."""
+    `run_options` (batch, runs, ...) are passed to every `Workbench.run`; each confirmation is a job executed with
+    `cancel` and `on_progress` (`Workbench.execute`)."""
     if result.precision == "fp32":
         raise InputSpecError("Sensitivity ranks a reduced-precision result: pass an FP16 or INT8 result.")
     baseline = _baseline(workbench, result, run_options)
@@ -356,8 +360,9 @@ def sensitivity(workbench, result: RunResult, *, metric: str = DEFAULT_METRIC, c
     value = metric_value(result, metric)
     show = workbench.progress if progress is None else progress
     for entry in tqdm(units[:max(confirm, 0)], desc="sensitivity", unit="unit", disable=not show):
-        trial = workbench.run(**_plan_options(result), keep_fp32=[*result.keep_fp32, *entry.unit.nodes],
-                              **run_options)
+        job = workbench.prepare_run(**_plan_options(result), keep_fp32=[*result.keep_fp32, *entry.unit.nodes],
+                                    **run_options)
+        trial = workbench.execute(job, progress=on_progress, cancel=cancel)
         entry.recovered = metric_value(trial, metric) - value
         entry.confirmed_label, entry.confirmed_latency_ms = trial.label, trial.headline_latency.median
     confirmed = sorted((u for u in units if u.recovered is not None), key=lambda u: -u.recovered)
@@ -380,6 +385,7 @@ def check_max_drop(max_drop: float) -> None:
 def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DROP, metric: str = DEFAULT_METRIC,
          budget: int = DEFAULT_BUDGET, methods=(None,), qdq_styles=(None,), calibration=None,
          weight_roundings=WEIGHT_ROUNDINGS, confirm: int = DEFAULT_CONFIRM, progress: bool | None = None,
+         cancel: CancelToken | None = None, on_progress: ProgressCallback | None = None,
          **run_options) -> TuneResult:
     """Fastest configuration of `precision` (mixed with FP32 where needed) whose `metric` drops at most `max_drop`
     below FP32 (top1/agreement in points, cosine absolute), measuring at most `budget` configurations besides FP32.
@@ -398,6 +404,11 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DR
     `Workbench.run`. The chosen configuration is the fastest within budget (FP32 itself when no other is): FP32 and
     the FINALISTS fastest plans within budget are timed again in turns (`Workbench.retime`) and the fastest of those
     timings wins; each configuration carries its speed-up verdict against FP32.
+
+    Every configuration is a job (`Workbench.prepare_run` / `execute`): `cancel` stops the search between
+    configurations and inside each one's steps (`Cancelled` is raised; what was measured stays cached), and
+    `on_progress` gets one `Progress` over the whole search: configuration k of `budget` and its step, done of
+    total steps across the search.
     """
     if metric not in METRICS:
         raise InputSpecError(f"Unknown metric {metric!r}: choose one of {', '.join(METRICS)}.")
@@ -407,7 +418,7 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DR
     if precision == "fp32":
         raise InputSpecError("tune searches a reduced precision: pass precision='int8' (or 'fp16').")
     search = _Search(workbench, metric, max_drop, budget, run_options,
-                     workbench.progress if progress is None else progress)
+                     workbench.progress if progress is None else progress, cancel=cancel, on_progress=on_progress)
     try:
         stopped, report = search.run_all(precision, calibration, methods, qdq_styles,
                                          weight_roundings if precision == "int8" else (None,), confirm)
@@ -415,6 +426,8 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DR
         search.bar.close()
     configs = [search.config(r, kept, step) for r, kept, step in search.measured.values()]
     _mark_frontier(configs)
+    check_cancel(cancel)
+    search.report_retime()
     chosen = _choose(workbench, configs, [r for r, _, _ in search.measured.values()],
                      run_options.get("runs", DEFAULT_RUNS))
     return TuneResult(model=workbench.model.name, backend=search.baseline.backend, precision=precision,
@@ -427,14 +440,19 @@ def tune(workbench, precision: str = "int8", *, max_drop: float = DEFAULT_MAX_DR
 class _Search:
     """State of one accuracy-controlled search: every configuration measured, by cache key, in order."""
 
-    def __init__(self, workbench, metric: str, max_drop: float, budget: int, run_options: dict, progress: bool):
+    def __init__(self, workbench, metric: str, max_drop: float, budget: int, run_options: dict, progress: bool, *,
+                 cancel: CancelToken | None = None, on_progress: ProgressCallback | None = None):
         self.workbench, self.metric, self.max_drop, self.budget = workbench, metric, max_drop, budget
         self.run_options = run_options
-        fp32 = workbench.run("fp32", **run_options)
+        self.cancel, self.on_progress = cancel, on_progress
+        self.measured: dict[str, tuple[RunResult, list[str], str]] = {}
+        self._started: list[str] = []  # jobs that reported progress since the last configuration was recorded
+        self._steps = 1  # steps of one configuration (from its progress), for the search-wide done of total
+        fp32 = self.run(precision="fp32")
         self.baseline = baseline_of(fp32, [fp32]) or fp32
         self.base_value = metric_value(self.baseline, metric)
-        self.measured: dict[str, tuple[RunResult, list[str], str]] = {
-            self.baseline.cache_key: (self.baseline, [], "FP32 baseline")}
+        self.measured[self.baseline.cache_key] = (self.baseline, [], "FP32 baseline")
+        self._started.clear()
         self.bar = tqdm(total=budget, desc="tune", unit="config", disable=not progress)
 
     @property
@@ -444,11 +462,41 @@ class _Search:
     def drop(self, result: RunResult) -> float:
         return self.base_value - metric_value(result, self.metric)
 
+    def run(self, **options) -> RunResult:
+        """One configuration as a job, cancellable and reporting search-wide progress."""
+        check_cancel(self.cancel)
+        job = self.workbench.prepare_run(**options, **self.run_options)
+        return self.workbench.execute(job, progress=self.forward, cancel=self.cancel)
+
+    def forward(self, progress: Progress) -> None:
+        """A configuration's step as progress of the whole search: configuration k of budget, step done of
+        budget x steps."""
+        if self.on_progress is None:
+            return
+        if progress.job not in self._started:
+            self._started.append(progress.job)
+        if not self.measured:  # the FP32 baseline, before configuration 1
+            self.on_progress(Progress(f"search: FP32 baseline ({progress.job})", progress.step, 0,
+                                      self.budget * self._steps))
+            return
+        self._steps = max(self._steps, progress.total)
+        k = min(self.budget, self.spent + len(self._started))
+        total = self.budget * self._steps
+        self.on_progress(Progress(f"search: configuration {k} of {self.budget} ({progress.job})", progress.step,
+                                  min((k - 1) * self._steps + progress.done, total - 1), total))
+
+    def report_retime(self) -> None:
+        if self.on_progress is not None:
+            total = self.budget * self._steps
+            self.on_progress(Progress("search: re-timing the finalists in turns with FP32", "retime", total - 1,
+                                      total))
+
     def measure(self, step: str, kept: list[str], **options) -> RunResult:
-        result = self.workbench.run(**options, **self.run_options)
+        result = self.run(**options)
         if result.cache_key not in self.measured:
             self.measured[result.cache_key] = (result, kept, step)
             self.bar.update()
+        self._started.clear()
         return result
 
     def run_all(self, precision, calibration, methods, qdq_styles, roundings, confirm):
@@ -469,8 +517,7 @@ class _Search:
         within = [r for r in starts if self.drop(r) <= self.max_drop]
         if within:  # reverting units only slows a plan down: the fastest full plan within budget is the answer
             fastest = min(within, key=lambda r: r.headline_latency.median)
-            return "fully quantised is within budget", sensitivity(
-                self.workbench, fastest, metric=self.metric, confirm=0, progress=False, **self.run_options)
+            return "fully quantised is within budget", self.sensitivity(fastest, confirm=0)
         current = min(starts, key=self.drop)
         weighted = set(weighted_nodes(self.workbench.model.proto))
         others = [n for n in self.workbench.model.node_names if n not in weighted]
@@ -480,17 +527,19 @@ class _Search:
             light = self.measure("quantise weighted layers only", [UNWEIGHTED],
                                  **_plan_options(current), keep_fp32=[*current.keep_fp32, *others])
             if self.drop(light) <= self.max_drop:
-                return "weighted layers alone are within budget", sensitivity(
-                    self.workbench, light, metric=self.metric, confirm=0, progress=False, **self.run_options)
+                return "weighted layers alone are within budget", self.sensitivity(light, confirm=0)
             current = min((current, light), key=self.drop)
-        report = sensitivity(self.workbench, current, metric=self.metric,
-                             confirm=min(confirm, self.budget - self.spent), progress=False, **self.run_options)
+        report = self.sensitivity(current, confirm=min(confirm, self.budget - self.spent))
         kept = self.measured[current.cache_key][1]
         for entry in report.units:  # the confirmations ran through the cache: record them (no new work)
             if entry.recovered is not None:
                 self.measure(f"confirm {entry.unit.name}", [*kept, entry.unit.name], **_plan_options(current),
                              keep_fp32=[*current.keep_fp32, *entry.unit.nodes])
         return self.revert(current, report.units), report
+
+    def sensitivity(self, result: RunResult, *, confirm: int) -> SensitivityReport:
+        return sensitivity(self.workbench, result, metric=self.metric, confirm=confirm, progress=False,
+                           cancel=self.cancel, on_progress=self.forward, **self.run_options)
 
     def revert(self, current: RunResult, ranking: list[UnitSensitivity]) -> str:
         """Keep the most harmful unit in FP32 while the drop exceeds the budget and reverting helps; after

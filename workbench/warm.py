@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from .choices import BATCH_SIZES, EXPLORER_RUNS, explorer_backends, explorer_configs, explorer_methods
 from .errors import WorkbenchError
+from .jobs import CancelToken, Progress
+from .scheduler import execute_all
 from .precision.plan import METHODS, PRECISIONS, QDQ_STYLES
 
 
@@ -46,11 +48,12 @@ class _Task:
 def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None, backends: list[str] | None = None,
          precisions=PRECISIONS, calibrations: list[str] | None = None, methods=METHODS, qdq_styles=QDQ_STYLES,
          batches=BATCH_SIZES, runs: int = EXPLORER_RUNS, threads: int | None = None, progress: bool = True,
-         echo: Callable[[str], None] = print) -> WarmReport:
+         echo: Callable[[str], None] = print, cancel: CancelToken | None = None) -> WarmReport:
     """Measure every explorer configuration of `samples` (default: all bundled samples) on `backends` (default:
     the explorer's engines) into `cache_dir`; already-cached ones are skipped. The grid can be narrowed by
     precision, calibration set name, method, Q/DQ style and batch size. A failing configuration is reported in the
-    returned WarmReport and the others go on."""
+    returned WarmReport and the others go on. The jobs go through a `workbench.scheduler`; `cancel` stops the
+    warming (`Cancelled`; what was measured stays cached)."""
     from . import samples as sample_registry
     from .session import Workbench
 
@@ -81,19 +84,25 @@ def warm(samples: list[str] | None = None, *, cache_dir=None, shared_cache=None,
          f"{len(todo)} to compute; estimated {_duration(report.estimate_s)} (one pass over each model's evaluation "
          "data timed here, times the passes a configuration needs; a rough guide)")
     start = time.perf_counter()
-    with tqdm(todo, desc="warm", unit="config", disable=not progress) as bar:
-        for task in bar:
-            bar.set_postfix_str(f"{task.session.model.name} {task.job.plan.label} b{task.config['batch']}")
-            try:
-                task.session.execute(task.job)
-                if not task.session.is_cached(task.job):  # e.g. the disk filled up: computed, but not kept
-                    cache = task.session.cache
-                    raise WorkbenchError(f"computed but not written to the cache {cache.directory} "
-                                         f"({cache.problem or 'the write failed'}): free some space and warm again")
+    with tqdm(total=len(todo), desc="warm", unit="config", disable=not progress) as bar:
+        def done(session, job, outcome) -> None:
+            if isinstance(outcome, WorkbenchError):
+                report.failed.append((f"{session.model.name} {job.plan.label} @ {job.backend}", str(outcome)))
+            elif isinstance(outcome, Exception):
+                raise outcome
+            elif not session.is_cached(job):  # e.g. the disk filled up: computed, but not kept
+                report.failed.append((f"{session.model.name} {job.plan.label} @ {job.backend}",
+                                      f"computed but not written to the cache {session.cache.directory} "
+                                      f"({session.cache.problem or 'the write failed'}): free some space and warm "
+                                      "again"))
+            else:
                 report.computed += 1
-            except WorkbenchError as exc:
-                report.failed.append((f"{task.session.model.name} {task.job.plan.label} @ {task.job.backend}",
-                                      str(exc)))
+            bar.update()
+
+        def step(progress: Progress) -> None:
+            bar.set_postfix_str(f"{progress.job}: {progress.step}")
+
+        execute_all([(t.session, t.job) for t in todo], cancel=cancel, on_progress=step, on_done=done)
     report.seconds = time.perf_counter() - start
     echo(f"warm: computed {report.computed}, cached before {report.cached}, failed {len(report.failed)} in "
          f"{_duration(report.seconds)}")

@@ -15,6 +15,8 @@ from tqdm.auto import tqdm
 
 from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..models.onnx_source import with_unique_node_names
 from ..models.spec import Model, TensorSpec
 from .cpu_features import has_flag, has_int8_dot
@@ -213,7 +215,7 @@ class OnnxRuntimeEngine(Engine):
         return self._graph
 
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
-                 progress: bool) -> list[LayerTiming]:
+                 progress: bool, cancel: CancelToken | None = None) -> list[LayerTiming]:
         """Time per inference of each layer over the typical of `runs` runs (after `warmup`), from ORT's profiler.
 
         Profiling needs its own session; it loads the optimised graph with optimisations off, so its nodes
@@ -237,6 +239,7 @@ class OnnxRuntimeEngine(Engine):
                 raise BackendError("The profiling session's graph differs from the engine's optimised graph, so "
                                    "its timings would not match the layers: rebuild at optimization_level='disable'.")
             for _ in tqdm(range(warmup + runs), desc="profiling (onnxruntime)", disable=not progress, leave=False):
+                check_cancel(cancel)
                 session.run(None, feeds)
             events = json.loads(Path(session.end_profiling()).read_text())
         return _typical_node_times(events, warmup, runs)

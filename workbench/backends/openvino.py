@@ -16,6 +16,8 @@ from tqdm.auto import tqdm
 from .._optional import require
 from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineLayer, EngineOptions, LayerTiming
 from ..errors import BackendError
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..graph import GraphIndex
 from ..models.onnx_source import with_unique_node_names
 from ..models.spec import Model, TensorSpec
@@ -190,7 +192,7 @@ class OpenVinoEngine(Engine):
                            device=OpenVinoBackend.capabilities.device)
 
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
-                 progress: bool) -> list[LayerTiming]:
+                 progress: bool, cancel: CancelToken | None = None) -> list[LayerTiming]:
         """Per-layer mean time over `runs` inferences after `warmup` (OpenVINO's PERF_COUNT counters).
 
         OpenVINO reports, per infer request, a running mean (whole microseconds) over every inference on it. A
@@ -200,10 +202,12 @@ class OpenVinoEngine(Engine):
         request = self._compiled.create_infer_request()
         with tqdm(total=warmup + runs, desc="profiling (openvino)", disable=not progress, leave=False) as bar:
             for _ in range(warmup):
+                check_cancel(cancel)
                 _infer(request, feeds)
                 bar.update()
             before = self._running_totals(request, warmup)
             for _ in range(runs):
+                check_cancel(cancel)
                 _infer(request, feeds)
                 bar.update()
             after = self._running_totals(request, warmup + runs)

@@ -27,6 +27,8 @@ from .._version import __version__
 from .._optional import require
 from ..cache import ResultCache, atomic_write
 from ..errors import BackendError, InputSpecError
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..models.spec import Model, TensorSpec
 from ..engine import Backend, Capabilities, Engine, EngineGraph, EngineOptions, LayerTiming
 from ..trtplan.parse import engine_graph, parse_graph
@@ -376,7 +378,7 @@ class TensorRTEngine(Engine):
         return engine_graph_from_inspector(info, self.source_nodes)
 
     def _profile(self, feeds: dict[str, np.ndarray], *, runs: int, warmup: int,
-                 progress: bool) -> list[LayerTiming]:
+                 progress: bool, cancel: CancelToken | None = None) -> list[LayerTiming]:
         """Per-layer mean ms over `runs` inferences after `warmup`, from an IProfiler on a second execution context
         (profiling slows every layer; the timing context stays unprofiled)."""
         if self._profiling_context is None:
@@ -385,10 +387,12 @@ class TensorRTEngine(Engine):
         self._upload(context, feeds)
         context.profiler = None
         for _ in range(warmup):
+            check_cancel(cancel)
             self._execute(context)
         profiler = make_layer_profiler(self.trt)
         context.profiler = profiler
         for _ in range(runs):
+            check_cancel(cancel)
             self._execute(context)
         context.profiler = None
         return profiler.timings()

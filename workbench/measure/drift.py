@@ -16,6 +16,8 @@ from onnx import TensorProto, helper
 
 from ..engine import Backend, EngineOptions
 from ..graph import GraphIndex
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..models.spec import Model
 from ..results import DriftPoint
 from .accuracy import cosine
@@ -32,15 +34,16 @@ class _Match:
 
 
 def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model | onnx.ModelProto,
-                  feeds: dict[str, np.ndarray], backend: Backend, options: EngineOptions | None = None
-                  ) -> tuple[list[DriftPoint], str]:
+                  feeds: dict[str, np.ndarray], backend: Backend, options: EngineOptions | None = None, *,
+                  cancel: CancelToken | None = None) -> tuple[list[DriftPoint], str]:
     """Compare every float tensor produced by an FP32 node with its counterpart in `variant_model`.
 
     Tensors are matched by name, else by the producing node's name, op type and output index (a Cast-wrapped output
     may be renamed); tensors fused away in the variant (e.g. a Conv output once BatchNormalization is folded) are
     skipped. When the variant quantizes a tensor (QuantizeLinear -> DequantizeLinear) the dequantized value, i.e.
     what the next layer reads, is compared. Returns the points in FP32 graph order and a note naming the graph that
-    was measured (exposing tensors as outputs blocks fusions across them).
+    was measured (exposing tensors as outputs blocks fusions across them). `cancel` is checked between the two
+    graphs' runs.
     """
     ref = reference_model.proto if isinstance(reference_model, Model) else reference_model
     var = variant_model.proto if isinstance(variant_model, Model) else variant_model
@@ -49,6 +52,7 @@ def measure_drift(reference_model: Model | onnx.ModelProto, variant_model: Model
     matches = [m for m in _match_tensors(ref, var) if ref_types.get(m.reference) in _FLOAT_TYPES
                and var_types.get(m.variant) in _FLOAT_TYPES]
     ref_values = _run_exposed(backend, ref, [m.reference for m in matches], ref_types, feeds, options)
+    check_cancel(cancel)
     var_values = _run_exposed(backend, var, [m.variant for m in matches], var_types, feeds, options)
     points = []
     for m in matches:

@@ -7,21 +7,25 @@ import numpy as np
 
 from ..engine import Engine
 from ..errors import InputSpecError
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..results import LatencyStats, RetimedLatency, median_interval
 
 
 def measure_latency(engine: Engine, feeds: dict[str, np.ndarray], *, batch: int, warmup: int = 5,
-                    runs: int = 50) -> LatencyStats:
+                    runs: int = 50, cancel: CancelToken | None = None) -> LatencyStats:
     """Time `runs` calls of `engine.run(feeds)` after `warmup` untimed calls; milliseconds per batch. Keeps every
-    run time and the bootstrap interval of the median."""
+    run time and the bootstrap interval of the median. `cancel` is checked between calls."""
     if runs < 1 or warmup < 0:
         raise InputSpecError(f"measure_latency needs runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup}).")
     if batch < 1:
         raise InputSpecError(f"measure_latency needs batch >= 1 (got {batch}): pass the batch size of `feeds`.")
     for _ in range(warmup):
+        check_cancel(cancel)
         engine.run(feeds)
     times = np.empty(runs)
     for i in range(runs):
+        check_cancel(cancel)
         start = time.perf_counter()
         engine.run(feeds)
         times[i] = time.perf_counter() - start

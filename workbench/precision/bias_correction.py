@@ -19,6 +19,8 @@ import onnx
 from onnx import numpy_helper
 
 from ..graph import GraphIndex
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from .calibrate import observe
 
 OPS = ("Conv", "Gemm")  # layers with a bias to correct (MatMul has none)
@@ -70,16 +72,18 @@ def _targets(quantized: onnx.ModelProto, prepared: onnx.ModelProto) -> list[tupl
     return found
 
 
-def correct_biases(quantized: onnx.ModelProto, prepared: onnx.ModelProto, batches: list[dict[str, np.ndarray]]) -> int:
+def correct_biases(quantized: onnx.ModelProto, prepared: onnx.ModelProto, batches: list[dict[str, np.ndarray]], *,
+                   cancel: CancelToken | None = None) -> int:
     """Correct, in place, the biases of the quantised Conv/Gemm layers of `quantized` (quantised from `prepared`,
-    the pre-processed FP32 graph) from the calibration `batches`; returns how many layers were corrected."""
+    the pre-processed FP32 graph) from the calibration `batches`; returns how many layers were corrected. `cancel`
+    is checked before every layer and calibration batch."""
     targets = _targets(quantized, prepared)
     if not targets:
         return 0
     corrected = 0
-    reference = _channel_means(prepared, [t[2] for t in targets], batches)
+    reference = _channel_means(prepared, [t[2] for t in targets], batches, cancel)
     for node, observed, fp32, bias, scale in targets:
-        error = _channel_means(quantized, [observed], batches)[observed] - reference[fp32]
+        error = _channel_means(quantized, [observed], batches, cancel)[observed] - reference[fp32]
         values = numpy_helper.to_array(bias)
         if error.shape != values.shape:
             continue
@@ -95,13 +99,15 @@ def correct_biases(quantized: onnx.ModelProto, prepared: onnx.ModelProto, batche
     return corrected
 
 
-def _channel_means(proto: onnx.ModelProto, names: list[str], batches) -> dict[str, np.ndarray]:
+def _channel_means(proto: onnx.ModelProto, names: list[str], batches,
+                   cancel: CancelToken | None = None) -> dict[str, np.ndarray]:
     """Mean of each tensor in `names` per channel (axis 1) over the batches and every other axis."""
     fetch = list(dict.fromkeys(names))
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     # as the ONNX Runtime engines run it: without re-quantising the weights of FP32-kept layers
     for values in observe(proto, fetch, batches, disabled_optimizers=("WeightBiasQuantization",)):
+        check_cancel(cancel)
         for name, value in zip(fetch, values):
             value = np.asarray(value, np.float64)
             sums[name] = sums.get(name, 0) + value.mean(axis=(0, *range(2, value.ndim))) * value.shape[0]

@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 from ..cache import ResultCache
 from ..calibration import CalibrationSet
 from ..errors import CalibrationError
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 from ..models.inputs import batch_axes, feeder
 from ..models.spec import Model, TensorSpec
 
@@ -142,11 +144,13 @@ def range_key(model_hash: str, calibration: CalibrationSet, method: str, batch_s
 
 
 def activation_ranges(proto: onnx.ModelProto, key: str, batches: list[dict[str, np.ndarray]], method: str, *,
-                      progress: bool = True, cache_dir: str | Path | ResultCache | None = None) -> TensorsData:
+                      progress: bool = True, cache_dir: str | Path | ResultCache | None = None,
+                      cancel: CancelToken | None = None) -> TensorsData:
     """Ranges of every float tensor of `proto` (all op types, so any Q/DQ style can use them), cached under `key`.
 
     Looks in memory, then in the cache (`cache_dir`: a folder or a layered ResultCache) as the hash-checked
-    artefact `calibration-<key>.ranges.json`; an unreadable or swapped file is recomputed and replaced.
+    artefact `calibration-<key>.ranges.json`; an unreadable or swapped file is recomputed and replaced. `cancel` is
+    checked before every calibration batch (`Cancelled` is raised and nothing is cached).
     """
     if key in _memory:
         stats.memory_hits += 1
@@ -157,7 +161,7 @@ def activation_ranges(proto: onnx.ModelProto, key: str, batches: list[dict[str, 
     if ranges is not None:
         stats.disk_hits += 1
     else:
-        ranges = _calibrate(proto, batches, method, progress)
+        ranges = _calibrate(proto, batches, method, progress, cancel)
         if cache is not None:
             cache.put_bytes(entry, json.dumps(ranges.to_dict(), cls=CalibrationCacheEncoder).encode(), RANGES_SUFFIX)
     _memory[key] = ranges
@@ -386,7 +390,7 @@ def _extremes(values: np.ndarray) -> tuple[float, float]:
 
 
 def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], method: str,
-               progress: bool) -> TensorsData:
+               progress: bool, cancel: CancelToken | None = None) -> TensorsData:
     """Run the graph with every calibrated tensor exposed over `batches`, one batch at a time (memory stays flat),
     and reduce the tensors to ranges: min/max for minmax (as ORT's ReduceMin/ReduceMax nodes would), onnxruntime's
     own HistogramCollector for entropy and percentile (tensors split over one thread per core). A tensor that is
@@ -421,6 +425,7 @@ def _calibrate(proto: onnx.ModelProto, batches: list[dict[str, np.ndarray]], met
     # so the tensors of a batch are reduced on one thread per core.
     with contextlib.redirect_stdout(io.StringIO()), ThreadPoolExecutor(workers) as pool:
         for batch in tqdm(batches, desc=f"Calibrating ({method})", unit="batch", disable=not progress):
+            check_cancel(cancel)
             values = session.run(fetch, batch)
             if method == "minmax":
                 extremes.append(list(pool.map(_extremes, values)))

@@ -20,8 +20,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 from onnx import helper, numpy_helper
 
 from ..graph import GraphIndex
+from ..jobs import CancelToken
+from ..jobs import check as check_cancel
 
 POSITIONS = 512  # output positions sampled per image for each Conv's Hessian
+CANCEL_COLUMNS = 64  # columns rounded between two cancel checks (a large Conv takes seconds)
 DAMP = 0.1  # added to H's diagonal, as a share of its mean (GPTQ's percdamp)
 _QRANGE = {onnx.TensorProto.INT8: (-128, 127), onnx.TensorProto.UINT8: (0, 255)}
 
@@ -49,9 +52,10 @@ def rounds_any(proto: onnx.ModelProto) -> bool:
     return bool(_roundable_convs(proto, {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}))
 
 
-def hessians(prepared: onnx.ModelProto, batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def hessians(prepared: onnx.ModelProto, batches: list[dict[str, np.ndarray]], *,
+             cancel: CancelToken | None = None) -> dict[str, np.ndarray]:
     """Per roundable Conv (by node name): H of its input patches over `batches`, [K, K] (group 1, K = C*kh*kw)
-    or [C, kh*kw, kh*kw] (depthwise)."""
+    or [C, kh*kw, kh*kw] (depthwise). `cancel` is checked before every batch."""
     weights = {init.name: numpy_helper.to_array(init) for init in prepared.graph.initializer}
     convs = _roundable_convs(prepared, weights)
     if not convs:
@@ -70,8 +74,10 @@ def hessians(prepared: onnx.ModelProto, batches: list[dict[str, np.ndarray]]) ->
     rng = np.random.default_rng(0)
     found: dict[str, np.ndarray] = {}
     for batch in batches:
+        check_cancel(cancel)
         values = {**batch, **dict(zip(fetch, session.run(fetch, batch)))}
         for node in convs:
+            check_cancel(cancel)
             patches = _patches(node, np.asarray(values[node.input[0]], np.float64),
                                weights[node.input[1]].shape[2:], rng)  # [N, C, P, k]
             if _attribute(node, "group", 1) == 1:
@@ -96,15 +102,18 @@ def _patches(node: onnx.NodeProto, x: np.ndarray, kernel, rng) -> np.ndarray:
     return windows
 
 
-def round_weights(quantized: onnx.ModelProto, prepared: onnx.ModelProto, found: dict[str, np.ndarray]) -> int:
+def round_weights(quantized: onnx.ModelProto, prepared: onnx.ModelProto, found: dict[str, np.ndarray], *,
+                  cancel: CancelToken | None = None) -> int:
     """Replace, in place, the integer weights of each Conv of `quantized` that has a Hessian in `found` by GPTQ's
-    rounding of the float weights of the same node in `prepared`; returns how many Convs were rounded."""
+    rounding of the float weights of the same node in `prepared`; returns how many Convs were rounded. `cancel` is
+    checked before every Conv."""
     floats = {init.name: init for init in prepared.graph.initializer}
     originals = {node.name: node for node in prepared.graph.node}
     initializers = {init.name: init for init in quantized.graph.initializer}
     index = GraphIndex(quantized.graph)
     rounded = 0
     for node in quantized.graph.node:
+        check_cancel(cancel)
         original = originals.get(node.name)
         if node.op_type != "Conv" or node.name not in found or original is None:
             continue
@@ -125,16 +134,17 @@ def round_weights(quantized: onnx.ModelProto, prepared: onnx.ModelProto, found: 
         low, high = _QRANGE[stored.data_type]
         rows = weight.reshape(weight.shape[0], -1)
         hessian = found[node.name]
-        values = _gptq(rows, scale, hessian if hessian.ndim == 3 else hessian[None], low, high)
+        values = _gptq(rows, scale, hessian if hessian.ndim == 3 else hessian[None], low, high, cancel=cancel)
         stored.CopyFrom(numpy_helper.from_array(
             values.reshape(weight.shape).astype(numpy_helper.to_array(stored).dtype), stored.name))
         rounded += 1
     return rounded
 
 
-def _gptq(rows: np.ndarray, scale: np.ndarray, hessian: np.ndarray, low: int, high: int) -> np.ndarray:
+def _gptq(rows: np.ndarray, scale: np.ndarray, hessian: np.ndarray, low: int, high: int, *,
+          cancel: CancelToken | None = None) -> np.ndarray:
     """Integer weights [rows, K] for float `rows` with per-row `scale`; `hessian` [1, K, K] shared by all rows or
-    [rows, K, K] one per row (depthwise)."""
+    [rows, K, K] one per row (depthwise). `cancel` is checked every CANCEL_COLUMNS columns."""
     work = rows.copy()
     size = hessian.shape[-1]
     eye = np.eye(size)
@@ -144,6 +154,8 @@ def _gptq(rows: np.ndarray, scale: np.ndarray, hessian: np.ndarray, low: int, hi
     upper = np.broadcast_to(upper, (rows.shape[0], size, size))
     values = np.zeros_like(work)
     for j in range(size):
+        if j % CANCEL_COLUMNS == 0:
+            check_cancel(cancel)
         values[:, j] = np.clip(np.round(work[:, j] / scale), low, high)
         error = (work[:, j] - values[:, j] * scale) / upper[:, j, j]
         work[:, j + 1:] -= error[:, None] * upper[:, j, j + 1:]

@@ -150,7 +150,7 @@ class Ranges:
         batches = ctx.batches
         key = range_key(ctx.graph_key, ctx.calibration, plan.method, len(next(iter(batches[0].values()))))
         ctx.ranges = activation_ranges(model, key, batches, plan.method, progress=ctx.progress,
-                                       cache_dir=ctx.cache_dir)
+                                       cache_dir=ctx.cache_dir, cancel=ctx.cancel)
         return model
 
     def key(self, plan):
@@ -194,8 +194,8 @@ class GPTQ:
         batches = ctx.batches
         key = (ctx.graph_key, ctx.calibration.content_hash, len(next(iter(batches[0].values()))))
         if key not in _hessians:
-            _hessians[key] = gptq.hessians(ctx.reference, batches)
-        rounded = gptq.round_weights(model, ctx.reference, _hessians[key])
+            _hessians[key] = gptq.hessians(ctx.reference, batches, cancel=ctx.cancel)
+        rounded = gptq.round_weights(model, ctx.reference, _hessians[key], cancel=ctx.cancel)
         int8._loads(model)
         ctx.notes.append(f"weights of {rounded} Conv node(s) rounded by GPTQ (error-compensating rounding from the "
                          "calibration set's input statistics) instead of to nearest; same scales and kernels")
@@ -230,7 +230,7 @@ class BiasCorrection:
         return plan.bias_correction
 
     def apply(self, model, plan, ctx):
-        corrected = bias_correction.correct_biases(model, ctx.reference, ctx.batches)
+        corrected = bias_correction.correct_biases(model, ctx.reference, ctx.batches, cancel=ctx.cancel)
         int8._loads(model)
         ctx.notes.append(
             f"biases of {corrected} Conv/Gemm node(s) corrected for the mean error of their output on the calibration "

@@ -1,12 +1,16 @@
 """The interactive explorer: pick model, precision, calibration, method, Q/DQ style, batch and engine; see fusion,
 per-layer latency, drift and a summary of every configuration tried so far.
 
-Thin by design: all computation is `Workbench.run` (cached), all figures are `workbench.views` functions of results.
-The widgets are built first and work starts once the explorer is displayed (or `wait()` is called). Work runs on
-one background thread; each request carries a generation number, and every update of the panel (status, figures,
-progress) re-checks under a lock that its generation is still the newest, so rapid toggling never shows a stale
-result. Rendered views are kept per result, and the browser keeps the figures it drew, so toggling back to a computed
-configuration only switches which drawn figure a tab shows (`_show_view`).
+Thin by design: all computation is a `Workbench` job (prepare -> is_cached -> execute), all figures are
+`workbench.views` functions of results. The widgets are built first and work starts once the explorer is displayed
+(or `wait()` is called). Every selection goes to the explorer's `Scheduler`: a cached one is answered at once on the
+calling thread, never behind work in progress; the rest runs on its worker thread, and a newer selection cancels
+the one running (between steps and inside its long loops). Each request carries a generation number, and every
+update of the panel (status, figures, progress) re-checks under a lock that its generation is still the newest; in
+the browser, a finished status is hidden the moment its precision or batch button is no longer the selected one
+(STALE_STYLE), before the kernel hears of the click, so quick clicks never flash a superseded result. Rendered
+views are kept per result, and the browser keeps the figures it drew, so toggling back to a computed configuration
+only switches which drawn figure a tab shows (`_show_view`). Tabs follow a small protocol (`workbench.ui.tabs`).
 """
 from __future__ import annotations
 
@@ -14,19 +18,25 @@ import html
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 
 from typing import TYPE_CHECKING
 
 from .._optional import require
-from ..choices import dynamic_selection, explorer_methods
-from ..errors import WorkbenchError
+from ..choices import BATCH_SIZES, dynamic_selection, explorer_methods
+from ..errors import Cancelled, WorkbenchError
+from ..jobs import Progress
+from ..scheduler import SELECTION, Scheduler, Ticket
+from ..vocabulary import PRECISIONS
 from .figures import figure_output
 from .layout import LAYOUT_STYLE
 from .loader import Loader
+from .tabs import SEARCH, SPINNER, DeferredTab, StaticTab, Tab, TabContext
 
 if TYPE_CHECKING:
+    from ..precision.plan import PrecisionPlan
     from ..results import RunResult
+    from ..session import Job
 
 # Controls that only mean something for INT8; disabled (and ignored) at other precisions.
 INT8_CONTROLS = ("calibration", "method", "qdq_style")
@@ -37,6 +47,19 @@ VIEWS_STYLE = ("<style>.workbench-views>.widget-output{height:0;overflow:hidden;
                + "".join(f".workbench-views.workbench-show-{i}>.widget-output:nth-child({i + 1})"
                          "{height:auto;overflow:visible;visibility:inherit}" for i in range(KEPT_VIEWS))
                + "</style>")
+PRECISION_BUTTONS = tuple((p.upper(), p) for p in PRECISIONS)
+# A finished status names the precision and batch it is for (classes of its span); the browser hides it as soon as
+# another button or batch is selected there, without a round trip to the kernel (no stale flash on quick clicks).
+STALE_STYLE = ("<style>" + ",".join(
+    [f".workbench-explorer:has(.workbench-precision button.mod-active:not([data-value='{label}'])) "
+     f".workbench-done.workbench-for-{value}" for label, value in PRECISION_BUTTONS]
+    + [f".workbench-explorer:has(.workbench-batch option:checked:not([value='{size}'])) "
+       f".workbench-done.workbench-batch-{size}" for size in BATCH_SIZES])
+    + "{visibility:hidden}"
+    ".workbench-spinner{display:inline-block;width:11px;height:11px;margin-right:6px;vertical-align:-1px;"
+    "border:2px solid #c5cae9;border-top-color:#1565c0;border-radius:50%;animation:workbench-spin .8s linear infinite}"
+    "@keyframes workbench-spin{to{transform:rotate(360deg)}}"
+    ".workbench-computing{opacity:.5;transition:opacity .3s}</style>")  # the views shown are of an older selection
 
 
 class Explorer:
@@ -44,8 +67,9 @@ class Explorer:
 
     `models`: sample names and/or `{name: Model}` for models loaded by the user. Widgets are public attributes
     (`model`, `backend`, `precision`, `calibration`, `method`, `qdq_style`, `batch`) so code can drive them; `wait()`
-    blocks until the current selection is shown; `figures` holds the plotly figures on display. `add_tab(title,
-    widget)` adds a panel of your own beside the built-in ones.
+    blocks until the current selection is shown; `figures` holds the plotly figures on display; `plan()` is the
+    selected `PrecisionPlan`; `scheduler` runs its work. `add_tab(tab)` adds a tab of your own (a `Tab`: title,
+    widget, show(context); or `add_tab(title, widget)`) beside the built-in ones.
     """
 
     def __init__(self, model="fashion-cnn", *, models=None, backend: str = "onnxruntime", cache_dir=None,
@@ -72,10 +96,9 @@ class Explorer:
         self._results: dict[str, RunResult] = {}  # every configuration tried, by cache key
         self._views: dict[tuple, object] = {}  # rendered widgets and HTML, by what they show
         self._methods: dict[str, list[str]] = {}  # INT8 methods offered, by model content hash
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="workbench-explorer")
+        self.scheduler = Scheduler(name="workbench-explorer")
         self._generation = 0
-        self._running = 0  # generation of the computation in progress (progress of older ones is not shown)
-        self._future: Future | None = None
+        self._ticket: Ticket | None = None  # of the newest selection
         self._lock = threading.RLock()  # held while the panel is updated and while a new request is registered
         self._refreshing = False  # set while calibration options are replaced, so that does not trigger a run
         self._background = background
@@ -88,19 +111,21 @@ class Explorer:
 
         self.model = widgets.Dropdown(options=names, value=model, description="Model")
         self.backend = widgets.Dropdown(options=[backend], value=backend, description="Engine")
-        self.precision = widgets.ToggleButtons(options=[(p.upper(), p) for p in PRECISIONS],
-                                               value="fp32", description="Precision")
+        self.precision = widgets.ToggleButtons(options=list(PRECISION_BUTTONS), value="fp32", description="Precision")
+        self.precision.add_class("workbench-precision")
         self.calibration = widgets.Dropdown(options=_calibration_names(model), description="Calibration")
         # "dynamic" joins the calibrated methods once the model is known to have a MatMul it quantises
         self.method = widgets.Dropdown(options=[m for m in METHODS if m != "dynamic"], value=METHODS[0],
                                        description="Method")
         self.qdq_style = widgets.Dropdown(options=list(QDQ_STYLES), value=QDQ_STYLES[0], description="Q/DQ style")
         self.batch = widgets.Dropdown(options=list(BATCH_SIZES), value=DEFAULT_BATCH, description="Batch")
+        self.batch.add_class("workbench-batch")
         self.status = widgets.HTML()
         self.status.add_class("workbench-status")  # a stable hook for browser tests and custom styling
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", bar_style="info",
                                             style={"description_width": "initial"},
                                             layout=widgets.Layout(width="340px", visibility="hidden"))
+        self.progress.add_class("workbench-progress")
         self.summary = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.fusion = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.fusion.add_class("workbench-fusion")
@@ -118,25 +143,25 @@ class Explorer:
         for panel in self._panels.values():
             panel.add_class("workbench-views")
         self._drawn: set = set()  # figure widgets that have been on display (see _show_view)
-        self.mixed = None  # MixedPrecisionTab, built with the first work (it needs plotly and the tuner)
-        self._mixed_panel = widgets.VBox(layout=widgets.Layout(width="100%"))
+        # the Mixed precision tab is built with the first work (it needs plotly and the tuner)
+        self._mixed_tab = DeferredTab("Mixed precision", _mixed_precision_tab)
         drift_note = widgets.HTML(layout=widgets.Layout(width="100%"))  # filled with the first figures
         self._drift_note = drift_note
-        # The tab list, in one place: (title, widget). add_tab() appends to it.
-        self._tab_list = [
-            ("Fusion", widgets.VBox([self._pager, self.fusion], layout=widgets.Layout(width="100%"))),
-            ("Per-layer latency", self._panels["latency"]),
-            ("Drift", widgets.VBox([drift_note, self._panels["drift"]], layout=widgets.Layout(width="100%"))),
-            ("Latency vs accuracy", self._panels["tradeoff"]),
-            ("Summary", self.summary),
-            ("Mixed precision", self._mixed_panel),  # filled by MixedPrecisionTab once the work starts
+        # The tab list, in one place. add_tab() appends to it; every tab is shown each result (Tab.show).
+        self._tab_list: list[Tab] = [
+            StaticTab("Fusion", widgets.VBox([self._pager, self.fusion], layout=widgets.Layout(width="100%"))),
+            StaticTab("Per-layer latency", self._panels["latency"]),
+            StaticTab("Drift", widgets.VBox([drift_note, self._panels["drift"]], layout=widgets.Layout(width="100%"))),
+            StaticTab("Latency vs accuracy", self._panels["tradeoff"]),
+            StaticTab("Summary", self.summary),
+            self._mixed_tab,
         ]
         self.tabs = widgets.Tab(layout=widgets.Layout(width="100%"))
         self._update_tabs()
         self._int8_box = widgets.HBox([self.calibration, self.method, self.qdq_style])
         self.loader = Loader(self)  # load a model (path, torchvision:NAME, upload) or a calibration .npz
         self.widget = widgets.VBox([
-            widgets.HTML(VIEWS_STYLE + LAYOUT_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
+            widgets.HTML(VIEWS_STYLE + LAYOUT_STYLE + STALE_STYLE, layout=widgets.Layout(display="none")), self.loader.widget,
             widgets.HBox([self.model, self.backend, self.batch]), self.precision, self._int8_box,
             widgets.HBox([self.progress, self.status], layout=widgets.Layout(align_items="center")), self.tabs],
             layout=widgets.Layout(width="100%"))
@@ -155,14 +180,25 @@ class Explorer:
         self._start()  # the bundle is built: the panel shows at once, the (background) work follows
         return bundle
 
-    def add_tab(self, title: str, widget) -> None:
-        """Show `widget` in a tab of its own after the built-in ones."""
-        self._tab_list.append((title, widget))
+    def add_tab(self, tab: Tab | str, widget=None) -> None:
+        """Add a tab after the built-in ones: a `Tab` (title, widget, show(context): shown every result), or a title
+        and a widget you fill yourself."""
+        self._tab_list.append(StaticTab(tab, widget) if isinstance(tab, str) else tab)
         self._update_tabs()
 
     def _update_tabs(self) -> None:
-        self.tabs.children = [w for _, w in self._tab_list]
-        self.tabs.titles = [t for t, _ in self._tab_list]
+        self.tabs.children = [tab.widget for tab in self._tab_list]
+        self.tabs.titles = [tab.title for tab in self._tab_list]
+
+    @property
+    def mixed(self):
+        """The Mixed precision tab (`MixedPrecisionTab`; None until the first work has started)."""
+        return self._mixed_tab.tab
+
+    @property
+    def run_options(self) -> dict:
+        """The job options every selection is measured with (timed runs, drift)."""
+        return {"runs": self._runs, "drift": self._drift}
 
     @property
     def results(self) -> list[RunResult]:
@@ -179,6 +215,37 @@ class Explorer:
                      "keep_fp32": self.mixed.keep_fp32() if int8 and self.mixed is not None else ()}
         return dynamic_selection(selection) if selection["method"] == "dynamic" else selection
 
+    def plan(self) -> PrecisionPlan:
+        """The `PrecisionPlan` of the current widget values."""
+        return _plan_of(self.selection())
+
+    def job(self, session, config: dict | None = None) -> Job:
+        """The `Workbench` job of a selection (default: the current one) in `session`; no work is done."""
+        config = self.selection() if config is None else config
+        return session.prepare(_plan_of(config), batch=config["batch"], calibration=config["calibration"],
+                               **self.run_options)
+
+    def add_model(self, name: str, model, *, inputs: dict | None = None) -> None:
+        """Offer a loaded `Model` as `name` (with input overrides for its synthetic data) and select it; a model
+        loaded again under the same name replaces the old one."""
+        with self._session_lock:
+            self._user_inputs[name] = inputs
+            self._user_models[name] = model
+            for key in [key for key in self._sessions if key[0] == name]:
+                del self._sessions[key]
+        if name not in self.model.options:
+            self.model.options = [*self.model.options, name]
+        if self.model.value == name:
+            self._on_model(None)
+        else:
+            self.model.value = name  # refreshes the calibration sets and runs the selection
+
+    def add_calibration_set(self, calibration) -> None:
+        """Add a `CalibrationSet` to the current model's session, offer it and select it (runs INT8 on it)."""
+        self.session().add_calibration_set(calibration)
+        self._refresh_calibration_options()
+        self.calibration.value = calibration.name
+
     # ---- work ---------------------------------------------------------------------------------
     def session(self, model: str | None = None, backend: str | None = None):
         """The cached Workbench session for a model and engine (created on first use)."""
@@ -188,28 +255,38 @@ class Explorer:
         with self._session_lock:
             if key not in self._sessions:
                 source = self._user_models.get(key[0], key[0])
-                self._sessions[key] = Workbench(source, backend=key[1], on_step=self._on_step,
-                                                inputs=self._user_inputs.get(key[0]), **self._session_kwargs)
+                self._sessions[key] = Workbench(source, backend=key[1], inputs=self._user_inputs.get(key[0]),
+                                                **self._session_kwargs)
             for other_key, other in self._sessions.items():  # results stay; only the engines of other models go
                 if other_key[0] != key[0]:
                     other.close()
             return self._sessions[key]
 
     def request(self) -> Future:
-        """Compute and show the current selection (in the background unless background=False)."""
+        """Compute and show the current selection: at once when it is cached, else on the scheduler's worker
+        (in the calling thread with background=False), superseding the selection computing before it."""
         self._started = True
+        requested = time.perf_counter()  # the status says how long the person waited, queueing included
         with self._lock:
             self._generation += 1
             generation = self._generation
             model, backend, config = self.model.value, self.backend.value, self.selection()
-            self._set_status(f"Computing {html.escape(_config_text(config))} on {html.escape(model)} "
-                             f"({html.escape(backend)})…", busy=True)
-        if self._background:
-            self._future = self._executor.submit(self._compute, generation, model, backend, config)
-        else:
-            self._future = Future()
-            self._future.set_result(self._compute(generation, model, backend, config))
-        return self._future
+            cached = self._background and self._is_cached(model, backend, config)
+            what = f"{html.escape(_config_text(config))} on {html.escape(model)} ({html.escape(backend)})"
+            running = self.scheduler.running
+            waiting = "" if cached or running is None or running.group != SEARCH else \
+                " (waiting for the running search: cancel it in the Mixed precision tab to go first)"
+            self._set_status(f"{SPINNER}Computing {what}…{waiting}", busy=True)
+            if not cached:
+                self.tabs.add_class("workbench-computing")
+                waits_for = "starting" if running is None else "stopping the previous selection" \
+                    if running.group == SELECTION else f"waiting for {running.label}"
+                self._show_progress(generation, Progress(what, waits_for, 0, 1))
+        self._ticket = self.scheduler.submit(
+            lambda ticket: self._compute(ticket, generation, model, backend, config, requested),
+            label=f"{_config_text(config)} on {model}", cached=cached or not self._background,
+            on_progress=lambda progress: self._show_progress(generation, progress))
+        return self._ticket.future
 
     def _start(self) -> None:
         if not self._started:
@@ -218,26 +295,46 @@ class Explorer:
     def wait(self, timeout: float | None = 600) -> RunResult | None:
         """Block until the newest selection is computed and shown; returns its result (None on error)."""
         self._start()
-        future = self._future
-        if future is not None:
-            future.result(timeout=timeout)
-        return self.current
+        while True:
+            ticket = self._ticket
+            try:
+                ticket.future.result(timeout=timeout)
+            except Cancelled:  # superseded while it waited: the newer one is waited for
+                pass
+            if ticket is self._ticket:
+                return self.current
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation
 
-    def _compute(self, generation: int, model: str, backend: str, config: dict) -> RunResult | None:
+    def _is_cached(self, model: str, backend: str, config: dict) -> bool:
+        """Whether the selection is answered from the cache without loading anything (its session exists)."""
+        session = self._sessions.get((model, backend))
+        if session is None or not self._choices_filled:
+            return False
+        try:
+            job = self.job(session, config)
+        except Exception:  # noqa: BLE001 - an invalid selection is reported by the worker, like any failure
+            return False
+        return job.key in self._results or session.is_cached(job)
+
+    def _compute(self, ticket: Ticket, generation: int, model: str, backend: str, config: dict,
+                 requested: float) -> RunResult | None:
         if not self._current(generation):  # a newer selection arrived before this one started
             return None
-        self._running = generation
-        start = time.perf_counter()
         try:
+            if not self._choices_filled or (model, backend) not in self._sessions:
+                ticket.report(Progress(model, f"loading {model} ({backend})", 0, 1))
             self._fill_choices()
             session = self.session(model, backend)
             config = self._fit_calibration(session, generation, config)
-            result = session.run(**config, runs=self._runs, drift=self._drift)
+            job = self.job(session, config)
+            result = self._results.get(job.key) or session.execute(job, progress=ticket.report,
+                                                                     cancel=ticket.cancel)
             self._results[result.cache_key or result.label] = result
             shown = self._prepare_views(session, result) if self._current(generation) else None
+        except Cancelled:  # superseded: the newer selection says what the panel shows
+            return None
         except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
             self._show_error(generation, model, config, exc)
             return None
@@ -252,13 +349,14 @@ class Explorer:
             elsewhere = other_machine_note(result.machine)
             self._set_status(f"{html.escape(result.label)}: {_ms(result.headline_latency.median)} median at batch "
                              f"{result.headline_latency.batch}{html.escape(self._verdict_text(result))} "
-                             f"({time.perf_counter() - start:.1f} s)"
+                             f"({_seconds(time.perf_counter() - requested)})"
                              + (f"<br><b>Warning:</b> {html.escape(warning)}" if warning else "")
                              + (f"<br><i class='workbench-other-machine'>{html.escape(elsewhere)}</i>"
-                                if elsewhere else ""), error=bool(warning))
-        try:  # the Mixed precision tab (ranking, lint) follows the figures and the status, not before them
-            if self.mixed is not None and self._current(generation):
-                self.mixed.show(session, result)
+                                if elsewhere else ""), error=bool(warning),
+                             done_for=(config["precision"], config["batch"]))
+        try:  # the other tabs (Mixed precision: ranking, lint) follow the figures and the status, not before them
+            if self._current(generation):
+                self._show_tabs(TabContext(self, model, backend, session, result))
         except Exception as exc:  # noqa: BLE001 - any failure goes to the panel, never into the notebook
             self._show_error(generation, model, config, exc)
             return None
@@ -269,10 +367,8 @@ class Explorer:
         if self._choices_filled:
             return
         from ..choices import explorer_backends
-        from .mixed import MixedPrecisionTab
 
-        self.mixed = MixedPrecisionTab(self)
-        self._mixed_panel.children = (self.mixed.widget,)
+        self._mixed_tab.ready(self)
         models = self._model_names if self._model_names is not None else _sample_names()
         engines = explorer_backends()
         with self._lock:
@@ -321,6 +417,7 @@ class Explorer:
                 return
             self.current, self.error = None, message
             self.tabs.layout.display = "none"
+            self.tabs.remove_class("workbench-computing")
             self._set_status(
                 f"<b>Error</b> for {html.escape(_config_text(config))} on {html.escape(model)}: "
                 f"{html.escape(_shorten(message, 300))}<details><summary>details (traceback)</summary>"
@@ -394,6 +491,7 @@ class Explorer:
 
     def _apply(self, result: RunResult, shown: dict) -> None:
         self.current, self.error = result, None
+        self.tabs.remove_class("workbench-computing")
         if shown["fusion"] is not None:
             self._show_fusion(shown["fusion"][0], 0, shown["fusion"][1])
         for name in ("latency", "drift", "tradeoff"):
@@ -450,20 +548,29 @@ class Explorer:
 
         self.summary.value = summary_html(self.results) if self._results else ""
 
-    def _on_step(self, name: str, done: int, total: int) -> None:
-        """Session progress (one step: precision transform, build, latency, accuracy, profile, drift)."""
+    def _show_tabs(self, context: TabContext) -> None:
+        for tab in self._tab_list:
+            tab.show(context)
+
+    def _show_progress(self, generation: int, progress: Progress) -> None:
+        """A step of the selection's job (loading, precision transform, build, latency, accuracy, profile, drift),
+        shown the moment it starts; a superseded selection's progress is not news."""
         with self._lock:
-            if self._running != self._generation:  # a superseded computation: its progress is not news
+            if generation != self._generation:
                 return
-            self.progress.max, self.progress.value = total, done
-            self.progress.description = f"step {done + 1} of {total}: {name}"
+            self.progress.max, self.progress.value = max(progress.total, 1), min(progress.done, progress.total)
+            self.progress.description = _shorten(f"step {progress.done + 1} of {progress.total}: {progress.step}", 48)
             self.progress.layout.visibility = "visible"
 
-    def _set_status(self, text: str, *, busy: bool = False, error: bool = False) -> None:
+    def _set_status(self, text: str, *, busy: bool = False, error: bool = False,
+                    done_for: tuple[str, int] | None = None) -> None:
+        """`done_for`: (precision, batch) of a finished result, so the browser hides it once another is picked."""
         colour = "#b00020" if error else ("#555" if busy else "#1b5e20")
         if not busy:
             self.progress.layout.visibility = "hidden"
-        self.status.value = f"<span style='color:{colour}'>{text}</span>"
+        done = "" if done_for is None else f" class='workbench-done workbench-for-{done_for[0]} " \
+                                           f"workbench-batch-{done_for[1]}'"
+        self.status.value = f"<span{done} style='color:{colour}'>{text}</span>"
 
     def _sync_int8_controls(self) -> None:
         int8 = self.precision.value == "int8"
@@ -483,12 +590,36 @@ class Explorer:
             self.request()
 
     def _on_model(self, _change) -> None:
-        if not self._refreshing:
-            self.request()  # the worker loads the model and refreshes the calibration sets
+        if self._refreshing:
+            return
+        with self._lock:  # a clean panel: nothing of the previous model stays on screen while the new one loads
+            self.current = None
+            self.tabs.layout.display = "none"
+            self.progress.value, self.progress.description = 0, ""
+        self._show_tabs(TabContext(self, self.model.value, self.backend.value))
+        self.request()  # the worker loads the model and refreshes the calibration sets
 
     def _refresh_calibration_options(self) -> None:
         """Offer the current session's calibration sets (e.g. after adding one to the session)."""
         self._fit_calibration(self.session(), self._generation, {"calibration": None, "method": None})
+
+
+def _mixed_precision_tab(explorer) -> Tab:
+    from .mixed import MixedPrecisionTab
+
+    return MixedPrecisionTab(explorer)
+
+
+def _plan_of(config: dict) -> PrecisionPlan:
+    """The plan of a selection: its keys named like plan fields (unset ones at the plan's defaults)."""
+    from ..precision.plan import PLAN_FIELDS, PrecisionPlan
+
+    return PrecisionPlan(**{name: tuple(value) if name == "keep_fp32" else value for name, value in config.items()
+                            if name in PLAN_FIELDS and value is not None})
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.1f} s"
 
 
 def _sample_names() -> list[str]:

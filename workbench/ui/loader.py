@@ -8,13 +8,15 @@ from pathlib import Path
 
 from .._optional import require
 from ..errors import WorkbenchError
+from .tabs import SPINNER
 
 
 class Loader:
     """`Loader(explorer)`: widgets `path` (Text), `load` (Button), `model_upload` and `data_upload` (FileUpload),
     `inputs` (Text: `NAME=SHAPE` or `NAME=VALUE` overrides, space-separated, for the next model loaded), `message`
     (HTML); `widget` is the panel. Loaded models join the explorer's model list and become the selection;
-    an uploaded calibration set joins the current model's calibration sets and becomes the selection."""
+    an uploaded calibration set joins the current model's calibration sets and becomes the selection. Uses the
+    explorer's public API only (`add_model`, `add_calibration_set`, `session()`); says it is busy while it loads."""
 
     def __init__(self, explorer):
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer's loading panel")
@@ -47,6 +49,7 @@ class Loader:
         source = source.strip()
         if not source:
             return self._error("Type a path to an .onnx file or torchvision:NAME first.")
+        self._busy(f"Loading {html.escape(source)}…")
         try:
             model = load_model(source)
         except WorkbenchError as exc:
@@ -57,6 +60,7 @@ class Loader:
         """Load an uploaded .onnx file; returns its name in the model list (None on error)."""
         from ..models.onnx_source import load_onnx_bytes
 
+        self._busy(f"Loading {html.escape(filename)}…")
         try:
             model = load_onnx_bytes(content, name=Path(filename).stem)
         except WorkbenchError as exc:
@@ -67,19 +71,17 @@ class Loader:
         """Add an uploaded .npz (arrays by input name) as a calibration set of the current model."""
         from ..userdata import load_data, read_npz
 
+        self._busy(f"Reading {html.escape(filename)}…")
         try:
             arrays = read_npz(content, label=filename)  # headers and sizes checked before decompressing
         except WorkbenchError as exc:
             return self._error(str(exc))
         explorer = self.explorer
         try:
-            session = explorer.session()
-            data = load_data(arrays, session.model.inputs, name=filename)
-            session.add_calibration_set(data.calibration_set(filename))
+            data = load_data(arrays, explorer.session().model.inputs, name=filename)
+            explorer.add_calibration_set(data.calibration_set(filename))  # runs the selection when INT8 is on
         except WorkbenchError as exc:
             return self._error(f"{filename}: {exc}")
-        explorer._refresh_calibration_options()
-        explorer.calibration.value = filename  # runs the selection when INT8 is on
         self._say(f"Calibration set {html.escape(filename)} added ({data.size} samples).")
         return filename
 
@@ -96,18 +98,9 @@ class Loader:
             plan_inputs(model.inputs, overrides=overrides)
         except WorkbenchError as exc:
             return self._error(str(exc))
-        explorer._user_inputs[name] = overrides
-        explorer._user_models[name] = model
-        for key in [key for key in explorer._sessions if key[0] == name]:  # a re-loaded file replaces the old one
-            del explorer._sessions[key]
-        if name not in explorer.model.options:
-            explorer.model.options = [*explorer.model.options, name]
         self._say(f"Loaded {html.escape(name)}: {len(model.proto.graph.node)} nodes, inputs "
                   + ", ".join(f"{html.escape(s.name)} {list(s.shape)}" for s in model.inputs))
-        if explorer.model.value == name:
-            explorer._on_model(None)
-        else:
-            explorer.model.value = name  # refreshes the calibration sets and runs the selection
+        explorer.add_model(name, model, inputs=overrides)  # selects it: the explorer measures it next
         return name
 
     def _unique_name(self, name: str, model) -> str:
@@ -131,6 +124,10 @@ class Loader:
     def _on_data_upload(self, change) -> None:
         for item in change["new"]:
             self.load_calibration(item["name"], bytes(item["content"]))
+
+    def _busy(self, text: str) -> None:
+        """Shown before the work starts (the old message, an error included, goes at once)."""
+        self.message.value = f"<span style='color:#555'>{SPINNER}{text}</span>"
 
     def _say(self, text: str) -> None:
         self.message.value = f"<span style='color:#1b5e20'>{text}</span>"

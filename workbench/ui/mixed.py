@@ -3,17 +3,22 @@ explorer's selection then includes `keep_fp32`, so the result updates like any o
 fastest within budget" control running `Workbench.tune`, the Pareto view of what the search measured (clicking
 a point selects that configuration), and the lint findings of the result on display.
 
-Thin like the explorer: ranking and search are `workbench.tune`, figures are `workbench.views.tuning`.
+Thin like the explorer: ranking and search are `workbench.tune`, figures are `workbench.views.tuning`. A tab of the
+explorer's protocol (`workbench.ui.tabs`): it uses the explorer's public API only. The search is one job on the
+explorer's scheduler (group "search"), showing its progress over the whole search, and its Cancel button stops it.
 """
 from __future__ import annotations
 
 import html
+import time
 
 from .._optional import require
-from ..errors import WorkbenchError
+from ..errors import Cancelled, WorkbenchError
+from ..jobs import Progress
 from ..results import RunResult
 from ..vocabulary import DEFAULT_BUDGET, DEFAULT_MAX_DROP, DEFAULT_METRIC, TUNE_METRICS
 from .figures import figure_widget, fit_to_panel
+from .tabs import SEARCH, SPINNER, TabContext
 
 MAX_UNITS = 40  # check boxes shown (the most sensitive units)
 PICK_INT8 = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
@@ -21,7 +26,10 @@ PICK_INT8 = "<i>Pick INT8 to rank its layers by sensitivity.</i>"
 
 class MixedPrecisionTab:
     """Embedded by `Explorer` (its `mixed` attribute); `widget` is the tab's content. Widgets are public so code
-    can drive them: `checks` (unit name -> Checkbox), `metric`, `max_drop`, `budget`, `find`."""
+    can drive them: `checks` (unit name -> Checkbox), `metric`, `max_drop`, `budget`, `find`, `cancel`,
+    `progress`."""
+
+    title = "Mixed precision"
 
     def __init__(self, explorer) -> None:
         widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
@@ -29,6 +37,8 @@ class MixedPrecisionTab:
         self.explorer = explorer
         self.report = None  # SensitivityReport behind the check boxes
         self.found = None  # TuneResult of the last search
+        self.ticket = None  # scheduler Ticket of the search in progress (or the last one)
+        self._cancelled_at: float | None = None  # when Cancel was pressed (the worker says when it stopped)
         self.checks: dict[str, object] = {}
         self._units: dict[str, list[str]] = {}  # unit name -> its nodes
         self._owner: tuple | None = None  # (model, backend) the units belong to
@@ -53,17 +63,26 @@ class MixedPrecisionTab:
         self.find = widgets.Button(description="Find the fastest within budget", button_style="primary",
                                    layout=widgets.Layout(width="260px"))
         self.clear = widgets.Button(description="Quantise all", layout=widgets.Layout(width="120px"))
+        self.cancel = widgets.Button(description="Cancel search", button_style="warning", disabled=True,
+                                     layout=widgets.Layout(width="140px"))
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, bar_style="info",
+                                            layout=widgets.Layout(width="260px", visibility="hidden"))
+        self.progress_text = widgets.HTML()
+        self.progress_text.add_class("workbench-search-progress")
         self.status = widgets.HTML()
+        self.status.add_class("workbench-search-status")
         self.lint = widgets.HTML()  # lint findings of the result on display
         self.pareto = None  # the Pareto view (a FigureWidget, for its click events), built by each search
         self._pareto_box = widgets.VBox(layout=widgets.Layout(width="100%"))
         self.find.on_click(lambda _: self.search())
         self.clear.on_click(lambda _: self.select(()))
+        self.cancel.on_click(lambda _: self.stop())
         self.widget = widgets.VBox([
             self.intro, self.units_box,
             widgets.HBox([self.metric, self.max_drop, self.drop_unit, self.budget],
                          layout=widgets.Layout(flex_flow="row wrap", align_items="center")),
-            widgets.HBox([self.find, self.clear]),
+            widgets.HBox([self.find, self.cancel, self.clear]),
+            widgets.HBox([self.progress, self.progress_text], layout=widgets.Layout(align_items="center")),
             self.status, self._pareto_box, self.lint])
 
     # ---- what the explorer asks -----------------------------------------------------------------
@@ -75,11 +94,16 @@ class MixedPrecisionTab:
             return self._pinned
         return tuple(n for name, box in self.checks.items() if box.value for n in self._units[name])
 
-    def show(self, session, result: RunResult) -> None:
+    def show(self, context: TabContext) -> None:
         """Called by the explorer with every result it shows: rank a fully quantised INT8 result's units (an FP32 or
-        FP16 result clears them)."""
+        FP16 result clears them). Without a result (a model switch) everything of another model goes: its ranking,
+        its search (cancelled if running), its Pareto view and lint."""
+        session, result, owner = context.session, context.result, (context.model, context.backend)
+        if result is None:
+            if owner != self._owner:
+                self._clear(owner)
+            return
         self._show_lint(result)
-        owner = (self.explorer.model.value, self.explorer.backend.value)
         if result.precision != "int8":  # the explorer's selection keeps nodes in FP32 for INT8 only
             if owner != self._owner:
                 self._set_units(None, owner)
@@ -96,8 +120,7 @@ class MixedPrecisionTab:
 
             try:
                 report = sensitivity(session, result, metric=self._metric(result), confirm=0, progress=False,
-                                     batch=result.headline_latency.batch, runs=self.explorer._runs,
-                                     drift=self.explorer._drift)
+                                     batch=result.headline_latency.batch, **self.explorer.run_options)
             except WorkbenchError as exc:
                 self.intro.value = f"<i>No sensitivity ranking: {html.escape(str(exc))}</i>"
                 return
@@ -114,16 +137,46 @@ class MixedPrecisionTab:
         self.explorer.request()
 
     def search(self):
-        """Run `Workbench.tune` with the explorer's INT8 settings on its worker thread; select the chosen plan."""
+        """Run `Workbench.tune` with the explorer's INT8 settings as a job of the explorer's scheduler (after the
+        work in progress); select the chosen plan. Returns the search's Future (None when INT8 is not selected)."""
         explorer = self.explorer
         config = explorer.selection()
         if config["precision"] != "int8":
             self.status.value = "<i>Pick INT8 first: the search mixes INT8 with FP32.</i>"
             return None
-        self.status.value = "Searching…"
-        return explorer._executor.submit(self._search, explorer.model.value, explorer.backend.value, config)
+        model, backend = explorer.model.value, explorer.backend.value
+        self.status.value = f"{SPINNER}Searching (budget {self.budget.value} configurations)…"
+        self._show_progress(Progress("search", "waiting for the engine", 0, 1))
+        self.find.disabled, self.cancel.disabled = True, False
+        self._cancelled_at = None
+        self.ticket = explorer.scheduler.submit(lambda ticket: self._search(ticket, model, backend, config),
+                                                label=f"search on {model}", group=SEARCH,
+                                                on_progress=self._show_progress)
+        return self.ticket.future
 
-    def _search(self, model: str, backend: str, config: dict) -> None:
+    def stop(self) -> None:
+        """Cancel the search in progress; it stops at its next check (between steps, inside long loops) and the
+        panel then says how long that took."""
+        ticket = self.ticket
+        if ticket is None or ticket.done:
+            return
+        self._cancelled_at = time.perf_counter()
+        ticket.cancel.cancel()
+        self.cancel.disabled = True
+        self.status.value = f"{SPINNER}Cancelling the search…"
+
+    def _show_progress(self, progress: Progress) -> None:
+        self.progress.max, self.progress.value = max(progress.total, 1), min(progress.done, progress.total)
+        self.progress.layout.visibility = "visible"
+        self.progress_text.value = html.escape(progress.text)
+
+    def _finish(self, message: str) -> None:
+        self.find.disabled, self.cancel.disabled = False, True
+        self.progress.layout.visibility = "hidden"
+        self.progress_text.value = ""
+        self.status.value = message
+
+    def _search(self, ticket, model: str, backend: str, config: dict) -> None:
         from ..tune import METRIC_UNITS
         from ..views.tuning import pareto_figure
 
@@ -131,11 +184,22 @@ class MixedPrecisionTab:
             found = self.explorer.session(model, backend).tune(
                 config["precision"], max_drop=self.max_drop.value, metric=self.metric.value,
                 budget=self.budget.value, calibration=config["calibration"], methods=(config["method"],),
-                qdq_styles=(config["qdq_style"],), batch=config["batch"], runs=self.explorer._runs,
-                drift=self.explorer._drift, progress=False)
+                qdq_styles=(config["qdq_style"],), batch=config["batch"], progress=False, cancel=ticket.cancel,
+                on_progress=ticket.report, **self.explorer.run_options)
+        except Cancelled:
+            if self.ticket is ticket and self._cancelled_at is not None:  # (a model switch clears the panel itself)
+                reached = f" during {ticket.progress.job}" if ticket.progress is not None else ""
+                self._finish(html.escape(f"Search cancelled{reached}: stopped "
+                                         f"{time.perf_counter() - self._cancelled_at:.1f} s after Cancel."))
+            raise
         except WorkbenchError as exc:
-            self.status.value = f"<span style='color:#b00020'><b>Error:</b> {html.escape(str(exc))}</span>"
+            self._finish(f"<span style='color:#b00020'><b>Error:</b> {html.escape(str(exc))}</span>")
             return
+        if ticket.cancel.cancelled:  # cancelled after its last check: nothing is selected
+            if self._cancelled_at is not None:
+                self._finish(f"Search cancelled as it finished: stopped "
+                             f"{time.perf_counter() - self._cancelled_at:.1f} s after Cancel.")
+            raise Cancelled("search cancelled")
         self.found = found
         figure = pareto_figure(found)
         self.pareto = figure_widget(figure)  # a new widget per search: no empty plot before the first one
@@ -145,10 +209,10 @@ class MixedPrecisionTab:
             if trace.customdata is not None:
                 trace.on_click(self._on_point)
         chosen = found.chosen
-        self.status.value = html.escape(
+        self._finish(html.escape(
             f"{len(found.configurations)} configurations measured ({found.stopped}); fastest with at most "
             f"{found.max_drop:g} {METRIC_UNITS[found.metric]} lost: {chosen.kept_text if chosen else 'none'}"
-            + (f", {chosen.timing_text}" if chosen else "") + ". Click a point to select it.")
+            + (f", {chosen.timing_text}" if chosen else "") + ". Click a point to select it."))
         if chosen is not None and chosen.precision != "fp32":
             self.select(chosen.keep_fp32)
 
@@ -176,6 +240,16 @@ class MixedPrecisionTab:
         if self.metric.value == "top1" and (result.accuracy is None or result.accuracy.top1 is None):
             self.metric.value = "agreement"
         return self.metric.value
+
+    def _clear(self, owner) -> None:
+        """Nothing of another model: its search stopped, its ranking, Pareto view, lint and messages gone."""
+        if self.ticket is not None and not self.ticket.done:
+            self.ticket.cancel.cancel()
+        self._finish("")
+        self.found, self.pareto = None, None
+        self._pareto_box.children = ()
+        self.lint.value = ""
+        self._set_units(None, owner)
 
     def _set_units(self, report, owner) -> None:
         widgets = require("ipywidgets", extra="notebook")
