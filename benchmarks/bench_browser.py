@@ -16,7 +16,7 @@ the button's click is dispatched) to:
   figure counted as drawn (null when the figure was drawn without one, e.g. a static image).
 
 Writes JSON (`--out`, default benchmarks/browser.json, with the load average before and after) and prints Markdown
-rows for README.md's interactive-loop table. Run: `python benchmarks/bench_browser.py [--toggles 10]`.
+rows for docs/benchmarks.md's interactive-loop table. Run: `python benchmarks/bench_browser.py [--toggles 10]`.
 """
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def _bench(work: Path, models, toggles: int, cache: Path) -> dict:
 
 
 def rows(models: dict) -> list[str]:
-    """Markdown table rows (one per model) for README.md's interactive-loop table."""
+    """Markdown table rows (one per model) for docs/benchmarks.md's interactive-loop table."""
     rows = []
     for model, r in models.items():
         f = r["figure_ms"]

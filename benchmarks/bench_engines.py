@@ -1,6 +1,6 @@
 """Benchmark: latency (batch 1 and 8), speed-up over FP32 and accuracy for each model, precision and engine.
 
-Writes a JSON file and prints a Markdown table (pasted into README.md). Run: `make bench`, or
+Writes a JSON file and prints a Markdown table (pasted into docs/benchmarks.md). Run: `make bench`, or
 `python benchmarks/bench_engines.py --out benchmarks/results.json [--models ...] [--backends ...]`;
 `--table benchmarks/results.json` prints the table of an earlier run again. `*` marks configurations the engine does
 not accelerate (`RunResult.accelerated`).

@@ -2,7 +2,7 @@
 
 For each case: run the search, then re-time FP32, fully quantised INT8 and the chosen plan interleaved
 (`--rounds` rounds of `--runs` timed runs each, engines built once), so the speed-ups compare medians taken under
-the same load. Writes JSON (`--out`) and prints a README table row per case.
+the same load. Writes JSON (`--out`) and prints a docs/benchmarks.md table row per case.
 
     python benchmarks/bench_tune.py --out benchmarks/tune_results.json
     python benchmarks/bench_tune.py --case fashion-cnn-top1 --budget 4 --rounds 3   # a quick check

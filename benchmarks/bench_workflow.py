@@ -11,7 +11,7 @@ Measures, and checks against its target:
 - `int8_scale`: the INT8 precision step of a generated 5,000-node graph (target < 60 s), split into pre-processing,
   calibration and quantisation (`quantize_static`), plus smaller graphs to show how it scales.
 
-Writes JSON (`--out`, default benchmarks/workflow.json) and prints a Markdown table for README.md.
+Writes JSON (`--out`, default benchmarks/workflow.json) and prints a Markdown table for docs/benchmarks.md.
 Run: `python benchmarks/bench_workflow.py [--out benchmarks/workflow.json] [--quick]`.
 """
 from __future__ import annotations

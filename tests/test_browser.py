@@ -23,7 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 REPORT_SECTIONS = ("Summary", "Layer fusion", "Per-layer latency", "Per-layer accuracy drift",
-                   "Regional precision policies", "Cost model", "How this report was made")
+                   "Why layers drift", "Regional precision policies", "Cost model", "How this report was made")
 # Browser console errors that mean the widgets did not render (JupyterLab logs unrelated ones, e.g. missing
 # optional server endpoints, which are not this test's business).
 WIDGET_ERRORS = re.compile(r"widget|plotly|anywidget|Class \S+ not found|jupyter-widgets", re.IGNORECASE)
@@ -427,6 +427,8 @@ def test_report_is_readable_and_self_contained_offline(report_html, pw, tmp_path
                 fusion.locator("text=/page 2 of \\d+/").first.wait_for(state="visible", timeout=5_000)
                 fusion.locator(".workbench-page-previous").click()
                 fusion.locator("text=/page 1 of \\d+/").first.wait_for(state="visible", timeout=5_000)
+            page.locator("#inside").evaluate("e => e.scrollIntoView({block: 'start'})")
+            _shot(page, tmp_path, f"report-inside-{model}-{width}x{height}")
             page.evaluate("window.scrollTo(0, 0)")
             _shot(page, tmp_path, f"report-{model}-{width}x{height}",
                   "report.png" if width == SIZES[0][0] and model == MODELS[1] else None)

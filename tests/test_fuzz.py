@@ -38,7 +38,7 @@ from workbench.trtplan.parse import (parse_build_metadata, parse_device_metadata
 from workbench.trtplan.report import compare_plans, plan_summary  # noqa: E402
 
 SCALE = float(os.environ.get("WORKBENCH_FUZZ_SCALE", "1"))
-# examples per test; the README's "Reliability" section lists the totals
+# examples per test; docs/reference.md's "Reliability" section lists the totals
 COUNTS = {"onnx_bytes": 400, "onnx_graphs": 60, "calibration": 600, "synthetic_specs": 300, "plan_json": 700,
           "plan_structured": 600, "plan_cli": 150, "policy_text": 500, "policy_structured": 500}
 

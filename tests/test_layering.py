@@ -21,6 +21,7 @@ FORBIDDEN = {  # module prefix -> what it must not import
     "workbench.trtplan": (*TOP, "workbench.backends", "workbench.session"),
     "workbench.cache": (*TOP, "workbench.backends"),
     "workbench.lint": (*TOP, "workbench.backends", "workbench.samples", "workbench.precision"),
+    "workbench.inside": ("workbench.ui", "workbench.views", "workbench.report", "workbench.cli", "workbench.backends"),
     "workbench.tune": ("workbench.ui", "workbench.views", "workbench.report", "workbench.cli", "workbench.backends"),
     "workbench.views": ("workbench.ui", "workbench.session", "workbench.report", "workbench.cli",
                         "workbench.backends"),

@@ -1,6 +1,7 @@
 """Self-contained HTML reports (plotly.js and SVGs inlined; opens offline) from stored results."""
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import math
@@ -15,7 +16,7 @@ import plotly.io as pio
 from .backends import get_backend
 from .output import atomic_write
 from .backends.cpu_features import cpu_flags
-from .errors import MissingDependencyError
+from .errors import InputSpecError, MissingDependencyError
 from .results import RunResult, baseline_of, speedup_over
 from .views.tables import html_table, summary_html
 
@@ -149,6 +150,8 @@ def build_report(sessions, results, *, command: str = "") -> str:
     else:
         doc.text("No reduced-precision configuration with drift measurements in this run.")
 
+    doc.section("Why layers drift: weights or activations", "inside", lambda: inside_section(doc, sessions, results))
+
     doc.heading("Why is it not faster? Engine lint", "lint")
     lint_section(doc, sessions, results)
 
@@ -268,6 +271,29 @@ def lint_section(doc: _Html, sessions, results) -> None:
             doc.table(findings_table(findings))
         else:
             doc.text("Nothing to flag: no rule found time lost to conversions, misaligned channels or layer shape.")
+
+
+def inside_section(doc: _Html, sessions, results) -> None:
+    """For the first calibrated INT8 result: where its error comes from (weights or activations, worst tensors
+    first), the histogram of the worst tensor with every method's range, and the weight ranges of its layer."""
+    from . import inside
+    from .measure.decomposition import worst
+    from .views import inside as inside_views
+
+    result = next((r for r in results if r.precision == "int8" and r.method != "dynamic" and r.drift), None)
+    if result is None:
+        doc.text("No calibrated INT8 configuration with drift measurements in this run.")
+        return
+    session = next(s for s in sessions if s.backend_name == result.backend)
+    rows = inside.error_sources(session, result)
+    doc.raw(f"<h3>{html.escape(result.label)}</h3>")
+    doc.figure(inside_views.error_sources_figure(rows))
+    doc.table(inside_views.error_sources_table(rows, count=5))
+    tensor = worst(rows, 1)[0]
+    doc.figure(inside_views.histogram_figure(inside.histogram(session, tensor.tensor, calibration=result.calibration,
+                                                              qdq_style=result.qdq_style)))
+    with contextlib.suppress(InputSpecError):  # a layer without a constant weight (pooling, Add) has none
+        doc.figure(inside_views.weight_ranges_figure(inside.weight_ranges(session, tensor.tensor)))
 
 
 def build_plan_report(plans, *, command: str = "") -> str:

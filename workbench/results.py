@@ -1,4 +1,4 @@
-"""Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see README, 'JSON keys')."""
+"""Typed, JSON-serialisable result objects. The `to_json` keys are a contract (see docs/reference.md, 'JSON keys')."""
 from __future__ import annotations
 
 import hashlib

@@ -291,6 +291,14 @@ class Workbench:
         self.cache.put(key, {k: v.to_json() for k, v in timed.items()})
         return timed
 
+    def drift(self, variant: Model, *, backend: str | None = None, cancel: CancelToken | None = None):
+        """Per-tensor drift of any variant of this session's model from FP32 (`measure.measure_drift`) on the
+        first DRIFT_SAMPLES eval samples, on `backend` (default: the session's): (points, note)."""
+        engine_backend = self._backend(backend or self.backend_name)
+        feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
+        return measure_drift(self.model, variant, feeds, engine_backend, self._options(engine_backend),
+                             cancel=cancel)
+
     # ---- artefacts behind a result --------------------------------------------------------------
     def variant_model(self, result: RunResult) -> Model:
         """The precision-baked model a result was measured on (from memory, the disk cache, or rebuilt)."""
@@ -365,7 +373,7 @@ class Workbench:
         work is done. `is_cached(job)` says whether `execute(job)` answers at once."""
         # an explicitly given set is validated for every precision; the default one only when it is used
         needed = plan.needs_calibration or calibration is not None
-        chosen = self._calibration(calibration, calibration_size) if needed else None
+        chosen = self.calibration_set(calibration, calibration_size) if needed else None
         cal = chosen if plan.needs_calibration else None
         if runs < 1:
             raise InputSpecError(f"runs={runs}: time at least one run.")
@@ -466,9 +474,7 @@ class Workbench:
             drift, drift_graph = [], None
             if job.drift and plan.precision != "fp32":
                 step("drift")
-                feeds = self._feeds(self._fixed_batch() or DRIFT_SAMPLES)
-                drift, drift_graph = measure_drift(self.model, variant, feeds, backend, self._options(backend),
-                                                   cancel=cancel)
+                drift, drift_graph = self.drift(variant, backend=job.backend, cancel=cancel)
                 bar.update()
         check_cancel(cancel)  # cancelled during the last step: nothing is cached
         step_notes = precision_notes(variant) if plan.precision != "fp32" else []
@@ -563,7 +569,10 @@ class Workbench:
                 parts = list(pool.map(run, range(workers)))
         return [np.concatenate(chunks) for chunks in zip(*parts)]
 
-    def _calibration(self, calibration, size: int) -> CalibrationSet:
+    def calibration_set(self, calibration: str | CalibrationSet | None = None,
+                        size: int = DEFAULT_SIZE) -> CalibrationSet:
+        """The first `size` samples of a calibration set of this session (by name; None: the first set), validated
+        against the model's inputs; a CalibrationSet given is added first."""
         if size < 1:
             raise CalibrationError(f"calibration_size={size}: use at least one calibration sample.")
         if isinstance(calibration, CalibrationSet):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 PRECISIONS = ("fp32", "fp16", "int8")
 METHODS = ("minmax", "entropy", "percentile", "dynamic")  # dynamic: ranges measured at run time, no calibration
+CALIBRATED_METHODS = tuple(m for m in METHODS if m != "dynamic")  # ranges from a calibration set
 QDQ_STYLES = ("onnxruntime", "tensorrt")
 # int8 weights: ONNX Runtime's round-to-nearest, GPTQ (precision.gptq), or GPTQ then bias correction
 # (precision.bias_correction: the int32 biases shifted so each layer's mean output matches FP32)
