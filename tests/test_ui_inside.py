@@ -36,7 +36,7 @@ def test_picking_a_tensor_and_a_second_set_draws_both_sets(explorer):
     other = tab.compare.options[1]
     tab.compare.value = other
     tab.ticket.future.result(timeout=600)
-    names = {trace.name.split(" (")[0] for trace in tab.histogram.data if trace.type == "bar"}
+    names = {trace.name.split(" (")[0] for trace in tab.histogram.data if "values)" in (trace.name or "")}
     assert names == {explorer.calibration.value, other}
     assert other in tab.histogram_table.value
 
