@@ -93,7 +93,7 @@ def weight_ranges(session: Workbench, layer: str) -> WeightRanges:
     return channel_ranges(prepared, graph.nodes[found].name)
 
 
-def error_sources(session: Workbench, result: RunResult) -> list[LayerError]:
+def error_sources(session: Workbench, result: RunResult, *, cancel: CancelToken | None = None) -> list[LayerError]:
     """Each tensor's drift with everything / only weights / only activations of `result`'s INT8 plan quantised,
     and the cause; the two extra graphs are built and measured once, then cached with the result."""
     if result.precision != "int8":
@@ -113,8 +113,8 @@ def error_sources(session: Workbench, result: RunResult) -> list[LayerError]:
                                source=f"{result.label}: weights quantised, activations FP32")
     activations = Model.from_proto(activations_only(prepared, int8), name=f"{session.model.name} [int8 "
                                    "activations only]", source=f"{result.label}: activations quantised, weights FP32")
-    weights_drift, _ = session.drift(weights, backend=result.backend)
-    activations_drift, _ = session.drift(activations, backend=result.backend)
+    weights_drift, _ = session.drift(weights, backend=result.backend, cancel=cancel)
+    activations_drift, _ = session.drift(activations, backend=result.backend, cancel=cancel)
     # the measurements, not the rows: causes and fixes are derived again on every read (Python's JSON keeps inf)
     session.cache.put(key, {"weights": [asdict(p) for p in weights_drift],
                             "activations": [asdict(p) for p in activations_drift]})

@@ -145,6 +145,7 @@ class Explorer:
         self._drawn: set = set()  # figure widgets that have been on display (see _show_view)
         # the Mixed precision tab is built with the first work (it needs plotly and the tuner)
         self._mixed_tab = DeferredTab("Mixed precision", _mixed_precision_tab)
+        self._inside_tab = DeferredTab("Inside", _inside_tab)
         drift_note = widgets.HTML(layout=widgets.Layout(width="100%"))  # filled with the first figures
         self._drift_note = drift_note
         # The tab list, in one place. add_tab() appends to it; every tab is shown each result (Tab.show).
@@ -155,6 +156,7 @@ class Explorer:
             StaticTab("Latency vs accuracy", self._panels["tradeoff"]),
             StaticTab("Summary", self.summary),
             self._mixed_tab,
+            self._inside_tab,
         ]
         self.tabs = widgets.Tab(layout=widgets.Layout(width="100%"))
         self._update_tabs()
@@ -194,6 +196,11 @@ class Explorer:
     def mixed(self):
         """The Mixed precision tab (`MixedPrecisionTab`; None until the first work has started)."""
         return self._mixed_tab.tab
+
+    @property
+    def inside(self):
+        """The Inside tab (`InsideTab`; None until the first work has started)."""
+        return self._inside_tab.tab
 
     @property
     def run_options(self) -> dict:
@@ -608,6 +615,12 @@ def _mixed_precision_tab(explorer) -> Tab:
     from .mixed import MixedPrecisionTab
 
     return MixedPrecisionTab(explorer)
+
+
+def _inside_tab(explorer) -> Tab:
+    from .inside import InsideTab
+
+    return InsideTab(explorer)
 
 
 def _plan_of(config: dict) -> PrecisionPlan:

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 
 from ..measure.decomposition import LayerError, worst
 from ..measure.histograms import TensorHistogram, WeightRanges
-from .figures import _layout, wrap_label
+from .figures import _layout
 
 METHOD_COLORS = {"minmax": "#1f5fbf", "entropy": "#d62728", "percentile": "#2ca02c"}
 SET_COLORS = ("#7f7f7f", "#ff9f1c", "#9467bd")
@@ -28,32 +28,37 @@ def db_text(value: float | None) -> str:
 
 
 def histogram_figure(histogram: TensorHistogram, *, log: bool = True) -> go.Figure:
-    """Each set's share of values per bin (log scale by default: ReLU outputs pile up at 0), with every method's
-    calibrated range drawn as a pair of lines; the legend says the first set's clipped share, step and SQNR."""
+    """Each set's share of values per bin (log scale by default: ReLU outputs pile up at 0; the first set as bars, a
+    second as a line), with every method's calibrated range drawn as a pair of lines (`histogram_table` gives each
+    range's step, clipped share and SQNR)."""
     edges = np.asarray(histogram.edges)
     centres, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig = go.Figure()
-    for i, part in enumerate(histogram.sets):
+    for i, part in enumerate(histogram.sets):  # the first set as bars, a second one as a line over them
         share = np.asarray(part.counts, dtype=float) / max(part.values, 1) * 100
-        fig.add_bar(x=centres, y=share, width=widths, name=f"{part.name} ({part.values:,} values)",
-                    marker_color=SET_COLORS[i % len(SET_COLORS)], opacity=0.55 if len(histogram.sets) > 1 else 0.8,
-                    hovertemplate="%{x:.4g}: %{y:.3g} % of values<extra>" + part.name + "</extra>")
+        name = f"{part.name} ({part.values:,} values)"
+        hover = "%{x:.4g}: %{y:.3g} % of values<extra>" + part.name + "</extra>"
+        color = SET_COLORS[i % len(SET_COLORS)]
+        if i == 0:
+            fig.add_bar(x=centres, y=share, width=widths, name=name, marker_color=color, opacity=0.8,
+                        hovertemplate=hover)
+        else:
+            fig.add_scatter(x=centres, y=np.where(share > 0, share, np.nan), mode="lines", line_shape="hvh",
+                            name=name, line=dict(color=color, width=2), hovertemplate=hover)
     first = histogram.sets[0]
     top = 100.0
     for j, effect in enumerate(first.effects):
         color = METHOD_COLORS.get(effect.method, "#444")
-        label = (f"{effect.method}: [{effect.low:.3g}, {effect.high:.3g}], step {effect.step:.3g}, "
-                 f"clips {effect.clipped_share * 100:.2f} %, SQNR {db_text(effect.sqnr_db)}")
+        label = f"{effect.method} [{effect.low:.3g}, {effect.high:.3g}]"  # step, clipping, SQNR: histogram_table
         for k, edge in enumerate((effect.low, effect.high)):
-            fig.add_scatter(x=[edge, edge], y=[1e-6 if log else 0, top], mode="lines", name=wrap_label(label, 60),
+            fig.add_scatter(x=[edge, edge], y=[1e-6 if log else 0, top], mode="lines", name=label,
                             legendgroup=effect.method, showlegend=k == 0,
                             line=dict(color=color, width=2, dash=_DASHES[j % len(_DASHES)]),
                             hovertemplate=f"{effect.method} range edge %{{x:.4g}}<extra></extra>")
     subtitle = f"{first.name}: min {first.min:.3g}, max {first.max:.3g}; Q/DQ style {histogram.qdq_style}"
     if len(histogram.sets) > 1:
         other = histogram.sets[1]
-        subtitle += (f" · {other.name} (ranges from {first.name}): min {other.min:.3g}, max {other.max:.3g}, "
-                     + ", ".join(f"{e.method} clips {e.clipped_share * 100:.2f} %" for e in other.effects))
+        subtitle += f" · {other.name}: min {other.min:.3g}, max {other.max:.3g} (ranges from {first.name})"
     _layout(fig, title=f"Values of {histogram.tensor} and each calibration method's INT8 range",
             subtitle=subtitle, min_height=380, barmode="overlay",
             xaxis_title="value", yaxis_title="share of values (%)")

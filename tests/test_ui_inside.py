@@ -1,0 +1,61 @@
+"""The explorer's Inside tab driven as a user would: pick INT8, read where its error comes from, pick a tensor and a
+second calibration set, click a point of the error figure."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+
+def _settle(explorer):
+    """Wait for the selection, then for the Inside tab's latest work."""
+    shown = explorer.wait()
+    ticket = explorer.inside.ticket
+    if ticket is not None:
+        ticket.future.result(timeout=600)
+    return shown
+
+
+def test_fp32_shows_nothing_and_int8_its_error_sources(explorer):
+    explorer.wait()
+    assert explorer.inside is not None and "Pick a calibrated INT8" in explorer.inside.intro.value
+    explorer.precision.value = "int8"
+    shown = _settle(explorer)
+    tab = explorer.inside
+    ticket = tab.ticket
+    ticket.future.result(timeout=600)  # the first tensor's histogram follows the error sources
+    assert [row.tensor for row in tab.rows] == [p.tensor for p in shown.drift]
+    assert shown.label in tab.intro.value and tab.sources is not None
+    assert tab.tensor.value == min(tab.rows, key=lambda r: r.sqnr_db).tensor  # the worst tensor first
+    assert tab.histogram is not None and "minmax" in tab.histogram_table.value
+    assert "weights only" in tab.table.value
+
+
+def test_picking_a_tensor_and_a_second_set_draws_both_sets(explorer):
+    tab = explorer.inside
+    other = tab.compare.options[1]
+    tab.compare.value = other
+    tab.ticket.future.result(timeout=600)
+    names = {trace.name.split(" (")[0] for trace in tab.histogram.data if "values)" in (trace.name or "")}
+    assert names == {explorer.calibration.value, other}
+    assert other in tab.histogram_table.value
+
+
+def test_clicking_a_point_of_the_error_figure_selects_that_tensor(explorer):
+    tab = explorer.inside
+    target = tab.rows[0]
+
+    class Points:
+        point_inds = [0]
+
+    tab._on_click(tab.sources.data[0], Points(), None)
+    tab.ticket.future.result(timeout=600)
+    assert tab.tensor.value == target.tensor
+    assert target.tensor in tab.histogram.layout.title.text
+
+
+def test_an_fp16_result_clears_the_tab(explorer):
+    explorer.precision.value = "fp16"
+    explorer.wait()
+    assert explorer.inside.rows == [] and explorer.inside.sources is None
+    assert "Pick a calibrated INT8" in explorer.inside.intro.value

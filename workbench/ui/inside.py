@@ -1,0 +1,183 @@
+"""The explorer's "Inside" tab: why the INT8 result on display drifts. Where each tensor's error comes from (only
+weights / only activations quantised), the worst tensors, and for a chosen tensor its values over the calibration set
+(and a second set) with every calibration method's range drawn on them, and its layer's weight range per channel.
+
+Thin like the explorer: the numbers are `workbench.inside`, the figures `workbench.views.inside`. A tab of the
+explorer's protocol (`workbench.ui.tabs`), using its public API; its work runs on the explorer's scheduler (group
+"inside"), so a newer pick supersedes it and a cached selection never waits behind it. Clicking a point of the
+error figure selects that tensor (`select(tensor)` does the same from code).
+"""
+from __future__ import annotations
+
+import html
+
+from .._optional import require
+from ..errors import Cancelled, WorkbenchError
+from ..results import RunResult
+from ..views.tables import html_table
+from .figures import figure_widget, fit_to_panel
+from .tabs import SPINNER, TabContext
+
+GROUP = "inside"  # scheduler group: a newer pick in this tab supersedes the older one
+NO_OTHER = "(none)"
+PICK_INT8 = "<i>Pick a calibrated INT8 configuration (minmax, entropy or percentile) to see where its error comes " \
+            "from.</i>"
+
+
+class InsideTab:
+    """Embedded by `Explorer` (its `inside` attribute). Widgets are public so code can drive them: `tensor`
+    (Dropdown, worst tensors first), `compare` (a second calibration set), `sources` (the error figure), `histogram`
+    and `weights` (figures of the chosen tensor), `table`, `status`. `ticket` is the scheduler ticket of the
+    latest work."""
+
+    title = "Inside"
+
+    def __init__(self, explorer) -> None:
+        widgets = require("ipywidgets", extra="notebook", purpose="the explorer widget")
+        self.explorer = explorer
+        self.result: RunResult | None = None
+        self.rows = []  # LayerError of the result on display, graph order
+        self.ticket = None
+        self._session = None
+        self._quiet = False
+        self.intro = widgets.HTML(PICK_INT8)
+        self.status = widgets.HTML()
+        self.table = widgets.HTML(layout=widgets.Layout(width="100%", overflow="auto"))
+        self.tensor = widgets.Dropdown(description="Tensor", options=[], layout=widgets.Layout(width="min(100%, 640px)"))
+        self.compare = widgets.Dropdown(description="Compare with", options=[NO_OTHER],
+                                        layout=widgets.Layout(width="min(100%, 360px)"))
+        for control in (self.tensor, self.compare):
+            control.style.description_width = "initial"
+        self.sources = self.histogram = self.weights = None  # FigureWidgets once drawn
+        box = lambda: widgets.VBox(layout=widgets.Layout(width="100%"))  # noqa: E731
+        self._sources_box, self._histogram_box, self._weights_box = box(), box(), box()
+        self.histogram_table = widgets.HTML(layout=widgets.Layout(width="100%", overflow="auto"))
+        self.tensor.observe(lambda _: self._on_pick(), names="value")
+        self.compare.observe(lambda _: self._on_pick(), names="value")
+        self.widget = widgets.VBox([self.intro, self.status, self._sources_box, self.table,
+                                    widgets.HBox([self.tensor, self.compare], layout=widgets.Layout(flex_flow="row wrap")),
+                                    self._histogram_box, self.histogram_table, self._weights_box],
+                                   layout=widgets.Layout(width="100%"))
+
+    # ---- what the explorer asks -----------------------------------------------------------------
+    def show(self, context: TabContext) -> None:
+        """Called with every result the explorer shows: a calibrated INT8 result with drift gets its error sources
+        (computed on the scheduler, cached with the result); anything else clears the tab."""
+        result = context.result
+        if result is not None and self.result is not None and result.cache_key == self.result.cache_key:
+            return
+        self.explorer.scheduler.cancel(GROUP)
+        self.result, self.rows, self._session = None, [], context.session
+        self._clear_figures()
+        if result is None or result.precision != "int8" or result.method == "dynamic" or not result.drift:
+            self.intro.value = PICK_INT8
+            self.status.value = ""
+            return
+        self.result = result
+        self.intro.value = f"Where the error of <b>{html.escape(result.label)}</b> comes from:"
+        self._run(lambda ticket: self._sources(ticket, context.session, result), f"error sources of {result.label}")
+
+    def select(self, tensor: str) -> None:
+        """Show `tensor`'s histogram and weight ranges (as picking it in the dropdown does)."""
+        if tensor not in [value for _, value in self.tensor.options]:
+            raise WorkbenchError(f"{tensor!r} is not a tensor of the result on display: pick one of its drift "
+                                 "points (the Tensor list).")
+        self.tensor.value = tensor
+
+    # ---- work on the scheduler ------------------------------------------------------------------
+    def _run(self, work, label: str):
+        self.status.value = f"{SPINNER}{html.escape(label)}…"
+        self.ticket = self.explorer.scheduler.submit(work, label=label, group=GROUP)
+        return self.ticket.future
+
+    def _sources(self, ticket, session, result: RunResult) -> None:
+        from .. import inside
+        from ..measure.decomposition import worst
+        from ..views import inside as views
+
+        try:
+            rows = inside.error_sources(session, result, cancel=ticket.cancel)
+        except Cancelled:
+            return
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
+            return
+        if result is not self.result:
+            return
+        self.rows = rows
+        self.sources = self._draw(self._sources_box, views.error_sources_figure(rows))
+        for trace in self.sources.data:
+            trace.on_click(self._on_click)
+        self.table.value = html_table(views.error_sources_table(rows, count=5))
+        ordered = worst(rows, len(rows))
+        self._quiet = True
+        try:
+            self.compare.options = [NO_OTHER, *[n for n in session.calibration_sets if n != result.calibration]]
+            self.compare.value = NO_OTHER
+            self.tensor.options = [(f"{row.tensor} ({views.db_text(row.sqnr_db)}, {row.cause or 'n/a'})", row.tensor)
+                                   for row in ordered]
+            self.tensor.value = ordered[0].tensor if ordered else None
+        finally:
+            self._quiet = False
+        self.status.value = ""
+        if ordered:
+            self._detail(ticket, session, result, ordered[0].tensor, None)
+
+    def _on_pick(self) -> None:
+        if self._quiet or self.result is None or self.tensor.value is None:
+            return
+        session, result, tensor = self._session, self.result, self.tensor.value
+        other = None if self.compare.value == NO_OTHER else self.compare.value
+        self._run(lambda ticket: self._detail(ticket, session, result, tensor, other), f"histogram of {tensor}")
+
+    def _detail(self, ticket, session, result: RunResult, tensor: str, other: str | None) -> None:
+        from .. import inside
+        from ..views import inside as views
+
+        try:
+            histogram = inside.histogram(session, tensor, calibration=result.calibration, compare=other,
+                                         calibration_size=result.calibration_size or 256,
+                                         qdq_style=result.qdq_style or "onnxruntime", cancel=ticket.cancel,
+                                         progress=lambda done, total: self._progress(ticket, tensor, done, total))
+        except Cancelled:
+            return
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
+            return
+        if result is not self.result:
+            return
+        self.histogram = self._draw(self._histogram_box, views.histogram_figure(histogram))
+        self.histogram_table.value = html_table(views.histogram_table(histogram))
+        try:
+            self.weights = self._draw(self._weights_box, views.weight_ranges_figure(inside.weight_ranges(session,
+                                                                                                        tensor)))
+        except WorkbenchError:  # nothing weighted computes it (an input, a pooling or an Add): no weights to show
+            self._weights_box.children, self.weights = (), None
+        self.status.value = ""
+
+    def _progress(self, ticket, tensor: str, done: int, total: int) -> None:
+        if not ticket.cancel.cancelled:
+            self.status.value = f"{SPINNER}histogram of {html.escape(tensor)}: batch {done} of {total}"
+
+    # ---- drawing --------------------------------------------------------------------------------
+    def _on_click(self, trace, points, _state) -> None:
+        if points.point_inds and 0 <= points.point_inds[0] < len(self.rows):
+            self.select(self.rows[points.point_inds[0]].tensor)
+
+    @staticmethod
+    def _draw(box, figure):
+        widget = figure_widget(figure)
+        box.children = (widget,)
+        fit_to_panel(widget)
+        return widget
+
+    def _clear_figures(self) -> None:
+        for box in (self._sources_box, self._histogram_box, self._weights_box):
+            box.children = ()
+        self.sources = self.histogram = self.weights = None
+        self.table.value = self.histogram_table.value = ""
+        self._quiet = True
+        try:
+            self.tensor.options, self.compare.options = [], [NO_OTHER]
+        finally:
+            self._quiet = False
