@@ -264,13 +264,13 @@ def test_the_search_shows_overall_progress_and_stops_at_its_cancel_button(lab, p
         panel.get_by_role("button", name="Find the fastest within budget").click()
         text = panel.locator(".workbench-search-progress")
         # the first configuration not cached yet (which one depends on what earlier runs left in the cache)
-        text.filter(has_text=re.compile(r"configuration \d of 6")).wait_for(timeout=600_000)
+        text.filter(has_text=re.compile(r"configuration \d+ of \d+")).wait_for(timeout=300_000)
         seen = []
         for _ in range(6):  # the bar's value over the whole search only ever grows
             page.wait_for_timeout(500)
             seen.append(text.inner_text())
         steps = [int(m.group(1)) for s in seen if (m := re.search(r"step (\d+) of (\d+)", s))]
-        assert steps == sorted(steps) and all(re.search(r"configuration \d of 6", s) for s in seen), seen
+        assert steps == sorted(steps) and all(re.search(r"configuration \d+ of \d+", s) for s in seen), seen
         for width, height in ((1400, 1000), (1024, 768)):
             page.set_viewport_size({"width": width, "height": height})
             page.wait_for_timeout(300)
