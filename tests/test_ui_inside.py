@@ -6,6 +6,8 @@ import pytest
 
 pytest.importorskip("ipywidgets")
 
+from workbench.errors import WorkbenchError  # noqa: E402
+
 
 def _settle(explorer):
     """Wait for the selection, then for the Inside tab's latest work."""
@@ -25,9 +27,9 @@ def test_fp32_shows_nothing_and_int8_its_error_sources(explorer):
     ticket = tab.ticket
     ticket.future.result(timeout=600)  # the first tensor's histogram follows the error sources
     assert [row.tensor for row in tab.rows] == [p.tensor for p in shown.drift]
-    assert shown.label in tab.intro.value and tab.sources is not None
+    assert shown.label in tab.intro.value and "sources" in tab.figures
     assert tab.tensor.value == min(tab.rows, key=lambda r: r.sqnr_db).tensor  # the worst tensor first
-    assert tab.histogram is not None and "minmax" in tab.histogram_table.value
+    assert "histogram" in tab.figures and "minmax" in tab.histogram_table.value
     assert "weights only" in tab.table.value
 
 
@@ -36,26 +38,24 @@ def test_picking_a_tensor_and_a_second_set_draws_both_sets(explorer):
     other = tab.compare.options[1]
     tab.compare.value = other
     tab.ticket.future.result(timeout=600)
-    names = {trace.name.split(" (")[0] for trace in tab.histogram.data if "values)" in (trace.name or "")}
+    names = {trace.name.split(" (")[0] for trace in tab.figures["histogram"].data if "values)" in (trace.name or "")}
     assert names == {explorer.calibration.value, other}
     assert other in tab.histogram_table.value
 
 
-def test_clicking_a_point_of_the_error_figure_selects_that_tensor(explorer):
+def test_selecting_a_tensor_draws_its_histogram(explorer):
     tab = explorer.inside
     target = tab.rows[0]
-
-    class Points:
-        point_inds = [0]
-
-    tab._on_click(tab.sources.data[0], Points(), None)
+    tab.select(target.tensor)
     tab.ticket.future.result(timeout=600)
     assert tab.tensor.value == target.tensor
-    assert target.tensor in tab.histogram.layout.title.text
+    assert target.tensor in tab.figures["histogram"].layout.title.text
+    with pytest.raises(WorkbenchError, match="not a tensor of the result on display"):
+        tab.select("no-such-tensor")
 
 
 def test_an_fp16_result_clears_the_tab(explorer):
     explorer.precision.value = "fp16"
     explorer.wait()
-    assert explorer.inside.rows == [] and explorer.inside.sources is None
+    assert explorer.inside.rows == [] and explorer.inside.figures == {}
     assert "Pick a calibrated INT8" in explorer.inside.intro.value

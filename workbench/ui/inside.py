@@ -4,8 +4,8 @@ weights / only activations quantised), the worst tensors, and for a chosen tenso
 
 Thin like the explorer: the numbers are `workbench.inside`, the figures `workbench.views.inside`. A tab of the
 explorer's protocol (`workbench.ui.tabs`), using its public API; its work runs on the explorer's scheduler (group
-"inside"), so a newer pick supersedes it and a cached selection never waits behind it. Clicking a point of the
-error figure selects that tensor (`select(tensor)` does the same from code).
+"inside"), so a newer pick supersedes it and a cached selection never waits behind it. `select(tensor)` picks a
+tensor from code.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .._optional import require
 from ..errors import Cancelled, WorkbenchError
 from ..results import RunResult
 from ..views.tables import html_table
-from .figures import figure_widget, fit_to_panel
+from .figures import figure_output
 from .tabs import SPINNER, TabContext
 
 GROUP = "inside"  # scheduler group: a newer pick in this tab supersedes the older one
@@ -26,9 +26,9 @@ PICK_INT8 = "<i>Pick a calibrated INT8 configuration (minmax, entropy or percent
 
 class InsideTab:
     """Embedded by `Explorer` (its `inside` attribute). Widgets are public so code can drive them: `tensor`
-    (Dropdown, worst tensors first), `compare` (a second calibration set), `sources` (the error figure), `histogram`
-    and `weights` (figures of the chosen tensor), `table`, `status`. `ticket` is the scheduler ticket of the
-    latest work."""
+    (Dropdown, worst tensors first), `compare` (a second calibration set), `figures` (the plotly figures on display:
+    "sources", "histogram", "weights"), `table`, `histogram_table`, `status`. `ticket` is the scheduler ticket of
+    the latest work."""
 
     title = "Inside"
 
@@ -48,7 +48,7 @@ class InsideTab:
                                         layout=widgets.Layout(width="min(100%, 360px)"))
         for control in (self.tensor, self.compare):
             control.style.description_width = "initial"
-        self.sources = self.histogram = self.weights = None  # FigureWidgets once drawn
+        self.figures: dict[str, object] = {}  # name -> plotly Figure on display
         box = lambda: widgets.VBox(layout=widgets.Layout(width="100%"))  # noqa: E731
         self._sources_box, self._histogram_box, self._weights_box = box(), box(), box()
         self.histogram_table = widgets.HTML(layout=widgets.Layout(width="100%", overflow="auto"))
@@ -105,9 +105,7 @@ class InsideTab:
         if result is not self.result:
             return
         self.rows = rows
-        self.sources = self._draw(self._sources_box, views.error_sources_figure(rows))
-        for trace in self.sources.data:
-            trace.on_click(self._on_click)
+        self._draw("sources", self._sources_box, views.error_sources_figure(rows))
         self.table.value = html_table(views.error_sources_table(rows, count=5))
         ordered = worst(rows, len(rows))
         self._quiet = True
@@ -146,13 +144,13 @@ class InsideTab:
             return
         if result is not self.result:
             return
-        self.histogram = self._draw(self._histogram_box, views.histogram_figure(histogram))
+        self._draw("histogram", self._histogram_box, views.histogram_figure(histogram))
         self.histogram_table.value = html_table(views.histogram_table(histogram))
         try:
-            self.weights = self._draw(self._weights_box, views.weight_ranges_figure(inside.weight_ranges(session,
-                                                                                                        tensor)))
+            self._draw("weights", self._weights_box, views.weight_ranges_figure(inside.weight_ranges(session, tensor)))
         except WorkbenchError:  # nothing weighted computes it (an input, a pooling or an Add): no weights to show
-            self._weights_box.children, self.weights = (), None
+            self._weights_box.children = ()
+            self.figures.pop("weights", None)
         self.status.value = ""
 
     def _progress(self, ticket, tensor: str, done: int, total: int) -> None:
@@ -160,21 +158,15 @@ class InsideTab:
             self.status.value = f"{SPINNER}histogram of {html.escape(tensor)}: batch {done} of {total}"
 
     # ---- drawing --------------------------------------------------------------------------------
-    def _on_click(self, trace, points, _state) -> None:
-        if points.point_inds and 0 <= points.point_inds[0] < len(self.rows):
-            self.select(self.rows[points.point_inds[0]].tensor)
-
-    @staticmethod
-    def _draw(box, figure):
-        widget = figure_widget(figure)
-        box.children = (widget,)
-        fit_to_panel(widget)
-        return widget
+    def _draw(self, name: str, box, figure) -> None:
+        """Show `figure` in `box` the way the explorer's views are shown (it follows the panel's width)."""
+        self.figures[name] = figure
+        box.children = (figure_output(figure),)
 
     def _clear_figures(self) -> None:
         for box in (self._sources_box, self._histogram_box, self._weights_box):
             box.children = ()
-        self.sources = self.histogram = self.weights = None
+        self.figures = {}
         self.table.value = self.histogram_table.value = ""
         self._quiet = True
         try:
