@@ -22,8 +22,11 @@ def test_fp32_shows_nothing_and_int8_its_error_sources(explorer):
     explorer.wait()
     assert explorer.inside is not None and "Pick a calibrated INT8" in explorer.inside.intro.value
     explorer.precision.value = "int8"
-    shown = _settle(explorer)
+    shown = explorer.wait()
     tab = explorer.inside
+    assert tab.ticket is None and "when this tab is open" in tab.status.value  # a hidden tab computes nothing
+    explorer.tabs.selected_index = explorer.tabs.titles.index("Inside")
+    shown = _settle(explorer)
     ticket = tab.ticket
     ticket.future.result(timeout=600)  # the first tensor's histogram follows the error sources
     assert [row.tensor for row in tab.rows] == [p.tensor for p in shown.drift]

@@ -39,6 +39,7 @@ class InsideTab:
         self.rows = []  # LayerError of the result on display, graph order
         self.ticket = None
         self._session = None
+        self._pending: TabContext | None = None  # a result to explain once the tab is opened
         self._quiet = False
         self.intro = widgets.HTML(PICK_INT8)
         self.status = widgets.HTML()
@@ -58,16 +59,18 @@ class InsideTab:
                                     widgets.HBox([self.tensor, self.compare], layout=widgets.Layout(flex_flow="row wrap")),
                                     self._histogram_box, self.histogram_table, self._weights_box],
                                    layout=widgets.Layout(width="100%"))
+        explorer.tabs.observe(lambda _: self._start_if_open(), names="selected_index")
 
     # ---- what the explorer asks -----------------------------------------------------------------
     def show(self, context: TabContext) -> None:
         """Called with every result the explorer shows: a calibrated INT8 result with drift gets its error sources
-        (computed on the scheduler, cached with the result); anything else clears the tab."""
+        (computed on the scheduler once the tab is open, so a hidden tab never delays a selection; cached with the
+        result); anything else clears the tab."""
         result = context.result
         if result is not None and self.result is not None and result.cache_key == self.result.cache_key:
             return
         self.explorer.scheduler.cancel(GROUP)
-        self.result, self.rows, self._session = None, [], context.session
+        self.result, self.rows, self._session, self._pending = None, [], context.session, None
         self._clear_figures()
         if result is None or result.precision != "int8" or result.method == "dynamic" or not result.drift:
             self.intro.value = PICK_INT8
@@ -75,6 +78,23 @@ class InsideTab:
             return
         self.result = result
         self.intro.value = f"Where the error of <b>{html.escape(result.label)}</b> comes from:"
+        self._pending = context
+        self.status.value = "<i>Measured when this tab is open.</i>"
+        self._start_if_open()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this tab is the explorer's selected tab."""
+        tabs = self.explorer.tabs
+        shown = tabs.children[tabs.selected_index] if tabs.selected_index is not None else None
+        return shown is not None and (shown is self.widget or self.widget in getattr(shown, "children", ()))
+
+    def _start_if_open(self) -> None:
+        context = self._pending
+        if context is None or not self.is_open:
+            return
+        self._pending = None
+        result = context.result
         self._run(lambda ticket: self._sources(ticket, context.session, result), f"error sources of {result.label}")
 
     def select(self, tensor: str) -> None:
