@@ -17,7 +17,8 @@ import plotly.io as pio
 from .backends import get_backend
 from .output import atomic_write, check_outputs
 from .backends.cpu_features import cpu_flags
-from .errors import InputSpecError, MissingDependencyError
+from .calibration import DEFAULT_SIZE
+from .errors import InputSpecError, MissingDependencyError, WorkbenchError
 from .results import RetimedLatency, RunResult, Speedup, baseline_of, paired_speedup, speedup_over
 from .vocabulary import ACCURACY_METRICS
 from .views.accuracy_text import metric_text, metric_value_text, metrics_text
@@ -437,13 +438,27 @@ def inside_section(doc: _Html, sessions, results) -> None:
         doc.text("No calibrated INT8 configuration with drift measurements in this run.")
         return
     session = next(s for s in sessions if s.backend_name == result.backend)
-    rows = inside.error_sources(session, result)
+    size = result.calibration_size or DEFAULT_SIZE
     doc.raw(f"<h3>{html.escape(result.label)}</h3>")
+    try:
+        rows = inside.error_sources(session, result)
+        calibrated = inside.method_ranges(session, calibration=result.calibration, methods=(result.method,),
+                                          calibration_size=size)[result.method]
+    except WorkbenchError as exc:  # e.g. a plan whose graph cannot be split: say so, keep the rest of the report
+        doc.text(f"Not shown: {exc}", "note")
+        return
     doc.figure(inside_views.error_sources_figure(rows))
     doc.table(inside_views.error_sources_table(rows, count=5))
-    tensor = worst(rows, 1)[0]
-    doc.figure(inside_views.histogram_figure(inside.histogram(session, tensor.tensor, calibration=result.calibration,
-                                                              qdq_style=result.qdq_style)))
+    tensor = next((row for row in worst(rows, len(rows)) if row.tensor in calibrated), None)
+    if tensor is None:
+        doc.text("No calibrated tensor among the drift points: no histogram to show.", "note")
+        return
+    try:
+        histogram = inside.histogram(session, tensor.tensor, calibration=result.calibration, calibration_size=size,
+                                     qdq_style=result.qdq_style)
+        doc.figure(inside_views.histogram_figure(histogram))
+    except WorkbenchError as exc:
+        doc.text(f"No histogram of {tensor.tensor}: {exc}", "note")
     with contextlib.suppress(InputSpecError):  # a layer without a constant weight (pooling, Add) has none
         doc.figure(inside_views.weight_ranges_figure(inside.weight_ranges(session, tensor.tensor)))
 
