@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from .engine import EngineGraph
-from .precision.plan import PrecisionPlan
+from .precision.plan import PlanFields, PrecisionPlan
 
 CONFIDENCE = 0.95  # of every latency and speed-up interval
 BOOTSTRAP_RESAMPLES = 2000
@@ -234,7 +234,7 @@ class DriftPoint:
 
 
 @dataclass
-class RunResult:
+class RunResult(PlanFields):
     """Everything measured for one configuration (model, precision plan, calibration, backend)."""
 
     model: str
@@ -263,26 +263,6 @@ class RunResult:
     # where the data came from: {"eval": {"kind": "sample"|"user"|"synthetic", "path", "sha256", ...},
     # "calibration": the same for the INT8 calibration set, or None}
     data_source: dict | None = None
-
-    @property
-    def precision(self) -> str:
-        return self.plan.precision
-
-    @property
-    def method(self) -> str | None:
-        return self.plan.method
-
-    @property
-    def qdq_style(self) -> str | None:
-        return self.plan.qdq_style
-
-    @property
-    def keep_fp32(self) -> list[str]:
-        return list(self.plan.keep_fp32)
-
-    @property
-    def weight_rounding(self) -> str | None:
-        return self.plan.weight_rounding
 
     @property
     def label(self) -> str:

@@ -30,7 +30,7 @@ from .jobs import check as check_cancel
 from .limits import OPEN_ENGINES
 from .precision import bias_correction, dynamic, gptq
 from .precision.int8 import weighted_nodes
-from .precision.plan import WEIGHT_ROUNDINGS, PrecisionPlan
+from .precision.plan import WEIGHT_ROUNDINGS, PlanFields, PrecisionPlan
 from .results import RetimedLatency, RunResult, baseline_of, speedup_over
 from .vocabulary import DEFAULT_BUDGET, DEFAULT_CONFIRM, DEFAULT_MAX_DROP, DEFAULT_METRIC, DEFAULT_RUNS
 from .vocabulary import TUNE_METRICS as METRICS
@@ -107,7 +107,7 @@ class SensitivityReport:
 
 
 @dataclass
-class TunedConfig:
+class TunedConfig(PlanFields):
     """One configuration the search measured, with its speed and accuracy against FP32."""
 
     label: str
@@ -129,26 +129,6 @@ class TunedConfig:
     retimed_speedup_vs_fp32: float | None = None  # FP32's re-timed median / this one's
     precision_share: dict | None = None  # what really ran (RunResult.precision_share)
     precision_warning: str | None = None  # set when the plan left most compute in FP32 (RunResult.precision_warning)
-
-    @property
-    def precision(self) -> str:
-        return self.plan.precision
-
-    @property
-    def method(self) -> str | None:
-        return self.plan.method
-
-    @property
-    def qdq_style(self) -> str | None:
-        return self.plan.qdq_style
-
-    @property
-    def keep_fp32(self) -> list[str]:
-        return list(self.plan.keep_fp32)
-
-    @property
-    def weight_rounding(self) -> str | None:
-        return self.plan.weight_rounding
 
     @property
     def kept_text(self) -> str:

@@ -12,8 +12,7 @@ KEEP_FP32_HOW = ("PrecisionPlan(keep_fp32=[...]) or run(..., keep_fp32=[...]) in
                  "(repeatable) on the command line")
 
 __all__ = ["ALGORITHMS", "INT8_FIELDS", "KEEP_FP32_HOW", "METHODS", "PLAN_CHOICES", "PLAN_FIELDS", "PRECISIONS",
-           "QDQ_STYLES",
-           "WEIGHT_ROUNDINGS", "PrecisionPlan"]
+           "QDQ_STYLES", "WEIGHT_ROUNDINGS", "PlanFields", "PrecisionPlan"]
 
 # Field metadata. CHOICES: the vocabulary a field takes (command-line flags and widgets offer these). NEUTRAL: a field
 # added after the first plans were cached declares the values that mean "as before"; `to_json` leaves it out then, so
@@ -129,3 +128,29 @@ PLAN_CHOICES = {f.name: f.metadata[CHOICES] for f in fields(PrecisionPlan) if CH
 INT8_FIELDS = tuple(name for name, choices in PLAN_CHOICES.items() if name != "precision" and choices and
                     getattr(PrecisionPlan("fp32", **{name: choices[-1]}), name) == getattr(PrecisionPlan("fp32"), name))
 _NEUTRAL_VALUES = {f.name: f.metadata[NEUTRAL] for f in fields(PrecisionPlan) if NEUTRAL in f.metadata}
+
+
+class PlanFields:
+    """The plan's fields read by name on anything that carries a `plan` (a result, a search configuration)."""
+
+    plan: PrecisionPlan
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
+    @property
+    def method(self) -> str | None:
+        return self.plan.method
+
+    @property
+    def qdq_style(self) -> str | None:
+        return self.plan.qdq_style
+
+    @property
+    def keep_fp32(self) -> list[str]:
+        return list(self.plan.keep_fp32)
+
+    @property
+    def weight_rounding(self) -> str | None:
+        return self.plan.weight_rounding

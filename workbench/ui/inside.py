@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 
 from .._optional import require
+from ..calibration import DEFAULT_SIZE
 from ..errors import Cancelled, WorkbenchError
 from ..results import RunResult
 from ..views.tables import html_table
@@ -115,14 +116,8 @@ class InsideTab:
         from ..measure.decomposition import worst
         from ..views import inside as views
 
-        try:
-            rows = inside.error_sources(session, result, cancel=ticket.cancel)
-        except Cancelled:
-            return
-        except WorkbenchError as exc:
-            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
-            return
-        if result is not self.result:
+        rows = self._attempt(lambda: inside.error_sources(session, result, cancel=ticket.cancel))
+        if rows is None or result is not self.result:
             return
         self.rows = rows
         self._draw("sources", self._sources_box, views.error_sources_figure(rows))
@@ -152,17 +147,11 @@ class InsideTab:
         from .. import inside
         from ..views import inside as views
 
-        try:
-            histogram = inside.histogram(session, tensor, calibration=result.calibration, compare=other,
-                                         calibration_size=result.calibration_size or 256,
-                                         qdq_style=result.qdq_style or "onnxruntime", cancel=ticket.cancel,
-                                         progress=lambda done, total: self._progress(ticket, tensor, done, total))
-        except Cancelled:
-            return
-        except WorkbenchError as exc:
-            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
-            return
-        if result is not self.result:
+        histogram = self._attempt(lambda: inside.histogram(
+            session, tensor, calibration=result.calibration, compare=other,
+            calibration_size=result.calibration_size or DEFAULT_SIZE, qdq_style=result.qdq_style or "onnxruntime",
+            cancel=ticket.cancel, progress=lambda done, total: self._progress(ticket, tensor, done, total)))
+        if histogram is None or result is not self.result:
             return
         self._draw("histogram", self._histogram_box, views.histogram_figure(histogram))
         self.histogram_table.value = html_table(views.histogram_table(histogram))
@@ -172,6 +161,16 @@ class InsideTab:
             self._weights_box.children = ()
             self.figures.pop("weights", None)
         self.status.value = ""
+
+    def _attempt(self, work):
+        """`work()`, or None when it was cancelled or failed (the failure is shown in the status line)."""
+        try:
+            return work()
+        except Cancelled:
+            return None
+        except WorkbenchError as exc:
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(exc))}</span>"
+            return None
 
     def _progress(self, ticket, tensor: str, done: int, total: int) -> None:
         if not ticket.cancel.cancelled:
